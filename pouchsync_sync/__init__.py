@@ -1,0 +1,51 @@
+"""pouchsync_sync: sync CouchDB-style document databases through WebSockets.
+
+See README.md for the quickstart and docs/ for the protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .errors import (
+    BadRequest,
+    Cancelled,
+    Conflict,
+    CouchError,
+    Denied,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    PouchSyncError,
+    PreconditionFailed,
+    ProtocolError,
+    ServerError,
+    Timeout,
+    TransportError,
+    Unauthorized,
+)
+from .store.base import Database
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "BadRequest",
+    "Cancelled",
+    "Conflict",
+    "CouchError",
+    "Database",
+    "Denied",
+    "Forbidden",
+    "NotFound",
+    "PayloadTooLarge",
+    "PouchSyncError",
+    "PreconditionFailed",
+    "ProtocolError",
+    "ServerError",
+    "Timeout",
+    "TransportError",
+    "Unauthorized",
+    "__version__",
+]

@@ -1,0 +1,204 @@
+"""Every exception pouchsync_sync raises on purpose.
+
+::
+
+    PouchSyncError
+     ├── CouchError                 CouchDB-shaped: status, error, reason; crosses the wire
+     │    ├── BadRequest            400 bad_request (invalid input, never a partial write)
+     │    ├── Unauthorized          401 unauthorized
+     │    ├── Forbidden             403 forbidden
+     │    ├── NotFound              404 not_found ("missing" or "deleted")
+     │    ├── Conflict              409 conflict ("Document update conflict")
+     │    ├── PreconditionFailed    412 file_exists / missing_stub
+     │    ├── PayloadTooLarge       413 too_large
+     │    └── ServerError           5xx, retryable
+     ├── Denied                     a database request refused by the server's on_request
+     ├── TransportError             the link failed (refused, reset, closed); retryable
+     │    └── Timeout               a deadline passed without an answer; retryable
+     ├── ProtocolError              a peer broke the wire protocol
+     └── Cancelled                  the operation was cancelled by its owner
+
+``retryable`` says whether trying the same thing again later may succeed; the
+client's reconnect loop and the replicator decide on it in one place each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "PouchSyncError",
+    "CouchError",
+    "BadRequest",
+    "Unauthorized",
+    "Forbidden",
+    "NotFound",
+    "Conflict",
+    "PreconditionFailed",
+    "PayloadTooLarge",
+    "ServerError",
+    "Denied",
+    "TransportError",
+    "Timeout",
+    "ProtocolError",
+    "Cancelled",
+    "error_from_json",
+]
+
+
+class PouchSyncError(Exception):
+    """Base of every error raised on purpose by pouchsync_sync."""
+
+    retryable: bool = False
+
+
+class CouchError(PouchSyncError):
+    """An error with CouchDB's shape: HTTP-like ``status``, ``error`` and ``reason``."""
+
+    status: int = 500
+    error: str = "unknown_error"
+    default_reason: str = "Unknown error"
+
+    def __init__(self, reason: str | None = None, *, status: int | None = None,
+                 error: str | None = None) -> None:
+        self.reason = reason if reason is not None else self.default_reason
+        if status is not None:
+            self.status = status
+        if error is not None:
+            self.error = error
+        super().__init__(self.reason)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.error}: {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reason!r}, status={self.status}, error={self.error!r})"
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), self.reason, self.status, self.error))
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``{status, error, reason}`` form sent over the wire."""
+        return {"status": self.status, "error": self.error, "reason": self.reason}
+
+
+def _rebuild(cls: type, reason: str, status: int, error: str) -> CouchError:
+    return cls(reason, status=status, error=error)
+
+
+class BadRequest(CouchError):
+    status = 400
+    error = "bad_request"
+    default_reason = "Bad request"
+
+
+class Unauthorized(CouchError):
+    status = 401
+    error = "unauthorized"
+    default_reason = "Name or password is incorrect."
+
+
+class Forbidden(CouchError):
+    status = 403
+    error = "forbidden"
+    default_reason = "Forbidden"
+
+
+class NotFound(CouchError):
+    status = 404
+    error = "not_found"
+    default_reason = "missing"
+
+
+class Conflict(CouchError):
+    status = 409
+    error = "conflict"
+    default_reason = "Document update conflict"
+
+
+class PreconditionFailed(CouchError):
+    status = 412
+    error = "precondition_failed"
+    default_reason = "Precondition failed"
+
+
+class PayloadTooLarge(CouchError):
+    status = 413
+    error = "too_large"
+    default_reason = "Request entity too large"
+
+
+class ServerError(CouchError):
+    status = 500
+    error = "internal_server_error"
+    default_reason = "Internal server error"
+    retryable = True
+
+
+class Denied(PouchSyncError):
+    """The server refused a database request (its ``on_request`` denied it)."""
+
+    def __init__(self, reason: str = "denied") -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": 403, "error": "denied", "reason": self.reason}
+
+
+class TransportError(PouchSyncError):
+    """The connection failed: refused, reset or closed. Trying again later may work."""
+
+    retryable = True
+
+
+class Timeout(TransportError):
+    """A deadline passed without an answer."""
+
+
+class ProtocolError(PouchSyncError):
+    """A peer sent something the wire protocol does not allow."""
+
+
+class Cancelled(PouchSyncError):
+    """The operation was cancelled by its owner."""
+
+
+_BY_STATUS: dict[int, type[CouchError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    412: PreconditionFailed,
+    413: PayloadTooLarge,
+}
+
+
+def error_from_json(body: Any, status: int | None = None) -> PouchSyncError:
+    """Rebuild the exception a ``{status, error, reason}`` object describes.
+
+    Used at every boundary where CouchDB-shaped errors arrive (HTTP, websocket),
+    so each becomes the same class the embedded store raises.
+    """
+    if not isinstance(body, dict):
+        body = {}
+    error = str(body.get("error") or "unknown_error")
+    reason = body.get("reason")
+    reason = str(reason) if reason is not None else error
+    raw_status = body.get("status", status)
+    try:
+        code = int(raw_status) if raw_status is not None else 500
+    except (TypeError, ValueError):
+        code = 500
+    if error == "denied":
+        return Denied(reason)
+    if error == "too_large" or code == 413:
+        return PayloadTooLarge(reason, status=code, error=error)
+    if code == 429:
+        exc: CouchError = ServerError(reason, status=code, error=error)
+        return exc
+    if code >= 500:
+        return ServerError(reason, status=code, error=error)
+    cls = _BY_STATUS.get(code, CouchError)
+    return cls(reason, status=code, error=error)

@@ -1,0 +1,133 @@
+"""The ``Database`` interface every backend implements.
+
+``LocalDatabase`` (embedded SQLite), ``CouchDatabase`` (CouchDB over HTTP) and the
+client's ``RemoteDatabase`` (the same calls over the websocket) all pass one
+contract suite (``tests/contract``), so the replicator runs unchanged between any
+two of them. Shapes and errors are CouchDB's (https://docs.couchdb.org/en/stable/api/),
+with Python names: seconds for timeouts, keyword-only flags, ``None`` for "not given".
+
+Sequences (``since``, ``seq``, ``last_seq``, ``update_seq``) are opaque JSON values:
+integers on the embedded store, strings on CouchDB 3. Never compare or compute on
+them; pass back what you received.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Mapping, Sequence
+
+Doc = dict[str, Any]
+
+__all__ = ["Database", "Doc"]
+
+
+class Database(abc.ABC):
+    """A CouchDB-style document database. Implementations are thread-safe."""
+
+    #: short name (the SQLite file's stem, the CouchDB database name)
+    name: str
+
+    # -- identity -----------------------------------------------------------------
+    @abc.abstractmethod
+    def identity(self) -> str:
+        """A stable string naming this database for replication ids.
+
+        Two objects on the same data give the same identity; different databases
+        give different ones (a uuid stored in the file, the CouchDB URL without
+        credentials, the remote server URL + database name).
+        """
+
+    @abc.abstractmethod
+    def info(self) -> dict[str, Any]:
+        """``{"db_name", "doc_count", "doc_del_count", "update_seq", ...}``."""
+
+    # -- documents ----------------------------------------------------------------
+    @abc.abstractmethod
+    def put(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or update one doc (``_id`` required). ``{"ok": True, "id", "rev"}``.
+
+        Raises ``Conflict`` when ``_rev`` is not the current leaf, ``BadRequest`` on
+        invalid input. ``_local/`` ids store a local doc with rev ``0-N``.
+        """
+
+    @abc.abstractmethod
+    def post(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a doc with a generated ``_id`` (or the given one)."""
+
+    @abc.abstractmethod
+    def get(self, doc_id: str, *, rev: str | None = None, revs: bool = False,
+            revs_info: bool = False, conflicts: bool = False,
+            open_revs: Sequence[str] | str | None = None, latest: bool = False,
+            attachments: bool = False) -> Any:
+        """One doc (a dict), or for ``open_revs`` a list of ``{"ok": doc}`` / ``{"missing": rev}``.
+
+        Raises ``NotFound`` (reason "missing" or "deleted").
+        """
+
+    @abc.abstractmethod
+    def delete(self, doc_id: str, rev: str) -> dict[str, Any]:
+        """Write a tombstone on top of ``rev``. ``{"ok": True, "id", "rev"}``."""
+
+    @abc.abstractmethod
+    def bulk_docs(self, docs: Sequence[Mapping[str, Any]], *,
+                  new_edits: bool = True) -> list[dict[str, Any]]:
+        """Write many docs; one result per doc (``{"ok","id","rev"}`` or
+        ``{"id","error","reason"}``). With ``new_edits=False`` each doc carries its
+        ``_rev`` and ``_revisions`` and is merged into the revision tree as given;
+        CouchDB then returns only the failures (an empty list when all succeeded).
+        """
+
+    @abc.abstractmethod
+    def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,
+                 startkey: str | None = None, endkey: str | None = None,
+                 limit: int | None = None, skip: int = 0,
+                 descending: bool = False, conflicts: bool = False) -> dict[str, Any]:
+        """``{"total_rows", "offset", "rows": [{"id", "key", "value": {"rev"}, "doc"?}]}``."""
+
+    @abc.abstractmethod
+    def changes(self, *, since: Any = 0, limit: int | None = None,
+                include_docs: bool = False, conflicts: bool = False,
+                style: str = "main_only", doc_ids: Sequence[str] | None = None,
+                selector: Mapping[str, Any] | None = None, descending: bool = False,
+                feed: str = "normal", timeout: float | None = None,
+                attachments: bool = False) -> dict[str, Any]:
+        """``{"results": [{"seq", "id", "changes": [{"rev"}], "deleted"?, "doc"?}],
+        "last_seq", "pending"?}``; one row per doc at its latest seq.
+
+        ``feed="longpoll"`` returns as soon as a change after ``since`` exists, or
+        with no results after ``timeout`` seconds. ``since="now"`` starts at the end.
+        """
+
+    @abc.abstractmethod
+    def revs_diff(self, revs: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        """``{id: {"missing": [...], "possible_ancestors": [...]}}`` for the revs this
+        database lacks; ids with nothing missing are left out."""
+
+    @abc.abstractmethod
+    def bulk_get(self, docs: Sequence[Mapping[str, Any]], *, revs: bool = False,
+                 latest: bool = False, attachments: bool = False) -> dict[str, Any]:
+        """CouchDB 3's ``_bulk_get``: ``{"results": [{"id", "docs": [{"ok": doc} |
+        {"error": {"id", "rev", "error", "reason"}}]}]}`` in request order. Each request
+        is ``{"id", "rev"?, "atts_since"?}``; ``atts_since`` lists revs whose
+        attachments the caller already has, so those come back as stubs."""
+
+    @abc.abstractmethod
+    def get_attachment(self, doc_id: str, name: str, rev: str | None = None) -> bytes:
+        """The raw bytes of one attachment. Raises ``NotFound``."""
+
+    # -- lifecycle ----------------------------------------------------------------
+    def compact(self) -> None:
+        """Drop what is no longer needed (bodies of non-leaf revisions). Optional."""
+
+    def close(self) -> None:
+        """Release resources. Idempotent."""
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+

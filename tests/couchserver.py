@@ -1,0 +1,1 @@
+"""Placeholder plugin: the CouchDB-protocol test server fixture lands with issue 3."""
