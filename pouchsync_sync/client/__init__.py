@@ -1,0 +1,1 @@
+"""The websocket client: Client, Sync, RemoteDatabase."""
