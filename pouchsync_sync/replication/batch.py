@@ -1,0 +1,168 @@
+"""One batch of changes, pure: "Calculate Revision Difference" and "Fetch Changed Documents".
+
+https://docs.couchdb.org/en/stable/replication/protocol.html#locate-changed-documents
+
+Turns a changes batch (``style=all_docs``: every leaf of every changed doc) into the
+``revs_diff`` request, the diff into ``bulk_get`` requests (``atts_since`` =
+``possible_ancestors``, so attachments the target already holds come back as stubs),
+and a ``bulk_get`` answer into docs and errors. Byte bounds: ``doc_size`` estimates a
+doc's JSON size, ``split_by_bytes`` cuts writes, ``next_fetch_size`` adapts how many
+revisions one ``bulk_get`` asks for so a batch of huge docs never sits in memory whole.
+No I/O here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+try:  # optional fast path; the library works without it
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+__all__ = [
+    "LOCAL_PREFIX",
+    "apply_filter",
+    "bulk_get_requests",
+    "collect_bulk_get",
+    "doc_size",
+    "failed_writes",
+    "next_fetch_size",
+    "revs_diff_request",
+    "split_by_bytes",
+]
+
+LOCAL_PREFIX = "_local/"
+
+
+def apply_filter(rows: Sequence[Mapping[str, Any]],
+                 filter_fn: Callable[[dict[str, Any]], Any] | None) -> list[Mapping[str, Any]]:
+    """The change rows whose doc the Python filter accepts (all rows without a filter).
+
+    Rows without a doc (the caller did not ask for ``include_docs``) are kept.
+    """
+    if filter_fn is None:
+        return list(rows)
+    kept = []
+    for row in rows:
+        doc = row.get("doc")
+        if doc is None or filter_fn(doc):
+            kept.append(row)
+    return kept
+
+
+def revs_diff_request(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """``{id: [leaf revs]}`` from change rows; ``_local`` docs are never replicated."""
+    request: dict[str, list[str]] = {}
+    for row in rows:
+        doc_id = row.get("id")
+        if not isinstance(doc_id, str) or doc_id.startswith(LOCAL_PREFIX):
+            continue
+        revs = request.setdefault(doc_id, [])
+        for change in row.get("changes") or ():
+            rev = change.get("rev")
+            if rev is not None and rev not in revs:
+                revs.append(rev)
+    return {doc_id: revs for doc_id, revs in request.items() if revs}
+
+
+def bulk_get_requests(diff: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One ``{id, rev, atts_since?}`` per missing revision, in diff order."""
+    requests: list[dict[str, Any]] = []
+    for doc_id, entry in diff.items():
+        if doc_id.startswith(LOCAL_PREFIX):
+            continue
+        ancestors = list(entry.get("possible_ancestors") or ())
+        for rev in entry.get("missing") or ():
+            request: dict[str, Any] = {"id": doc_id, "rev": rev}
+            if ancestors:
+                request["atts_since"] = ancestors
+            requests.append(request)
+    return requests
+
+
+def collect_bulk_get(answer: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(docs, errors)`` from a ``bulk_get`` answer; docs deduplicated by (id, rev).
+
+    ``latest=True`` may answer two requests with the same newer leaf. Errors come as
+    CouchDB 3's ``{"error": {...}}`` or the older ``{"missing": rev}``.
+    """
+    docs: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for result in answer.get("results") or ():
+        result_id = result.get("id")
+        for item in result.get("docs") or ():
+            doc = item.get("ok")
+            if isinstance(doc, dict):
+                key = (doc.get("_id"), doc.get("_rev"))
+                if key in seen or not isinstance(key[0], str) or key[0].startswith(LOCAL_PREFIX):
+                    continue
+                seen.add(key)
+                docs.append(doc)
+            elif isinstance(item.get("error"), Mapping):
+                err = item["error"]
+                errors.append({"id": err.get("id", result_id), "rev": err.get("rev"),
+                               "error": err.get("error", "unknown_error"),
+                               "reason": err.get("reason", "")})
+            elif "missing" in item:
+                errors.append({"id": result_id, "rev": item["missing"],
+                               "error": "not_found", "reason": "missing"})
+    return docs, errors
+
+
+def failed_writes(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The ``{"id","rev","error","reason"}`` entries of a ``bulk_docs(new_edits=False)`` answer.
+
+    CouchDB answers only the failures; other backends answer one row per doc.
+    """
+    failures = []
+    for row in results:
+        if row.get("error"):
+            failures.append({"id": row.get("id"), "rev": row.get("rev"),
+                             "error": row.get("error"), "reason": row.get("reason", "")})
+    return failures
+
+
+if _orjson is not None:
+    def doc_size(doc: Mapping[str, Any]) -> int:
+        """Length of the doc's compact JSON (an estimate of its size on the wire)."""
+        try:
+            return len(_orjson.dumps(doc))
+        except TypeError:
+            return len(json.dumps(doc, separators=(",", ":"), default=str))
+else:  # pragma: no cover - depends on the environment
+    def doc_size(doc: Mapping[str, Any]) -> int:
+        """Length of the doc's compact JSON (an estimate of its size on the wire)."""
+        return len(json.dumps(doc, separators=(",", ":"), default=str))
+
+
+def split_by_bytes(docs: Sequence[dict[str, Any]], sizes: Sequence[int],
+                   max_bytes: int) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive chunks of ``docs`` of at most ``max_bytes`` (a single bigger doc alone)."""
+    chunk: list[dict[str, Any]] = []
+    total = 0
+    for doc, size in zip(docs, sizes):
+        if chunk and total + size > max_bytes:
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(doc)
+        total += size
+    if chunk:
+        yield chunk
+
+
+def next_fetch_size(current: int, fetched_count: int, fetched_bytes: int,
+                    max_bytes: int, cap: int) -> int:
+    """How many revisions the next ``bulk_get`` asks for, so one answer stays near ``max_bytes``.
+
+    Shrinks at once to what fits; grows back by doubling (never above ``cap``).
+    """
+    if fetched_count <= 0:
+        return max(1, min(current, cap))
+    average = max(1, fetched_bytes // fetched_count)
+    fits = max(1, max_bytes // average)
+    if fits < current:
+        return max(1, min(fits, cap))
+    return max(1, min(current * 2, fits, cap))

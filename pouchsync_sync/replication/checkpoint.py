@@ -1,0 +1,234 @@
+"""Replication logs: "Compare Replication Logs" and "Record Replication Checkpoint".
+
+https://docs.couchdb.org/en/stable/replication/protocol.html#retrieve-replication-logs-from-source-and-target
+
+Each side keeps ``_local/<replication id>``::
+
+    {"_id": "_local/<id>", "_rev": "0-N", "session_id": <this run>,
+     "source_last_seq": <seq>, "replication_id_version": 1, "replicator": "pouchsync_sync",
+     "history": [{"session_id", "recorded_seq", "start_last_seq", "start_time",
+                  "end_time", "docs_read", "docs_written", "doc_write_failures"}, ...]}
+
+newest history entry first, at most ``HISTORY_SIZE`` entries. A start sequence is only
+trusted when both sides agree on it (same last session, or a session common to both
+histories), because either database may have been replaced or restored since. A
+source that refuses writes (read-only: forbidden/unauthorized) keeps no log; then the
+target's log alone is trusted, as PouchDB does.
+
+The functions at the top are pure; ``Checkpointer`` does the I/O through the
+``Database`` interface. The target is always written first, then the source: a crash
+between the two leaves the logs differing, and the comparison then falls back to the
+previous common session rather than to a sequence the target never saw.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from ..errors import Conflict, Denied, Forbidden, NotFound, Unauthorized
+from ..store.base import Database
+from .ids import REPLICATION_ID_VERSION
+
+__all__ = [
+    "HISTORY_SIZE",
+    "LOWEST_SEQ",
+    "Checkpointer",
+    "compare_replication_logs",
+    "compare_rep_history",
+    "updated_replication_log",
+]
+
+log = logging.getLogger(__name__)
+
+HISTORY_SIZE = 5
+LOWEST_SEQ: Any = 0
+REPLICATOR_NAME = "pouchsync_sync"
+
+_READ_ONLY_ERRORS = (Forbidden, Unauthorized, Denied)
+
+
+# -- pure ------------------------------------------------------------------------------
+def _history(replication_log: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    if not replication_log:
+        return []
+    history = replication_log.get("history")
+    if not isinstance(history, list):
+        return []
+    return [entry for entry in history if isinstance(entry, Mapping)]
+
+
+def _has_session(session_id: Any, history: Sequence[Mapping[str, Any]]) -> bool:
+    return session_id is not None and any(h.get("session_id") == session_id for h in history)
+
+
+def compare_rep_history(source_history: Sequence[Mapping[str, Any]],
+                        target_history: Sequence[Mapping[str, Any]]) -> Any:
+    """The ``recorded_seq`` of the latest session found in both histories, else ``LOWEST_SEQ``.
+
+    CouchDB's ``compare_rep_history``: walk both (newest first); the source's head
+    wins when the target knows it, then the target's head when the rest of the source
+    knows it; otherwise drop both heads and go on.
+    """
+    source_rest = list(source_history)
+    target_rest = list(target_history)
+    while source_rest and target_rest:
+        s, t = source_rest[0], target_rest[0]
+        if _has_session(s.get("session_id"), target_rest):
+            return s.get("recorded_seq", LOWEST_SEQ)
+        if _has_session(t.get("session_id"), source_rest[1:]):
+            return t.get("recorded_seq", LOWEST_SEQ)
+        source_rest.pop(0)
+        target_rest.pop(0)
+    return LOWEST_SEQ
+
+
+def compare_replication_logs(source_log: Mapping[str, Any] | None,
+                             target_log: Mapping[str, Any] | None, *,
+                             source_read_only: bool = False) -> Any:
+    """The start sequence both logs agree on (``LOWEST_SEQ``: full replication).
+
+    Same last ``session_id`` → the source's ``source_last_seq``; else the latest
+    common session in the histories. With a read-only source (no source log can
+    exist) the target's log is trusted alone.
+    """
+    if target_log is None:
+        return LOWEST_SEQ
+    if source_log is None:
+        if source_read_only:
+            return target_log.get("source_last_seq", LOWEST_SEQ)
+        return LOWEST_SEQ
+    if (source_log.get("session_id") is not None
+            and source_log.get("session_id") == target_log.get("session_id")):
+        return source_log.get("source_last_seq", LOWEST_SEQ)
+    return compare_rep_history(_history(source_log), _history(target_log))
+
+
+def updated_replication_log(previous: Mapping[str, Any] | None, *, log_id: str,
+                            session_id: str, recorded_seq: Any, start_last_seq: Any,
+                            start_time: str, end_time: str, docs_read: int,
+                            docs_written: int, doc_write_failures: int) -> dict[str, Any]:
+    """A new log doc: this session's entry first (replacing its earlier one), bounded.
+
+    Never mutates ``previous``; keeps its ``_rev`` so the write updates it.
+    """
+    entry = {
+        "session_id": session_id,
+        "recorded_seq": recorded_seq,
+        "start_last_seq": start_last_seq,
+        "start_time": start_time,
+        "end_time": end_time,
+        "docs_read": docs_read,
+        "docs_written": docs_written,
+        "doc_write_failures": doc_write_failures,
+    }
+    older = [dict(h) for h in _history(previous) if h.get("session_id") != session_id]
+    doc: dict[str, Any] = {
+        "_id": log_id,
+        "session_id": session_id,
+        "source_last_seq": recorded_seq,
+        "replication_id_version": REPLICATION_ID_VERSION,
+        "replicator": REPLICATOR_NAME,
+        "history": [entry, *older][:HISTORY_SIZE],
+    }
+    if previous is not None and previous.get("_rev") is not None:
+        doc["_rev"] = previous["_rev"]
+    return doc
+
+
+# -- I/O -------------------------------------------------------------------------------
+@dataclass
+class _Side:
+    db: Database
+    name: str
+    log: dict[str, Any] | None = None
+    writable: bool = True
+
+
+class Checkpointer:
+    """Reads and writes the two replication logs of one replication session.
+
+    Not thread-safe: owned by the replicator's running thread.
+    """
+
+    def __init__(self, source: Database, target: Database, replication_id: str,
+                 session_id: str) -> None:
+        self.log_id = f"_local/{replication_id}"
+        self.session_id = session_id
+        self._source = _Side(source, "source")
+        self._target = _Side(target, "target")
+        self._warned_read_only = False
+
+    @property
+    def source_read_only(self) -> bool:
+        return not self._source.writable
+
+    def retrieve_replication_logs(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Get Replication Log from Source, then from Target (404 → ``None``)."""
+        self._source.log = self._get_log(self._source.db)
+        self._target.log = self._get_log(self._target.db)
+        return self._source.log, self._target.log
+
+    def find_start_seq(self) -> Any:
+        """Retrieve both logs and compare them; probe a missing source log for writability.
+
+        When only the target has a log, write an empty log to the source: if the
+        source refuses, it is read-only and the target's log is trusted alone.
+        """
+        source_log, target_log = self.retrieve_replication_logs()
+        if source_log is None and target_log is not None:
+            probe = {"_id": self.log_id, "session_id": None, "history": [],
+                     "replication_id_version": REPLICATION_ID_VERSION,
+                     "replicator": REPLICATOR_NAME}
+            self._write(self._source, probe)
+        return compare_replication_logs(source_log, target_log,
+                                        source_read_only=self.source_read_only)
+
+    def record_checkpoint(self, *, recorded_seq: Any, start_last_seq: Any, start_time: str,
+                          end_time: str, docs_read: int, docs_written: int,
+                          doc_write_failures: int) -> None:
+        """Record Replication Checkpoint: the target first, then the source."""
+        stats = dict(log_id=self.log_id, session_id=self.session_id,
+                     recorded_seq=recorded_seq, start_last_seq=start_last_seq,
+                     start_time=start_time, end_time=end_time, docs_read=docs_read,
+                     docs_written=docs_written, doc_write_failures=doc_write_failures)
+        for side in (self._target, self._source):
+            if side.writable:
+                self._write(side, updated_replication_log(side.log, **stats))
+
+    # -- edge ----------------------------------------------------------------------------
+    def _get_log(self, db: Database) -> dict[str, Any] | None:
+        try:
+            doc = db.get(self.log_id)
+        except NotFound:
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def _write(self, side: _Side, doc: dict[str, Any]) -> None:
+        """Put the log; on a conflict (another writer) re-read the rev and retry once."""
+        for attempt in (1, 2):
+            try:
+                result = side.db.put(doc)
+            except Conflict:
+                if attempt == 2:
+                    raise
+                current = self._get_log(side.db)
+                doc = dict(doc)
+                doc.pop("_rev", None)
+                if current is not None and current.get("_rev") is not None:
+                    doc["_rev"] = current["_rev"]
+                continue
+            except _READ_ONLY_ERRORS as exc:
+                if side is self._target:
+                    raise
+                side.writable = False
+                if not self._warned_read_only:
+                    self._warned_read_only = True
+                    log.warning("source %r refuses checkpoint writes (%s); "
+                                "checkpointing on the target only", side.db, exc)
+                return
+            saved = dict(doc)
+            saved["_rev"] = result.get("rev", saved.get("_rev"))
+            side.log = saved
+            return

@@ -1,0 +1,480 @@
+"""The replicator: the CouchDB replication protocol between any two ``Database`` objects.
+
+https://docs.couchdb.org/en/stable/replication/protocol.html
+
+Theory of operation. ``Replicator.run`` walks the protocol's steps, one method each:
+
+1. **Verify Peers / Get Peers Information** – ``info()`` on both sides (a missing
+   database fails here, before anything is written).
+2. **Find Common Ancestry** – *Generate Replication ID* (``ids.py``), *Retrieve
+   Replication Logs* from source and target and *Compare Replication Logs*
+   (``checkpoint.py``) give the start sequence; none in common → from the start.
+3. **Locate Changed Documents** – *Read Batch of Changes* (``style=all_docs``: every
+   leaf, so conflicts travel), the Python ``filter`` on the docs, then *Calculate
+   Revision Difference* with the target's ``revs_diff``.
+4. **Replicate Changes** – *Fetch Changed Documents* with ``bulk_get(revs=True,
+   latest=True, attachments=True)`` and ``atts_since`` (attachments the target already
+   has come back as stubs and are kept by digest), *Upload Batch of Changed Documents*
+   with ``bulk_docs(new_edits=False)`` in chunks bounded by bytes, then *Record
+   Replication Checkpoint* (target first, then source).
+5. One-shot: stop when a read finds nothing new. Live: ``paused``, wait on a
+   ``longpoll`` read (at most ``longpoll_timeout`` seconds, so ``cancel`` takes effect
+   within one wait), ``active`` again when changes come.
+
+Sequences are opaque: stored and sent back as received, compared only for equality.
+A document the target refuses counts in ``doc_write_failures``; a revision the source
+can no longer serve likewise; neither stops the replication. Any other error (transport,
+server, a refused read) ends the run with status ``"error"`` and the partial result; the
+caller decides whether to retry (the client adds backoff). Everything checkpointed stays
+done: the next run of the same replication resumes from there.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import email.utils
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import PouchSyncError, ProtocolError
+from ..store.base import Database
+from .batch import (
+    apply_filter,
+    bulk_get_requests,
+    collect_bulk_get,
+    doc_size,
+    failed_writes,
+    next_fetch_size,
+    revs_diff_request,
+    split_by_bytes,
+)
+from .checkpoint import LOWEST_SEQ, Checkpointer
+from .ids import generate_replication_id
+
+__all__ = ["ReplicationResult", "Replicator", "replicate", "STATES"]
+
+log = logging.getLogger(__name__)
+
+STATES = ("idle", "active", "paused", "complete", "cancelled", "error")
+
+#: state -> states it may move to; "complete", "cancelled" and "error" are final
+_TRANSITIONS: dict[str, frozenset[str]] = {
+    "idle": frozenset({"active", "cancelled", "error"}),
+    "active": frozenset({"paused", "complete", "cancelled", "error"}),
+    "paused": frozenset({"active", "complete", "cancelled", "error"}),
+}
+
+#: at most this many per-document errors are kept in a result (the counts stay exact)
+MAX_ERRORS_KEPT = 1000
+
+
+class _Cancel(Exception):
+    """Internal: the cancel event was seen inside a batch."""
+
+
+@dataclass
+class ReplicationResult:
+    """What one run did. ``ok`` is true when no error ended it (complete or cancelled);
+    per-document refusals are counted in ``doc_write_failures`` and listed in ``errors``.
+    """
+
+    ok: bool = False
+    docs_read: int = 0
+    docs_written: int = 0
+    doc_write_failures: int = 0
+    errors: list[Any] = field(default_factory=list)
+    start_time: _dt.datetime | None = None
+    end_time: _dt.datetime | None = None
+    last_seq: Any = None
+    status: str = "complete"
+    error: BaseException | None = None
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _rfc5322(moment: _dt.datetime) -> str:
+    return email.utils.format_datetime(moment, usegmt=True)
+
+
+class Replicator:
+    """One replication from ``source`` to ``target``; ``run()`` blocks on the caller's thread.
+
+    Runs once. ``state``, ``pending`` and ``wait_caught_up`` are safe from any thread;
+    callbacks run on the running thread, outside any lock, and their exceptions are
+    logged and ignored.
+    """
+
+    def __init__(self, source: Database, target: Database, *, live: bool = False,
+                 since: Any = None, doc_ids: Sequence[str] | None = None,
+                 selector: Mapping[str, Any] | None = None,
+                 filter: Callable[[dict[str, Any]], Any] | None = None,  # noqa: A002
+                 batch_size: int = 100, batches_limit: int = 10, checkpoint: bool = True,
+                 cancel: Any = None,
+                 on_batch: Callable[[dict[str, Any]], Any] | None = None,
+                 on_state: Callable[[str], Any] | None = None,
+                 longpoll_timeout: float = 25.0,
+                 max_batch_bytes: int = 8 * 1024 * 1024) -> None:
+        if batch_size < 1 or batches_limit < 1 or max_batch_bytes < 1:
+            raise ValueError("batch_size, batches_limit and max_batch_bytes must be >= 1")
+        if longpoll_timeout <= 0:
+            raise ValueError("longpoll_timeout must be > 0 seconds")
+        self.source = source
+        self.target = target
+        self.live = live
+        self.since = since
+        self.doc_ids = list(doc_ids) if doc_ids is not None else None
+        self.selector = selector
+        self.filter = filter
+        self.batch_size = batch_size
+        self.batches_limit = batches_limit
+        self.checkpoint = checkpoint
+        self.cancel = cancel
+        self.on_batch = on_batch
+        self.on_state = on_state
+        self.longpoll_timeout = longpoll_timeout
+        self.max_batch_bytes = max_batch_bytes
+
+        self.replication_id: str | None = None
+        self.session_id = uuid.uuid4().hex
+        self._checkpointer: Checkpointer | None = None
+        self._result = ReplicationResult()
+        self._start_seq: Any = LOWEST_SEQ
+        self._seq: Any = LOWEST_SEQ
+        self._fetch_size = batch_size
+
+        self._cond = threading.Condition()
+        self._state = "idle"
+        self._ran = False
+        self._pending: int | None = None
+        self._generation = 0          # bumped on every state change / batch / caught-up
+        self._reads_started = 0       # ticket of the latest changes read begun
+        self._caught_up_ticket = 0    # ticket of the latest read that found nothing new
+        self._done_seq: Any = LOWEST_SEQ  # everything up to here is written and checkpointed
+
+    # -- observation (any thread) -----------------------------------------------------
+    @property
+    def state(self) -> str:
+        with self._cond:
+            return self._state
+
+    @property
+    def pending(self) -> int | None:
+        with self._cond:
+            return self._pending
+
+    def wait_caught_up(self, timeout: float) -> bool:
+        """True once every change the source had when this call began is written and
+        checkpointed: a changes read begun after the call found nothing new (or, while
+        paused, a probe read from this thread finds nothing after the checkpoint).
+        Also True for a completed run; False on timeout, cancel or error.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            ticket = self._reads_started
+        probed: int | None = None
+        while True:
+            with self._cond:
+                while True:
+                    if self._caught_up_ticket > ticket or self._state == "complete":
+                        return True
+                    if self._state in ("cancelled", "error"):
+                        return False
+                    if self._state == "paused" and probed != self._generation:
+                        probed = self._generation
+                        since = self._done_seq
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+            if self._probe_nothing_new(since):
+                return True
+
+    def _probe_nothing_new(self, since: Any) -> bool:
+        try:
+            answer = self.source.changes(since=since, limit=1, doc_ids=self.doc_ids,
+                                         selector=self.selector)
+        except PouchSyncError as exc:
+            log.debug("caught-up probe failed: %r", exc)
+            return False
+        return not answer.get("results")
+
+    # -- the run ----------------------------------------------------------------------
+    def run(self) -> ReplicationResult:
+        """Replicate until done (one-shot), cancelled or failed; never raises for those."""
+        with self._cond:
+            if self._ran:
+                raise PouchSyncError("a Replicator runs once; create a new one")
+            self._ran = True
+        result = self._result
+        result.start_time = _now()
+        status, error = "complete", None
+        self._set_state("active")
+        try:
+            self.verify_peers()
+            self.find_common_ancestry()
+            if not self.locate_changed_documents():
+                status = "cancelled"
+        except _Cancel:
+            status = "cancelled"
+        except PouchSyncError as exc:
+            status, error = "error", exc
+            log.warning("replication %s -> %s failed: %r", self.source, self.target, exc)
+        except Exception as exc:  # top frame of the replication: report, don't raise
+            status, error = "error", exc
+            log.exception("replication %s -> %s crashed", self.source, self.target)
+        result.end_time = _now()
+        result.status = status
+        result.error = error
+        result.ok = error is None
+        result.last_seq = self._seq
+        log.info("replication %s -> %s %s: read %d, written %d, failures %d",
+                 self.source, self.target, status, result.docs_read, result.docs_written,
+                 result.doc_write_failures)
+        self._set_state(status)
+        return result
+
+    # -- protocol steps ---------------------------------------------------------------
+    def verify_peers(self) -> None:
+        """Verify Peers / Get Peers Information: both databases answer ``info()``."""
+        self.source.info()
+        self.target.info()
+
+    def find_common_ancestry(self) -> None:
+        """Generate Replication ID, retrieve and compare both logs: the start sequence."""
+        self.replication_id = generate_replication_id(
+            self.source.identity(), self.target.identity(), doc_ids=self.doc_ids,
+            selector=self.selector, filter_fn=self.filter)
+        start: Any = LOWEST_SEQ
+        if self.checkpoint:
+            self._checkpointer = Checkpointer(self.source, self.target, self.replication_id,
+                                              self.session_id)
+            if self.since is None:
+                start = self._checkpointer.find_start_seq()
+            else:
+                self._checkpointer.retrieve_replication_logs()  # their revs, for writing
+        if self.since is not None:
+            start = self.since
+        log.info("replication %s: %s -> %s from seq %r", self.replication_id, self.source,
+                 self.target, start)
+        self._start_seq = start
+        self._seq = start
+        with self._cond:
+            self._done_seq = start
+
+    def locate_changed_documents(self) -> bool:
+        """Read changes batch by batch and replicate them; False when cancelled.
+
+        One-shot: until a read finds nothing new. Live: then paused on longpoll reads.
+        """
+        caught_up = False
+        while True:
+            if self._cancelled():
+                return False
+            if caught_up:
+                if not self.live:
+                    return True
+                self._set_state("paused")
+                changes, ticket = self.read_batch_of_changes(longpoll=True)
+            else:
+                changes, ticket = self.read_batch_of_changes(longpoll=False)
+            rows = changes.get("results") or []
+            last_seq = changes.get("last_seq", self._seq)
+            if last_seq is None:
+                last_seq = self._seq
+            pending = changes.get("pending")
+            if rows:
+                self._set_state("active")
+                self.replicate_changes(rows, last_seq, pending)
+            elif last_seq != self._seq:
+                self.record_replication_checkpoint(last_seq, pending)
+            elif pending is not None:
+                with self._cond:
+                    self._pending = pending
+            caught_up = not rows or pending == 0
+            if caught_up:
+                self._mark_caught_up(ticket)
+
+    def read_batch_of_changes(self, *, longpoll: bool) -> tuple[dict[str, Any], int]:
+        """Read Batch of Changes (``feed=longpoll`` to listen when caught up)."""
+        with self._cond:
+            self._reads_started += 1
+            ticket = self._reads_started
+        kwargs: dict[str, Any] = dict(since=self._seq, limit=self.batch_size,
+                                      style="all_docs", include_docs=self.filter is not None)
+        if self.doc_ids is not None:
+            kwargs["doc_ids"] = self.doc_ids
+        if self.selector is not None:
+            kwargs["selector"] = self.selector
+        if longpoll:
+            kwargs.update(feed="longpoll", timeout=self.longpoll_timeout)
+        return self.source.changes(**kwargs), ticket
+
+    def replicate_changes(self, rows: Sequence[Mapping[str, Any]], last_seq: Any,
+                          pending: Any) -> None:
+        """Compare, fetch and upload one batch of changes, then record the checkpoint."""
+        rows = apply_filter(rows, self.filter)
+        diff = self.calculate_revision_difference(rows)
+        requests = bulk_get_requests(diff)
+        written: list[dict[str, Any]] = []
+        failures = 0
+        for start in self._fetch_ranges(requests):
+            if self._cancelled():
+                raise _Cancel()
+            chunk = requests[start[0]:start[1]]
+            docs = self.fetch_changed_documents(chunk)
+            sizes = [doc_size(doc) for doc in docs]
+            self._fetch_size = next_fetch_size(len(chunk), len(docs), sum(sizes),
+                                               self.max_batch_bytes, self.batch_size)
+            for part in split_by_bytes(docs, sizes, self.max_batch_bytes):
+                ok_docs, failed = self.upload_batch_of_changed_documents(part)
+                written.extend(ok_docs)
+                failures += failed
+        self.record_replication_checkpoint(last_seq, pending)
+        if written or failures:
+            self._notify_batch(written)
+
+    def calculate_revision_difference(self, rows: Sequence[Mapping[str, Any]]
+                                      ) -> dict[str, Any]:
+        """Calculate Revision Difference: the target's ``revs_diff`` of every leaf."""
+        request = revs_diff_request(rows)
+        if not request:
+            return {}
+        return self.target.revs_diff(request)
+
+    def fetch_changed_documents(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Fetch Changed Documents: ``bulk_get`` with history, latest leaves, attachments.
+
+        Revisions the source cannot serve are counted as failures, not fatal.
+        """
+        if not requests:
+            return []
+        answer = self.source.bulk_get(requests, revs=True, latest=True, attachments=True)
+        docs, errors = collect_bulk_get(answer)
+        result = self._result
+        result.docs_read += len(docs)
+        if errors:
+            log.info("replication %s: %d revisions could not be read from the source",
+                     self.replication_id, len(errors))
+            result.doc_write_failures += len(errors)
+            self._keep_errors(errors)
+        return docs
+
+    def upload_batch_of_changed_documents(self, docs: list[dict[str, Any]]
+                                          ) -> tuple[list[dict[str, Any]], int]:
+        """Upload Batch of Changed Documents with ``new_edits=False``; refusals are counted."""
+        if not docs:
+            return [], 0
+        failures = failed_writes(self.target.bulk_docs(docs, new_edits=False))
+        result = self._result
+        result.doc_write_failures += len(failures)
+        result.docs_written += len(docs) - len(failures)
+        if not failures:
+            return docs, 0
+        for failure in failures:
+            log.info("replication %s: target refused %s %s: %s %s", self.replication_id,
+                     failure.get("id"), failure.get("rev"), failure.get("error"),
+                     failure.get("reason"))
+        self._keep_errors(failures)
+        refused = {(f.get("id"), f.get("rev")) for f in failures}
+        refused_ids = {f.get("id") for f in failures if f.get("rev") is None}
+        ok_docs = [d for d in docs
+                   if (d.get("_id"), d.get("_rev")) not in refused and d.get("_id") not in refused_ids]
+        return ok_docs, len(failures)
+
+    def record_replication_checkpoint(self, last_seq: Any, pending: Any) -> None:
+        """Record Replication Checkpoint on target then source; then the seq is done."""
+        if self._checkpointer is not None:
+            result = self._result
+            self._checkpointer.record_checkpoint(
+                recorded_seq=last_seq, start_last_seq=self._start_seq,
+                start_time=_rfc5322(result.start_time or _now()), end_time=_rfc5322(_now()),
+                docs_read=result.docs_read, docs_written=result.docs_written,
+                doc_write_failures=result.doc_write_failures)
+        self._seq = last_seq
+        self._result.last_seq = last_seq
+        with self._cond:
+            self._done_seq = last_seq
+            if pending is not None:
+                self._pending = pending
+            self._generation += 1
+            self._cond.notify_all()
+
+    # -- helpers ----------------------------------------------------------------------
+    def _fetch_ranges(self, requests: Sequence[Any]):
+        """(start, end) slices of the bulk_get requests, sized by the adaptive fetch size."""
+        start = 0
+        while start < len(requests):
+            end = min(len(requests), start + max(1, self._fetch_size))
+            yield (start, end)
+            start = end
+
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and bool(self.cancel.is_set())
+
+    def _keep_errors(self, errors: Sequence[Any]) -> None:
+        room = MAX_ERRORS_KEPT - len(self._result.errors)
+        if room > 0:
+            self._result.errors.extend(errors[:room])
+
+    def _mark_caught_up(self, ticket: int) -> None:
+        with self._cond:
+            if ticket > self._caught_up_ticket:
+                self._caught_up_ticket = ticket
+            self._generation += 1
+            self._cond.notify_all()
+
+    def _set_state(self, new: str) -> None:
+        with self._cond:
+            old = self._state
+            if new == old:
+                return
+            if new not in _TRANSITIONS.get(old, frozenset()):
+                raise ProtocolError(f"replicator in state {old!r} cannot become {new!r}")
+            self._state = new
+            self._generation += 1
+            self._cond.notify_all()
+        log.debug("replication %s: %s -> %s", self.replication_id, old, new)
+        self._call(self.on_state, new)
+
+    def _notify_batch(self, written: list[dict[str, Any]]) -> None:
+        if self.on_batch is None:
+            return
+        result = self._result
+        self._call(self.on_batch, {
+            "docs": written,
+            "docs_read": result.docs_read,
+            "docs_written": result.docs_written,
+            "doc_write_failures": result.doc_write_failures,
+            "last_seq": self._seq,
+            "pending": self.pending,
+        })
+
+    def _call(self, callback: Callable[[Any], Any] | None, arg: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(arg)
+        except Exception:  # a user callback must never break replication
+            log.exception("replication callback %r raised", callback)
+
+    def __repr__(self) -> str:
+        return f"<Replicator {self.source!r} -> {self.target!r} {self.state}>"
+
+
+def replicate(source: Database, target: Database, *, live: bool = False, since: Any = None,
+              doc_ids: Sequence[str] | None = None, selector: Mapping[str, Any] | None = None,
+              filter: Callable[[dict[str, Any]], Any] | None = None,  # noqa: A002
+              batch_size: int = 100, batches_limit: int = 10, checkpoint: bool = True,
+              cancel: Any = None) -> ReplicationResult:
+    """Replicate ``source`` into ``target`` on this thread and return what happened."""
+    return Replicator(source, target, live=live, since=since, doc_ids=doc_ids,
+                      selector=selector, filter=filter, batch_size=batch_size,
+                      batches_limit=batches_limit, checkpoint=checkpoint,
+                      cancel=cancel).run()

@@ -1,0 +1,85 @@
+"""One batch, pure: revs_diff request, bulk_get requests and answers, byte bounds."""
+
+from __future__ import annotations
+
+from pouchsync_sync.replication.batch import (
+    apply_filter,
+    bulk_get_requests,
+    collect_bulk_get,
+    doc_size,
+    failed_writes,
+    next_fetch_size,
+    revs_diff_request,
+    split_by_bytes,
+)
+
+
+def test_revs_diff_request_keeps_every_leaf_and_skips_local() -> None:
+    rows = [
+        {"seq": 1, "id": "a", "changes": [{"rev": "2-x"}, {"rev": "2-y"}]},
+        {"seq": 2, "id": "_local/cp", "changes": [{"rev": "0-1"}]},
+        {"seq": 3, "id": "b", "changes": [{"rev": "1-z"}], "deleted": True},
+        {"seq": 4, "id": "c", "changes": []},
+    ]
+    assert revs_diff_request(rows) == {"a": ["2-x", "2-y"], "b": ["1-z"]}
+
+
+def test_bulk_get_requests_carry_atts_since() -> None:
+    diff = {"a": {"missing": ["3-x", "3-y"], "possible_ancestors": ["2-w"]},
+            "b": {"missing": ["1-z"]}}
+    assert bulk_get_requests(diff) == [
+        {"id": "a", "rev": "3-x", "atts_since": ["2-w"]},
+        {"id": "a", "rev": "3-y", "atts_since": ["2-w"]},
+        {"id": "b", "rev": "1-z"},
+    ]
+
+
+def test_collect_bulk_get_dedupes_and_collects_both_error_shapes() -> None:
+    doc = {"_id": "a", "_rev": "2-x", "_revisions": {"start": 2, "ids": ["x", "w"]}}
+    answer = {"results": [
+        {"id": "a", "docs": [{"ok": doc}]},
+        {"id": "a", "docs": [{"ok": dict(doc)}]},  # latest=True answered twice
+        {"id": "b", "docs": [{"error": {"id": "b", "rev": "1-q", "error": "not_found",
+                                        "reason": "missing"}}]},
+        {"id": "c", "docs": [{"missing": "4-m"}]},
+    ]}
+    docs, errors = collect_bulk_get(answer)
+    assert docs == [doc]
+    assert errors == [
+        {"id": "b", "rev": "1-q", "error": "not_found", "reason": "missing"},
+        {"id": "c", "rev": "4-m", "error": "not_found", "reason": "missing"},
+    ]
+
+
+def test_failed_writes_accepts_both_answer_styles() -> None:
+    assert failed_writes([]) == []
+    assert failed_writes([{"ok": True, "id": "a", "rev": "1-x"}]) == []
+    assert failed_writes([{"id": "a", "rev": "1-x", "error": "forbidden", "reason": "no"}]) == [
+        {"id": "a", "rev": "1-x", "error": "forbidden", "reason": "no"}]
+
+
+def test_apply_filter() -> None:
+    rows = [{"id": "a", "doc": {"_id": "a", "t": 1}}, {"id": "b", "doc": {"_id": "b", "t": 2}},
+            {"id": "c"}]
+    assert [r["id"] for r in apply_filter(rows, lambda d: d["t"] == 2)] == ["b", "c"]
+    assert apply_filter(rows, None) == rows
+
+
+def test_split_by_bytes() -> None:
+    docs = [{"i": i} for i in range(6)]
+    sizes = [4, 4, 4, 20, 1, 1]
+    chunks = list(split_by_bytes(docs, sizes, 8))
+    assert [[d["i"] for d in c] for c in chunks] == [[0, 1], [2], [3], [4, 5]]
+    assert list(split_by_bytes([], [], 8)) == []
+
+
+def test_doc_size_is_json_length() -> None:
+    assert doc_size({"a": "xyz"}) == len('{"a":"xyz"}')
+
+
+def test_next_fetch_size_shrinks_then_grows_back() -> None:
+    assert next_fetch_size(100, 100, 100 * 1000, max_bytes=10_000, cap=100) == 10
+    assert next_fetch_size(10, 10, 10 * 10_000_000, max_bytes=10_000, cap=100) == 1
+    assert next_fetch_size(10, 10, 10 * 10, max_bytes=10_000, cap=100) == 20
+    assert next_fetch_size(80, 80, 80 * 10, max_bytes=10_000, cap=100) == 100
+    assert next_fetch_size(5, 0, 0, max_bytes=10_000, cap=100) == 5

@@ -1,0 +1,103 @@
+"""Compare Replication Logs and the log update, pure."""
+
+from __future__ import annotations
+
+from pouchsync_sync.replication.checkpoint import (
+    HISTORY_SIZE,
+    LOWEST_SEQ,
+    compare_rep_history,
+    compare_replication_logs,
+    updated_replication_log,
+)
+
+
+def entry(session: str, seq: object) -> dict:
+    return {"session_id": session, "recorded_seq": seq}
+
+
+def test_no_logs_means_full_replication() -> None:
+    assert compare_replication_logs(None, None) == LOWEST_SEQ
+    assert compare_replication_logs({"session_id": "a", "source_last_seq": 5}, None) == LOWEST_SEQ
+    assert compare_replication_logs(None, {"session_id": "a", "source_last_seq": 5}) == LOWEST_SEQ
+
+
+def test_same_last_session_uses_source_last_seq() -> None:
+    src = {"session_id": "s2", "source_last_seq": "12-abc", "history": [entry("s2", "12-abc")]}
+    tgt = {"session_id": "s2", "source_last_seq": "12-abc", "history": [entry("s2", "12-abc")]}
+    assert compare_replication_logs(src, tgt) == "12-abc"
+
+
+def test_target_ahead_of_source_falls_back_to_common_session() -> None:
+    # the target got s3's checkpoint, the source did not (crash between the writes)
+    src = {"session_id": "s2", "source_last_seq": 20,
+           "history": [entry("s2", 20), entry("s1", 10)]}
+    tgt = {"session_id": "s3", "source_last_seq": 30,
+           "history": [entry("s3", 30), entry("s2", 20), entry("s1", 10)]}
+    assert compare_replication_logs(src, tgt) == 20
+
+
+def test_source_ahead_of_target_uses_targets_head_when_source_knows_it() -> None:
+    src = {"session_id": "s3", "source_last_seq": 30,
+           "history": [entry("s3", 30), entry("s2", 20), entry("s1", 10)]}
+    tgt = {"session_id": "s2", "source_last_seq": 20,
+           "history": [entry("s2", 20), entry("s1", 10)]}
+    assert compare_replication_logs(src, tgt) == 20
+
+
+def test_histories_without_common_session_start_over() -> None:
+    src = {"session_id": "a", "history": [entry("a", 5), entry("b", 3)]}
+    tgt = {"session_id": "c", "history": [entry("c", 7), entry("d", 2)]}
+    assert compare_replication_logs(src, tgt) == LOWEST_SEQ
+    assert compare_rep_history([], [entry("a", 1)]) == LOWEST_SEQ
+
+
+def test_walks_down_both_histories() -> None:
+    src = [entry("x1", 9), entry("x2", 8), entry("common", 4)]
+    tgt = [entry("y1", 7), entry("y2", 6), entry("common", 4)]
+    assert compare_rep_history(src, tgt) == 4
+
+
+def test_none_session_ids_never_match() -> None:
+    src = {"session_id": None, "source_last_seq": 9, "history": []}
+    tgt = {"session_id": None, "source_last_seq": 9, "history": []}
+    assert compare_replication_logs(src, tgt) == LOWEST_SEQ
+
+
+def test_read_only_source_trusts_target_log() -> None:
+    tgt = {"session_id": "s", "source_last_seq": "7-x", "history": [entry("s", "7-x")]}
+    assert compare_replication_logs(None, tgt, source_read_only=True) == "7-x"
+    assert compare_replication_logs(None, tgt, source_read_only=False) == LOWEST_SEQ
+
+
+def test_malformed_logs_do_not_crash() -> None:
+    assert compare_replication_logs({"session_id": "a", "history": "junk"},
+                                    {"session_id": "b", "history": [1, None]}) == LOWEST_SEQ
+
+
+def test_updated_log_puts_session_first_replaces_its_entry_and_is_bounded() -> None:
+    previous = {"_id": "_local/r", "_rev": "0-3", "session_id": "old0",
+                "history": [entry(f"old{i}", i) for i in range(HISTORY_SIZE)]}
+    snapshot = repr(previous)
+    stats = dict(log_id="_local/r", session_id="new", start_last_seq=0, start_time="t0",
+                 end_time="t1", docs_read=1, docs_written=1, doc_write_failures=0)
+    first = updated_replication_log(previous, recorded_seq=10, **stats)
+    assert repr(previous) == snapshot  # never mutates its input
+    assert first["_rev"] == "0-3" and first["_id"] == "_local/r"
+    assert first["session_id"] == "new" and first["source_last_seq"] == 10
+    assert [h["session_id"] for h in first["history"]] == ["new", "old0", "old1", "old2", "old3"]
+    second = updated_replication_log(first, recorded_seq=11, **stats)
+    assert [h["session_id"] for h in second["history"]] == ["new", "old0", "old1", "old2", "old3"]
+    assert second["history"][0]["recorded_seq"] == 11
+    assert len(second["history"]) == HISTORY_SIZE
+
+
+def test_updated_log_from_nothing_has_no_rev() -> None:
+    doc = updated_replication_log(None, log_id="_local/r", session_id="s", recorded_seq="3-a",
+                                  start_last_seq=0, start_time="t", end_time="t",
+                                  docs_read=0, docs_written=0, doc_write_failures=0)
+    assert "_rev" not in doc
+    assert doc["history"] == [{"session_id": "s", "recorded_seq": "3-a", "start_last_seq": 0,
+                               "start_time": "t", "end_time": "t", "docs_read": 0,
+                               "docs_written": 0, "doc_write_failures": 0}]
+    # both sides written by one session then agree on the seq
+    assert compare_replication_logs(doc, dict(doc)) == "3-a"
