@@ -25,6 +25,7 @@ from .errors import (
     Unauthorized,
 )
 from .store.base import Database
+from .store.local import LocalDatabase
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ __all__ = [
     "Database",
     "Denied",
     "Forbidden",
+    "LocalDatabase",
     "NotFound",
     "PayloadTooLarge",
     "PouchSyncError",

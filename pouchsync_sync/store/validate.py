@@ -1,0 +1,126 @@
+"""Checks on documents coming into a store, pure.
+
+Every backend runs these before writing, so bad input is refused as a whole
+(``BadRequest``) before anything is written. Rules follow CouchDB's
+(https://docs.couchdb.org/en/stable/api/document/common.html).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Any, Mapping
+
+from ..errors import BadRequest
+
+__all__ = [
+    "ALLOWED_SPECIAL",
+    "check_doc",
+    "check_doc_id",
+    "split_body",
+    "dump_json",
+    "decode_attachment",
+    "md5_digest",
+    "is_local_id",
+]
+
+#: top-level fields starting with "_" that a document may carry
+ALLOWED_SPECIAL = frozenset({
+    "_id", "_rev", "_deleted", "_attachments", "_revisions", "_revs_info",
+    "_conflicts", "_deleted_conflicts", "_local_seq",
+})
+_RESERVED_PREFIXES = ("_design/", "_local/")
+
+
+def is_local_id(doc_id: str) -> bool:
+    return doc_id.startswith("_local/")
+
+
+def check_doc_id(doc_id: Any) -> str:
+    """A valid document id or ``BadRequest``."""
+    if not isinstance(doc_id, str) or not doc_id:
+        raise BadRequest("Document id must be a non-empty string")
+    if doc_id.startswith("_"):
+        if not any(doc_id.startswith(p) and len(doc_id) > len(p) for p in _RESERVED_PREFIXES):
+            raise BadRequest("Only reserved document ids may start with underscore.")
+    try:
+        doc_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest("Document id is not valid UTF-8") from exc
+    return doc_id
+
+
+def dump_json(value: Any) -> str:
+    """Canonical-enough JSON text for storage; ``BadRequest`` for non-JSON values."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"Document is not valid JSON: {exc}") from exc
+
+
+def check_doc(doc: Any, *, require_id: bool = True) -> dict[str, Any]:
+    """Shape checks shared by every write path; returns the doc as a dict."""
+    if not isinstance(doc, Mapping):
+        raise BadRequest("Document must be a JSON object")
+    doc = dict(doc)
+    for key in doc:
+        if not isinstance(key, str):
+            raise BadRequest("Document keys must be strings")
+        if key.startswith("_") and key not in ALLOWED_SPECIAL:
+            raise BadRequest(f"Bad special document member: {key}", error="doc_validation")
+    if "_id" in doc or require_id:
+        check_doc_id(doc.get("_id"))
+    if "_rev" in doc and doc["_rev"] is not None and not isinstance(doc["_rev"], str):
+        raise BadRequest("Invalid rev format")
+    deleted = doc.get("_deleted", False)
+    if not isinstance(deleted, bool):
+        raise BadRequest("_deleted must be a boolean")
+    atts = doc.get("_attachments")
+    if atts is not None:
+        if not isinstance(atts, Mapping):
+            raise BadRequest("_attachments must be an object")
+        for name, att in atts.items():
+            if not isinstance(name, str) or not name or name.startswith("_"):
+                raise BadRequest(f"Attachment name is invalid: {name!r}")
+            if not isinstance(att, Mapping):
+                raise BadRequest(f"Attachment {name!r} must be an object")
+            if not att.get("stub") and "data" not in att:
+                raise BadRequest(f"Attachment {name!r} has neither data nor stub")
+    return doc
+
+
+def split_body(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's part of a doc: every field but the special ones (``_attachments`` stays)."""
+    return {k: v for k, v in doc.items() if not k.startswith("_") or k == "_attachments"}
+
+
+def md5_digest(data: bytes) -> str:
+    """CouchDB's attachment digest: ``"md5-" + base64(md5)``."""
+    return "md5-" + base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
+
+
+def decode_attachment(name: str, att: Mapping[str, Any]) -> tuple[bytes, str]:
+    """Decode inline ``data``; check any ``digest``/``length`` it claims. ``(bytes, digest)``."""
+    data = att.get("data")
+    if isinstance(data, (bytes, bytearray)):
+        raw = bytes(data)
+    elif isinstance(data, str):
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadRequest(f"Attachment {name!r} is not valid base64") from exc
+    else:
+        raise BadRequest(f"Attachment {name!r} data must be a base64 string")
+    digest = md5_digest(raw)
+    claimed = att.get("digest")
+    if claimed is not None and claimed != digest:
+        raise BadRequest(f"Attachment {name!r} digest does not match its data")
+    length = att.get("length")
+    if length is not None and length != len(raw):
+        raise BadRequest(f"Attachment {name!r} length does not match its data")
+    content_type = att.get("content_type", "application/octet-stream")
+    if not isinstance(content_type, str):
+        raise BadRequest(f"Attachment {name!r} content_type must be a string")
+    return raw, digest
