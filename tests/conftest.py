@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from pouchsync_sync import LocalDatabase
+
 pytest_plugins = ["tests.couchserver"]
 
 
@@ -36,3 +38,33 @@ def no_leaked_threads():
         thread.join(max(0.0, deadline - time.monotonic()))
     alive = sorted(t.name for t in leaked if t.is_alive())
     assert not alive, f"test leaked library threads: {alive}"
+
+
+@pytest.fixture
+def backend_local_file(tmp_path):
+    """Contract backend: LocalDatabase on a SQLite file per name."""
+    made: list[LocalDatabase] = []
+
+    def make(name: str) -> LocalDatabase:
+        db = LocalDatabase(tmp_path / f"{name}.sqlite")
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        db.close()
+
+
+@pytest.fixture
+def backend_local_memory():
+    """Contract backend: LocalDatabase(":memory:")."""
+    made: list[LocalDatabase] = []
+
+    def make(name: str) -> LocalDatabase:
+        db = LocalDatabase(":memory:", name=name)
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        db.close()
