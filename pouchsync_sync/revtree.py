@@ -114,8 +114,6 @@ def merge(tree: Tree, path: Sequence[str], deleted: bool = False) -> tuple[dict[
             added.append(rev)
         elif existing.parent is None and parent is not None:
             new[rev] = existing._replace(parent=parent)  # a stemmed root grows back
-        else:
-            break  # the rest of the path is already known from here down
     return new, added
 
 
@@ -182,9 +180,12 @@ def stem(tree: Tree, limit: int = DEFAULT_REVS_LIMIT) -> dict[str, Node]:
     if max(positions) - min(positions) < limit:
         return dict(tree)
     keep: set[str] = set()
+    linked: set[str] = set()  # revs whose parent link lies inside some leaf's window
     for leaf in leaves(tree):
-        keep.update(ancestry(tree, leaf)[:limit])
-    return {rev: (node if node.parent in keep else node._replace(parent=None))
+        window = ancestry(tree, leaf)[:limit]
+        keep.update(window)
+        linked.update(window[:-1])
+    return {rev: (node if rev in linked else node._replace(parent=None))
             for rev, node in tree.items() if rev in keep}
 
 
