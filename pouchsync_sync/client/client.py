@@ -1,0 +1,322 @@
+"""``Client``: one websocket to a sync server, kept open, shared by every ``Sync``.
+
+Theory of operation. ``connect(url)`` returns at once; the connection thread
+``pouchsync-client`` connects, says hello and reads the welcome (``Connection.open``),
+then keeps the connection alive: every ``ping_interval`` it pings the server, and if
+nothing at all arrived for ``dead_timeout`` seconds it drops the connection (a hung
+server or a silent network loss is never seen otherwise). After any loss, or a failed
+attempt, it waits ``backoff.delay(n)`` (exponential, jittered, reset after a good
+connection) and tries again; ``max_attempts`` failures in a row fail every sync.
+
+Syncs wait on the client's condition for a live connection (``_wait_connection``), so a
+sync made before ``connect`` or while offline starts as soon as there is one. The
+connection thread tells every sync when a connection dies, so its round stops at once.
+
+``close()`` (aliases ``end``/``destroy``) cancels every sync, joins their threads, closes
+the socket and joins the connection thread. Idempotent and safe from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import random as _random
+import threading
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from .. import signals
+from ..errors import PouchSyncError, Timeout, TransportError
+from ..store.base import Database
+from .backoff import Backoff
+from .connection import Connection, safe_url
+from .sync import Sync
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Client", "create_client"]
+
+
+class Client:
+    """A sync client. Thread-safe; see the module docstring.
+
+    Options (seconds): ``backoff`` (a ``Backoff``) or its fields ``initial_delay``,
+    ``factor``, ``max_delay``, ``max_attempts``, ``jitter``; ``ping_interval`` and
+    ``dead_timeout`` (no traffic for that long = dead server); ``connect_timeout``
+    (TCP + websocket handshake + hello/welcome); ``open_timeout`` (a database request
+    unanswered); ``call_timeout`` (a reply to a call); ``longpoll_timeout`` (the pull
+    side's live wait on the server); ``clock`` and ``random`` for tests.
+    """
+
+    def __init__(self, *, backoff: Backoff | None = None,
+                 initial_delay: float | None = None, factor: float | None = None,
+                 max_delay: float | None = None, max_attempts: int | None = None,
+                 jitter: float | None = None,
+                 ping_interval: float = 10.0, dead_timeout: float | None = None,
+                 connect_timeout: float = 10.0, open_timeout: float = 30.0,
+                 call_timeout: float = 60.0, longpoll_timeout: float = 25.0,
+                 local_poll_interval: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic,
+                 random: Callable[[], float] = _random.random) -> None:
+        policy = backoff or Backoff()
+        changes = {key: value for key, value in (
+            ("initial_delay", initial_delay), ("factor", factor), ("max_delay", max_delay),
+            ("max_attempts", max_attempts), ("jitter", jitter)) if value is not None}
+        self.backoff = policy.replace(**changes) if changes else policy
+        if ping_interval <= 0:
+            raise ValueError("ping_interval must be > 0")
+        self.ping_interval = float(ping_interval)
+        self.dead_timeout = float(dead_timeout if dead_timeout is not None
+                                  else 2 * ping_interval)
+        if self.dead_timeout <= 0:
+            raise ValueError("dead_timeout must be > 0")
+        self.connect_timeout = float(connect_timeout)
+        self.open_timeout = float(open_timeout)
+        self.call_timeout = float(call_timeout)
+        self.longpoll_timeout = float(longpoll_timeout)
+        self.local_poll_interval = float(local_poll_interval)
+        self._clock = clock
+        self._random = random
+
+        self._cond = threading.Condition()
+        self._url: str | None = None
+        self._connection: Connection | None = None
+        self._connecting: Any = None  # the websocket being opened, to abort on close
+        self._failure: PouchSyncError | None = None
+        self._closed = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._syncs: list[Sync] = []
+
+    def __repr__(self) -> str:
+        url = safe_url(self._url) if self._url else None
+        return f"<Client {url} {'connected' if self.connected else 'not connected'}>"
+
+    # -- public API ---------------------------------------------------------------------
+    @property
+    def url(self) -> str | None:
+        """The server URL, without credentials."""
+        return safe_url(self._url) if self._url else None
+
+    @property
+    def connected(self) -> bool:
+        with self._cond:
+            connection = self._connection
+        return connection is not None and not connection.lost.is_set()
+
+    def connect(self, url: str) -> "Client":
+        """Start connecting to ``url`` (``ws://host:port/path``) in the background."""
+        with self._cond:
+            if self._closed:
+                raise PouchSyncError("the client is closed")
+            if self._thread is not None and self._thread.is_alive():
+                raise PouchSyncError(f"already connecting to {self.url}")
+            self._url = url
+            self._failure = None
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="pouchsync-client",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Block until connected; raise ``Timeout`` or the error that made it give up."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: self._connection is not None or self._failure is not None
+                or self._closed, timeout)
+            if self._failure is not None:
+                raise self._failure
+            if not ok or self._connection is None:
+                raise Timeout(f"not connected to {self.url} within {timeout}s")
+
+    def sync(self, db: Database, *, remote_name: str | None = None, credentials: Any = None,
+             live: bool = False, direction: str = "both",
+             doc_ids: Sequence[str] | None = None, selector: Mapping[str, Any] | None = None,
+             batch_size: int = 100) -> Sync:
+        """Start syncing ``db`` with ``remote_name`` (default ``db.name``) on the server."""
+        sync = Sync(self, db, remote_name=remote_name, credentials=credentials, live=live,
+                    direction=direction, doc_ids=doc_ids, selector=selector,
+                    batch_size=batch_size)
+        with self._cond:
+            if self._closed:
+                raise PouchSyncError("the client is closed")
+            self._syncs.append(sync)
+        sync._start()
+        return sync
+
+    @property
+    def syncs(self) -> list[Sync]:
+        """The syncs still running."""
+        with self._cond:
+            return list(self._syncs)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel every sync, close the socket, join every thread. Idempotent."""
+        with self._cond:
+            already = self._closed
+            self._closed = True
+            syncs = list(self._syncs)
+            self._cond.notify_all()
+        for sync in syncs:
+            sync.cancel()
+        deadline = time.monotonic() + timeout
+        for sync in syncs:
+            if not sync.join(max(0.0, deadline - time.monotonic())):
+                log.warning("%r did not stop within %ss", sync, timeout)
+        self._stop.set()
+        with self._cond:
+            connection, connecting = self._connection, self._connecting
+            self._cond.notify_all()
+        _abort_opening(connecting)
+        if connection is not None:
+            connection.close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()) + self.connect_timeout)
+            if thread.is_alive():
+                log.warning("client connection thread did not stop")
+        if not already:
+            log.info("client closed")
+
+    end = close
+    destroy = close
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- used by syncs --------------------------------------------------------------------
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _wait_connection(self, sync: Sync, avoid: Connection | None) -> Connection | None:
+        """A live connection other than ``avoid``, or ``None`` once ``sync`` is cancelled,
+        the client is closed or it gave up reconnecting."""
+        with self._cond:
+            while True:
+                if sync.cancelled or self._closed or self._failure is not None:
+                    return None
+                connection = self._connection
+                if (connection is not None and connection is not avoid
+                        and not connection.lost.is_set()):
+                    return connection
+                self._cond.wait(self.ping_interval)  # woken on every change
+
+    def _sync_finished(self, sync: Sync) -> None:
+        with self._cond:
+            if sync in self._syncs:
+                self._syncs.remove(sync)
+
+    # -- the connection thread -----------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._connect_loop()
+        except Exception as exc:  # noqa: BLE001 - top frame of the thread
+            log.exception("client connection thread crashed")
+            with self._cond:
+                self._failure = TransportError(f"client crashed: {exc!r}")
+                self._cond.notify_all()
+
+    def _connect_loop(self) -> None:
+        assert self._url is not None
+        url, shown = self._url, safe_url(self._url)
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                connection = Connection.open(
+                    url, timeout=self.connect_timeout, clock=self._clock,
+                    call_timeout=self.call_timeout, on_socket=self._opening)
+            except PouchSyncError as exc:
+                self._opening(None)
+                if self._stop.is_set():
+                    return
+                failures += 1
+                log.warning("connecting to %s failed (attempt %d): %s", shown, failures, exc)
+                if self.backoff.exhausted(failures):
+                    self._give_up(TransportError(
+                        f"gave up connecting to {shown} after {failures} attempts: {exc}"))
+                    return
+                if not self._retry_after(failures):
+                    return
+                continue
+            self._opening(None)
+            with self._cond:
+                if self._stop.is_set():
+                    stopped = True
+                else:
+                    stopped = False
+                    self._connection = connection
+                    self._cond.notify_all()
+            if stopped:
+                connection.close()
+                return
+            failures = 0
+            signals.emit(signals.client_connect, self, url=shown, version=connection.version)
+            self._keepalive(connection)
+            with self._cond:
+                self._connection = None
+                syncs = list(self._syncs)
+                self._cond.notify_all()
+            for sync in syncs:
+                sync._connection_lost(connection)
+            closing = self._stop.is_set()
+            connection.close(timeout=0.2)
+            signals.emit(signals.client_disconnect, self,
+                         error=None if closing else connection.lost_error)
+            if closing:
+                return
+            # a loss after a good connection: retry soon (attempt 1 of a fresh count)
+            if not self._retry_after(1):
+                return
+
+    def _retry_after(self, attempt: int) -> bool:
+        """Wait the backoff delay before ``attempt``; False when stopped meanwhile."""
+        delay = self.backoff.delay(attempt, self._random)
+        signals.emit(signals.client_reconnect, self, attempt=attempt, delay=delay)
+        return not self._stop.wait(delay)
+
+    def _keepalive(self, connection: Connection) -> None:
+        """Ping every ``ping_interval``; drop the connection after ``dead_timeout`` of
+        silence. Returns once the connection is lost or the client stops."""
+        interval = min(self.ping_interval, self.dead_timeout)
+        while not connection.lost.wait(interval):
+            if self._stop.is_set():
+                return
+            idle = connection.idle_for()
+            if idle >= self.dead_timeout:
+                connection.abort(Timeout(f"no traffic from {safe_url(connection.url)} for "
+                                         f"{idle:.1f}s (dead_timeout {self.dead_timeout}s)"))
+                return
+            connection.ping()
+
+    def _opening(self, ws: Any) -> None:
+        with self._cond:
+            self._connecting = ws
+            stop = self._stop.is_set()
+        if stop and ws is not None:
+            _abort_opening(ws)
+
+    def _give_up(self, error: TransportError) -> None:
+        log.error("%s", error)
+        with self._cond:
+            self._failure = error
+            self._cond.notify_all()
+
+
+def _abort_opening(ws: Any) -> None:
+    """Wake a connection attempt blocked in the handshake (best effort)."""
+    sock = getattr(ws, "sock", None) if ws is not None else None
+    if sock is not None:
+        try:
+            import socket
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def create_client(**options: Any) -> Client:
+    """A new ``Client``; see ``Client`` for the options."""
+    return Client(**options)

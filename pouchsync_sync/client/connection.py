@@ -1,0 +1,471 @@
+"""One open websocket to a sync server: hello/welcome, channels, pipelined calls.
+
+Theory of operation (wire protocol v1, docs/protocol.md):
+
+* ``Connection.open(url)`` connects with websocket-client (text frames,
+  ``skip_utf8_validation=True``: its pure-Python UTF-8 check caps receive at ~9 MB/s and
+  ``recv`` decodes strictly anyway), sends ``hello`` and reads ``welcome`` within the
+  connect timeout, then starts the reader thread ``pouchsync-client-reader``.
+* The reader thread is always in ``recv`` (so server pings are answered), records the
+  time of the last frame received (the owner's keepalive pings on it) and routes each
+  message: ``reply`` to the waiting call by ``(ch, id)``, ``granted``/``denied`` to the
+  channel being opened, ``closed`` to the channel, connection ``error`` to the log.
+* Sends go through websocket-client's send lock (``enable_multithread=True``), so any
+  thread may call. Replies may come back in any order.
+* When the socket is lost every waiter fails at once with ``TransportError`` (retryable);
+  a locally closed channel fails its waiters with ``Cancelled``.
+
+Thread safety: every public method may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import threading
+import time
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import websocket
+
+from .. import __version__
+from ..protocol import messages as wire
+from ..errors import (
+    Cancelled,
+    Denied,
+    PayloadTooLarge,
+    PouchSyncError,
+    ProtocolError,
+    Timeout,
+    TransportError,
+    error_from_json,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Connection", "Channel", "safe_url"]
+
+AGENT = f"pouchsync_sync/{__version__}"
+
+
+def _decode(data: bytes | str) -> dict[str, Any]:
+    """A server message from a text frame's payload (strict UTF-8, then the schema)."""
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise wire.BadMessage(f"text frame is not UTF-8: {exc}") from exc
+    return wire.decode(data, sender="server")
+
+
+def safe_url(url: str) -> str:
+    """``url`` without user and password: the form that may be logged or shown."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _short(data: Any, limit: int = 300) -> str:
+    text = data if isinstance(data, str) else repr(data)
+    return text if len(text) <= limit else text[:limit] + f"...({len(text)} chars)"
+
+
+class _Waiter:
+    """A one-shot slot a thread waits on: filled with a value or an error."""
+
+    __slots__ = ("_event", "value", "error")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def set(self, value: Any) -> None:
+        if not self._event.is_set():
+            self.value = value
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._event.is_set():
+            self.error = error
+            self._event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+
+class Channel:
+    """One granted (or being opened) channel: a database on the server.
+
+    ``call`` may be used by many threads at once; each call waits only for its own reply.
+    """
+
+    def __init__(self, connection: "Connection", ch: int, db: str) -> None:
+        self.connection = connection
+        self.ch = ch
+        self.db = db
+        self.state = "opening"  # opening -> open | denied | closed
+        self.uuid: str | None = None
+        self.read_only = False
+        self._ids = itertools.count(1)
+        self._open = _Waiter()
+        self._calls: dict[int, _Waiter] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.ch} {self.db!r} {self.state}>"
+
+    # -- opening ----------------------------------------------------------------
+    def wait_open(self, timeout: float | None) -> "Channel":
+        """Block until granted; raise ``Denied``, ``TransportError``, ``Cancelled`` or
+        ``Timeout``."""
+        if not self._open.wait(timeout):
+            self.close()
+            raise Timeout(f"no answer to the request for database {self.db!r} "
+                          f"within {timeout}s")
+        if self._open.error is not None:
+            raise self._open.error
+        return self
+
+    def _granted(self, msg: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self.state != "opening":
+                closing = self.state == "closed"
+            else:
+                closing = False
+                self.state = "open"
+                self.uuid = str(msg.get("uuid") or "")
+                self.read_only = bool(msg.get("read_only", False))
+        if closing:  # closed locally while the grant was on its way: "closed" follows
+            return
+        self._open.set(self)
+
+    def _denied(self, msg: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self.state != "opening":  # closing: ignored, "closed" follows
+                return
+            self.state = "denied"
+        self.connection._forget(self)
+        self._open.fail(Denied(str(msg.get("reason") or "denied")))
+
+    # -- calls --------------------------------------------------------------------
+    def call(self, op: str, args: Mapping[str, Any] | None = None, *,
+             timeout: float | None = None) -> Any:
+        """Send one call and block for its reply (pipelined with other threads' calls)."""
+        waiter = _Waiter()
+        with self._lock:
+            if self.state != "open":
+                raise self._unusable()
+            call_id = next(self._ids)
+            self._calls[call_id] = waiter
+        msg = wire.call(self.ch, call_id, op, args)
+        try:
+            self.connection.send(msg)
+            if not waiter.wait(timeout if timeout is not None else self.connection.call_timeout):
+                raise Timeout(f"no reply to {op} on {self.db!r} within "
+                              f"{timeout if timeout is not None else self.connection.call_timeout}s")
+        finally:
+            with self._lock:
+                self._calls.pop(call_id, None)
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value
+
+    def _reply(self, msg: Mapping[str, Any]) -> None:
+        with self._lock:
+            waiter = self._calls.get(msg.get("id"))  # type: ignore[arg-type]
+        if waiter is None:
+            log.debug("reply for an unknown call %r on channel %s (late or cancelled)",
+                      msg.get("id"), self.ch)
+            return
+        if msg.get("error") is not None:
+            waiter.fail(error_from_json(msg.get("error")))
+        else:
+            waiter.set(msg.get("ok"))
+
+    def _unusable(self) -> PouchSyncError:
+        if self.state == "denied":
+            return Denied(f"database {self.db!r} was denied")
+        if self.connection.lost_error is not None:
+            return TransportError(f"connection lost: {self.connection.lost_error}")
+        return Cancelled(f"channel for {self.db!r} is closed")
+
+    # -- closing ------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the channel: fail its waiters with ``Cancelled`` and tell the server.
+
+        Idempotent; never blocks on the network beyond one send.
+        """
+        with self._lock:
+            previous = self.state
+            if previous in ("closed", "denied"):
+                return
+            self.state = "closed"
+            calls = list(self._calls.values())
+            self._calls.clear()
+        error = Cancelled(f"channel for {self.db!r} closed")
+        self._open.fail(error)
+        for waiter in calls:
+            waiter.fail(error)
+        # the server answers "closed" (even while opening); the number stays reserved
+        # until then (channel numbers are never reused on a connection anyway)
+        self.connection._send_quietly(wire.close(self.ch))
+
+    def _lost(self, error: TransportError) -> None:
+        with self._lock:
+            if self.state in ("closed", "denied"):
+                calls: list[_Waiter] = []
+            else:
+                self.state = "closed"
+                calls = list(self._calls.values())
+            self._calls.clear()
+        self._open.fail(error)
+        for waiter in calls:
+            waiter.fail(error)
+
+
+class Connection:
+    """An open, negotiated websocket. Create with ``Connection.open``.
+
+    Owns the reader thread; ``close()`` stops and joins it. ``lost`` is set once the
+    socket is gone (closed locally or by the peer); ``lost_error`` says why.
+    """
+
+    def __init__(self, ws: websocket.WebSocket, url: str, welcome: Mapping[str, Any], *,
+                 clock: Callable[[], float] = time.monotonic,
+                 call_timeout: float = 60.0) -> None:
+        self._ws = ws
+        self.url = url
+        self.version = int(welcome.get("version", 1))
+        limits = welcome.get("limits") or {}
+        self.limits: dict[str, Any] = dict(limits) if isinstance(limits, Mapping) else {}
+        self.max_message_size: int | None = (
+            int(self.limits["max_message_size"])
+            if isinstance(self.limits.get("max_message_size"), int) else None)
+        self.call_timeout = call_timeout
+        self._clock = clock
+        self.last_received = clock()
+        self.lost = threading.Event()
+        self.lost_error: TransportError | None = None
+        self._channels: dict[int, Channel] = {}
+        self._numbers = itertools.count(1)
+        self._lock = threading.Lock()
+        self._closing = False
+        self._reader = threading.Thread(target=self._read_loop, name="pouchsync-client-reader",
+                                        daemon=True)
+
+    # -- opening --------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str, *, timeout: float = 10.0,
+             clock: Callable[[], float] = time.monotonic,
+             call_timeout: float = 60.0,
+             on_socket: Callable[[websocket.WebSocket], None] | None = None) -> "Connection":
+        """Connect, say hello, read the welcome; raise ``TransportError`` (retryable) or
+        ``ProtocolError`` (the server refused our versions or broke the protocol).
+
+        ``on_socket`` gets the websocket before it connects, so another thread can abort
+        a handshake that hangs (``ws.sock.shutdown``).
+        """
+        shown = safe_url(url)
+        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True)
+        ws.settimeout(timeout)
+        if on_socket is not None:
+            on_socket(ws)
+        try:
+            ws.connect(url, suppress_origin=True, timeout=timeout)
+        except (OSError, websocket.WebSocketException) as exc:
+            ws.shutdown()
+            raise TransportError(f"cannot connect to {shown}: {exc}") from exc
+        try:
+            ws.send(wire.encode(wire.hello(AGENT)))
+            while True:
+                opcode, data = ws.recv_data(control_frame=True)
+                if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+                    break
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    raise TransportError(f"{shown} closed the connection before its welcome")
+            try:
+                welcome = _decode(data)
+            except wire.BadMessage as exc:
+                raise ProtocolError(f"{shown} answered hello with a bad message: {exc}") from exc
+            if welcome.get("type") == "error":
+                err = error_from_json(welcome)
+                raise ProtocolError(f"{shown} refused the connection: {err}")
+            if welcome.get("type") != "welcome" or welcome.get("version") not in wire.PROTOCOL_VERSIONS:
+                raise ProtocolError(f"{shown} answered hello with {_short(welcome)}")
+            ws.settimeout(None)  # the keepalive detects a dead server, not socket timeouts
+        except PouchSyncError:
+            ws.shutdown()
+            raise
+        except (OSError, ValueError, websocket.WebSocketException) as exc:
+            ws.shutdown()
+            raise TransportError(f"hello to {shown} failed: {exc}") from exc
+        conn = cls(ws, url, welcome, clock=clock, call_timeout=call_timeout)
+        conn._reader.start()
+        log.info("connected to %s (protocol v%s)", shown, conn.version)
+        return conn
+
+    # -- channels -------------------------------------------------------------------
+    def open_channel(self, db: str, credentials: Any = None) -> Channel:
+        """Ask for ``db``; returns the channel at once (``wait_open`` for the grant)."""
+        with self._lock:
+            if self.lost.is_set():
+                raise TransportError(f"connection lost: {self.lost_error}")
+            ch = next(self._numbers)
+            channel = Channel(self, ch, db)
+            self._channels[ch] = channel
+        self.send(wire.open_channel(ch, db, credentials))
+        return channel
+
+    def _forget(self, channel: Channel) -> None:
+        with self._lock:
+            if self._channels.get(channel.ch) is channel:
+                del self._channels[channel.ch]
+
+    # -- sending ----------------------------------------------------------------------
+    def send(self, msg: Mapping[str, Any]) -> None:
+        """Send one message; ``TransportError`` when the socket is gone."""
+        text = wire.encode(msg)
+        if self.max_message_size is not None and len(text) > self.max_message_size:
+            # bytes >= chars; a cheap check first, the exact one only when close
+            size = len(text.encode("utf-8"))
+            if size > self.max_message_size:
+                raise PayloadTooLarge(f"message of {size} bytes exceeds the server's "
+                                      f"max_message_size {self.max_message_size}")
+        if self.lost.is_set():
+            raise TransportError(f"connection lost: {self.lost_error}")
+        if log.isEnabledFor(logging.DEBUG) and msg.get("type") != "open":
+            log.debug("send %s", _short(text))
+        try:
+            self._ws.send(text)
+        except (OSError, websocket.WebSocketException, AttributeError) as exc:
+            error = TransportError(f"send to {safe_url(self.url)} failed: {exc}")
+            self._abort(error)
+            raise error from exc
+
+    def _send_quietly(self, msg: Mapping[str, Any]) -> None:
+        try:
+            self.send(msg)
+        except PouchSyncError as exc:
+            log.debug("could not send %s: %s", msg.get("type"), exc)
+
+    def ping(self) -> None:
+        """Send a websocket ping (the keepalive); the pong counts as traffic."""
+        try:
+            self._ws.ping()
+        except (OSError, websocket.WebSocketException, AttributeError) as exc:
+            self._abort(TransportError(f"ping to {safe_url(self.url)} failed: {exc}"))
+
+    def idle_for(self) -> float:
+        """Seconds since the last frame (of any kind) arrived from the server."""
+        return self._clock() - self.last_received
+
+    # -- reading ------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        ws = self._ws
+        error: TransportError
+        try:
+            while True:
+                opcode, data = ws.recv_data(control_frame=True)
+                self.last_received = self._clock()
+                if opcode == websocket.ABNF.OPCODE_TEXT:
+                    self._dispatch(data)
+                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                    error = TransportError(f"{safe_url(self.url)} closed the connection")
+                    break
+                elif opcode == websocket.ABNF.OPCODE_BINARY:
+                    log.warning("ignoring a binary frame (not used by protocol v1)")
+        except (OSError, websocket.WebSocketException, AttributeError, ValueError) as exc:
+            error = TransportError(f"connection to {safe_url(self.url)} lost: "
+                                   f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - top frame of a thread
+            log.exception("client reader crashed")
+            error = TransportError(f"client reader crashed: {exc!r}")
+        self._abort(error)
+
+    def _dispatch(self, data: bytes | str) -> None:
+        try:
+            msg = _decode(data)
+        except wire.BadMessage as exc:
+            log.warning("ignoring a bad message from the server (%s): %s", exc, _short(data))
+            return
+        kind = msg["type"]
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("recv %s", _short(data))
+        if kind == "error" and msg.get("ch") is None:
+            log.warning("server error%s: %s", " (fatal)" if msg.get("fatal") else "",
+                        error_from_json(msg))
+            return
+        with self._lock:
+            channel = self._channels.get(msg.get("ch"))  # type: ignore[arg-type]
+        if channel is None:
+            log.debug("message for unknown channel %r: %s", msg.get("ch"), kind)
+            return
+        if kind == "reply":
+            channel._reply(msg)
+        elif kind == "granted":
+            channel._granted(msg)
+        elif kind == "denied":
+            channel._denied(msg)
+        elif kind == "closed":
+            self._forget(channel)
+            channel._lost(TransportError("channel closed by the server"))
+        elif kind == "error":
+            if msg.get("id") is not None:  # about one call: fail that call
+                channel._reply({"id": msg["id"], "error": msg})
+            else:
+                log.warning("server error on channel %s: %s", channel.ch, error_from_json(msg))
+        else:
+            log.debug("ignoring %r message on channel %s", kind, channel.ch)
+
+    # -- closing --------------------------------------------------------------------------
+    def _abort(self, error: TransportError) -> None:
+        """Mark the connection lost (first error wins) and fail every waiter."""
+        with self._lock:
+            if self.lost.is_set():
+                return
+            self.lost_error = error
+            self.lost.set()
+            channels = list(self._channels.values())
+            self._channels.clear()
+        if not self._closing:
+            log.warning("%s", error)
+        for channel in channels:
+            channel._lost(error)
+        sock = self._ws.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the reader and any blocked send
+            except OSError:
+                pass
+
+    def abort(self, error: TransportError) -> None:
+        """Drop the connection now (dead server): waiters fail with ``error``."""
+        self._abort(error)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Send a close frame, drop the socket, join the reader. Idempotent."""
+        self._closing = True
+        current = threading.current_thread() is self._reader
+        if not self.lost.is_set():
+            try:
+                self._ws.send_close()
+            except Exception:  # noqa: BLE001 - the peer may be gone already
+                pass
+            else:
+                if not current:  # a healthy server echoes the close at once
+                    self._reader.join(timeout)
+        self._abort(TransportError("connection closed by the client"))
+        if self._reader.is_alive() and not current:
+            self._reader.join(timeout)
+        try:
+            self._ws.shutdown()
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,151 @@
+"""``RemoteDatabase``: the ``Database`` interface as calls over a granted channel.
+
+Each method sends one ``call`` whose ``args`` are the method's own keyword arguments and
+blocks for its ``reply``; many threads may call at once (replies are matched by id).
+Errors come back as the same exception classes (``errors.error_from_json``); a lost
+connection fails in-flight calls with ``TransportError`` (retryable). A longpoll
+``changes`` waits on the server (which follows the database once for all channels), so
+its reply deadline is the longpoll timeout plus a margin.
+
+Thread safety: fully thread-safe. One instance lives as long as its channel; after a
+reconnect the sync asks for a new channel and builds a new ``RemoteDatabase``, whose
+``identity()`` is the same (server URL + database name + the grant's uuid), so
+replication checkpoints carry over.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Mapping, Sequence
+
+from ..errors import ProtocolError
+from ..store.base import Database
+from .connection import Channel, safe_url
+
+__all__ = ["RemoteDatabase"]
+
+#: seconds a longpoll reply may take beyond its own timeout (server and network latency)
+LONGPOLL_MARGIN = 15.0
+
+
+def _given(**kwargs: Any) -> dict[str, Any]:
+    """Only the arguments that differ from ``None``: the server applies its defaults."""
+    return {key: value for key, value in kwargs.items() if value is not None}
+
+
+class RemoteDatabase(Database):
+    """A database on a sync server, reached through one channel of a client connection."""
+
+    def __init__(self, channel: Channel, *, url: str | None = None) -> None:
+        self._channel = channel
+        self.name = channel.db
+        self._url = safe_url(url if url is not None else channel.connection.url)
+        self.uuid = channel.uuid or ""
+        self.read_only = channel.read_only
+
+    def __repr__(self) -> str:
+        return f"<RemoteDatabase {self.name!r} at {self._url}>"
+
+    def _call(self, op: str, args: Mapping[str, Any], timeout: float | None = None) -> Any:
+        return self._channel.call(op, args, timeout=timeout)
+
+    # -- identity -----------------------------------------------------------------
+    def identity(self) -> str:
+        return f"{self._url}#{self.name}#{self.uuid}"
+
+    def info(self) -> dict[str, Any]:
+        return self._call("info", {})
+
+    # -- documents ----------------------------------------------------------------
+    def put(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("put", {"doc": dict(doc)})
+
+    def post(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        return self._call("post", {"doc": dict(doc)})
+
+    def get(self, doc_id: str, *, rev: str | None = None, revs: bool = False,
+            revs_info: bool = False, conflicts: bool = False,
+            open_revs: Sequence[str] | str | None = None, latest: bool = False,
+            attachments: bool = False) -> Any:
+        if open_revs is not None and not isinstance(open_revs, str):
+            open_revs = list(open_revs)
+        args = _given(doc_id=doc_id, rev=rev, open_revs=open_revs)
+        for key, flag in (("revs", revs), ("revs_info", revs_info), ("conflicts", conflicts),
+                          ("latest", latest), ("attachments", attachments)):
+            if flag:
+                args[key] = True
+        return self._call("get", args)
+
+    def delete(self, doc_id: str, rev: str) -> dict[str, Any]:
+        return self._call("delete", {"doc_id": doc_id, "rev": rev})
+
+    def bulk_docs(self, docs: Sequence[Mapping[str, Any]], *,
+                  new_edits: bool = True) -> list[dict[str, Any]]:
+        return self._call("bulk_docs", {"docs": [dict(d) for d in docs],
+                                        "new_edits": new_edits})
+
+    def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,
+                 startkey: str | None = None, endkey: str | None = None,
+                 limit: int | None = None, skip: int = 0,
+                 descending: bool = False, conflicts: bool = False) -> dict[str, Any]:
+        args = _given(keys=list(keys) if keys is not None else None, startkey=startkey,
+                      endkey=endkey, limit=limit)
+        if include_docs:
+            args["include_docs"] = True
+        if skip:
+            args["skip"] = skip
+        if descending:
+            args["descending"] = True
+        if conflicts:
+            args["conflicts"] = True
+        return self._call("all_docs", args)
+
+    def changes(self, *, since: Any = 0, limit: int | None = None,
+                include_docs: bool = False, conflicts: bool = False,
+                style: str = "main_only", doc_ids: Sequence[str] | None = None,
+                selector: Mapping[str, Any] | None = None, descending: bool = False,
+                feed: str = "normal", timeout: float | None = None,
+                attachments: bool = False) -> dict[str, Any]:
+        args = _given(since=since, limit=limit,
+                      doc_ids=list(doc_ids) if doc_ids is not None else None,
+                      selector=dict(selector) if selector is not None else None,
+                      timeout=timeout)
+        args["style"] = style
+        args["feed"] = feed
+        for key, flag in (("include_docs", include_docs), ("conflicts", conflicts),
+                          ("descending", descending), ("attachments", attachments)):
+            if flag:
+                args[key] = True
+        deadline: float | None = None
+        if feed == "longpoll":
+            deadline = None if timeout is None else timeout + LONGPOLL_MARGIN
+            if deadline is not None and deadline < self._channel.connection.call_timeout:
+                deadline = self._channel.connection.call_timeout
+        return self._call("changes", args, deadline)
+
+    def revs_diff(self, revs: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        return self._call("revs_diff", {"revs": {k: list(v) for k, v in revs.items()}})
+
+    def bulk_get(self, docs: Sequence[Mapping[str, Any]], *, revs: bool = False,
+                 latest: bool = False, attachments: bool = False) -> dict[str, Any]:
+        args: dict[str, Any] = {"docs": [dict(d) for d in docs]}
+        if revs:
+            args["revs"] = True
+        if latest:
+            args["latest"] = True
+        if attachments:
+            args["attachments"] = True
+        return self._call("bulk_get", args)
+
+    def get_attachment(self, doc_id: str, name: str, rev: str | None = None) -> bytes:
+        reply = self._call("get_attachment", _given(doc_id=doc_id, name=name, rev=rev))
+        try:
+            return base64.b64decode(reply["data"], validate=True)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"bad get_attachment reply for {doc_id!r}/{name!r}") from exc
+
+    # -- lifecycle ----------------------------------------------------------------
+    def close(self) -> None:
+        """Close the channel (in-flight calls fail with ``Cancelled``). Idempotent."""
+        self._channel.close()
+

@@ -1,0 +1,535 @@
+"""``Sync``: one local database kept in sync with one database on the server.
+
+Theory of operation. A sync owns a thread ``pouchsync-sync[<name>]`` that loops over
+*rounds*; a round is one granted channel on one connection:
+
+1. wait for the client's connection (state ``connecting``, or ``offline`` after a loss);
+2. ``open`` the channel; ``denied`` ends the sync (state ``denied``);
+3. build fresh ``Replicator``s against a fresh ``RemoteDatabase`` (pull: remote → local,
+   push: local → remote). Their checkpoints make them resume where the last round
+   stopped, so nothing is replayed. One-shot: pull then push on this thread. Live: each
+   direction on its own thread (``pouchsync-sync[<name>]-pull`` / ``-push``);
+4. the round ends when the replicators finish, fail, or the connection is lost (then
+   the round's cancel event stops *both* replicators and their threads are joined before
+   the next round starts: no zombie replications);
+5. a retryable error (transport, server 5xx) → ``offline``, then a new round after the
+   client reconnects or, on the same connection, after a backoff delay. Anything else
+   ends the sync with state ``error``.
+
+``cancel()`` sets the cancel event, closes the channel (in-flight calls fail at once and
+the server drops the channel's feeds) and wakes every wait; it works before connect,
+mid-batch and after the end (no-op). Signals are sent from the sync's threads, never
+under a lock.
+
+Thread safety: every public method may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from .. import signals
+from ..errors import Cancelled, Denied, PouchSyncError, Timeout, TransportError
+from ..store.base import Database
+from .connection import Channel, Connection
+from .remote import RemoteDatabase
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..replication import ReplicationResult, Replicator
+    from .client import Client
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Sync", "SyncState", "SyncResult", "SyncStatus", "DIRECTIONS"]
+
+DIRECTIONS = ("both", "push", "pull")
+
+
+class SyncState(str, enum.Enum):
+    """Lifecycle of a ``Sync``; the last four are final."""
+
+    CONNECTING = "connecting"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    OFFLINE = "offline"
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"
+    DENIED = "denied"
+    ERROR = "error"
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_FINAL = frozenset({SyncState.COMPLETE, SyncState.CANCELLED, SyncState.DENIED,
+                    SyncState.ERROR})
+
+#: state -> states it may move to (final states move nowhere)
+_TRANSITIONS: dict[SyncState, frozenset[SyncState]] = {
+    SyncState.CONNECTING: frozenset({SyncState.ACTIVE, SyncState.OFFLINE} | _FINAL),
+    SyncState.ACTIVE: frozenset({SyncState.PAUSED, SyncState.OFFLINE} | _FINAL),
+    SyncState.PAUSED: frozenset({SyncState.ACTIVE, SyncState.OFFLINE} | _FINAL),
+    SyncState.OFFLINE: frozenset({SyncState.ACTIVE, SyncState.PAUSED} | _FINAL),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncResult:
+    """What a finished sync did. ``push``/``pull`` are the last round's results (``None``
+    for a direction not synced); the counts add up every round."""
+
+    state: SyncState
+    docs_pushed: int
+    docs_pulled: int
+    doc_write_failures: int
+    push: "ReplicationResult | None" = None
+    pull: "ReplicationResult | None" = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state in (SyncState.COMPLETE, SyncState.CANCELLED)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state is SyncState.CANCELLED
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncStatus:
+    """A snapshot of a sync: state, counts, last sequence each way, last error."""
+
+    state: SyncState
+    docs_pushed: int
+    docs_pulled: int
+    doc_write_failures: int
+    push_last_seq: Any
+    pull_last_seq: Any
+    last_error: BaseException | None
+    rounds: int
+
+
+class _Direction:
+    """One direction of one round: its replicator, and its thread for live both-ways."""
+
+    def __init__(self, name: str, replicator: "Replicator") -> None:
+        self.name = name
+        self.replicator = replicator
+        self.result: "ReplicationResult | None" = None
+        self.thread: threading.Thread | None = None
+        self.docs_written_seen = 0
+        self.failures_seen = 0
+
+
+class Sync:
+    """One sync between a local database and a database on the server. See the module
+    docstring; create with ``Client.sync``."""
+
+    def __init__(self, client: "Client", db: Database, *, remote_name: str | None = None,
+                 credentials: Any = None, live: bool = False, direction: str = "both",
+                 doc_ids: Sequence[str] | None = None,
+                 selector: Mapping[str, Any] | None = None, batch_size: int = 100,
+                 replicator_factory: Callable[..., "Replicator"] | None = None) -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.client = client
+        self.db = db
+        self.remote_name = remote_name if remote_name is not None else db.name
+        self.live = live
+        self.direction = direction
+        self.doc_ids = list(doc_ids) if doc_ids is not None else None
+        self.selector = dict(selector) if selector is not None else None
+        self.batch_size = batch_size
+        self._credentials = credentials
+        if replicator_factory is None:
+            from ..replication import Replicator as replicator_factory
+        self._replicator_factory = replicator_factory
+
+        self._cond = threading.Condition()
+        self._state = SyncState.CONNECTING
+        self._cancel = threading.Event()
+        self._round_cancel = threading.Event()
+        self._round = 0
+        self._directions: list[_Direction] = []
+        self._connection: Connection | None = None
+        self._channel: Channel | None = None
+        self._error: BaseException | None = None
+        self._last_error: BaseException | None = None
+        self._result: SyncResult | None = None
+        self._pushed = 0
+        self._pulled = 0
+        self._failures = 0
+        self._last_seq: dict[str, Any] = {"push": None, "pull": None}
+        self._last: dict[str, "ReplicationResult | None"] = {"push": None, "pull": None}
+        self._idle: dict[str, bool] = {}
+        self._thread = threading.Thread(target=self._run, name=f"pouchsync-sync[{self.remote_name}]",
+                                        daemon=True)
+
+    def __repr__(self) -> str:
+        return (f"<Sync {self.db.name!r} <-> {self.remote_name!r} "
+                f"{'live' if self.live else 'one-shot'} {self.direction} {self.state.value}>")
+
+    # -- public API -----------------------------------------------------------------
+    @property
+    def state(self) -> SyncState:
+        with self._cond:
+            return self._state
+
+    @property
+    def status(self) -> SyncStatus:
+        with self._cond:
+            return SyncStatus(state=self._state, docs_pushed=self._pushed,
+                              docs_pulled=self._pulled, doc_write_failures=self._failures,
+                              push_last_seq=self._last_seq["push"],
+                              pull_last_seq=self._last_seq["pull"],
+                              last_error=self._last_error, rounds=self._round)
+
+    def wait(self, timeout: float | None = None) -> SyncResult:
+        """Block until the sync ends; return its result or raise what ended it.
+
+        One-shot: until complete. Live: until cancelled or failed. Raises ``Denied``,
+        the error that ended it, or ``Timeout`` when ``timeout`` seconds pass first.
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._result is not None, timeout):
+                raise Timeout(f"{self!r} did not finish within {timeout}s")
+            result, error = self._result, self._error
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+    def wait_in_sync(self, timeout: float | None = None) -> bool:
+        """Block until every local change made before this call is on the server and the
+        pull side has caught up; ``True``. Raises ``Timeout``, or what ended the sync.
+
+        One-shot syncs: the same as waiting for completion.
+        """
+        if not self.live:
+            self.wait(timeout)
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        while True:
+            with self._cond:
+                ready = self._cond.wait_for(
+                    lambda: self._result is not None or (
+                        self._state in (SyncState.ACTIVE, SyncState.PAUSED)
+                        and bool(self._directions)), remaining())
+                if not ready:
+                    raise Timeout(f"{self!r} not in sync within {timeout}s")
+                if self._result is not None:
+                    if self._error is not None:
+                        raise self._error
+                    raise Cancelled(f"{self!r} was cancelled")
+                round_no = self._round
+                replicators = [d.replicator for d in self._directions]
+            caught_up = True
+            for replicator in replicators:
+                left = remaining()
+                # slices, so a new round (reconnect) is noticed rather than waited out
+                if not replicator.wait_caught_up(5.0 if left is None else min(left, 5.0)):
+                    caught_up = False
+                    break
+            with self._cond:
+                if caught_up and self._round == round_no and self._result is None:
+                    return True
+            left = remaining()
+            if left is not None and left <= 0:
+                raise Timeout(f"{self!r} not in sync within {timeout}s")
+
+    def cancel(self) -> None:
+        """Stop the sync and release its channel on the server. Idempotent, any thread."""
+        with self._cond:
+            if self._cancel.is_set():
+                return
+            self._cancel.set()
+            self._round_cancel.set()
+            channel = self._channel
+            self._cond.notify_all()
+        if channel is not None:
+            channel.close()
+        self.client._wake()
+        if not self._thread.is_alive() and self._result is None:
+            # never started (the client was closed first): finish here
+            self._finish(SyncState.CANCELLED, None)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Join the sync's thread (it joins its direction threads); True when ended."""
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    # -- called by the client ---------------------------------------------------------
+    def _start(self) -> None:
+        self._thread.start()
+
+    def _connection_lost(self, connection: Connection) -> None:
+        """The client saw ``connection`` die: stop the round running on it at once."""
+        with self._cond:
+            if self._connection is connection:
+                self._round_cancel.set()
+                self._cond.notify_all()
+
+    # -- the sync thread ------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            state, error = self._loop()
+        except Exception as exc:  # noqa: BLE001 - top frame: store it for wait()
+            log.exception("%r crashed", self)
+            state, error = SyncState.ERROR, exc
+        self._finish(state, error)
+
+    def _loop(self) -> tuple[SyncState, BaseException | None]:
+        failures_in_a_row = 0
+        avoid: Connection | None = None
+        while True:
+            if self._cancel.is_set():
+                return SyncState.CANCELLED, None
+            connection = self.client._wait_connection(self, avoid)
+            if connection is None:
+                if self._cancel.is_set():
+                    return SyncState.CANCELLED, None
+                return SyncState.ERROR, self.client._failure or TransportError("client closed")
+            try:
+                error = self._round_on(connection)
+            except Denied as exc:
+                return SyncState.DENIED, exc
+            if self._cancel.is_set():
+                return SyncState.CANCELLED, None
+            if error is None:
+                if not self.live:
+                    return SyncState.COMPLETE, None
+                failures_in_a_row = 0
+                avoid = connection  # a live round only ends when its connection went
+                continue
+            if not getattr(error, "retryable", False):
+                return SyncState.ERROR, error
+            with self._cond:
+                self._last_error = error
+            self._set_state(SyncState.OFFLINE)
+            signals.emit(signals.sync_paused, self, direction=None)
+            if connection.lost.is_set():
+                failures_in_a_row = 0
+                avoid = connection  # wait for the client's next connection
+                continue
+            # the connection lives on but the round failed (e.g. a 5xx): back off
+            failures_in_a_row += 1
+            avoid = None
+            delay = self.client.backoff.delay(failures_in_a_row, self.client._random)
+            log.warning("%r: %r; retrying in %.2fs", self, error, delay)
+            if self._cancel.wait(delay):
+                return SyncState.CANCELLED, None
+
+    def _round_on(self, connection: Connection) -> BaseException | None:
+        """One round on ``connection``: open the channel, replicate, release the channel.
+
+        Returns the error that ended it (``None``: complete, or the connection is gone
+        in live mode); raises ``Denied``.
+        """
+        with self._cond:
+            if self._cancel.is_set():
+                return None
+            self._round += 1
+            self._round_cancel = threading.Event()
+            self._connection = connection
+            self._idle = {}
+        try:
+            channel = connection.open_channel(self.remote_name, self._credentials)
+        except PouchSyncError as exc:
+            return exc
+        with self._cond:
+            self._channel = channel
+            if self._cancel.is_set():
+                channel.close()
+                return None
+        try:
+            try:
+                channel.wait_open(self.client.open_timeout)
+            except Denied:
+                raise
+            except PouchSyncError as exc:
+                return exc
+            remote = RemoteDatabase(channel)
+            return self._replicate(remote)
+        finally:
+            channel.close()
+            with self._cond:
+                self._channel = None
+                self._connection = None
+                self._directions = []
+
+    def _replicate(self, remote: RemoteDatabase) -> BaseException | None:
+        directions = []
+        if self.direction in ("both", "pull"):
+            directions.append(self._direction("pull", remote, self.db))
+        if self.direction in ("both", "push"):
+            directions.append(self._direction("push", self.db, remote))
+        with self._cond:
+            self._directions = directions
+            self._cond.notify_all()
+        self._set_state(SyncState.ACTIVE)
+        signals.emit(signals.sync_active, self, direction=None)
+        if not self.live or len(directions) == 1:
+            for direction in directions:  # one-shot: pull, then push
+                self._run_direction(direction)
+                if direction.result is not None and direction.result.error is not None:
+                    break
+                if self._round_cancel.is_set():
+                    break
+        else:
+            for direction in directions:
+                direction.thread = threading.Thread(
+                    target=self._run_direction, args=(direction,),
+                    name=f"pouchsync-sync[{self.remote_name}]-{direction.name}", daemon=True)
+                direction.thread.start()
+            for direction in directions:
+                assert direction.thread is not None
+                direction.thread.join()  # bounded: the round cancel stops both promptly
+        errors = [d.result.error for d in directions
+                  if d.result is not None and d.result.error is not None]
+        with self._cond:
+            for d in directions:
+                self._last[d.name] = d.result
+        real = [e for e in errors if not isinstance(e, Cancelled)]
+        if real:
+            return real[0]
+        if errors and not self._cancel.is_set():
+            # a channel closed under us without our cancel (server closed it): retry
+            return TransportError(f"channel for {self.remote_name!r} closed: {errors[0]}")
+        if self.live and not self._cancel.is_set():
+            # live replicators only stop when cancelled: the round was cut short
+            return TransportError("connection lost") if self._connection_gone() else None
+        if any(d.result is None or d.result.status == "cancelled" for d in directions) \
+                and not self._cancel.is_set():
+            return TransportError("replication interrupted")
+        return None
+
+    def _connection_gone(self) -> bool:
+        with self._cond:
+            connection = self._connection
+        return connection is None or connection.lost.is_set()
+
+    def _direction(self, name: str, source: Database, target: Database) -> _Direction:
+        holder: dict[str, _Direction] = {}
+        local_longpoll = self.client.local_poll_interval
+        replicator = self._replicator_factory(
+            source, target, live=self.live, doc_ids=self.doc_ids, selector=self.selector,
+            batch_size=self.batch_size, cancel=self._round_cancel,
+            on_batch=lambda info: self._on_batch(holder["d"], info),
+            on_state=lambda state: self._on_state(holder["d"], state),
+            # the push side waits on the local database: short waits so a cancel or a
+            # lost connection stops it promptly (the local store wakes it on writes);
+            # the pull side's longpoll is woken by the channel closing.
+            longpoll_timeout=local_longpoll if name == "push" else self.client.longpoll_timeout)
+        holder["d"] = direction = _Direction(name, replicator)
+        return direction
+
+    def _run_direction(self, direction: _Direction) -> None:
+        try:
+            direction.result = direction.replicator.run()
+        except Exception as exc:  # noqa: BLE001 - the replicator should not raise
+            log.exception("%r: %s replicator crashed", self, direction.name)
+            from ..replication import ReplicationResult
+            direction.result = ReplicationResult(ok=False, status="error", error=exc)
+        result = direction.result
+        with self._cond:
+            self._last_seq[direction.name] = result.last_seq
+        if result.error is not None or self.live:
+            # stop the other direction too: a live round is all or nothing
+            self._round_cancel.set()
+
+    # -- replicator callbacks (on direction threads) ------------------------------------
+    def _on_batch(self, direction: _Direction, info: Mapping[str, Any]) -> None:
+        written = int(info.get("docs_written", 0))
+        failures = int(info.get("doc_write_failures", 0))
+        with self._cond:
+            new_written = written - direction.docs_written_seen
+            new_failures = failures - direction.failures_seen
+            direction.docs_written_seen, direction.failures_seen = written, failures
+            if direction.name == "push":
+                self._pushed += new_written
+            else:
+                self._pulled += new_written
+            self._failures += new_failures
+            self._last_seq[direction.name] = info.get("last_seq")
+            counts = {"docs_pushed": self._pushed, "docs_pulled": self._pulled,
+                      "doc_write_failures": self._failures}
+        if signals.sync_change.receivers:
+            signals.emit(signals.sync_change, self, direction=direction.name,
+                         docs=info.get("docs", []), counts=counts)
+
+    def _on_state(self, direction: _Direction, state: str) -> None:
+        if state not in ("active", "paused"):
+            return
+        with self._cond:
+            if self._state.final or self._round_cancel.is_set():
+                return
+            self._idle[direction.name] = state == "paused"
+            expected = len(self._directions)
+            all_idle = len(self._idle) == expected and all(self._idle.values())
+        if state == "active":
+            self._set_state(SyncState.ACTIVE)
+            signals.emit(signals.sync_active, self, direction=direction.name)
+        else:
+            signals.emit(signals.sync_paused, self, direction=direction.name)
+            if all_idle:
+                self._set_state(SyncState.PAUSED)
+
+    # -- state --------------------------------------------------------------------------
+    def _set_state(self, new: SyncState) -> bool:
+        with self._cond:
+            old = self._state
+            if new is old:
+                return False
+            if new not in _TRANSITIONS.get(old, frozenset()):
+                log.debug("%r: ignoring move %s -> %s", self, old.value, new.value)
+                return False
+            self._state = new
+            self._cond.notify_all()
+        log.debug("%r: %s -> %s", self, old.value, new.value)
+        return True
+
+    def _finish(self, state: SyncState, error: BaseException | None) -> None:
+        """Enter the final state exactly once, then send its one signal."""
+        with self._cond:
+            if self._result is not None:
+                return
+            self._state = state
+            self._error = error
+            if error is not None:
+                self._last_error = error
+            self._result = SyncResult(
+                state=state, docs_pushed=self._pushed, docs_pulled=self._pulled,
+                doc_write_failures=self._failures, push=self._last["push"],
+                pull=self._last["pull"])
+            result = self._result
+            self._cond.notify_all()
+        self.client._sync_finished(self)
+        if state is SyncState.DENIED:
+            log.info("%r denied: %s", self, error)
+            signals.emit(signals.sync_denied, self, error=error)
+        elif state is SyncState.ERROR:
+            log.warning("%r failed: %r", self, error)
+            signals.emit(signals.sync_error, self, error=error)
+        else:
+            log.info("%r %s: pushed %d, pulled %d", self, state.value, result.docs_pushed,
+                     result.docs_pulled)
+            signals.emit(signals.sync_complete, self, result=result)
