@@ -25,7 +25,9 @@ from .errors import (
     Unauthorized,
 )
 from .store.base import Database
+from .store.couch import CouchDatabase, CouchDB
 from .store.local import LocalDatabase
+from .store.open import open_database
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,8 @@ __all__ = [
     "BadRequest",
     "Cancelled",
     "Conflict",
+    "CouchDB",
+    "CouchDatabase",
     "CouchError",
     "Database",
     "Denied",
@@ -50,4 +54,5 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "__version__",
+    "open_database",
 ]

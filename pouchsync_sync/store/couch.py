@@ -1,0 +1,442 @@
+"""The ``Database`` interface over CouchDB's HTTP API (``requests``).
+
+``CouchDB`` is a server handle (one pooled HTTP session, credentials, timeouts);
+``CouchDatabase`` maps every store operation onto CouchDB's endpoints
+(https://docs.couchdb.org/en/stable/api/database/index.html) and brings the answers
+of CouchDB-protocol servers that deviate (pouchdb-server in the tests, see
+research/couchdb-test-server.md) to CouchDB 3's shapes:
+
+- ``changes(selector=...)`` filters on the client (``include_docs`` + the project's
+  Mango matcher), which is correct on any server; pouchdb-server's ``_selector``
+  filter is broken.
+- ``changes(feed="longpoll")`` has a client-side deadline: pouchdb-server ignores
+  ``timeout``; at the deadline the connection is closed and the answer is CouchDB's
+  ``{"results": [], "last_seq": since}``.
+- ``bulk_get`` answers in request order with ``{"error": {...}}`` entries, falling
+  back to ``open_revs`` GETs where the server has no ``_bulk_get``.
+
+Sequences are passed through as received, never compared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, Mapping, Sequence
+
+from ..errors import BadRequest, CouchError, NotFound, PreconditionFailed
+from .base import Database
+from .couch_http import NO_DB_REASON, CouchHTTP, DeadlinePassed
+from .couch_names import (attachment_path, check_db_name, db_path, doc_path,
+                          query_string)
+from .couch_shapes import bulk_get_results, missing_entry, open_revs_entries, strip_null_docs
+from .validate import check_doc, decode_attachment
+
+__all__ = ["CouchDB", "CouchDatabase"]
+
+log = logging.getLogger(__name__)
+
+_STYLES = ("main_only", "all_docs")
+_FEEDS = ("normal", "longpoll")
+_DEFAULT_LONGPOLL = 60.0  # CouchDB's default longpoll timeout, seconds
+_SELECTOR_PAGE = 500
+
+
+class CouchDB:
+    """A CouchDB server. Thread-safe; its databases share one HTTP connection pool.
+
+    ``url`` may carry credentials (``http://user:pass@host:5984``); ``auth=(user,
+    password)`` overrides them. They are sent as basic auth, or with
+    ``cookie_auth=True`` exchanged for a ``_session`` cookie that is renewed once
+    whenever the server answers 401. ``timeout`` bounds every request, in seconds.
+    """
+
+    def __init__(self, url: str, *, auth: tuple[str, str] | None = None,
+                 timeout: float = 30.0, cookie_auth: bool = False, pool_size: int = 32) -> None:
+        self.http = CouchHTTP(url, auth=auth, timeout=timeout, cookie_auth=cookie_auth,
+                              pool_size=pool_size)
+        self.url = self.http.base_url
+        self._bulk_get_supported = True
+        self._is_couchdb: bool | None = None
+
+    def is_couchdb(self) -> bool:
+        """Is this Apache CouchDB (its welcome says ``"couchdb"``), not a look-alike such
+        as pouchdb-server? Look-alikes get extra requests where their answers fall short."""
+        if self._is_couchdb is None:
+            self._is_couchdb = "couchdb" in self.info()
+        return self._is_couchdb
+
+    def database(self, name: str, *, create: bool = False) -> "CouchDatabase":
+        """A handle on database ``name``; with ``create=True`` it is created if missing."""
+        check_db_name(name)
+        if create:
+            try:
+                self.http.request("PUT", db_path(name))
+            except PreconditionFailed:
+                pass  # it exists already
+        return CouchDatabase(self, name)
+
+    def create_database(self, name: str) -> "CouchDatabase":
+        """Create ``name``; ``PreconditionFailed`` if it exists."""
+        self.http.request("PUT", db_path(name))
+        return CouchDatabase(self, name)
+
+    def delete_database(self, name: str) -> None:
+        """Delete ``name``; ``NotFound`` if it does not exist (pouchdb-server says ok)."""
+        self.http.request("DELETE", db_path(name))
+
+    def all_dbs(self) -> list[str]:
+        return list(self.http.request("GET", "/_all_dbs"))
+
+    def info(self) -> dict[str, Any]:
+        """The server's welcome document (``GET /``)."""
+        return dict(self.http.request("GET", "/"))
+
+    def close(self) -> None:
+        """Close the connection pool. Idempotent."""
+        self.http.close()
+
+    def __enter__(self) -> "CouchDB":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<CouchDB {self.url!r}>"
+
+
+class CouchDatabase(Database):
+    """One CouchDB database; thread-safe. ``close()`` closes the server handle only when
+    this database owns it (``owns_server=True``, as ``open_database`` makes it)."""
+
+    def __init__(self, server: CouchDB, name: str, *, owns_server: bool = False) -> None:
+        self.server = server
+        self.name = check_db_name(name)
+        self._http = server.http
+        self._path = db_path(name)
+        self._owns_server = owns_server
+        self._closed = threading.Event()
+
+    # -- helpers -------------------------------------------------------------------------
+    def _call(self, method: str, sub: str = "", params: Mapping[str, Any] | None = None,
+              body: Any = None, **kw: Any) -> Any:
+        path = self._path + ("/" + sub if sub else "") + query_string(params or {})
+        if body is None:
+            return self._http.request(method, path, **kw)
+        return self._http.request(method, path, body=body, **kw)
+
+    # -- identity ------------------------------------------------------------------------
+    def identity(self) -> str:
+        return self.server.url + self._path
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._call("GET"))
+
+    # -- documents -----------------------------------------------------------------------
+    def put(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        body = _check_doc(doc, require_id=True)
+        return _ok(self._call("PUT", doc_path(body["_id"]), body=body))
+
+    def post(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        body = _check_doc(doc, require_id=False)
+        if "_id" in body:
+            return self.put(body)
+        return _ok(self._call("POST", body=body))
+
+    def get(self, doc_id: str, *, rev: str | None = None, revs: bool = False,
+            revs_info: bool = False, conflicts: bool = False,
+            open_revs: Sequence[str] | str | None = None, latest: bool = False,
+            attachments: bool = False) -> Any:
+        path = doc_path(doc_id)
+        _check_rev(rev)
+        params: dict[str, Any] = {"rev": rev, "revs": revs or None,
+                                  "revs_info": revs_info or None, "conflicts": conflicts or None,
+                                  "latest": latest or None, "attachments": attachments or None}
+        if open_revs is not None:
+            if open_revs == "all":
+                params["open_revs"] = "all"
+            elif isinstance(open_revs, (list, tuple)):
+                for r in open_revs:
+                    _check_rev(r)
+                params["open_revs"] = list(open_revs)
+            else:
+                raise BadRequest('open_revs must be a list of revs or "all"')
+        try:
+            return self._call("GET", path, params)
+        except NotFound as exc:
+            if (exc.reason == "missing" and rev is None and open_revs is None
+                    and not self.server.is_couchdb() and self._is_deleted(doc_id)):
+                raise NotFound("deleted") from None
+            raise
+
+    def _is_deleted(self, doc_id: str) -> bool:
+        """Is ``doc_id`` a deleted doc? (pouchdb-server says "missing" for both.)"""
+        rows = self._call("POST", "_all_docs", body={"keys": [doc_id]}).get("rows") or []
+        return any(isinstance(r.get("value"), dict) and r["value"].get("deleted") for r in rows)
+
+    def delete(self, doc_id: str, rev: str) -> dict[str, Any]:
+        path = doc_path(doc_id)
+        if not isinstance(rev, str) or not rev:
+            raise BadRequest("delete needs the rev of the doc")
+        _check_rev(rev)
+        return _ok(self._call("DELETE", path, {"rev": rev}))
+
+    def bulk_docs(self, docs: Sequence[Mapping[str, Any]], *,
+                  new_edits: bool = True) -> list[dict[str, Any]]:
+        if not isinstance(docs, (list, tuple)):
+            raise BadRequest("docs must be a list")
+        if not isinstance(new_edits, bool):
+            raise BadRequest("new_edits must be a boolean")
+        checked = [_check_doc(doc, require_id=not new_edits) for doc in docs]
+        if not new_edits:
+            for doc in checked:
+                if not isinstance(doc.get("_rev"), str):
+                    raise BadRequest("Invalid rev format")
+        if not checked:
+            return []
+        body: dict[str, Any] = {"docs": checked}
+        if not new_edits:
+            body["new_edits"] = False
+        return list(self._call("POST", "_bulk_docs", body=body))
+
+    def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,
+                 startkey: str | None = None, endkey: str | None = None,
+                 limit: int | None = None, skip: int = 0,
+                 descending: bool = False, conflicts: bool = False) -> dict[str, Any]:
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise BadRequest("limit must be a non-negative integer")
+        if not isinstance(skip, int) or skip < 0:
+            raise BadRequest("skip must be a non-negative integer")
+        params: dict[str, Any] = {
+            "include_docs": include_docs or None, "conflicts": conflicts or None,
+            "limit": limit, "skip": skip or None, "descending": descending or None,
+            "startkey": None if startkey is None else _json_param(startkey),
+            "endkey": None if endkey is None else _json_param(endkey)}
+        if keys is not None:
+            if not isinstance(keys, (list, tuple)):
+                raise BadRequest("keys must be a list")
+            answer = self._call("POST", "_all_docs", params, body={"keys": list(keys)})
+        else:
+            answer = self._call("GET", "_all_docs", params)
+        return strip_null_docs(answer) if not include_docs else answer
+
+    # -- changes -------------------------------------------------------------------------
+    def changes(self, *, since: Any = 0, limit: int | None = None,
+                include_docs: bool = False, conflicts: bool = False,
+                style: str = "main_only", doc_ids: Sequence[str] | None = None,
+                selector: Mapping[str, Any] | None = None, descending: bool = False,
+                feed: str = "normal", timeout: float | None = None,
+                attachments: bool = False) -> dict[str, Any]:
+        if style not in _STYLES:
+            raise BadRequest(f"style must be one of {_STYLES}")
+        if feed not in _FEEDS:
+            raise BadRequest(f"feed must be one of {_FEEDS}")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                                  or limit < 0):
+            raise BadRequest("limit must be a non-negative integer")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise BadRequest("timeout must be a non-negative number of seconds")
+        if doc_ids is not None and (not isinstance(doc_ids, (list, tuple))
+                                    or not all(isinstance(i, str) for i in doc_ids)):
+            raise BadRequest("doc_ids must be a list of strings")
+        if since is None:
+            since = 0
+        wait = _DEFAULT_LONGPOLL if timeout is None else float(timeout)
+        if feed == "longpoll" and since == "now":
+            since = self._now()
+        opts = dict(include_docs=include_docs, conflicts=conflicts, style=style,
+                    doc_ids=doc_ids, descending=descending, attachments=attachments)
+        if selector is not None:
+            return self._changes_selector(selector, since, limit, feed, wait, opts)
+        return self._changes_once(since, limit, feed, wait, **opts)
+
+    def _now(self) -> Any:
+        return self._changes_once("now", None, "normal", 0.0, include_docs=False,
+                                  conflicts=False, style="main_only", doc_ids=None,
+                                  descending=False, attachments=False)["last_seq"]
+
+    def _changes_once(self, since: Any, limit: int | None, feed: str, wait: float, *,
+                      include_docs: bool, conflicts: bool, style: str,
+                      doc_ids: Sequence[str] | None, descending: bool,
+                      attachments: bool) -> dict[str, Any]:
+        if doc_ids is not None and not doc_ids:
+            return {"results": [], "last_seq": since}
+        if feed == "longpoll" and wait <= 0:
+            feed = "normal"
+        params: dict[str, Any] = {
+            "since": since, "limit": limit, "include_docs": include_docs or None,
+            "conflicts": conflicts or None, "attachments": attachments or None,
+            "style": None if style == "main_only" else style,
+            "descending": descending or None}
+        kw: dict[str, Any] = {}
+        if feed == "longpoll":
+            params["feed"] = "longpoll"
+            params["timeout"] = max(1, int(wait * 1000))
+            kw["timeout"] = wait
+        if doc_ids is not None:
+            params["filter"] = "_doc_ids"
+            call = lambda: self._call("POST", "_changes", params,  # noqa: E731
+                                      body={"doc_ids": list(doc_ids)}, **kw)
+        else:
+            call = lambda: self._call("GET", "_changes", params, **kw)  # noqa: E731
+        if feed != "longpoll":
+            return call()
+        try:
+            return call()
+        except DeadlinePassed:
+            # the server is alive but had nothing: CouchDB's answer at its timeout
+            return {"results": [], "last_seq": since}
+
+    def _changes_selector(self, selector: Mapping[str, Any], since: Any, limit: int | None,
+                          feed: str, wait: float, opts: dict[str, Any]) -> dict[str, Any]:
+        from ..selector import compile_selector
+
+        match = compile_selector(selector)
+        include_docs = opts["include_docs"]
+        fetch = dict(opts, include_docs=True)
+        want = None if limit is None else max(limit, 1)
+        deadline = time.monotonic() + wait
+        found: list[dict[str, Any]] = []
+        position = since
+        while True:
+            page = None if opts["descending"] else _SELECTOR_PAGE
+            left = deadline - time.monotonic()
+            answer = self._changes_once(position, page, "longpoll" if feed == "longpoll"
+                                        and left > 0 else "normal", left, **fetch)
+            rows = answer.get("results") or []
+            for row in rows:
+                doc = row.get("doc")
+                if not match(doc if isinstance(doc, dict) else {}):
+                    continue
+                if not include_docs:
+                    row.pop("doc", None)
+                found.append(row)
+                if want is not None and len(found) >= want:
+                    return {"results": found, "last_seq": row["seq"]}
+            position = answer.get("last_seq", position)
+            exhausted = page is None or len(rows) < page
+            if exhausted and (found or feed != "longpoll" or time.monotonic() >= deadline):
+                return {"results": found, "last_seq": position}
+
+    # -- replication helpers -------------------------------------------------------------
+    def revs_diff(self, revs: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        if not isinstance(revs, Mapping):
+            raise BadRequest("revs_diff takes an object of id: [revs]")
+        if not revs:
+            return {}
+        return dict(self._call("POST", "_revs_diff", body={k: list(v) for k, v in revs.items()}))
+
+    def bulk_get(self, docs: Sequence[Mapping[str, Any]], *, revs: bool = False,
+                 latest: bool = False, attachments: bool = False) -> dict[str, Any]:
+        if not isinstance(docs, (list, tuple)):
+            raise BadRequest("bulk_get takes a list of {id, rev?}")
+        reqs = []
+        for req in docs:
+            if not isinstance(req, Mapping) or not isinstance(req.get("id"), str):
+                raise BadRequest("each bulk_get request needs an id")
+            doc_path(req["id"])
+            _check_rev(req.get("rev"))
+            since = req.get("atts_since")
+            if since is not None and not isinstance(since, (list, tuple)):
+                raise BadRequest("atts_since must be a list of revs")
+            reqs.append({k: (list(v) if k == "atts_since" else v)
+                         for k, v in req.items() if v is not None})
+        if not reqs:
+            return {"results": []}
+        flags = {"revs": revs, "latest": latest, "attachments": attachments}
+        results: list[dict[str, Any] | None] = [None] * len(reqs)
+        if self.server._bulk_get_supported:
+            params = {k: (True if v else None) for k, v in flags.items()}
+            try:
+                answer = self._call("POST", "_bulk_get", params, body={"docs": reqs})
+                results = bulk_get_results(reqs, answer)
+            except CouchError as exc:
+                if not _no_bulk_get(exc):
+                    raise
+                log.info("%s has no _bulk_get (%s); using open_revs GETs", self.server.url, exc)
+                self.server._bulk_get_supported = False
+        for i, req in enumerate(reqs):
+            if results[i] is None:
+                results[i] = self._get_one(req, **flags)
+        return {"results": results}
+
+    def _get_one(self, req: Mapping[str, Any], *, revs: bool, latest: bool,
+                 attachments: bool) -> dict[str, Any]:
+        """One ``_bulk_get`` result fetched with a plain GET (``open_revs`` if a rev)."""
+        doc_id, rev = req["id"], req.get("rev")
+        params: dict[str, Any] = {"revs": revs or None, "latest": latest or None,
+                                  "attachments": attachments or None,
+                                  "atts_since": req.get("atts_since") or None}
+        try:
+            if rev is not None:
+                answer = self._call("GET", doc_path(doc_id), dict(params, open_revs=[rev]))
+                entries = open_revs_entries(doc_id, answer)
+                if entries is None:
+                    entries = [missing_entry(doc_id, rev)]
+                return {"id": doc_id, "docs": entries}
+            doc = self._call("GET", doc_path(doc_id), params)
+            return {"id": doc_id, "docs": [{"ok": doc}]}
+        except NotFound as exc:
+            if exc.reason == NO_DB_REASON:
+                raise
+            return {"id": doc_id, "docs": [missing_entry(doc_id, rev, exc.reason)]}
+
+    def get_attachment(self, doc_id: str, name: str, rev: str | None = None) -> bytes:
+        _check_rev(rev)
+        return self._call("GET", attachment_path(doc_id, name), {"rev": rev}, raw=True,
+                          accept="application/json, */*;q=0.5")
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def compact(self) -> None:
+        self._call("POST", "_compact", body={})
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            if self._owns_server:
+                self.server.close()
+
+    def __repr__(self) -> str:
+        return f"<CouchDatabase {self.identity()!r}>"
+
+
+def _ok(answer: Any) -> dict[str, Any]:
+    return {"ok": True, "id": answer["id"], "rev": answer["rev"]}
+
+
+def _check_doc(doc: Any, *, require_id: bool) -> dict[str, Any]:
+    """The store's input checks, so every backend refuses the same input as a whole."""
+    body = check_doc(doc, require_id=require_id)
+    _check_rev(body.get("_rev"))
+    for name, att in (body.get("_attachments") or {}).items():
+        if "data" in att:
+            decode_attachment(name, att)
+    return body
+
+
+def _check_rev(rev: Any) -> None:
+    """Refuse a malformed rev before it reaches a URL or the server (``N-hex``)."""
+    if rev is None:
+        return
+    if isinstance(rev, str):
+        num, sep, rest = rev.partition("-")
+        if sep and num.isdigit() and num.isascii() and rest:
+            return
+    raise BadRequest("Invalid rev format")
+
+
+def _json_param(value: Any) -> Any:
+    """Keys are JSON in CouchDB's query string; strings too (``"a"`` with quotes)."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _no_bulk_get(exc: CouchError) -> bool:
+    """Does this error say the server has no ``_bulk_get`` endpoint (old CouchDB)?"""
+    if exc.status in (405, 501):
+        return True
+    if exc.status == 404 and exc.reason != NO_DB_REASON:
+        return True
+    return exc.status == 400 and "underscore" in exc.reason
