@@ -24,6 +24,7 @@ from .errors import (
     TransportError,
     Unauthorized,
 )
+from .replication import ReplicationResult, Replicator, replicate
 from .store.base import Database
 from .store.couch import CouchDatabase, CouchDB
 from .store.local import LocalDatabase
@@ -49,10 +50,13 @@ __all__ = [
     "PouchSyncError",
     "PreconditionFailed",
     "ProtocolError",
+    "ReplicationResult",
+    "Replicator",
     "ServerError",
     "Timeout",
     "TransportError",
     "Unauthorized",
     "__version__",
     "open_database",
+    "replicate",
 ]
