@@ -1,0 +1,142 @@
+"""Replication throughput: docs/s, median of N runs.
+
+1. local → local: a one-shot replication of 100,000 small (~300-byte) docs between two
+   embedded SQLite stores (files in a temp dir), in-process.
+2. CouchDB-protocol server → local: 10,000 docs from the test server
+   (tests/couchserver.py's ``start``) into a fresh embedded store.
+
+    python3 bench/bench_replicate.py [--docs 100000] [--couch-docs 10000] [--runs 3]
+                                     [--batch-size 500] [--no-couch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pouchsync_sync.replication import replicate  # noqa: E402
+from pouchsync_sync.store.local import LocalDatabase  # noqa: E402
+
+FILLER = "lorem ipsum dolor sit amet " * 8
+
+
+def small_doc(i: int) -> dict[str, Any]:
+    """About 300 bytes of JSON."""
+    return {"_id": f"doc{i:08d}", "type": "todo", "n": i, "done": i % 3 == 0,
+            "title": f"item number {i}", "tags": ["a", "b", str(i % 17)],
+            "text": FILLER[: 160]}
+
+
+def fill(db: Any, count: int, chunk: int = 2000) -> None:
+    for start in range(0, count, chunk):
+        db.bulk_docs([small_doc(i) for i in range(start, min(count, start + chunk))])
+
+
+def timed_runs(runs: int, one: Callable[[int], tuple[float, int]]) -> list[float]:
+    rates = []
+    for run in range(runs):
+        seconds, written = one(run)
+        rates.append(written / seconds)
+        print(f"  run {run + 1}: {written} docs in {seconds:.2f} s = {written / seconds:,.0f} docs/s",
+              flush=True)
+    return rates
+
+
+def bench_local(count: int, runs: int, batch_size: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="pouchsync-bench-") as tmp:
+        source = LocalDatabase(os.path.join(tmp, "source.sqlite"))
+        t0 = time.perf_counter()
+        fill(source, count)
+        print(f"  filled source with {count} docs in {time.perf_counter() - t0:.1f} s", flush=True)
+
+        def one(run: int) -> tuple[float, int]:
+            target = LocalDatabase(os.path.join(tmp, f"target{run}.sqlite"))
+            try:
+                t = time.perf_counter()
+                result = replicate(source, target, batch_size=batch_size)
+                seconds = time.perf_counter() - t
+                assert result.status == "complete" and result.docs_written == count, result
+                return seconds, result.docs_written
+            finally:
+                target.close()
+
+        rates = timed_runs(runs, one)
+        source.close()
+    return statistics.median(rates)
+
+
+def bench_couch(count: int, runs: int, batch_size: int) -> float | None:
+    try:
+        from pouchsync_sync import CouchDB  # type: ignore[attr-defined]
+        from tests.couchserver import start
+    except ImportError as exc:
+        print(f"  skipped: {exc}")
+        return None
+    url, stop = start()
+    try:
+        server = CouchDB(url)
+        source = server.database("bench-source", create=True)
+        t0 = time.perf_counter()
+        fill(source, count, chunk=1000)
+        print(f"  filled the server with {count} docs in {time.perf_counter() - t0:.1f} s",
+              flush=True)
+        with tempfile.TemporaryDirectory(prefix="pouchsync-bench-") as tmp:
+            def one(run: int) -> tuple[float, int]:
+                target = LocalDatabase(os.path.join(tmp, f"target{run}.sqlite"))
+                try:
+                    t = time.perf_counter()
+                    result = replicate(source, target, batch_size=batch_size)
+                    seconds = time.perf_counter() - t
+                    assert result.status == "complete" and result.docs_written == count, result
+                    return seconds, result.docs_written
+                finally:
+                    target.close()
+
+            rates = timed_runs(runs, one)
+        server.close()
+    finally:
+        stop()
+    return statistics.median(rates)
+
+
+def machine() -> str:
+    try:
+        import orjson
+        fast = f"orjson {orjson.__version__}"
+    except ImportError:
+        fast = "no orjson"
+    return (f"{platform.platform()}, {os.cpu_count()} CPUs, {platform.processor() or '?'}; "
+            f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {fast}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--couch-docs", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--no-couch", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    print(f"local -> local, {args.docs} docs, batch_size={args.batch_size}:")
+    local_rate = bench_local(args.docs, args.runs, args.batch_size)
+    print(f"local -> local: median {local_rate:,.0f} docs/s (of {args.runs})")
+    if not args.no_couch:
+        print(f"CouchDB-protocol server -> local, {args.couch_docs} docs:")
+        couch_rate = bench_couch(args.couch_docs, args.runs, args.batch_size)
+        if couch_rate is not None:
+            print(f"server -> local: median {couch_rate:,.0f} docs/s (of {args.runs})")
+
+
+if __name__ == "__main__":
+    main()
