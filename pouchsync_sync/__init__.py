@@ -24,6 +24,7 @@ from .errors import (
     TransportError,
     Unauthorized,
 )
+from .client import Backoff, Client, RemoteDatabase, Sync, SyncState, create_client
 from .replication import ReplicationResult, Replicator, replicate
 from .store.base import Database
 from .store.couch import CouchDatabase, CouchDB
@@ -35,8 +36,10 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "Backoff",
     "BadRequest",
     "Cancelled",
+    "Client",
     "Conflict",
     "CouchDB",
     "CouchDatabase",
@@ -50,13 +53,17 @@ __all__ = [
     "PouchSyncError",
     "PreconditionFailed",
     "ProtocolError",
+    "RemoteDatabase",
     "ReplicationResult",
     "Replicator",
     "ServerError",
+    "Sync",
+    "SyncState",
     "Timeout",
     "TransportError",
     "Unauthorized",
     "__version__",
+    "create_client",
     "open_database",
     "replicate",
 ]

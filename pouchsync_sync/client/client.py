@@ -29,6 +29,7 @@ from ..errors import PouchSyncError, Timeout, TransportError
 from ..store.base import Database
 from .backoff import Backoff
 from .connection import Connection, safe_url
+from .remote import RemoteDatabase
 from .sync import Sync
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,31 @@ class Client:
         sync._start()
         return sync
 
+    def database(self, name: str, *, credentials: Any = None,
+                 timeout: float | None = 30.0) -> RemoteDatabase:
+        """A ``RemoteDatabase`` for ``name`` on the server, on the current connection.
+
+        Blocks until connected and granted; raises ``Denied``, ``Timeout`` or the error
+        that made the client give up. It lives as long as that connection: after a loss
+        its calls raise ``TransportError`` (a ``Sync`` reopens its channel by itself).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: self._closed or self._failure is not None or (
+                    self._connection is not None and not self._connection.lost.is_set()),
+                timeout)
+            if self._closed:
+                raise PouchSyncError("the client is closed")
+            if self._failure is not None:
+                raise self._failure
+            if not ok or self._connection is None:
+                raise Timeout(f"not connected to {self.url} within {timeout}s")
+            connection = self._connection
+        channel = connection.open_channel(name, credentials)
+        channel.wait_open(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return RemoteDatabase(channel)
+
     @property
     def syncs(self) -> list[Sync]:
         """The syncs still running."""
@@ -223,7 +249,8 @@ class Client:
     def _connect_loop(self) -> None:
         assert self._url is not None
         url, shown = self._url, safe_url(self._url)
-        failures = 0
+        failures = 0  # failed attempts in a row (max_attempts counts these)
+        retries = 0   # reconnects scheduled since the last good connection
         while not self._stop.is_set():
             try:
                 connection = Connection.open(
@@ -239,7 +266,8 @@ class Client:
                     self._give_up(TransportError(
                         f"gave up connecting to {shown} after {failures} attempts: {exc}"))
                     return
-                if not self._retry_after(failures):
+                retries += 1
+                if not self._retry_after(retries):
                     return
                 continue
             self._opening(None)
@@ -253,7 +281,7 @@ class Client:
             if stopped:
                 connection.close()
                 return
-            failures = 0
+            failures = retries = 0
             signals.emit(signals.client_connect, self, url=shown, version=connection.version)
             self._keepalive(connection)
             with self._cond:
@@ -268,8 +296,9 @@ class Client:
                          error=None if closing else connection.lost_error)
             if closing:
                 return
-            # a loss after a good connection: retry soon (attempt 1 of a fresh count)
-            if not self._retry_after(1):
+            # a loss after a good connection: the backoff starts again from attempt 1
+            retries = 1
+            if not self._retry_after(retries):
                 return
 
     def _retry_after(self, attempt: int) -> bool:

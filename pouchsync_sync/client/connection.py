@@ -30,7 +30,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import websocket
 
-from .. import __version__
 from ..protocol import messages as wire
 from ..errors import (
     Cancelled,
@@ -47,7 +46,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Connection", "Channel", "safe_url"]
 
-AGENT = f"pouchsync_sync/{__version__}"
+
+
+def _agent() -> str:
+    from .. import __version__  # late: the package imports this module while loading
+
+    return f"pouchsync_sync/{__version__}"
 
 
 def _decode(data: bytes | str) -> dict[str, Any]:
@@ -284,7 +288,7 @@ class Connection:
             ws.shutdown()
             raise TransportError(f"cannot connect to {shown}: {exc}") from exc
         try:
-            ws.send(wire.encode(wire.hello(AGENT)))
+            ws.send(wire.encode(wire.hello(_agent())))
             while True:
                 opcode, data = ws.recv_data(control_frame=True)
                 if opcode in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):

@@ -15,10 +15,9 @@ replication checkpoints carry over.
 
 from __future__ import annotations
 
-import base64
 from typing import Any, Mapping, Sequence
 
-from ..errors import ProtocolError
+from ..protocol import ops
 from ..store.base import Database
 from .connection import Channel, safe_url
 
@@ -26,6 +25,19 @@ __all__ = ["RemoteDatabase"]
 
 #: seconds a longpoll reply may take beyond its own timeout (server and network latency)
 LONGPOLL_MARGIN = 15.0
+
+
+def _plain(value: Any) -> Any:
+    """A mapping as a dict (JSON-encodable), anything else as is: the server validates."""
+    if isinstance(value, Mapping) and not isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def _plain_list(values: Any) -> Any:
+    if isinstance(values, (list, tuple)):
+        return [_plain(v) for v in values]
+    return values
 
 
 def _given(**kwargs: Any) -> dict[str, Any]:
@@ -58,10 +70,10 @@ class RemoteDatabase(Database):
 
     # -- documents ----------------------------------------------------------------
     def put(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        return self._call("put", {"doc": dict(doc)})
+        return self._call("put", {"doc": _plain(doc)})
 
     def post(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        return self._call("post", {"doc": dict(doc)})
+        return self._call("post", {"doc": _plain(doc)})
 
     def get(self, doc_id: str, *, rev: str | None = None, revs: bool = False,
             revs_info: bool = False, conflicts: bool = False,
@@ -81,7 +93,7 @@ class RemoteDatabase(Database):
 
     def bulk_docs(self, docs: Sequence[Mapping[str, Any]], *,
                   new_edits: bool = True) -> list[dict[str, Any]]:
-        return self._call("bulk_docs", {"docs": [dict(d) for d in docs],
+        return self._call("bulk_docs", {"docs": _plain_list(docs),
                                         "new_edits": new_edits})
 
     def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,
@@ -124,11 +136,13 @@ class RemoteDatabase(Database):
         return self._call("changes", args, deadline)
 
     def revs_diff(self, revs: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-        return self._call("revs_diff", {"revs": {k: list(v) for k, v in revs.items()}})
+        if isinstance(revs, Mapping):
+            revs = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in revs.items()}
+        return self._call("revs_diff", {"revs": revs})
 
     def bulk_get(self, docs: Sequence[Mapping[str, Any]], *, revs: bool = False,
                  latest: bool = False, attachments: bool = False) -> dict[str, Any]:
-        args: dict[str, Any] = {"docs": [dict(d) for d in docs]}
+        args: dict[str, Any] = {"docs": _plain_list(docs)}
         if revs:
             args["revs"] = True
         if latest:
@@ -139,10 +153,7 @@ class RemoteDatabase(Database):
 
     def get_attachment(self, doc_id: str, name: str, rev: str | None = None) -> bytes:
         reply = self._call("get_attachment", _given(doc_id=doc_id, name=name, rev=rev))
-        try:
-            return base64.b64decode(reply["data"], validate=True)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"bad get_attachment reply for {doc_id!r}/{name!r}") from exc
+        return ops.decode_result("get_attachment", reply)
 
     # -- lifecycle ----------------------------------------------------------------
     def close(self) -> None:
