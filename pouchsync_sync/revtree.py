@@ -89,9 +89,9 @@ def path_from_revisions(rev: str, revisions: Any = None) -> list[str]:
         raise BadRequest("_revisions must have an integer start >= 1 and a non-empty ids list")
     if len(ids) > start:
         raise BadRequest("_revisions has more ids than its start allows")
-    for item in ids:
-        if not isinstance(item, str) or not item:
-            raise BadRequest(f"Invalid revision id in _revisions: {item!r}")
+    if not all(item.__class__ is str and item for item in ids):
+        bad = next(item for item in ids if not isinstance(item, str) or not item)
+        raise BadRequest(f"Invalid revision id in _revisions: {bad!r}")
     if start != pos or ids[0] != rev_hash:
         raise BadRequest(f"_revisions does not match _rev {rev!r}")
     return [f"{start - i}-{h}" for i, h in enumerate(ids)]

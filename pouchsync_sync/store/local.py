@@ -74,12 +74,15 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
 class _Prepared:
     """A validated incoming doc with its attachments decoded (before any write)."""
 
-    __slots__ = ("doc", "doc_id", "atts")
+    __slots__ = ("doc", "doc_id", "atts", "path", "body_text")
 
-    def __init__(self, doc: dict[str, Any], doc_id: str, atts: dict[str, tuple[bytes, str]]):
+    def __init__(self, doc: dict[str, Any], doc_id: str, atts: dict[str, tuple[bytes, str]],
+                 path: list[str] | None, body_text: str | None):
         self.doc = doc
         self.doc_id = doc_id
         self.atts = atts
+        self.path = path  # replicated writes: the revision path from _revisions
+        self.body_text = body_text  # the stored JSON, when attachments do not change it
 
 
 class LocalDatabase(Database):
@@ -203,8 +206,9 @@ class LocalDatabase(Database):
     def _prepare(self, doc: Any, *, require_id: bool, replicated: bool = False) -> _Prepared:
         doc = check_doc(doc, require_id=require_id)
         doc_id = doc.get("_id") or uuid.uuid4().hex
+        path = None
         if replicated and not is_local_id(doc_id):
-            revtree.path_from_revisions(doc.get("_rev"), doc.get("_revisions"))
+            path = revtree.path_from_revisions(doc.get("_rev"), doc.get("_revisions"))
         elif doc.get("_rev") is not None and not is_local_id(doc_id):
             revtree.parse_rev(doc["_rev"])
         atts: dict[str, tuple[bytes, str]] = {}
@@ -213,8 +217,8 @@ class LocalDatabase(Database):
                 atts[name] = decode_attachment(name, att)
             elif replicated and att.get("digest") is None:
                 raise BadRequest(f"Attachment stub {name!r} needs its digest")
-        dump_json(split_body(doc))  # refuse non-JSON values before writing anything
-        return _Prepared(doc, doc_id, atts)
+        body_text = dump_json(split_body(doc))  # refuse non-JSON values before writing anything
+        return _Prepared(doc, doc_id, atts, path, None if "_attachments" in doc else body_text)
 
     def _bulk_new_edits(self, prepared: list[_Prepared]) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
@@ -304,6 +308,9 @@ class LocalDatabase(Database):
         with self._writing() as conn:
             trees = self._load_trees(conn, [p.doc_id for p in prepared if not is_local_id(p.doc_id)])
             seq = self._update_seq(conn)
+            rows: list[tuple[Any, ...]] = []
+            regrown: list[tuple[Any, ...]] = []
+            touched: dict[str, int] = {}
             for item in prepared:
                 if is_local_id(item.doc_id):
                     local = dict(item.doc)
@@ -311,35 +318,41 @@ class LocalDatabase(Database):
                     self._write_local(conn, item.doc_id, local, force=True)
                     continue
                 try:
-                    changed = self._merge_path(conn, item, trees, seq + 1)
+                    if self._merge_path(conn, item, trees, rows, regrown):
+                        seq += 1
+                        touched[item.doc_id] = seq
                 except PreconditionFailed as exc:
                     failures.append({"id": item.doc_id, "rev": item.doc.get("_rev"),
                                      "error": exc.error, "reason": exc.reason})
-                    continue
-                if changed:
-                    seq += 1
+            conn.executemany("INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, ?, ?, ?)", rows)
+            if regrown:
+                conn.executemany("UPDATE revs SET parent = ? WHERE id = ? AND rev = ?", regrown)
+            for doc_id in touched:
+                trees[doc_id] = self._stem(conn, doc_id, trees[doc_id])
+            self._set_docs(conn, [(doc_id, trees[doc_id], s) for doc_id, s in touched.items()])
         return failures
 
     def _merge_path(self, conn: sqlite3.Connection, item: _Prepared,
-                    trees: dict[str, dict[str, revtree.Node]], seq: int) -> bool:
-        doc, doc_id = item.doc, item.doc_id
-        rev = doc["_rev"]
-        path = revtree.path_from_revisions(rev, doc.get("_revisions"))
-        deleted = bool(doc.get("_deleted", False))
+                    trees: dict[str, dict[str, revtree.Node]],
+                    rows: list[tuple[Any, ...]], regrown: list[tuple[Any, ...]]) -> bool:
+        """Merge one replicated revision into ``trees``, queueing the rows to insert."""
+        doc, doc_id, path = item.doc, item.doc_id, item.path
+        assert path is not None
+        rev = path[0]
         tree = trees.get(doc_id, {})
         if rev in tree:
             return False
-        merged, added = revtree.merge(tree, path, deleted)
-        body = self._attach(conn, split_body(doc), item.atts, revtree.parse_rev(rev)[0], None,
-                            replicated=True)
-        rows = [(doc_id, r, merged[r].parent, int(merged[r].deleted), dump_json(body) if r == rev else None)
-                for r in added]
-        conn.executemany("INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, ?, ?, ?)", rows)
-        regrown = [(merged[r].parent, doc_id, r) for r in tree if merged[r].parent != tree[r].parent]
-        if regrown:
-            conn.executemany("UPDATE revs SET parent = ? WHERE id = ? AND rev = ?", regrown)
-        trees[doc_id] = self._stem(conn, doc_id, merged)
-        self._set_doc(conn, doc_id, trees[doc_id], seq)
+        if item.body_text is not None:
+            body_text = item.body_text
+        else:
+            body = self._attach(conn, split_body(doc), item.atts, revtree.parse_rev(rev)[0], None,
+                                replicated=True)
+            body_text = dump_json(body)
+        merged, added = revtree.merge(tree, path, bool(doc.get("_deleted", False)))
+        rows.extend((doc_id, r, merged[r].parent, int(merged[r].deleted), body_text if r == rev else None)
+                    for r in added)
+        regrown.extend((merged[r].parent, doc_id, r) for r in tree if merged[r].parent != tree[r].parent)
+        trees[doc_id] = merged
         return True
 
     def _stem(self, conn: sqlite3.Connection, doc_id: str, tree: dict[str, revtree.Node]) -> dict[str, revtree.Node]:
@@ -353,11 +366,18 @@ class LocalDatabase(Database):
         return stemmed
 
     def _set_doc(self, conn: sqlite3.Connection, doc_id: str, tree: Mapping[str, revtree.Node], seq: int) -> None:
-        win = revtree.winner(tree)
-        conn.execute(
+        self._set_docs(conn, [(doc_id, tree, seq)])
+
+    def _set_docs(self, conn: sqlite3.Connection,
+                  items: Sequence[tuple[str, Mapping[str, revtree.Node], int]]) -> None:
+        rows = []
+        for doc_id, tree, seq in items:
+            win = revtree.winner(tree)
+            rows.append((doc_id, seq, win, int(tree[win].deleted)))
+        conn.executemany(
             "INSERT INTO docs (id, seq, winner, deleted) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, winner = excluded.winner, "
-            "deleted = excluded.deleted", (doc_id, seq, win, int(tree[win].deleted)))
+            "deleted = excluded.deleted", rows)
 
     # -- local docs ----------------------------------------------------------------------
     def _write_local(self, conn: sqlite3.Connection, doc_id: str, doc: Mapping[str, Any],

@@ -66,9 +66,10 @@ def check_doc(doc: Any, *, require_id: bool = True) -> dict[str, Any]:
         raise BadRequest("Document must be a JSON object")
     doc = dict(doc)
     for key in doc:
-        if not isinstance(key, str):
-            raise BadRequest("Document keys must be strings")
-        if key.startswith("_") and key not in ALLOWED_SPECIAL:
+        if key.__class__ is not str:
+            if not isinstance(key, str):
+                raise BadRequest("Document keys must be strings")
+        if key[:1] == "_" and key not in ALLOWED_SPECIAL:
             raise BadRequest(f"Bad special document member: {key}", error="doc_validation")
     if "_id" in doc or require_id:
         check_doc_id(doc.get("_id"))
@@ -93,7 +94,7 @@ def check_doc(doc: Any, *, require_id: bool = True) -> dict[str, Any]:
 
 def split_body(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The user's part of a doc: every field but the special ones (``_attachments`` stays)."""
-    return {k: v for k, v in doc.items() if not k.startswith("_") or k == "_attachments"}
+    return {k: v for k, v in doc.items() if k[:1] != "_" or k == "_attachments"}
 
 
 def md5_digest(data: bytes) -> str:
