@@ -156,13 +156,17 @@ class Connection:
         return f"<Connection {self.role.value} {self.state.value} channels={len(self._channels)}>"
 
     # -- the two entry points -----------------------------------------------------------
-    def send(self, msg: dict[str, Any]) -> str:
-        """Check and record that this side sends ``msg``; return the frame text."""
+    def send(self, msg: dict[str, Any], encoded: str | None = None) -> str:
+        """Check and record that this side sends ``msg``; return the frame text.
+
+        ``encoded``: ``encode(msg)`` made beforehand (outside the edge's lock).
+        """
         m.validate(msg, sender=self.role.value)
         self._apply(msg, SEND)
-        return m.encode(msg)
+        return encoded if encoded is not None else m.encode(msg)
 
-    def send_if_current(self, msg: dict[str, Any], context: Any) -> str | None:
+    def send_if_current(self, msg: dict[str, Any], context: Any,
+                        encoded: str | None = None) -> str | None:
         """``send`` for a message about a channel whose edge object is ``context``.
 
         Returns ``None`` (and changes nothing) when that channel is gone or was
@@ -180,7 +184,7 @@ class Connection:
             return None
         if kind in ("granted", "denied") and chan.state is not ChannelState.OPENING:
             return None
-        return self.send(msg)
+        return self.send(msg, encoded)
 
     def receive(self, text: str | bytes) -> dict[str, Any]:
         """Decode, check and record a frame from the peer; the validated message.

@@ -1,0 +1,233 @@
+"""``SyncServer``: the WSGI app that serves protocol v1 over simple-websocket.
+
+A ``SyncServer`` is a plain WSGI callable, so it runs under werkzeug's threaded server
+(``start``/``serve_forever``), inside a Flask app (``init_app``) or under gunicorn's
+gthread worker. Each WebSocket request becomes a ``Session`` served on the request's
+own thread; the server owns the shared change followers and the list of sessions, so
+``stop()`` can close every socket (1001) and join every thread it started.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import Any, Callable, Iterable
+
+import simple_websocket
+
+from .follower import FollowerRegistry
+from .options import ServerOptions
+from .session import Session
+
+__all__ = ["SyncServer", "create_server"]
+
+log = logging.getLogger(__name__)
+
+OnRequest = Callable[[Any, str], Any]
+StartResponse = Callable[..., Any]
+
+_JOIN_TIMEOUT = 15.0
+
+
+class SyncServer:
+    """The sync server. A WSGI app; thread-safe; ``stop()`` is idempotent."""
+
+    def __init__(self, on_request: OnRequest, options: ServerOptions | None = None) -> None:
+        if not callable(on_request):
+            raise TypeError("on_request must be callable: on_request(credentials, db_name)")
+        self.on_request = on_request
+        self.options = options or ServerOptions()
+        if self.options.agent is None:
+            from .. import __version__
+            self.agent = f"pouchsync_sync/{__version__}"
+        else:
+            self.agent = self.options.agent
+        self.url: str | None = None
+        self.followers = FollowerRegistry(poll_timeout=self.options.follow_timeout,
+                                          limit=self.options.live_batch)
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._sessions: set[Session] = set()
+        self._ids = itertools.count(1)
+        self._connections_total = 0
+        self._http: Any = None
+        self._thread: threading.Thread | None = None
+
+    # -- WSGI ---------------------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            body = b"pouchsync_sync: this endpoint speaks WebSocket (docs/protocol.md)\n"
+            start_response("400 Bad Request", [("Content-Type", "text/plain"),
+                                               ("Content-Length", str(len(body)))])
+            return [body]
+        if self._stopping.is_set():
+            body = b"pouchsync_sync: the server is stopping\n"
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain"),
+                                                       ("Content-Length", str(len(body)))])
+            return [body]
+        conn_id = next(self._ids)
+        peer = f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
+        opts = self.options
+        try:
+            ws = simple_websocket.Server(
+                environ, ping_interval=opts.ping_interval, max_message_size=opts.max_message_size,
+                receive_bytes=opts.receive_bytes, thread_class=_thread_class(conn_id))
+        except Exception as exc:  # a broken handshake: nothing to serve
+            log.info("connection from %s: WebSocket handshake failed: %s", peer, exc)
+            raise ConnectionError("websocket handshake failed") from exc
+        session = Session(ws, conn_id=conn_id, peer=peer, options=opts,
+                          on_request=self.on_request, followers=self.followers,
+                          server_stopping=self._stopping, agent=self.agent)
+        with self._lock:
+            self._sessions.add(session)
+            self._connections_total += 1
+            late = self._stopping.is_set()
+        log.info("connection %s: connected", session.name)
+        try:
+            if late:
+                session.shutdown(1001, "server shutting down")
+            session.run()
+        finally:
+            with self._lock:
+                self._sessions.discard(session)
+        return _end_of_websocket(ws)
+
+    # -- mounting and running -----------------------------------------------------------
+    def init_app(self, app: Any, path: str = "/sync") -> "SyncServer":
+        """Serve this server at ``path`` of a Flask app (a WSGI middleware in front of
+        ``app.wsgi_app``; every other path goes to Flask as before)."""
+        if not path.startswith("/"):
+            raise ValueError("path must start with '/'")
+        inner = app.wsgi_app
+        paths = {path.rstrip("/") or "/", (path.rstrip("/") or "") + "/"}
+
+        def dispatch(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            if environ.get("PATH_INFO", "") in paths:
+                return self(environ, start_response)
+            return inner(environ, start_response)
+
+        app.wsgi_app = dispatch
+        extensions = getattr(app, "extensions", None)
+        if isinstance(extensions, dict):
+            extensions["pouchsync_sync"] = self
+        return self
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> "SyncServer":
+        """Serve in a background thread (``pouchsync-server``); returns at once with
+        ``url`` set. Stop with ``stop()`` or by leaving a ``with`` block."""
+        from werkzeug.serving import make_server
+
+        with self._lock:
+            if self._http is not None:
+                raise RuntimeError("this server is already running")
+            if self._stopping.is_set():
+                raise RuntimeError("a stopped server cannot be started again")
+            self._http = make_server(host, port, self, threaded=True)
+        self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
+        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="pouchsync-server", daemon=True)
+        self._thread.start()
+        log.info("serving on %s", self.url)
+        return self
+
+    def serve_forever(self, host: str = "127.0.0.1", port: int = 3000) -> None:
+        """Serve on werkzeug's threaded server until ``stop()`` (from another thread)
+        or Ctrl-C."""
+        from werkzeug.serving import make_server
+
+        with self._lock:
+            if self._http is not None:
+                raise RuntimeError("this server is already running")
+            self._http = make_server(host, port, self, threaded=True)
+        self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
+        log.info("serving on %s", self.url)
+        try:
+            self._http.serve_forever(poll_interval=0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Close every socket (1001), stop the followers, join every thread. Idempotent."""
+        with self._lock:
+            first = not self._stopping.is_set()
+            self._stopping.set()
+            http, self._http = self._http, None
+            sessions = list(self._sessions)
+        if first:
+            log.info("stopping (%d connections)", len(sessions))
+        if http is not None:
+            http.shutdown()
+        for session in sessions:
+            session.shutdown(1001, "server shutting down")
+        for session in sessions:
+            if not session.done.wait(_JOIN_TIMEOUT):
+                log.error("connection %s did not finish", session.name)
+        stuck = self.followers.close(self.options.follow_timeout + 5.0)
+        if stuck:
+            log.error("change followers did not stop: %s", stuck)
+        if http is not None:
+            http.server_close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_JOIN_TIMEOUT)
+
+    close = stop
+
+    def __enter__(self) -> "SyncServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- introspection ------------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        """Counts for monitoring and tests."""
+        with self._lock:
+            sessions = list(self._sessions)
+            total = self._connections_total
+        per = [s.stats() for s in sessions]
+        return {
+            "connections": len(sessions),
+            "connections_total": total,
+            "channels": sum(p["channels"] for p in per),
+            "subscriptions": sum(p["subscriptions"] for p in per),
+            "calls_in_flight": sum(p["calls_in_flight"] for p in per),
+            "workers": sum(p["workers"] for p in per),
+            "followers": self.followers.active(),
+            "followers_started": self.followers.started_total,
+        }
+
+    def __repr__(self) -> str:
+        return f"<SyncServer {self.url or 'not listening'}>"
+
+
+def create_server(on_request: OnRequest, **options: Any) -> SyncServer:
+    """A ``SyncServer`` granting databases through ``on_request(credentials, db_name)``.
+
+    ``on_request`` returns a ``Database`` or a ``Grant`` to grant; raising (``Denied``
+    or anything) or returning ``None`` denies. Options: see ``ServerOptions``.
+    """
+    return SyncServer(on_request, ServerOptions.from_kwargs(options))
+
+
+def _thread_class(conn_id: int) -> Callable[..., threading.Thread]:
+    """simple-websocket's reader thread, named after the connection."""
+    def make(target: Callable[[], None]) -> threading.Thread:
+        return threading.Thread(target=target, name=f"pouchsync-server-ws[{conn_id}]", daemon=True)
+    return make
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _end_of_websocket(ws: Any) -> Iterable[bytes]:
+    """End the WSGI request without an HTTP response (the socket was a WebSocket)."""
+    if ws.mode == "werkzeug":
+        raise ConnectionError("websocket closed")  # werkzeug: dropped connection, no log
+    if ws.mode == "gunicorn":
+        raise StopIteration()  # gunicorn: closes the connection quietly
+    return []

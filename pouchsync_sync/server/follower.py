@@ -1,0 +1,215 @@
+"""One change follower per database per server process, shared by every channel on it.
+
+Theory of operation: a ``Follower`` thread longpolls ``db.changes(feed="longpoll",
+since=last)`` (on CouchDB one open request; on the embedded store a wait on its
+in-process notifier) and, each time it sees changes, bumps a generation counter under
+a ``Condition`` and calls its listeners. Longpoll ``changes`` calls wait on that
+generation (``wait``); subscriptions register a listener that schedules their push.
+Neither reads the changes from the follower: each runs its own *normal* ``changes``
+call afterwards, with its own filters, so the follower only says "something changed".
+N live clients on one database therefore cost one longpoll on the database.
+
+Correctness: the follower's starting point is read synchronously (``since="now"``)
+before anyone waits on it, so every write after a waiter's own read is seen by the
+follower and wakes the waiter.
+
+``FollowerRegistry`` keys followers by ``db.identity()`` with a count of the channels
+using each; the last release stops it. ``close()`` stops and joins all of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import Any, Callable
+
+from ..store.base import Database
+
+__all__ = ["Follower", "FollowerRegistry"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF = 30.0
+
+
+class Follower:
+    """Follows one database's changes feed. Thread-safe."""
+
+    def __init__(self, db: Database, key: str, *, poll_timeout: float, limit: int = 500) -> None:
+        self.db = db
+        self.key = key
+        self.poll_timeout = poll_timeout
+        self.limit = limit
+        self.refs = 0  # guarded by the registry's lock
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._listeners: dict[int, Callable[[], None]] = {}
+        self._tokens = itertools.count(1)
+        self._stop = threading.Event()
+        self._start_lock = threading.Lock()
+        self._since: Any = None
+        self.thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def ensure_started(self) -> None:
+        """Read the starting point and start the thread (once). May raise the db's error."""
+        with self._start_lock:
+            if self.thread is not None:
+                return
+            self._since = self.db.changes(since="now")["last_seq"]
+            self.thread = threading.Thread(target=self._run, daemon=True,
+                                           name=f"pouchsync-follower[{self.db.name}]")
+            self.thread.start()
+            log.debug("follower for %s started at %r", self.db.name, self._since)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def join(self, timeout: float) -> bool:
+        """True when the thread has ended (or never started)."""
+        thread = self.thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _run(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                result = self.db.changes(feed="longpoll", since=self._since,
+                                         timeout=self.poll_timeout, limit=self.limit)
+            except Exception as exc:  # the database failed: back off and try again
+                if self._stop.is_set():
+                    break
+                log.warning("change follower for %s failed (%s); retrying in %.1f s",
+                            self.db.name, exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+                continue
+            delay = 0.5
+            if result.get("last_seq") is not None:
+                self._since = result["last_seq"]
+            if result.get("results"):
+                self._notify()
+        log.debug("follower for %s stopped", self.db.name)
+
+    # -- waiting and listening ----------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        with self._cond:
+            return self._generation
+
+    def wait(self, generation: int, timeout: float, cancelled: Callable[[], bool]) -> bool:
+        """Wait until a change after ``generation``, ``cancelled()`` or ``timeout``.
+
+        True when there was a change.
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != generation or cancelled()
+                                or self._stop.is_set(), timeout)
+            return self._generation != generation
+
+    def wake(self) -> None:
+        """Make waiters re-check their ``cancelled`` (no change is reported)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def add_listener(self, fn: Callable[[], None]) -> int:
+        """Call ``fn()`` (on the follower's thread; it must not block) after each change."""
+        with self._cond:
+            token = next(self._tokens)
+            self._listeners[token] = fn
+            return token
+
+    def remove_listener(self, token: int) -> None:
+        with self._cond:
+            self._listeners.pop(token, None)
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+            listeners = list(self._listeners.values())
+        for fn in listeners:  # outside the lock
+            try:
+                fn()
+            except Exception:
+                log.exception("change listener failed for %s", self.db.name)
+
+
+class FollowerRegistry:
+    """The server's followers by database identity. Thread-safe."""
+
+    def __init__(self, *, poll_timeout: float, limit: int = 500) -> None:
+        self.poll_timeout = poll_timeout
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._followers: dict[str, Follower] = {}
+        self._started: list[Follower] = []
+        self._closed = False
+        self.started_total = 0
+
+    def acquire(self, db: Database) -> Follower:
+        """The running follower of ``db`` (started if needed), counted as used once more.
+
+        Release it with ``release``. Raises what the database raises when the follower
+        cannot read its starting point, or ``RuntimeError`` after ``close``.
+        """
+        key = db.identity()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the server is stopping")
+            follower = self._followers.get(key)
+            if follower is None:
+                follower = Follower(db, key, poll_timeout=self.poll_timeout, limit=self.limit)
+                self._followers[key] = follower
+            follower.refs += 1
+        try:
+            follower.ensure_started()
+        except BaseException:
+            self.release(follower)
+            raise
+        with self._lock:
+            self._started = [f for f in self._started
+                             if f is follower or (f.thread is not None and f.thread.is_alive())]
+            if follower not in self._started:
+                self._started.append(follower)
+                self.started_total += 1
+        return follower
+
+    def release(self, follower: Follower) -> None:
+        with self._lock:
+            follower.refs -= 1
+            if follower.refs > 0:
+                return
+            if self._followers.get(follower.key) is follower:
+                del self._followers[follower.key]
+        follower.stop()
+
+    def active(self) -> int:
+        """Followers in use (one per database followed)."""
+        with self._lock:
+            return len(self._followers)
+
+    def close(self, timeout: float) -> list[str]:
+        """Stop every follower and join its thread; names of threads still alive."""
+        with self._lock:
+            self._closed = True
+            followers = list(self._followers.values()) + self._started
+            self._followers.clear()
+        for follower in followers:
+            follower.stop()
+        alive = []
+        for follower in followers:
+            if not follower.join(timeout):
+                alive.append(follower.thread.name if follower.thread else follower.key)
+        with self._lock:
+            self._started = [f for f in self._started if f.thread is not None and f.thread.is_alive()]
+        return sorted(set(alive))

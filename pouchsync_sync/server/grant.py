@@ -1,0 +1,64 @@
+"""What ``on_request`` grants, and the write policy a grant implies. Pure.
+
+``on_request(credentials, db_name)`` returns a ``Database`` (a read-write grant that
+refuses ``_design/`` writes) or a ``Grant`` saying more. ``refusal`` decides, for one
+document id a call would write, whether the grant forbids it: ``_local/`` documents
+(replication checkpoints) are always writable; a read-only grant refuses every other
+write; ``_design/`` documents need ``allow_design``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import Denied
+from ..store.base import Database
+
+__all__ = ["Grant", "as_grant", "refusal", "database_uuid"]
+
+LOCAL_PREFIX = "_local/"
+DESIGN_PREFIX = "_design/"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A database granted to one channel, with what the channel may write."""
+
+    db: Database
+    read_only: bool = False
+    allow_design: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.db, Database):
+            raise TypeError(f"Grant needs a Database, got {type(self.db).__name__}")
+
+
+def as_grant(result: Any) -> Grant:
+    """``on_request``'s return value as a ``Grant``; ``None`` is a denial."""
+    if result is None:
+        raise Denied("not allowed")
+    if isinstance(result, Grant):
+        return result
+    if isinstance(result, Database):
+        return Grant(result)
+    raise TypeError(f"on_request must return a Database, a Grant or None, "
+                    f"not {type(result).__name__}")
+
+
+def refusal(grant: Grant, doc_id: str | None) -> str | None:
+    """Why ``grant`` forbids writing ``doc_id`` (``None``: a generated id), or ``None``."""
+    if doc_id is not None and doc_id.startswith(LOCAL_PREFIX):
+        return None
+    if grant.read_only:
+        return "this database is granted read-only"
+    if doc_id is not None and doc_id.startswith(DESIGN_PREFIX) and not grant.allow_design:
+        return "writes to design documents are not allowed"
+    return None
+
+
+def database_uuid(identity: str) -> str:
+    """The id a client sees for a database: a hash of its identity, never the identity
+    itself (which may be a URL)."""
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]

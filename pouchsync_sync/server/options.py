@@ -1,0 +1,76 @@
+"""The server's options (limits and knobs), checked once at ``create_server``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["ServerOptions"]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Every ``create_server`` option with its default (docs/protocol.md §8)."""
+
+    #: largest message accepted, bytes (simple-websocket closes 1009 above it)
+    max_message_size: int = 64 * 1024 * 1024
+    #: channels open or opening at once per socket
+    max_channels: int = 100
+    #: calls in flight at once per socket (more are answered 429)
+    max_calls: int = 64
+    #: seconds a new socket has to send its hello
+    hello_timeout: float = 10.0
+    #: seconds between pings; a peer that missed the previous one is dropped (None: off)
+    ping_interval: float | None = 20.0
+    #: worker threads per socket (created lazily) for on_request, calls and pushes
+    workers: int = 8
+    #: most rows per pushed ``changes`` message
+    live_batch: int = 500
+    #: default and maximum timeout of a longpoll ``changes`` call, seconds
+    longpoll_timeout: float = 60.0
+    max_longpoll_timeout: float = 300.0
+    #: timeout of each longpoll the change follower makes (bounds how long stop() waits)
+    follow_timeout: float = 2.0
+    #: errors on one socket before the server closes it
+    max_errors: int = 100
+    #: receive buffer of simple-websocket, bytes
+    receive_bytes: int = 65536
+    #: what the welcome says the server is (None: "pouchsync_sync/<version>")
+    agent: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_size", "max_channels", "max_calls", "workers",
+                     "live_batch", "max_errors", "receive_bytes"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        for name in ("hello_timeout", "longpoll_timeout", "max_longpoll_timeout",
+                     "follow_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if self.ping_interval is not None and (not isinstance(self.ping_interval, (int, float))
+                                               or self.ping_interval <= 0):
+            raise ValueError(f"ping_interval must be positive or None, not {self.ping_interval!r}")
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> "ServerOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown server option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**options)
+
+    def limits(self) -> dict[str, Any]:
+        """The limits announced in the welcome."""
+        return {
+            "max_message_size": self.max_message_size,
+            "max_channels": self.max_channels,
+            "max_calls": self.max_calls,
+            "ping_interval": None if self.ping_interval is None else float(self.ping_interval),
+            "hello_timeout": float(self.hello_timeout),
+            "live_batch": self.live_batch,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,553 @@
+"""One client socket on the server: reader loop, send lock, worker pool, channels.
+
+Theory of operation: the WSGI handler thread runs ``Session.run``, the socket's only
+reader. Each frame goes through the sans-IO ``protocol.Connection`` under the
+session's one lock, which is also the send lock (simple-websocket's ``send`` is not
+thread-safe), so protocol state and frame order always agree: nothing about a channel
+is sent after its ``closed``, and a late reply never reaches a channel that reuses the
+number (``send_if_current``). Anything slow (``on_request``, database calls, live
+pushes) runs on the session's bounded ``WorkerPool``; the reader only validates and
+queues. Live changes come from the server's shared ``Follower`` of each database.
+
+Shutdown: ``shutdown()`` (any thread) sends a close frame and shuts the socket down;
+the reader sees the connection end and ``_teardown`` cancels channels, joins the pool
+and the transport's thread, then sets ``done``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from simple_websocket import ConnectionClosed
+
+from ..errors import BadRequest, Cancelled, CouchError, Denied
+from ..protocol import ChannelState, Connection, choose_version, ops
+from ..protocol import messages as m
+from ..protocol.messages import BadMessage
+from .dispatch import error_json, execute
+from .follower import Follower, FollowerRegistry
+from .grant import Grant, as_grant, database_uuid
+from .options import ServerOptions
+from .pool import WorkerPool
+
+__all__ = ["Session"]
+
+log = logging.getLogger(__name__)
+
+_DEBUG_CHARS = 300
+_RECEIVE_SLICE = 5.0     # the reader re-checks the closing flag this often
+_CLOSE_GRACE = 1.0       # time for the peer to answer our close frame
+_LOCK_GRACE = 2.0        # time to wait for a sender before forcing the socket down
+
+
+def _short(data: Any) -> str:
+    text = data if isinstance(data, str) else repr(data)
+    return text if len(text) <= _DEBUG_CHARS else f"{text[:_DEBUG_CHARS]}… ({len(text)} chars)"
+
+
+class _Gone(Exception):
+    """The WebSocket is closed."""
+
+
+class ChannelContext:
+    """The server's side of one channel (``protocol.Channel.context``)."""
+
+    def __init__(self, ch: int, db_name: str) -> None:
+        self.ch = ch
+        self.db_name = db_name
+        self.grant: Grant | None = None
+        self.closed = False
+        self.follower: Follower | None = None
+        self.flock = threading.Lock()
+        self.subs: dict[int, Subscription] = {}
+
+
+class Subscription:
+    """One live push: a normal ``changes`` read after each change the follower sees."""
+
+    def __init__(self, ctx: ChannelContext, sub: int, since: Any, kwargs: dict[str, Any],
+                 batch: int) -> None:
+        self.ctx = ctx
+        self.sub = sub
+        self.since = since
+        self.kwargs = kwargs
+        self.batch = batch
+        self.lock = threading.Lock()
+        self.scheduled = False
+        self.dirty = False
+        self.cancelled = False
+        self.follower: Follower | None = None
+        self.token: int | None = None
+
+
+class Session:
+    """One WebSocket. ``run`` on the handler thread; ``shutdown`` from anywhere."""
+
+    def __init__(self, ws: Any, *, conn_id: int, peer: str, options: ServerOptions,
+                 on_request: Callable[[Any, str], Any], followers: FollowerRegistry,
+                 server_stopping: threading.Event, agent: str) -> None:
+        self.ws = ws
+        self.conn_id = conn_id
+        self.peer = peer
+        self.name = f"#{conn_id} {peer}"
+        self.options = options
+        self.on_request = on_request
+        self.followers = followers
+        self.server_stopping = server_stopping
+        self.agent = agent
+        self.proto = Connection("server")
+        self.pool = WorkerPool(options.workers, f"pouchsync-server-worker[{conn_id}]")
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._calls = 0
+        self._errors = 0
+
+    # -- reader -------------------------------------------------------------------------
+    def run(self) -> None:
+        """Serve the socket until it closes; always tears down."""
+        try:
+            if self._handshake():
+                self._serve()
+        except _Gone:
+            pass
+        except Exception:
+            log.exception("connection %s failed", self.name)
+            self._close_ws(1011, "internal error")
+        finally:
+            self._teardown()
+
+    def _receive(self, timeout: float) -> Any:
+        if self._closing.is_set():
+            raise _Gone
+        try:
+            return self.ws.receive(timeout=timeout)
+        except ConnectionClosed:
+            raise _Gone from None
+
+    def _handshake(self) -> bool:
+        limit = self.options.hello_timeout
+        deadline = time.monotonic() + limit
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.info("connection %s: no hello within %.1f s, closing", self.name, limit)
+                self._fatal(m.error(408, "hello_timeout", f"no hello within {limit} s",
+                                    fatal=True), 1008, "hello timeout")
+                return False
+            data = self._receive(min(remaining, _RECEIVE_SLICE))
+            if data is None:
+                continue
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s <- %s", self.name, _short(data))
+            with self._lock:
+                try:
+                    hello = self.proto.receive(data)
+                except BadMessage as exc:
+                    reason = exc.reason
+                    if "hello first" not in reason:
+                        reason = f"expected a hello first: {reason}"
+                    msg = m.error(exc.status, exc.error, reason, fatal=True)
+                    self._send_locked(self.proto.send(msg))
+                    code = 1002
+                else:
+                    version = choose_version(hello["versions"])
+                    if version is None:
+                        offered = hello["versions"][:10]
+                        msg = m.error(400, "unsupported_version",
+                                      f"server speaks versions {list(m.PROTOCOL_VERSIONS)}, "
+                                      f"client offered {offered}", fatal=True)
+                        self._send_locked(self.proto.send(msg))
+                        code = 1002
+                    else:
+                        welcome = m.welcome(version, self.options.limits(), agent=self.agent)
+                        self._send_locked(self.proto.send(welcome))
+                        log.info("connection %s: hello from %r, protocol v%d", self.name,
+                                 hello.get("agent"), version)
+                        return True
+            self._close_ws(code, "protocol error")
+            return False
+
+    def _serve(self) -> None:
+        while not self._closing.is_set():
+            data = self._receive(_RECEIVE_SLICE)
+            if data is None:
+                continue
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s <- %s", self.name, _short(data))
+            fatal = None
+            with self._lock:
+                try:
+                    msg = self.proto.receive(data)
+                except BadMessage as exc:
+                    fatal = self._answer_bad_locked(exc)
+                else:
+                    self._HANDLERS[msg["type"]](self, msg)
+            if fatal is not None:
+                self._close_ws(*fatal)
+                return
+
+    def _answer_bad_locked(self, exc: BadMessage) -> tuple[int, str] | None:
+        self._errors += 1
+        msg = exc.to_message()
+        close: tuple[int, str] | None = None
+        if exc.fatal:
+            close = (exc.close_code, "protocol error")
+        elif self._errors >= self.options.max_errors:
+            msg["reason"] = f"{exc.reason} (too many errors: {self._errors}, closing)"
+            msg["fatal"] = True
+            close = (1008, "too many errors")
+        log.info("connection %s: %s %s", self.name, exc.error, exc.reason)
+        self._send_locked(self.proto.send(msg))
+        return close
+
+    # -- message handlers (reader thread, under the lock) -------------------------------
+    def _on_open(self, msg: dict[str, Any]) -> None:
+        ch = msg["ch"]
+        chan = self.proto.channel(ch)
+        assert chan is not None
+        active = sum(1 for c in self.proto.channels()
+                     if c.state in (ChannelState.OPENING, ChannelState.OPEN))
+        refusal = None
+        if self.server_stopping.is_set():
+            refusal = {"status": 503, "error": "shutting_down", "reason": "the server is stopping"}
+        elif active > self.options.max_channels:
+            refusal = {"status": 429, "error": "too_many_channels",
+                       "reason": f"at most {self.options.max_channels} channels per socket"}
+        if refusal is not None:
+            log.info("connection %s: channel %d refused: %s", self.name, ch, refusal["reason"])
+            self._send_locked(self.proto.send(m.denied(ch, refusal)))
+            return
+        ctx = ChannelContext(ch, msg["db"])
+        chan.context = ctx
+        self.pool.submit(self._open_task, ctx, msg["credentials"])
+
+    def _on_close(self, msg: dict[str, Any]) -> None:
+        chan = self.proto.channel(msg["ch"])
+        ctx = chan.context if chan is not None else None
+        self._send_locked(self.proto.send(m.closed(msg["ch"])))
+        if isinstance(ctx, ChannelContext):
+            self._drop_channel_locked(ctx)
+            log.debug("connection %s: channel %d (%s) closed", self.name, ctx.ch, ctx.db_name)
+
+    def _on_call(self, msg: dict[str, Any]) -> None:
+        ctx = self.proto.channel(msg["ch"]).context
+        ch, call_id = msg["ch"], msg["id"]
+        try:
+            kwargs = ops.validate_call(msg["op"], msg["args"])
+        except BadRequest as exc:
+            self._send_locked(self.proto.send(m.reply_error(ch, call_id, exc.to_json())))
+            return
+        if self._calls >= self.options.max_calls:
+            err = {"status": 429, "error": "too_many_requests",
+                   "reason": f"at most {self.options.max_calls} calls in flight per socket"}
+            self._send_locked(self.proto.send(m.reply_error(ch, call_id, err)))
+            return
+        self._calls += 1
+        if not self.pool.submit(self._call_task, ctx, call_id, msg["op"], kwargs):
+            self._calls -= 1
+
+    def _on_subscribe(self, msg: dict[str, Any]) -> None:
+        ctx = self.proto.channel(msg["ch"]).context
+        options = {k: msg[k] for k in ("style", "include_docs", "conflicts", "doc_ids", "selector")}
+        try:
+            kwargs = ops.validate_changes_args(options)
+        except BadRequest as exc:  # pragma: no cover - the message schema checks these first
+            self._send_locked(self.proto.send(m.changes_error(ctx.ch, msg["sub"], exc.to_json())))
+            return
+        batch = min(msg["batch"] or self.options.live_batch, self.options.live_batch)
+        sub = Subscription(ctx, msg["sub"], msg["since"], kwargs, batch)
+        ctx.subs[sub.sub] = sub
+        self.pool.submit(self._start_subscription, sub)
+
+    def _on_unsubscribe(self, msg: dict[str, Any]) -> None:
+        ctx = self.proto.channel(msg["ch"]).context
+        sub = ctx.subs.pop(msg["sub"], None)
+        if sub is not None:
+            self._cancel_subscription(sub)
+
+    _HANDLERS: dict[str, Callable[["Session", dict[str, Any]], None]] = {
+        "open": _on_open,
+        "close": _on_close,
+        "call": _on_call,
+        "subscribe": _on_subscribe,
+        "unsubscribe": _on_unsubscribe,
+    }
+
+    # -- worker tasks -------------------------------------------------------------------
+    def _open_task(self, ctx: ChannelContext, credentials: Any) -> None:
+        grant: Grant | None = None
+        err: dict[str, Any] | None = None
+        try:
+            if self.server_stopping.is_set():
+                raise Denied("the server is stopping")
+            grant = as_grant(self.on_request(credentials, ctx.db_name))
+            uuid = database_uuid(grant.db.identity())
+        except Denied as exc:
+            err = exc.to_json()
+        except Exception as exc:  # any exception of on_request denies, with its message
+            reason = exc.reason if isinstance(exc, CouchError) else str(exc)
+            err = Denied(reason or type(exc).__name__).to_json()
+            log.debug("on_request raised for %r", ctx.db_name, exc_info=True)
+        with self._lock:
+            if err is not None:
+                text = self.proto.send_if_current(m.denied(ctx.ch, err), ctx)
+                if text is not None:
+                    log.info("connection %s: channel %d denied %r: %s", self.name, ctx.ch,
+                             ctx.db_name, err["reason"])
+                    self._send_locked(text)
+                return
+            ctx.grant = grant
+            text = self.proto.send_if_current(
+                m.granted(ctx.ch, ctx.db_name, uuid, grant.read_only), ctx)
+            if text is not None:
+                log.info("connection %s: channel %d granted %r%s", self.name, ctx.ch,
+                         ctx.db_name, " (read-only)" if grant.read_only else "")
+                self._send_locked(text)
+
+    def _call_task(self, ctx: ChannelContext, call_id: int, op: str, kwargs: dict[str, Any]) -> None:
+        reply: dict[str, Any] | None = None
+        text: str | None = None
+        try:
+            if op == "changes" and kwargs.get("feed") == "longpoll":
+                result = self._longpoll(ctx, dict(kwargs))
+            else:
+                result = execute(ctx.grant, op, kwargs)
+            reply = m.reply_ok(ctx.ch, call_id, result)
+            text = m.encode(reply)
+        except Cancelled:
+            reply = None
+        except Exception as exc:
+            reply = m.reply_error(ctx.ch, call_id, error_json(exc, what=op))
+            text = None
+        with self._lock:
+            self._calls -= 1
+            if reply is not None:
+                sendable = self.proto.send_if_current(reply, ctx, text)
+                if sendable is not None:
+                    self._send_locked(sendable)
+
+    def _longpoll(self, ctx: ChannelContext, kwargs: dict[str, Any]) -> Any:
+        timeout = kwargs.pop("timeout", None)
+        timeout = self.options.longpoll_timeout if timeout is None else timeout
+        timeout = min(float(timeout), self.options.max_longpoll_timeout)
+        kwargs["feed"] = "normal"
+        deadline = time.monotonic() + timeout
+        follower = self._follower_for(ctx)
+
+        def cancelled() -> bool:
+            return ctx.closed or self._closing.is_set()
+
+        while True:
+            generation = follower.generation
+            result = execute(ctx.grant, "changes", kwargs)
+            remaining = deadline - time.monotonic()
+            if result.get("results") or remaining <= 0:
+                return result
+            if result.get("last_seq") is not None:
+                kwargs["since"] = result["last_seq"]
+            follower.wait(generation, remaining, cancelled)
+            if cancelled():
+                raise Cancelled("channel closed")
+
+    def _follower_for(self, ctx: ChannelContext) -> Follower:
+        with ctx.flock:
+            if ctx.closed:
+                raise Cancelled("channel closed")
+            if ctx.follower is not None:
+                return ctx.follower
+        follower = self.followers.acquire(ctx.grant.db)
+        with ctx.flock:
+            if not ctx.closed and ctx.follower is None:
+                ctx.follower = follower
+                return follower
+            current = ctx.follower
+        self.followers.release(follower)
+        if current is None:
+            raise Cancelled("channel closed")
+        return current
+
+    # -- subscriptions ------------------------------------------------------------------
+    def _start_subscription(self, sub: Subscription) -> None:
+        try:
+            follower = self._follower_for(sub.ctx)
+        except Cancelled:
+            return
+        except Exception as exc:
+            self._end_subscription(sub, error_json(exc, what="subscribe"))
+            return
+        with sub.lock:
+            if sub.cancelled:
+                return
+            sub.follower = follower
+            sub.token = follower.add_listener(lambda: self._schedule(sub))
+        self._schedule(sub)
+
+    def _schedule(self, sub: Subscription) -> None:
+        """Run the subscription's push soon (coalesced: at most one queued or running)."""
+        with sub.lock:
+            if sub.cancelled:
+                return
+            if sub.scheduled:
+                sub.dirty = True
+                return
+            sub.scheduled = True
+        if not self.pool.submit(self._pump, sub):
+            with sub.lock:
+                sub.scheduled = False
+
+    def _pump(self, sub: Subscription) -> None:
+        db = sub.ctx.grant.db
+        while True:
+            with sub.lock:
+                if sub.cancelled:
+                    sub.scheduled = False
+                    return
+                sub.dirty = False
+            try:
+                while not sub.cancelled:
+                    result = db.changes(since=sub.since, limit=sub.batch, **sub.kwargs)
+                    rows = result.get("results") or []
+                    if rows:
+                        msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"))
+                        if not self._send_for(sub, msg, m.encode(msg)):
+                            break
+                    if result.get("last_seq") is not None:
+                        sub.since = result["last_seq"]
+                    if len(rows) < sub.batch and not result.get("pending"):
+                        break
+            except Exception as exc:
+                self._end_subscription(sub, error_json(exc, what="live changes"))
+                with sub.lock:
+                    sub.scheduled = False
+                return
+            with sub.lock:
+                if sub.dirty and not sub.cancelled:
+                    continue
+                sub.scheduled = False
+                return
+
+    def _send_for(self, sub: Subscription, msg: dict[str, Any], text: str) -> bool:
+        with self._lock:
+            if sub.ctx.subs.get(sub.sub) is not sub:
+                return False
+            sendable = self.proto.send_if_current(msg, sub.ctx, text)
+            if sendable is None:
+                return False
+            self._send_locked(sendable)
+            return True
+
+    def _end_subscription(self, sub: Subscription, err: dict[str, Any]) -> None:
+        with self._lock:
+            if sub.ctx.subs.get(sub.sub) is sub:
+                del sub.ctx.subs[sub.sub]
+                text = self.proto.send_if_current(m.changes_error(sub.ctx.ch, sub.sub, err), sub.ctx)
+                if text is not None:
+                    self._send_locked(text)
+        self._cancel_subscription(sub)
+
+    def _cancel_subscription(self, sub: Subscription) -> None:
+        with sub.lock:
+            sub.cancelled = True
+            follower, token = sub.follower, sub.token
+            sub.token = None
+        if follower is not None and token is not None:
+            follower.remove_listener(token)
+
+    def _drop_channel_locked(self, ctx: ChannelContext) -> None:
+        """Cancel a closed channel's subscriptions and longpolls; release its follower."""
+        ctx.closed = True
+        subs = list(ctx.subs.values())
+        ctx.subs.clear()
+        for sub in subs:
+            self._cancel_subscription(sub)
+        with ctx.flock:
+            follower, ctx.follower = ctx.follower, None
+        if follower is not None:
+            follower.wake()
+            self.followers.release(follower)
+
+    # -- sending and closing ------------------------------------------------------------
+    def _send_locked(self, text: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s -> %s", self.name, _short(text))
+        try:
+            self.ws.send(text)
+        except (ConnectionClosed, OSError) as exc:
+            log.debug("connection %s: send failed: %s", self.name, exc)
+            self._closing.set()
+
+    def _fatal(self, msg: dict[str, Any], code: int, reason: str) -> None:
+        with self._lock:
+            self._send_locked(self.proto.send(msg))
+        self._close_ws(code, reason)
+
+    def _close_ws(self, code: int, reason: str) -> None:
+        """Send a close frame (if the socket is still up), give the peer a moment to
+        answer, then shut the socket down so every thread blocked on it returns."""
+        self._closing.set()
+        if self._lock.acquire(timeout=_LOCK_GRACE):
+            try:
+                if self.ws.connected:
+                    try:
+                        self.ws.close(code, reason)
+                    except (ConnectionClosed, OSError):
+                        pass
+            finally:
+                self._lock.release()
+        thread = getattr(self.ws, "thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_CLOSE_GRACE)
+        self._shutdown_socket()
+
+    def _shutdown_socket(self) -> None:
+        sock = getattr(self.ws, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        event = getattr(self.ws, "event", None)
+        if event is not None:
+            event.set()
+
+    def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Close the socket from any thread; the reader then tears down."""
+        if not self._closing.is_set():
+            log.info("connection %s: closing (%d %s)", self.name, code, reason)
+        self._close_ws(code, reason)
+
+    def _teardown(self) -> None:
+        self._closing.set()
+        with self._lock:
+            contexts = [c.context for c in self.proto.channels()
+                        if isinstance(c.context, ChannelContext)]
+            self.proto.mark_closed()
+            for ctx in contexts:
+                self._drop_channel_locked(ctx)
+        if self.ws.connected:
+            self._close_ws(1000, "")
+        self._shutdown_socket()
+        stuck = self.pool.close(timeout=10.0)
+        if stuck:
+            log.error("connection %s: worker threads did not stop: %s", self.name, stuck)
+        thread = getattr(self.ws, "thread", None)
+        if thread is not None:
+            thread.join(5.0)
+        log.info("connection %s: disconnected", self.name)
+        self.done.set()
+
+    # -- introspection ------------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            channels = [c for c in self.proto.channels() if isinstance(c.context, ChannelContext)]
+            return {
+                "channels": len(channels),
+                "subscriptions": sum(len(c.context.subs) for c in channels),
+                "calls_in_flight": self._calls,
+                "workers": self.pool.threads,
+            }
