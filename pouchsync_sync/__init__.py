@@ -26,6 +26,7 @@ from .errors import (
 )
 from .client import Backoff, Client, RemoteDatabase, Sync, SyncState, create_client
 from .replication import ReplicationResult, Replicator, replicate
+from .server import Grant, SyncServer, create_server
 from .store.base import Database
 from .store.couch import CouchDatabase, CouchDB
 from .store.local import LocalDatabase
@@ -47,6 +48,7 @@ __all__ = [
     "Database",
     "Denied",
     "Forbidden",
+    "Grant",
     "LocalDatabase",
     "NotFound",
     "PayloadTooLarge",
@@ -58,12 +60,14 @@ __all__ = [
     "Replicator",
     "ServerError",
     "Sync",
+    "SyncServer",
     "SyncState",
     "Timeout",
     "TransportError",
     "Unauthorized",
     "__version__",
     "create_client",
+    "create_server",
     "open_database",
     "replicate",
 ]
