@@ -635,24 +635,27 @@ class LocalDatabase(Database):
         page = 1000 if want is None else max(want, 100)
         results: list[dict[str, Any]] = []
         last = since
-        need_trees = include_docs or style == "all_docs" or conflicts
+        need_trees = style == "all_docs" or conflicts or attachments
+        columns = "seq, id, winner, deleted, " + (
+            "(SELECT body FROM revs WHERE revs.id = docs.id AND revs.rev = docs.winner)"
+            if include_docs else "NULL")
         with self._reading() as conn:
             cursor: int | None = None  # descending: below this seq
             while want is None or len(results) < want:
                 if descending:
                     bound = "" if cursor is None else " AND seq < ?"
                     rows = conn.execute(
-                        f"SELECT seq, id, winner, deleted FROM docs WHERE seq > ?{bound}{id_filter} "
+                        f"SELECT {columns} FROM docs WHERE seq > ?{bound}{id_filter} "
                         f"ORDER BY seq DESC LIMIT ?",
                         [since, *([] if cursor is None else [cursor]), *id_args, page]).fetchall()
                 else:
                     rows = conn.execute(
-                        f"SELECT seq, id, winner, deleted FROM docs WHERE seq > ?{id_filter} "
+                        f"SELECT {columns} FROM docs WHERE seq > ?{id_filter} "
                         f"ORDER BY seq LIMIT ?", [last, *id_args, page]).fetchall()
                 if not rows:
                     break
                 trees = self._load_trees(conn, [r[1] for r in rows]) if need_trees else {}
-                for seq, doc_id, win, deleted in rows:
+                for seq, doc_id, win, deleted, body_text in rows:
                     cursor = seq
                     if not descending:
                         last = seq
@@ -664,8 +667,9 @@ class LocalDatabase(Database):
                     if deleted:
                         row["deleted"] = True
                     if include_docs:
-                        row["doc"] = self._render(conn, doc_id, win, trees[doc_id],
-                                                  self._body(conn, doc_id, win) or {},
+                        tree = trees[doc_id] if need_trees else {win: revtree.Node(0, None, bool(deleted))}
+                        row["doc"] = self._render(conn, doc_id, win, tree,
+                                                  loads(body_text) if body_text else {},
                                                   conflicts=conflicts, attachments=attachments)
                     if match is not None and not match(row["doc"]):
                         continue
