@@ -167,15 +167,19 @@ class CouchDatabase(Database):
         try:
             return self._call("GET", path, params)
         except NotFound as exc:
-            if (exc.reason == "missing" and rev is None and open_revs is None
-                    and not self.server.is_couchdb() and self._is_deleted(doc_id)):
-                raise NotFound("deleted") from None
+            if rev is None and open_revs is None:
+                raise self._winner_not_found(doc_id, exc) from None
             raise
 
-    def _is_deleted(self, doc_id: str) -> bool:
-        """Is ``doc_id`` a deleted doc? (pouchdb-server says "missing" for both.)"""
+    def _winner_not_found(self, doc_id: str, exc: NotFound) -> NotFound:
+        """CouchDB's reason for a rev-less GET that failed: "deleted" or "missing"
+        (pouchdb-server says "missing" for both; ask ``_all_docs`` which it is)."""
+        if exc.reason != "missing" or self.server.is_couchdb():
+            return exc
         rows = self._call("POST", "_all_docs", body={"keys": [doc_id]}).get("rows") or []
-        return any(isinstance(r.get("value"), dict) and r["value"].get("deleted") for r in rows)
+        if any(isinstance(r.get("value"), dict) and r["value"].get("deleted") for r in rows):
+            return NotFound("deleted")
+        return exc
 
     def delete(self, doc_id: str, rev: str) -> dict[str, Any]:
         path = doc_path(doc_id)
@@ -377,7 +381,10 @@ class CouchDatabase(Database):
                 if entries is None:
                     entries = [missing_entry(doc_id, rev)]
                 return {"id": doc_id, "docs": entries}
-            doc = self._call("GET", doc_path(doc_id), params)
+            try:
+                doc = self._call("GET", doc_path(doc_id), params)
+            except NotFound as exc:
+                raise self._winner_not_found(doc_id, exc) from None
             return {"id": doc_id, "docs": [{"ok": doc}]}
         except NotFound as exc:
             if exc.reason == NO_DB_REASON:
