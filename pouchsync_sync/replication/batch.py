@@ -27,8 +27,11 @@ __all__ = [
     "bulk_get_requests",
     "collect_bulk_get",
     "doc_size",
+    "docs_from_changes",
     "failed_writes",
+    "is_first_generation",
     "next_fetch_size",
+    "prefer_docs_in_changes",
     "revs_diff_request",
     "split_by_bytes",
 ]
@@ -110,6 +113,52 @@ def collect_bulk_get(answer: Mapping[str, Any]) -> tuple[list[dict[str, Any]], l
                 errors.append({"id": result_id, "rev": item["missing"],
                                "error": "not_found", "reason": "missing"})
     return docs, errors
+
+
+def is_first_generation(doc: Mapping[str, Any]) -> bool:
+    """A live, attachment-less doc at a ``1-…`` revision: its history is itself alone."""
+    rev = doc.get("_rev")
+    if not isinstance(rev, str) or not rev.startswith("1-") or len(rev) < 3:
+        return False
+    return all(key in ("_id", "_rev", "_revisions") for key in doc if key.startswith("_"))
+
+
+def docs_from_changes(rows: Sequence[Mapping[str, Any]], diff: Mapping[str, Mapping[str, Any]]
+                      ) -> tuple[list[dict[str, Any]], dict[str, Mapping[str, Any]]]:
+    """Missing revisions the changes' own docs (``include_docs``) already carry whole.
+
+    A first-generation winner (``1-<hash>``, not deleted, no attachments) has the
+    history ``{"start": 1, "ids": [<hash>]}``, so the changes doc plus that
+    ``_revisions`` is exactly what ``bulk_get(revs=True)`` would answer: no fetch
+    needed. Returns those docs and the diff entries still to fetch.
+    """
+    by_id = {row.get("id"): row.get("doc") for row in rows if isinstance(row.get("doc"), dict)}
+    docs: list[dict[str, Any]] = []
+    remaining: dict[str, Mapping[str, Any]] = {}
+    for doc_id, entry in diff.items():
+        missing = entry.get("missing") or []
+        doc = by_id.get(doc_id)
+        if (doc is not None and len(missing) == 1 and doc.get("_rev") == missing[0]
+                and doc.get("_id") == doc_id and is_first_generation(doc)):
+            whole = dict(doc)
+            whole["_revisions"] = {"start": 1, "ids": [missing[0][2:]]}
+            docs.append(whole)
+        else:
+            remaining[doc_id] = entry
+    return docs, remaining
+
+
+def prefer_docs_in_changes(first_generation: int, rows: int, fetched_bytes: int,
+                           fetched_count: int, batch_size: int, max_bytes: int) -> bool:
+    """Whether the next changes read should ask for docs (``include_docs``).
+
+    Pays when most changed docs are new, small docs the target lacks (an initial
+    replication); costs when the target already has them (echoes in a two-way sync)
+    or when a batch of whole docs would pass ``max_bytes``.
+    """
+    if rows <= 0 or fetched_count <= 0 or first_generation * 2 < rows:
+        return False
+    return (fetched_bytes // fetched_count) * batch_size <= max_bytes
 
 
 def failed_writes(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -47,8 +47,11 @@ from .batch import (
     bulk_get_requests,
     collect_bulk_get,
     doc_size,
+    docs_from_changes,
     failed_writes,
+    is_first_generation,
     next_fetch_size,
+    prefer_docs_in_changes,
     revs_diff_request,
     split_by_bytes,
 )
@@ -74,6 +77,17 @@ MAX_ERRORS_KEPT = 1000
 
 class _Cancel(Exception):
     """Internal: the cancel event was seen inside a batch."""
+
+
+@dataclass
+class _BatchStats:
+    """What one batch wrote, for the callback and the next batch's read policy."""
+
+    written: list[dict[str, Any]] = field(default_factory=list)
+    failures: int = 0
+    bytes: int = 0
+    count: int = 0
+    first_generation: int = 0
 
 
 @dataclass
@@ -147,6 +161,7 @@ class Replicator:
         self._start_seq: Any = LOWEST_SEQ
         self._seq: Any = LOWEST_SEQ
         self._fetch_size = batch_size
+        self._docs_in_changes = False  # ask changes for docs (set per batch by the policy)
 
         self._cond = threading.Condition()
         self._state = "idle"
@@ -307,7 +322,8 @@ class Replicator:
             self._reads_started += 1
             ticket = self._reads_started
         kwargs: dict[str, Any] = dict(since=self._seq, limit=self.batch_size,
-                                      style="all_docs", include_docs=self.filter is not None)
+                                      style="all_docs",
+                                      include_docs=self.filter is not None or self._docs_in_changes)
         if self.doc_ids is not None:
             kwargs["doc_ids"] = self.doc_ids
         if self.selector is not None:
@@ -318,27 +334,48 @@ class Replicator:
 
     def replicate_changes(self, rows: Sequence[Mapping[str, Any]], last_seq: Any,
                           pending: Any) -> None:
-        """Compare, fetch and upload one batch of changes, then record the checkpoint."""
+        """Compare, fetch and upload one batch of changes, then record the checkpoint.
+
+        Missing first-generation docs the changes read already carried (``include_docs``)
+        are written as they are; the rest are fetched with ``bulk_get`` in chunks sized
+        so one answer stays near ``max_batch_bytes``.
+        """
         rows = apply_filter(rows, self.filter)
         diff = self.calculate_revision_difference(rows)
+        ready, diff = docs_from_changes(rows, diff)
+        self._result.docs_read += len(ready)
+        stats = _BatchStats()
+        self._write_docs(ready, stats)
         requests = bulk_get_requests(diff)
-        written: list[dict[str, Any]] = []
-        failures = 0
-        for start in self._fetch_ranges(requests):
+        for start, end in self._fetch_ranges(requests):
             if self._cancelled():
                 raise _Cancel()
-            chunk = requests[start[0]:start[1]]
+            chunk = requests[start:end]
             docs = self.fetch_changed_documents(chunk)
-            sizes = [doc_size(doc) for doc in docs]
-            self._fetch_size = next_fetch_size(len(chunk), len(docs), sum(sizes),
+            fetched_bytes = self._write_docs(docs, stats)
+            self._fetch_size = next_fetch_size(len(chunk), len(docs), fetched_bytes,
                                                self.max_batch_bytes, self.batch_size)
-            for part in split_by_bytes(docs, sizes, self.max_batch_bytes):
-                ok_docs, failed = self.upload_batch_of_changed_documents(part)
-                written.extend(ok_docs)
-                failures += failed
+        self._docs_in_changes = prefer_docs_in_changes(
+            stats.first_generation, len(rows), stats.bytes, stats.count, self.batch_size,
+            self.max_batch_bytes)
         self.record_replication_checkpoint(last_seq, pending)
-        if written or failures:
-            self._notify_batch(written)
+        if stats.written or stats.failures:
+            self._notify_batch(stats.written)
+
+    def _write_docs(self, docs: list[dict[str, Any]], stats: "_BatchStats") -> int:
+        """Upload ``docs`` in chunks of at most ``max_batch_bytes``; returns their size."""
+        if not docs:
+            return 0
+        sizes = [doc_size(doc) for doc in docs]
+        total = sum(sizes)
+        stats.bytes += total
+        stats.count += len(docs)
+        stats.first_generation += sum(1 for doc in docs if is_first_generation(doc))
+        for part in split_by_bytes(docs, sizes, self.max_batch_bytes):
+            ok_docs, failed = self.upload_batch_of_changed_documents(part)
+            stats.written.extend(ok_docs)
+            stats.failures += failed
+        return total
 
     def calculate_revision_difference(self, rows: Sequence[Mapping[str, Any]]
                                       ) -> dict[str, Any]:

@@ -295,11 +295,11 @@ def test_transport_error_ends_one_shot_with_partial_result_then_resumes(mem) -> 
     class Flaky(Wrapper):
         calls = 0
 
-        def bulk_get(self, docs, **kwargs):
+        def changes(self, **kwargs):
             Flaky.calls += 1
             if Flaky.calls == 3:
                 raise TransportError("connection reset")
-            return super().bulk_get(docs, **kwargs)
+            return super().changes(**kwargs)
 
     states: list[str] = []
     result = Replicator(Flaky(a), b, batch_size=10, on_state=states.append).run()
@@ -426,3 +426,25 @@ def test_run_twice_is_refused(mem) -> None:
     r.run()
     with pytest.raises(Exception, match="runs once"):
         r.run()
+
+
+def test_new_docs_after_the_first_batch_are_taken_from_changes(mem) -> None:
+    a, b = mem("a"), mem("b")
+    fill(a, 100)
+    fetched: list[int] = []
+
+    class Source(Wrapper):
+        def bulk_get(self, docs, **kwargs):
+            fetched.append(len(docs))
+            return super().bulk_get(docs, **kwargs)
+
+    result = replicate(Source(a), b, batch_size=10)
+    assert result.docs_read == 100 and result.docs_written == 100
+    assert fetched == [10]  # only the first batch, before the policy saw new small docs
+    assert snapshot(a) == snapshot(b)
+    # what the changes feed carried is exactly what bulk_get would have answered
+    for doc_id in ("doc000000", "doc000050"):
+        rev = a.get(doc_id)["_rev"]
+        via_get = a.bulk_get([{"id": doc_id, "rev": rev}], revs=True, latest=True,
+                             attachments=True)["results"][0]["docs"][0]["ok"]
+        assert b.get(doc_id, revs=True) == via_get

@@ -7,8 +7,11 @@ from pouchsync_sync.replication.batch import (
     bulk_get_requests,
     collect_bulk_get,
     doc_size,
+    docs_from_changes,
     failed_writes,
+    is_first_generation,
     next_fetch_size,
+    prefer_docs_in_changes,
     revs_diff_request,
     split_by_bytes,
 )
@@ -83,3 +86,42 @@ def test_next_fetch_size_shrinks_then_grows_back() -> None:
     assert next_fetch_size(10, 10, 10 * 10, max_bytes=10_000, cap=100) == 20
     assert next_fetch_size(80, 80, 80 * 10, max_bytes=10_000, cap=100) == 100
     assert next_fetch_size(5, 0, 0, max_bytes=10_000, cap=100) == 5
+
+
+def test_first_generation_docs_come_from_changes_whole() -> None:
+    rows = [
+        {"id": "new", "changes": [{"rev": "1-aa"}], "doc": {"_id": "new", "_rev": "1-aa", "v": 1}},
+        {"id": "edited", "changes": [{"rev": "2-bb"}],
+         "doc": {"_id": "edited", "_rev": "2-bb", "v": 2}},
+        {"id": "att", "changes": [{"rev": "1-cc"}],
+         "doc": {"_id": "att", "_rev": "1-cc", "_attachments": {"a": {"stub": True}}}},
+        {"id": "two", "changes": [{"rev": "1-dd"}, {"rev": "1-ee"}],
+         "doc": {"_id": "two", "_rev": "1-ee"}},
+        {"id": "nodoc", "changes": [{"rev": "1-ff"}]},
+    ]
+    diff = {"new": {"missing": ["1-aa"]}, "edited": {"missing": ["2-bb"]},
+            "att": {"missing": ["1-cc"]}, "two": {"missing": ["1-dd", "1-ee"]},
+            "nodoc": {"missing": ["1-ff"]}}
+    snapshot = repr(rows)
+    docs, rest = docs_from_changes(rows, diff)
+    assert docs == [{"_id": "new", "_rev": "1-aa", "v": 1,
+                     "_revisions": {"start": 1, "ids": ["aa"]}}]
+    assert sorted(rest) == ["att", "edited", "nodoc", "two"]
+    assert repr(rows) == snapshot  # inputs untouched
+
+
+def test_is_first_generation() -> None:
+    assert is_first_generation({"_id": "a", "_rev": "1-x", "v": 1})
+    assert is_first_generation({"_id": "a", "_rev": "1-x", "_revisions": {}})
+    assert not is_first_generation({"_id": "a", "_rev": "2-x"})
+    assert not is_first_generation({"_id": "a", "_rev": "1-x", "_deleted": True})
+    assert not is_first_generation({"_id": "a", "_rev": "1-x", "_attachments": {}})
+    assert not is_first_generation({"_id": "a"})
+
+
+def test_prefer_docs_in_changes() -> None:
+    assert prefer_docs_in_changes(80, 100, 100 * 300, 100, 100, 8 << 20)
+    assert not prefer_docs_in_changes(40, 100, 100 * 300, 100, 100, 8 << 20)  # mostly edits
+    assert not prefer_docs_in_changes(0, 100, 0, 0, 100, 8 << 20)  # target had everything
+    assert not prefer_docs_in_changes(100, 100, 100 * 1_000_000, 100, 100, 8 << 20)  # too big
+    assert not prefer_docs_in_changes(0, 0, 0, 0, 100, 8 << 20)
