@@ -362,10 +362,10 @@ def _split_field(name: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def _terminal(path: tuple[str, ...], op: str, arg: Any, in_doc: bool) -> Node:
+def _terminal(path: tuple[str, ...], op: str, arg: Any, in_doc: bool, *, bare: bool = False) -> Node:
     if not path:
         if in_doc:
-            what = "a bare value" if op == "$eq" else f"operator '{op}'"
+            what = "a bare value" if bare else f"operator '{op}'"
             raise BadRequest(f"invalid selector: {what} needs a field name")
         return ("op", op, arg)
     return ("field", path, ("op", op, arg))
@@ -375,9 +375,9 @@ def _parse(sel: Any, path: tuple[str, ...], in_doc: bool) -> Node:
     """Validate ``sel`` found at ``path``; ``in_doc`` is false inside sub-selectors
     of ``$elemMatch``-like operators, where an empty path means the element itself."""
     if not isinstance(sel, Mapping):
-        return _terminal(path, "$eq", sel, in_doc)
+        return _terminal(path, "$eq", sel, in_doc, bare=True)
     if not sel:
-        return _ALWAYS if not path else _terminal(path, "$eq", dict(sel), in_doc)
+        return _ALWAYS if not path else _terminal(path, "$eq", dict(sel), in_doc, bare=True)
     if len(sel) > 1:
         return ("and", [_parse_item(key, value, path, in_doc) for key, value in sel.items()])
     ((key, value),) = sel.items()
