@@ -627,18 +627,52 @@ def _compile_ordering(op: str, arg: Any, raw: bool) -> Matcher:
     return lambda value: holds(cmp(value, arg), 0)
 
 
+def _compile_member(args: list[Any], raw: bool) -> Matcher:
+    """``value`` equals one of ``args``: hashed look-ups for strings, numbers, null and
+    booleans (so a long ``$in`` of ids stays cheap), a test per argument otherwise."""
+    strings: set[str] = set()
+    numbers: set[Any] = set()
+    singletons: set[Any] = set()
+    others: list[Matcher] = []
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            strings.add(arg if raw else unicodedata.normalize("NFD", arg))
+        elif kind in _NUMBER_TYPES and arg == arg:
+            numbers.add(arg)
+        elif arg is None or kind is bool:
+            singletons.add(arg)
+        else:
+            others.append(_compile_eq(arg, raw))
+
+    def member(value: Any) -> bool:
+        kind = type(value)
+        if kind is str:
+            key = value if raw or value.isascii() else unicodedata.normalize("NFD", value)
+            if key in strings:
+                return True
+        elif kind is int or kind is float:
+            if value in numbers:
+                return True
+        elif value is None or kind is bool:
+            if value in singletons:
+                return True
+        for test in others:
+            if test(value):
+                return True
+        return False
+    return member
+
+
 def _compile_in(args: list[Any], raw: bool) -> Matcher:
     if not args:
         return _never
-    tests = [_compile_eq(arg, raw) for arg in args]
+    member = _compile_member(args, raw)
 
-    def match_in(value: Any) -> bool:
-        candidates = value if isinstance(value, (list, tuple)) else (value,)
-        for candidate in candidates:
-            for test in tests:
-                if test(candidate):
-                    return True
-        return False
+    def match_in(value: Any) -> bool:  # an array matches when one of its items does
+        if isinstance(value, (list, tuple)):
+            return any(member(item) for item in value)
+        return member(value)
     return match_in
 
 

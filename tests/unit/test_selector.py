@@ -252,6 +252,34 @@ def test_operators(selector: dict[str, Any], expected: bool) -> None:
     check(selector, DOC, expected)
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    ("é", True),                 # canonically equivalent to the "e\u0301" argument
+    ("e\u0301", True),
+    ("K", True),                 # KELVIN SIGN argument decomposes to "K"
+    ("k", False),
+    (2, True), (2.0, True),      # numbers by value
+    (True, True), (1, False),    # true is not 1
+    (False, False), (None, True),
+    ({"b": [3], "a": 2}, True),  # composite arguments, member order ignored
+    ({"a": 2}, False),
+    ([[3, {"a": 2}]], True),     # ... and an item of an array field may be one
+    ([3, {"a": 2}], False),      # the array itself is not compared
+    (["x", "é"], True),          # an array field matches when one item does
+    (["x", "y"], False),
+])
+def test_in_with_mixed_arguments(value: Any, expected: bool) -> None:
+    args = ["e\u0301", "\u212a", 2, True, None, {"a": 2, "b": [3]}, [3, {"a": 2}], float("nan")]
+    check({"f": {"$in": args}}, {"f": value}, expected)
+    check({"f": {"$nin": args}}, {"f": value}, not expected)
+
+
+def test_long_in_list_of_ids() -> None:
+    ids = [f"doc-{i:05d}" for i in range(5000)]
+    matcher = compile_selector({"_id": {"$in": ids}})
+    assert [matcher({"_id": "doc-04999"}), matcher({"_id": "doc-05000"}), matcher({})] \
+        == [True, False, False]
+
+
 # --------------------------------------------------------------------------- missing fields
 
 # CouchDB: a condition on a missing field matches only when it is {"$exists": false};
