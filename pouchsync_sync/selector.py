@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import re
 import unicodedata
 from typing import Any, Callable, Mapping
@@ -215,7 +214,7 @@ def _collate_numbers(a: Any, b: Any) -> int:
         return 1
     if a == b:
         return 0
-    a_nan, b_nan = math.isnan(a), math.isnan(b)  # NaN is not JSON; sort it first
+    a_nan, b_nan = a != a, b != b  # NaN is not JSON; sort it first
     return 0 if a_nan and b_nan else (-1 if a_nan else 1)
 
 
@@ -310,7 +309,7 @@ def _equal(a: Any, b: Any) -> bool:
             if not _equal(value, b[key]):
                 return False
         return True
-    return ra != _OTHER or a == b
+    return ra != _OTHER or collate(a, b) == 0
 
 
 def _raw_equal(a: Any, b: Any) -> bool:

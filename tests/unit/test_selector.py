@@ -402,6 +402,9 @@ def test_collation_pairs_follow_the_list() -> None:
     ([1, 2], [1, 2.0], 0),
     ({"a": 1, "b": 2}, {"b": 2, "a": 1}, -1),   # member order matters
     (float("nan"), -1e308, -1),
+    (float("nan"), 10**400, -1),         # no float conversion of huge ints
+    (10**400, 1e308, 1),
+    (object, 1j, 1),                     # not JSON: still ordered, never raises
 ])
 def test_collate_examples(a: Any, b: Any, expected: int) -> None:
     assert collate(a, b) == expected
