@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from typing import Any, Callable, Iterable
 
 import simple_websocket
@@ -28,6 +29,7 @@ OnRequest = Callable[[Any, str], Any]
 StartResponse = Callable[..., Any]
 
 _JOIN_TIMEOUT = 15.0
+_CLOSE_GRACE = 1.0  # for clients to answer our close frames
 
 
 class SyncServer:
@@ -160,8 +162,13 @@ class SyncServer:
             log.info("stopping (%d connections)", len(sessions))
         if http is not None:
             http.shutdown()
+        for session in sessions:  # close frames first, then one grace period for all
+            session.send_close(1001, "server shutting down")
+        deadline = time.monotonic() + _CLOSE_GRACE
         for session in sessions:
-            session.shutdown(1001, "server shutting down")
+            session.wait_transport(deadline - time.monotonic())
+        for session in sessions:
+            session.force_close()
         for session in sessions:
             if not session.done.wait(_JOIN_TIMEOUT):
                 log.error("connection %s did not finish", session.name)

@@ -49,6 +49,13 @@ def _short(data: Any) -> str:
     return text if len(text) <= _DEBUG_CHARS else f"{text[:_DEBUG_CHARS]}… ({len(text)} chars)"
 
 
+def _redacted(msg: dict[str, Any], data: Any) -> Any:
+    """What to log of an incoming frame: never the credentials of an ``open``."""
+    if msg.get("type") == "open":
+        return m.encode({**msg, "credentials": "<redacted>" if msg.get("credentials") is not None else None})
+    return data
+
+
 class _Gone(Exception):
     """The WebSocket is closed."""
 
@@ -142,8 +149,6 @@ class Session:
             data = self._receive(min(remaining, _RECEIVE_SLICE))
             if data is None:
                 continue
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s <- %s", self.name, _short(data))
             with self._lock:
                 try:
                     hello = self.proto.receive(data)
@@ -177,8 +182,6 @@ class Session:
             data = self._receive(_RECEIVE_SLICE)
             if data is None:
                 continue
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s <- %s", self.name, _short(data))
             fatal = None
             with self._lock:
                 try:
@@ -186,6 +189,8 @@ class Session:
                 except BadMessage as exc:
                     fatal = self._answer_bad_locked(exc)
                 else:
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug("%s <- %s", self.name, _short(_redacted(msg, data)))
                     self._HANDLERS[msg["type"]](self, msg)
             if fatal is not None:
                 self._close_ws(*fatal)
@@ -486,9 +491,16 @@ class Session:
             self._send_locked(self.proto.send(msg))
         self._close_ws(code, reason)
 
-    def _close_ws(self, code: int, reason: str) -> None:
-        """Send a close frame (if the socket is still up), give the peer a moment to
-        answer, then shut the socket down so every thread blocked on it returns."""
+    def _close_ws(self, code: int, reason: str, grace: float = _CLOSE_GRACE) -> None:
+        """Send a close frame (if the socket is still up), give the peer up to
+        ``grace`` seconds to answer, then shut the socket down so every thread blocked
+        on it returns."""
+        self.send_close(code, reason)
+        self.wait_transport(grace)
+        self._shutdown_socket()
+
+    def send_close(self, code: int, reason: str) -> None:
+        """Send the close frame; the reader then ends (any thread)."""
         self._closing.set()
         if self._lock.acquire(timeout=_LOCK_GRACE):
             try:
@@ -499,10 +511,14 @@ class Session:
                         pass
             finally:
                 self._lock.release()
+
+    def wait_transport(self, timeout: float) -> bool:
+        """Wait for the transport's reader thread to end (the peer answered the close)."""
         thread = getattr(self.ws, "thread", None)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(_CLOSE_GRACE)
-        self._shutdown_socket()
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(max(0.0, timeout))
+        return not thread.is_alive()
 
     def _shutdown_socket(self) -> None:
         sock = getattr(self.ws, "sock", None)
@@ -515,11 +531,17 @@ class Session:
         if event is not None:
             event.set()
 
-    def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
+    def shutdown(self, code: int = 1001, reason: str = "server shutting down",
+                 grace: float = _CLOSE_GRACE) -> None:
         """Close the socket from any thread; the reader then tears down."""
         if not self._closing.is_set():
             log.info("connection %s: closing (%d %s)", self.name, code, reason)
-        self._close_ws(code, reason)
+        self._close_ws(code, reason, grace)
+
+    def force_close(self) -> None:
+        """Shut the socket down now (after ``send_close`` and a grace period)."""
+        self._closing.set()
+        self._shutdown_socket()
 
     def _teardown(self) -> None:
         self._closing.set()
