@@ -8,4 +8,5 @@ empty database per call and closing/deleting everything it made at teardown.
 CONTRACT_BACKENDS = [
     "local_file",
     "local_memory",
+    "remote",
 ]

@@ -9,7 +9,7 @@ import pytest
 
 from pouchsync_sync import LocalDatabase
 
-pytest_plugins = ["tests.couchserver"]
+pytest_plugins = ["tests.couchserver", "tests.remote_backend"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

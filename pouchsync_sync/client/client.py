@@ -55,7 +55,7 @@ class Client:
                  ping_interval: float = 10.0, dead_timeout: float | None = None,
                  connect_timeout: float = 10.0, open_timeout: float = 30.0,
                  call_timeout: float = 60.0, longpoll_timeout: float = 25.0,
-                 local_poll_interval: float = 0.5,
+                 local_poll_interval: float = 0.25,
                  clock: Callable[[], float] = time.monotonic,
                  random: Callable[[], float] = _random.random) -> None:
         policy = backoff or Backoff()
