@@ -21,6 +21,14 @@ Theory of operation. ``Replicator.run`` walks the protocol's steps, one method e
    ``longpoll`` read (at most ``longpoll_timeout`` seconds, so ``cancel`` takes effect
    within one wait), ``active`` again when changes come.
 
+Steps 3 and the fetch of 4 (the read side, ``changed_batches``) produce a stream of
+items: batch start, byte-bounded chunks of docs, batch end. The running thread consumes
+it (the write side: upload, checkpoint, state, callbacks). With ``batches_limit > 1`` the
+read side runs ahead on a reader thread (``pipeline.Prefetcher``), at most
+``batches_limit`` items ahead, so network waits overlap with writes; with 1 it runs
+inline. Either way checkpoints are recorded in order, only after everything before
+them is written.
+
 Sequences are opaque: stored and sent back as received, compared only for equality.
 A document the target refuses counts in ``doc_write_failures``; a revision the source
 can no longer serve likewise; neither stops the replication. Any other error (transport,
@@ -38,7 +46,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import PouchSyncError, ProtocolError
 from ..store.base import Database
@@ -57,6 +65,7 @@ from .batch import (
 )
 from .checkpoint import LOWEST_SEQ, Checkpointer
 from .ids import generate_replication_id
+from .pipeline import Prefetcher
 
 __all__ = ["ReplicationResult", "Replicator", "replicate", "STATES"]
 
@@ -75,19 +84,44 @@ _TRANSITIONS: dict[str, frozenset[str]] = {
 MAX_ERRORS_KEPT = 1000
 
 
-class _Cancel(Exception):
-    """Internal: the cancel event was seen inside a batch."""
-
-
 @dataclass
 class _BatchStats:
-    """What one batch wrote, for the callback and the next batch's read policy."""
+    """What one batch wrote (for ``on_batch``) or fetched (for the read policy)."""
 
     written: list[dict[str, Any]] = field(default_factory=list)
     failures: int = 0
     bytes: int = 0
     count: int = 0
     first_generation: int = 0
+
+
+# -- items from the read side to the write side --------------------------------------------
+class _BatchStart:
+    """A changes read found rows: the replicator is active."""
+
+
+@dataclass
+class _Fetched:
+    """Docs ready to upload (one ``bulk_get`` chunk, or the changes' own docs)."""
+
+    docs: list[dict[str, Any]]
+    sizes: list[int]
+    errors: list[dict[str, Any]]
+
+
+@dataclass
+class _BatchEnd:
+    """Everything of one changes read has been handed over: checkpoint ``last_seq``."""
+
+    ticket: int
+    last_seq: Any
+    pending: Any
+    caught_up: bool
+    had_rows: bool
+
+
+class _Done:
+    """One-shot: a read found nothing new; the replication is complete."""
 
 
 @dataclass
@@ -236,8 +270,6 @@ class Replicator:
             self.find_common_ancestry()
             if not self.locate_changed_documents():
                 status = "cancelled"
-        except _Cancel:
-            status = "cancelled"
         except PouchSyncError as exc:
             status, error = "error", exc
             log.warning("replication %s -> %s failed: %r", self.source, self.target, exc)
@@ -284,45 +316,57 @@ class Replicator:
             self._done_seq = start
 
     def locate_changed_documents(self) -> bool:
-        """Read changes batch by batch and replicate them; False when cancelled.
+        """Replicate batch after batch; False when cancelled.
 
-        One-shot: until a read finds nothing new. Live: then paused on longpoll reads.
+        The read side (``changed_batches``: changes, revision difference, fetches) runs
+        on a reader thread ``batches_limit`` items ahead when ``batches_limit > 1``, else
+        inline; this thread uploads, checkpoints and owns the state.
         """
+        if self.batches_limit <= 1:
+            return self._consume(self.changed_batches(threading.Event()))
+        reader = Prefetcher(self.changed_batches, depth=self.batches_limit,
+                            name=f"pouchsync-replicate-reader[{self.source.name}->{self.target.name}]",
+                            join_timeout=self.longpoll_timeout + 10.0).start()
+        try:
+            return self._consume(reader.items(self._cancelled))
+        finally:
+            reader.close()
+
+    def changed_batches(self, stop: threading.Event) -> Iterator[Any]:
+        """The read side: Listen to Changes Feed, Read Batch of Changes, Calculate
+        Revision Difference and Fetch Changed Documents, as a stream of items.
+
+        One-shot: until a read finds nothing new (then ``_Done``). Live: then on
+        longpoll reads until cancelled or ``stop`` is set.
+        """
+        seq = self._start_seq
         caught_up = False
         while True:
-            if self._cancelled():
-                return False
-            if caught_up:
-                if not self.live:
-                    return True
-                self._set_state("paused")
-                changes, ticket = self.read_batch_of_changes(longpoll=True)
-            else:
-                changes, ticket = self.read_batch_of_changes(longpoll=False)
+            if stop.is_set() or self._cancelled():
+                return
+            if caught_up and not self.live:
+                yield _Done()
+                return
+            changes, ticket = self.read_batch_of_changes(seq, longpoll=caught_up)
             rows = changes.get("results") or []
-            last_seq = changes.get("last_seq", self._seq)
+            last_seq = changes.get("last_seq")
             if last_seq is None:
-                last_seq = self._seq
+                last_seq = seq
             pending = changes.get("pending")
             if rows:
-                self._set_state("active")
-                self.replicate_changes(rows, last_seq, pending)
-            elif last_seq != self._seq:
-                self.record_replication_checkpoint(last_seq, pending)
-            elif pending is not None:
-                with self._cond:
-                    self._pending = pending
+                yield _BatchStart()
+                yield from self.locate_changed_documents_in(rows, stop)
             caught_up = not rows or pending == 0
-            if caught_up:
-                self._mark_caught_up(ticket)
+            yield _BatchEnd(ticket=ticket, last_seq=last_seq, pending=pending,
+                            caught_up=caught_up, had_rows=bool(rows))
+            seq = last_seq
 
-    def read_batch_of_changes(self, *, longpoll: bool) -> tuple[dict[str, Any], int]:
-        """Read Batch of Changes (``feed=longpoll`` to listen when caught up)."""
+    def read_batch_of_changes(self, since: Any, *, longpoll: bool) -> tuple[dict[str, Any], int]:
+        """Read Batch of Changes (``feed=longpoll``: Listen to Changes Feed when caught up)."""
         with self._cond:
             self._reads_started += 1
             ticket = self._reads_started
-        kwargs: dict[str, Any] = dict(since=self._seq, limit=self.batch_size,
-                                      style="all_docs",
+        kwargs: dict[str, Any] = dict(since=since, limit=self.batch_size, style="all_docs",
                                       include_docs=self.filter is not None or self._docs_in_changes)
         if self.doc_ids is not None:
             kwargs["doc_ids"] = self.doc_ids
@@ -332,50 +376,91 @@ class Replicator:
             kwargs.update(feed="longpoll", timeout=self.longpoll_timeout)
         return self.source.changes(**kwargs), ticket
 
-    def replicate_changes(self, rows: Sequence[Mapping[str, Any]], last_seq: Any,
-                          pending: Any) -> None:
-        """Compare, fetch and upload one batch of changes, then record the checkpoint.
+    def locate_changed_documents_in(self, rows: Sequence[Mapping[str, Any]],
+                                    stop: threading.Event) -> Iterator[_Fetched]:
+        """Filter, compare with the target, and fetch what it lacks, in byte-bounded chunks.
 
         Missing first-generation docs the changes read already carried (``include_docs``)
-        are written as they are; the rest are fetched with ``bulk_get`` in chunks sized
-        so one answer stays near ``max_batch_bytes``.
+        need no fetch; the rest come from ``bulk_get`` in chunks sized so one answer
+        stays near ``max_batch_bytes``.
         """
         rows = apply_filter(rows, self.filter)
         diff = self.calculate_revision_difference(rows)
         ready, diff = docs_from_changes(rows, diff)
-        self._result.docs_read += len(ready)
-        stats = _BatchStats()
-        self._write_docs(ready, stats)
+        policy = _BatchStats()
+        if ready:
+            yield self._fetched(ready, [], policy)
         requests = bulk_get_requests(diff)
-        for start, end in self._fetch_ranges(requests):
-            if self._cancelled():
-                raise _Cancel()
-            chunk = requests[start:end]
-            docs = self.fetch_changed_documents(chunk)
-            fetched_bytes = self._write_docs(docs, stats)
-            self._fetch_size = next_fetch_size(len(chunk), len(docs), fetched_bytes,
+        start = 0
+        while start < len(requests):
+            if stop.is_set() or self._cancelled():
+                return
+            chunk = requests[start:start + self._fetch_size]
+            start += len(chunk)
+            docs, errors = self.fetch_changed_documents(chunk)
+            item = self._fetched(docs, errors, policy)
+            self._fetch_size = next_fetch_size(len(chunk), len(docs), sum(item.sizes),
                                                self.max_batch_bytes, self.batch_size)
+            yield item
         self._docs_in_changes = prefer_docs_in_changes(
-            stats.first_generation, len(rows), stats.bytes, stats.count, self.batch_size,
+            policy.first_generation, len(rows), policy.bytes, policy.count, self.batch_size,
             self.max_batch_bytes)
-        self.record_replication_checkpoint(last_seq, pending)
-        if stats.written or stats.failures:
-            self._notify_batch(stats.written)
 
-    def _write_docs(self, docs: list[dict[str, Any]], stats: "_BatchStats") -> int:
-        """Upload ``docs`` in chunks of at most ``max_batch_bytes``; returns their size."""
-        if not docs:
-            return 0
+    @staticmethod
+    def _fetched(docs: list[dict[str, Any]], errors: list[dict[str, Any]],
+                 policy: "_BatchStats") -> _Fetched:
         sizes = [doc_size(doc) for doc in docs]
-        total = sum(sizes)
-        stats.bytes += total
-        stats.count += len(docs)
-        stats.first_generation += sum(1 for doc in docs if is_first_generation(doc))
-        for part in split_by_bytes(docs, sizes, self.max_batch_bytes):
+        policy.bytes += sum(sizes)
+        policy.count += len(docs)
+        policy.first_generation += sum(1 for doc in docs if is_first_generation(doc))
+        return _Fetched(docs=docs, sizes=sizes, errors=errors)
+
+    def _consume(self, items: Iterator[Any]) -> bool:
+        """The write side: upload each chunk, record the checkpoint at each batch end."""
+        batch = _BatchStats()
+        for item in items:
+            if self._cancelled():
+                return False
+            if isinstance(item, _Fetched):
+                self.replicate_changes(item, batch)
+            elif isinstance(item, _BatchStart):
+                self._set_state("active")
+                batch = _BatchStats()
+            elif isinstance(item, _BatchEnd):
+                self.finish_batch(item, batch)
+                batch = _BatchStats()
+            elif isinstance(item, _Done):
+                return True
+        return False
+
+    def replicate_changes(self, item: _Fetched, batch: "_BatchStats") -> None:
+        """Upload Batch of Changed Documents: one fetched chunk, split by bytes."""
+        result = self._result
+        result.docs_read += len(item.docs)
+        if item.errors:
+            log.info("replication %s: %d revisions could not be read from the source",
+                     self.replication_id, len(item.errors))
+            result.doc_write_failures += len(item.errors)
+            self._keep_errors(item.errors)
+            batch.failures += len(item.errors)
+        for part in split_by_bytes(item.docs, item.sizes, self.max_batch_bytes):
             ok_docs, failed = self.upload_batch_of_changed_documents(part)
-            stats.written.extend(ok_docs)
-            stats.failures += failed
-        return total
+            batch.written.extend(ok_docs)
+            batch.failures += failed
+
+    def finish_batch(self, end: _BatchEnd, batch: "_BatchStats") -> None:
+        """Record Replication Checkpoint after a batch; report it; pause when caught up."""
+        if end.had_rows or end.last_seq != self._seq:
+            self.record_replication_checkpoint(end.last_seq, end.pending)
+        elif end.pending is not None:
+            with self._cond:
+                self._pending = end.pending
+        if batch.written or batch.failures:
+            self._notify_batch(batch.written)
+        if end.caught_up:
+            self._mark_caught_up(end.ticket)
+            if self.live:
+                self._set_state("paused")
 
     def calculate_revision_difference(self, rows: Sequence[Mapping[str, Any]]
                                       ) -> dict[str, Any]:
@@ -385,23 +470,17 @@ class Replicator:
             return {}
         return self.target.revs_diff(request)
 
-    def fetch_changed_documents(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def fetch_changed_documents(self, requests: list[dict[str, Any]]
+                                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Fetch Changed Documents: ``bulk_get`` with history, latest leaves, attachments.
 
-        Revisions the source cannot serve are counted as failures, not fatal.
+        Revisions the source cannot serve come back as errors (counted as failures by
+        the write side, never fatal).
         """
         if not requests:
-            return []
+            return [], []
         answer = self.source.bulk_get(requests, revs=True, latest=True, attachments=True)
-        docs, errors = collect_bulk_get(answer)
-        result = self._result
-        result.docs_read += len(docs)
-        if errors:
-            log.info("replication %s: %d revisions could not be read from the source",
-                     self.replication_id, len(errors))
-            result.doc_write_failures += len(errors)
-            self._keep_errors(errors)
-        return docs
+        return collect_bulk_get(answer)
 
     def upload_batch_of_changed_documents(self, docs: list[dict[str, Any]]
                                           ) -> tuple[list[dict[str, Any]], int]:
@@ -444,14 +523,6 @@ class Replicator:
             self._cond.notify_all()
 
     # -- helpers ----------------------------------------------------------------------
-    def _fetch_ranges(self, requests: Sequence[Any]):
-        """(start, end) slices of the bulk_get requests, sized by the adaptive fetch size."""
-        start = 0
-        while start < len(requests):
-            end = min(len(requests), start + max(1, self._fetch_size))
-            yield (start, end)
-            start = end
-
     def _cancelled(self) -> bool:
         return self.cancel is not None and bool(self.cancel.is_set())
 

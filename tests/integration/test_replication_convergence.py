@@ -18,7 +18,8 @@ DOC_IDS = ["a", "b", "c", "d"]
 
 edit = st.tuples(st.sampled_from(["put", "put", "delete", "edit_conflict", "resolve"]),
                  st.integers(0, 2), st.sampled_from(DOC_IDS), st.integers(0, 99))
-sync = st.tuples(st.just("replicate"), st.integers(0, 2), st.integers(0, 2), st.integers(1, 4))
+sync = st.tuples(st.just("replicate"), st.integers(0, 2), st.integers(0, 2), st.integers(1, 4),
+                 st.sampled_from([1, 3]))
 operations = st.lists(st.one_of(edit, edit, sync), min_size=1, max_size=30)
 
 
@@ -60,10 +61,11 @@ def test_random_edits_and_replications_converge(count: int, ops: list[tuple]) ->
     try:
         for op in ops:
             if op[0] == "replicate":
-                _, src, tgt, batch = op
+                _, src, tgt, batch, ahead = op
                 src, tgt = src % count, tgt % count
                 if src != tgt:
-                    result = replicate(dbs[src], dbs[tgt], batch_size=batch)
+                    result = replicate(dbs[src], dbs[tgt], batch_size=batch,
+                                       batches_limit=ahead)
                     assert result.status == "complete", result.error
             else:
                 kind, which, doc_id, value = op

@@ -121,7 +121,8 @@ def mem() -> Callable[[str], LocalDatabase]:
 
 
 # -- what arrives ------------------------------------------------------------------------
-def test_one_shot_carries_updates_deletions_conflicts_and_history(mem) -> None:
+@pytest.mark.parametrize("batches_limit", [1, 10], ids=["inline", "read-ahead"])
+def test_one_shot_carries_updates_deletions_conflicts_and_history(mem, batches_limit) -> None:
     a, b = mem("a"), mem("b")
     fill(a, 50)
     rev = a.get("doc000001")["_rev"]
@@ -132,7 +133,7 @@ def test_one_shot_carries_updates_deletions_conflicts_and_history(mem) -> None:
     make_conflict(a, b, "clash")
     replicate(b, a)
 
-    result = replicate(a, b)
+    result = replicate(a, b, batch_size=7, batches_limit=batches_limit)
 
     assert isinstance(result, ReplicationResult)
     assert result.ok and result.status == "complete" and result.error is None
@@ -288,7 +289,9 @@ def test_unreadable_revisions_are_counted_not_fatal(mem) -> None:
     assert result.doc_write_failures == 1 and result.errors[0]["id"] == "doc000004"
 
 
-def test_transport_error_ends_one_shot_with_partial_result_then_resumes(mem) -> None:
+@pytest.mark.parametrize("batches_limit", [1, 10], ids=["inline", "read-ahead"])
+def test_transport_error_ends_one_shot_with_partial_result_then_resumes(mem, batches_limit
+                                                                        ) -> None:
     a, b = mem("a"), mem("b")
     fill(a, 100)
 
@@ -302,7 +305,8 @@ def test_transport_error_ends_one_shot_with_partial_result_then_resumes(mem) -> 
             return super().changes(**kwargs)
 
     states: list[str] = []
-    result = Replicator(Flaky(a), b, batch_size=10, on_state=states.append).run()
+    result = Replicator(Flaky(a), b, batch_size=10, batches_limit=batches_limit,
+                        on_state=states.append).run()
     assert result.status == "error" and not result.ok
     assert isinstance(result.error, TransportError)
     assert result.docs_written == 20 and result.docs_read == 20
@@ -379,14 +383,17 @@ def test_big_docs_are_written_in_byte_bounded_chunks(mem) -> None:
 
 
 # -- live --------------------------------------------------------------------------------
-def test_live_replicates_as_changes_come_and_cancels_within_one_wait(mem) -> None:
+@pytest.mark.parametrize("batches_limit", [1, 10], ids=["inline", "read-ahead"])
+def test_live_replicates_as_changes_come_and_cancels_within_one_wait(mem, batches_limit
+                                                                     ) -> None:
     a, b = mem("a"), mem("b")
     fill(a, 5)
     cancel = threading.Event()
     states: list[str] = []
     batches: list[dict] = []
     r = Replicator(a, b, live=True, cancel=cancel, longpoll_timeout=0.5,
-                   on_state=states.append, on_batch=batches.append)
+                   batches_limit=batches_limit, on_state=states.append,
+                   on_batch=batches.append)
     out: list[ReplicationResult] = []
     worker = threading.Thread(target=lambda: out.append(r.run()), name="pouchsync-test-live")
     worker.start()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from pouchsync_sync.replication import Replicator, replicate
 from pouchsync_sync.store.local import LocalDatabase
 from tests.integration.test_replication_local import Wrapper, snapshot
@@ -11,7 +13,8 @@ from tests.integration.test_replication_local import Wrapper, snapshot
 TOTAL = 20_000
 
 
-def test_cancelled_halfway_then_resumed_reads_only_the_rest(tmp_path) -> None:
+@pytest.mark.parametrize("batches_limit", [1, 10], ids=["inline", "read-ahead"])
+def test_cancelled_halfway_then_resumed_reads_only_the_rest(tmp_path, batches_limit) -> None:
     source = LocalDatabase(str(tmp_path / "source.sqlite"))
     target = LocalDatabase(str(tmp_path / "target.sqlite"))
     try:
@@ -23,8 +26,8 @@ def test_cancelled_halfway_then_resumed_reads_only_the_rest(tmp_path) -> None:
             if info["docs_written"] >= TOTAL // 2:
                 cancel.set()
 
-        first = Replicator(source, target, batch_size=500, cancel=cancel,
-                           on_batch=on_batch).run()
+        first = Replicator(source, target, batch_size=500, batches_limit=batches_limit,
+                           cancel=cancel, on_batch=on_batch).run()
         assert first.status == "cancelled" and first.ok
         assert TOTAL // 2 <= first.docs_read < TOTAL
 
