@@ -6,7 +6,10 @@
    (tests/couchserver.py's ``start``) into a fresh embedded store.
 
     python3 bench/bench_replicate.py [--docs 100000] [--couch-docs 10000] [--runs 3]
-                                     [--batch-size 500] [--no-couch]
+                                     [--batch-size 500] [--modes 1,10] [--no-couch]
+
+Each figure is given per ``batches_limit`` mode: 1 runs the read side inline, 10 (the
+default) reads ahead on a second thread.
 """
 
 from __future__ import annotations
@@ -52,30 +55,36 @@ def timed_runs(runs: int, one: Callable[[int], tuple[float, int]]) -> list[float
     return rates
 
 
-def bench_local(count: int, runs: int, batch_size: int) -> float:
+def bench_local(count: int, runs: int, batch_size: int, modes: list[int]) -> dict[int, float]:
     with tempfile.TemporaryDirectory(prefix="pouchsync-bench-") as tmp:
         source = LocalDatabase(os.path.join(tmp, "source.sqlite"))
         t0 = time.perf_counter()
         fill(source, count)
         print(f"  filled source with {count} docs in {time.perf_counter() - t0:.1f} s", flush=True)
 
-        def one(run: int) -> tuple[float, int]:
-            target = LocalDatabase(os.path.join(tmp, f"target{run}.sqlite"))
-            try:
-                t = time.perf_counter()
-                result = replicate(source, target, batch_size=batch_size)
-                seconds = time.perf_counter() - t
-                assert result.status == "complete" and result.docs_written == count, result
-                return seconds, result.docs_written
-            finally:
-                target.close()
+        medians = {}
+        for mode in modes:
+            print(f"  batches_limit={mode}:")
 
-        rates = timed_runs(runs, one)
+            def one(run: int) -> tuple[float, int]:
+                target = LocalDatabase(os.path.join(tmp, f"target{mode}-{run}.sqlite"))
+                try:
+                    t = time.perf_counter()
+                    result = replicate(source, target, batch_size=batch_size,
+                                       batches_limit=mode)
+                    seconds = time.perf_counter() - t
+                    assert result.status == "complete" and result.docs_written == count, result
+                    return seconds, result.docs_written
+                finally:
+                    target.close()
+
+            medians[mode] = statistics.median(timed_runs(runs, one))
         source.close()
-    return statistics.median(rates)
+    return medians
 
 
-def bench_couch(count: int, runs: int, batch_size: int) -> float | None:
+def bench_couch(count: int, runs: int, batch_size: int, modes: list[int]
+                ) -> dict[int, float] | None:
     try:
         from pouchsync_sync import CouchDB  # type: ignore[attr-defined]
         from tests.couchserver import start
@@ -90,23 +99,28 @@ def bench_couch(count: int, runs: int, batch_size: int) -> float | None:
         fill(source, count, chunk=1000)
         print(f"  filled the server with {count} docs in {time.perf_counter() - t0:.1f} s",
               flush=True)
+        medians = {}
         with tempfile.TemporaryDirectory(prefix="pouchsync-bench-") as tmp:
-            def one(run: int) -> tuple[float, int]:
-                target = LocalDatabase(os.path.join(tmp, f"target{run}.sqlite"))
-                try:
-                    t = time.perf_counter()
-                    result = replicate(source, target, batch_size=batch_size)
-                    seconds = time.perf_counter() - t
-                    assert result.status == "complete" and result.docs_written == count, result
-                    return seconds, result.docs_written
-                finally:
-                    target.close()
+            for mode in modes:
+                print(f"  batches_limit={mode}:")
 
-            rates = timed_runs(runs, one)
+                def one(run: int) -> tuple[float, int]:
+                    target = LocalDatabase(os.path.join(tmp, f"target{mode}-{run}.sqlite"))
+                    try:
+                        t = time.perf_counter()
+                        result = replicate(source, target, batch_size=batch_size,
+                                           batches_limit=mode)
+                        seconds = time.perf_counter() - t
+                        assert result.status == "complete" and result.docs_written == count, result
+                        return seconds, result.docs_written
+                    finally:
+                        target.close()
+
+                medians[mode] = statistics.median(timed_runs(runs, one))
         server.close()
     finally:
         stop()
-    return statistics.median(rates)
+    return medians
 
 
 def machine() -> str:
@@ -125,17 +139,25 @@ def main() -> None:
     parser.add_argument("--couch-docs", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--modes", default="1,10", help="batches_limit values to measure")
     parser.add_argument("--no-couch", action="store_true")
     args = parser.parse_args()
+    modes = [int(m) for m in args.modes.split(",")]
     print(f"machine: {machine()}")
+    print(f"load average before: {os.getloadavg()}")
     print(f"local -> local, {args.docs} docs, batch_size={args.batch_size}:")
-    local_rate = bench_local(args.docs, args.runs, args.batch_size)
-    print(f"local -> local: median {local_rate:,.0f} docs/s (of {args.runs})")
+    local_rates = bench_local(args.docs, args.runs, args.batch_size, modes)
+    couch_rates = None
     if not args.no_couch:
-        print(f"CouchDB-protocol server -> local, {args.couch_docs} docs:")
-        couch_rate = bench_couch(args.couch_docs, args.runs, args.batch_size)
-        if couch_rate is not None:
-            print(f"server -> local: median {couch_rate:,.0f} docs/s (of {args.runs})")
+        print(f"CouchDB-protocol server -> local, {args.couch_docs} docs, "
+              f"batch_size={args.batch_size}:")
+        couch_rates = bench_couch(args.couch_docs, args.runs, args.batch_size, modes)
+    print(f"load average after: {os.getloadavg()}")
+    print("summary (median docs/s):")
+    for mode, rate in local_rates.items():
+        print(f"  local -> local, {args.docs} docs, batches_limit={mode}: {rate:,.0f} docs/s")
+    for mode, rate in (couch_rates or {}).items():
+        print(f"  server -> local, {args.couch_docs} docs, batches_limit={mode}: {rate:,.0f} docs/s")
 
 
 if __name__ == "__main__":
