@@ -43,12 +43,11 @@ import datetime as _dt
 import email.utils
 import logging
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from ..errors import PouchSyncError, ProtocolError
+from ..errors import PouchSyncError
 from ..store.base import Database
 from .batch import (
     apply_filter,
@@ -66,19 +65,11 @@ from .batch import (
 from .checkpoint import LOWEST_SEQ, Checkpointer
 from .ids import generate_replication_id
 from .pipeline import Prefetcher
+from .progress import STATES, Progress
 
 __all__ = ["ReplicationResult", "Replicator", "replicate", "STATES"]
 
 log = logging.getLogger(__name__)
-
-STATES = ("idle", "active", "paused", "complete", "cancelled", "error")
-
-#: state -> states it may move to; "complete", "cancelled" and "error" are final
-_TRANSITIONS: dict[str, frozenset[str]] = {
-    "idle": frozenset({"active", "cancelled", "error"}),
-    "active": frozenset({"paused", "complete", "cancelled", "error"}),
-    "paused": frozenset({"active", "complete", "cancelled", "error"}),
-}
 
 #: at most this many per-document errors are kept in a result (the counts stay exact)
 MAX_ERRORS_KEPT = 1000
@@ -197,25 +188,20 @@ class Replicator:
         self._fetch_size = batch_size
         self._docs_in_changes = False  # ask changes for docs (set per batch by the policy)
 
-        self._cond = threading.Condition()
-        self._state = "idle"
+        self._progress = Progress(LOWEST_SEQ)
+        self._run_lock = threading.Lock()
         self._ran = False
-        self._pending: int | None = None
-        self._generation = 0          # bumped on every state change / batch / caught-up
-        self._reads_started = 0       # ticket of the latest changes read begun
-        self._caught_up_ticket = 0    # ticket of the latest read that found nothing new
-        self._done_seq: Any = LOWEST_SEQ  # everything up to here is written and checkpointed
 
     # -- observation (any thread) -----------------------------------------------------
     @property
     def state(self) -> str:
-        with self._cond:
-            return self._state
+        """ "idle", "active", "paused", "complete", "cancelled" or "error"."""
+        return self._progress.state
 
     @property
     def pending(self) -> int | None:
-        with self._cond:
-            return self._pending
+        """Changes left on the source after the last batch, when the source says."""
+        return self._progress.pending
 
     def wait_caught_up(self, timeout: float) -> bool:
         """True once every change the source had when this call began is written and
@@ -223,27 +209,7 @@ class Replicator:
         paused, a probe read from this thread finds nothing after the checkpoint).
         Also True for a completed run; False on timeout, cancel or error.
         """
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            ticket = self._reads_started
-        probed: int | None = None
-        while True:
-            with self._cond:
-                while True:
-                    if self._caught_up_ticket > ticket or self._state == "complete":
-                        return True
-                    if self._state in ("cancelled", "error"):
-                        return False
-                    if self._state == "paused" and probed != self._generation:
-                        probed = self._generation
-                        since = self._done_seq
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._cond.wait(remaining)
-            if self._probe_nothing_new(since):
-                return True
+        return self._progress.wait_caught_up(timeout, self._probe_nothing_new)
 
     def _probe_nothing_new(self, since: Any) -> bool:
         try:
@@ -257,7 +223,7 @@ class Replicator:
     # -- the run ----------------------------------------------------------------------
     def run(self) -> ReplicationResult:
         """Replicate until done (one-shot), cancelled or failed; never raises for those."""
-        with self._cond:
+        with self._run_lock:
             if self._ran:
                 raise PouchSyncError("a Replicator runs once; create a new one")
             self._ran = True
@@ -312,8 +278,7 @@ class Replicator:
                  self.target, start)
         self._start_seq = start
         self._seq = start
-        with self._cond:
-            self._done_seq = start
+        self._progress.batch_done(start, None)
 
     def locate_changed_documents(self) -> bool:
         """Replicate batch after batch; False when cancelled.
@@ -363,9 +328,7 @@ class Replicator:
 
     def read_batch_of_changes(self, since: Any, *, longpoll: bool) -> tuple[dict[str, Any], int]:
         """Read Batch of Changes (``feed=longpoll``: Listen to Changes Feed when caught up)."""
-        with self._cond:
-            self._reads_started += 1
-            ticket = self._reads_started
+        ticket = self._progress.begin_read()
         kwargs: dict[str, Any] = dict(since=since, limit=self.batch_size, style="all_docs",
                                       include_docs=self.filter is not None or self._docs_in_changes)
         if self.doc_ids is not None:
@@ -453,12 +416,11 @@ class Replicator:
         if end.had_rows or end.last_seq != self._seq:
             self.record_replication_checkpoint(end.last_seq, end.pending)
         elif end.pending is not None:
-            with self._cond:
-                self._pending = end.pending
+            self._progress.set_pending(end.pending)
         if batch.written or batch.failures:
             self._notify_batch(batch.written)
         if end.caught_up:
-            self._mark_caught_up(end.ticket)
+            self._progress.caught_up(end.ticket)
             if self.live:
                 self._set_state("paused")
 
@@ -515,12 +477,7 @@ class Replicator:
                 doc_write_failures=result.doc_write_failures)
         self._seq = last_seq
         self._result.last_seq = last_seq
-        with self._cond:
-            self._done_seq = last_seq
-            if pending is not None:
-                self._pending = pending
-            self._generation += 1
-            self._cond.notify_all()
+        self._progress.batch_done(last_seq, pending)
 
     # -- helpers ----------------------------------------------------------------------
     def _cancelled(self) -> bool:
@@ -531,25 +488,10 @@ class Replicator:
         if room > 0:
             self._result.errors.extend(errors[:room])
 
-    def _mark_caught_up(self, ticket: int) -> None:
-        with self._cond:
-            if ticket > self._caught_up_ticket:
-                self._caught_up_ticket = ticket
-            self._generation += 1
-            self._cond.notify_all()
-
     def _set_state(self, new: str) -> None:
-        with self._cond:
-            old = self._state
-            if new == old:
-                return
-            if new not in _TRANSITIONS.get(old, frozenset()):
-                raise ProtocolError(f"replicator in state {old!r} cannot become {new!r}")
-            self._state = new
-            self._generation += 1
-            self._cond.notify_all()
-        log.debug("replication %s: %s -> %s", self.replication_id, old, new)
-        self._call(self.on_state, new)
+        if self._progress.move(new):
+            log.debug("replication %s: -> %s", self.replication_id, new)
+            self._call(self.on_state, new)
 
     def _notify_batch(self, written: list[dict[str, Any]]) -> None:
         if self.on_batch is None:
