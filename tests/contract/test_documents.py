@@ -268,3 +268,16 @@ def test_special_ids(db):
     for doc_id in ["with/slash", "q?uery", "hash#tag", "per%cent", "ünïcødé", "sp ace", "../_users"]:
         db.put({"_id": doc_id, "v": doc_id})
         assert db.get(doc_id)["v"] == doc_id
+
+
+def test_replicated_writes_refuse_bad_revisions_whole(db):
+    good = {"_id": "fine", "_rev": "1-aaa", "_revisions": {"start": 1, "ids": ["aaa"]}}
+    for bad in ({"_id": "x"},  # no _rev
+                {"_id": "x", "_rev": "junk"},
+                {"_id": "x", "_rev": "2-b", "_revisions": {"start": 3, "ids": ["b", "a"]}},
+                {"_id": "x", "_rev": "2-b", "_revisions": {"start": 2, "ids": ["c", "a"]}},
+                {"_id": "x", "_rev": "2-b", "_revisions": "nope"}):
+        with pytest.raises(BadRequest):
+            db.bulk_docs([good, bad], new_edits=False)
+    with pytest.raises(NotFound):
+        db.get("fine")
