@@ -61,14 +61,14 @@ def dump_json(value: Any) -> str:
 
 
 def check_doc(doc: Any, *, require_id: bool = True) -> dict[str, Any]:
-    """Shape checks shared by every write path; returns the doc as a dict."""
+    """Shape checks shared by every write path; returns the doc as a dict (never mutated)."""
     if not isinstance(doc, Mapping):
         raise BadRequest("Document must be a JSON object")
-    doc = dict(doc)
+    if doc.__class__ is not dict:
+        doc = dict(doc)
     for key in doc:
-        if key.__class__ is not str:
-            if not isinstance(key, str):
-                raise BadRequest("Document keys must be strings")
+        if key.__class__ is not str and not isinstance(key, str):
+            raise BadRequest("Document keys must be strings")
         if key[:1] == "_" and key not in ALLOWED_SPECIAL:
             raise BadRequest(f"Bad special document member: {key}", error="doc_validation")
     if "_id" in doc or require_id:
