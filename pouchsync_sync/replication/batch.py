@@ -115,12 +115,17 @@ def collect_bulk_get(answer: Mapping[str, Any]) -> tuple[list[dict[str, Any]], l
     return docs, errors
 
 
+#: CouchDB's special fields a first-generation doc read plainly may not carry
+_NOT_FIRST_GENERATION = frozenset({"_attachments", "_deleted", "_conflicts",
+                                   "_deleted_conflicts", "_revs_info", "_local_seq"})
+
+
 def is_first_generation(doc: Mapping[str, Any]) -> bool:
     """A live, attachment-less doc at a ``1-…`` revision: its history is itself alone."""
     rev = doc.get("_rev")
     if not isinstance(rev, str) or not rev.startswith("1-") or len(rev) < 3:
         return False
-    return all(key in ("_id", "_rev", "_revisions") for key in doc if key.startswith("_"))
+    return _NOT_FIRST_GENERATION.isdisjoint(doc)
 
 
 def docs_from_changes(rows: Sequence[Mapping[str, Any]], diff: Mapping[str, Mapping[str, Any]]
