@@ -1,0 +1,133 @@
+"""Shared pieces of the fault tests: a sync server in a killable process, database
+snapshots (every leaf with its ``_revisions``) and the "nothing lost" check."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from pouchsync_sync.store.base import Database
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = {"token": "fault-token"}
+
+
+class ServerProcess:
+    """``tests/fault/serve.py`` in a subprocess; ``kill()`` is SIGKILL, ``start()``
+    again reuses the same port."""
+
+    def __init__(self, data_dir: Path, *, ping_interval: float | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ping_interval = ping_interval
+        self.port = 0
+        self.url: str | None = None
+        self.proc: subprocess.Popen[str] | None = None
+        self.starts = 0
+        self.kills = 0
+
+    def start(self, timeout: float = 20.0) -> str:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        cmd = [sys.executable, "-m", "tests.fault.serve", "--port", str(self.port),
+               "--dir", str(self.data_dir)]
+        if self.ping_interval is not None:
+            cmd += ["--ping-interval", str(self.ping_interval)]
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+            line = _read_line(proc, deadline - time.monotonic())
+            if line.startswith("READY "):
+                break
+            # the old listener's port may not be free yet: try again until the deadline
+            _kill(proc)
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"sync server process did not start: {line!r}")
+        self.proc = proc
+        self.url = line.split(" ", 1)[1].strip()
+        self.port = int(self.url.rstrip("/").rsplit(":", 1)[1])
+        self.starts += 1
+        return self.url
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            _kill(self.proc)
+            self.kills += 1
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill(self.proc)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self.proc = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(max(0.0, timeout)):
+            return ""
+    return proc.stdout.readline()
+
+
+def _kill(proc: subprocess.Popen[Any]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10.0)
+
+
+def snapshot(db: Database) -> dict[str, Any]:
+    """Every document of ``db``: its winner and every leaf with body and ``_revisions``."""
+    rows = db.changes(since=0, style="all_docs", include_docs=True)["results"]
+    requests = []
+    winners: dict[str, Any] = {}
+    for row in rows:
+        winners[row["id"]] = (row["doc"]["_rev"], bool(row.get("deleted")))
+        for change in row["changes"]:
+            requests.append({"id": row["id"], "rev": change["rev"]})
+    leaves: dict[str, list[Any]] = {doc_id: [] for doc_id in winners}
+    for start in range(0, len(requests), 500):
+        got = db.bulk_get(requests[start:start + 500], revs=True)["results"]
+        for result in got:
+            for entry in result["docs"]:
+                assert "ok" in entry, f"{db!r}: a leaf it listed cannot be read: {entry}"
+                leaves[result["id"]].append(entry["ok"])
+    return {doc_id: {"winner": winners[doc_id],
+                     "leaves": sorted(leaves[doc_id], key=lambda d: d["_rev"])}
+            for doc_id in winners}
+
+
+def diff(a: dict[str, Any], b: dict[str, Any], limit: int = 5) -> list[str]:
+    """Up to ``limit`` differences between two snapshots, readable."""
+    out = []
+    for doc_id in sorted(set(a) | set(b)):
+        if a.get(doc_id) != b.get(doc_id):
+            out.append(f"{doc_id}: {a.get(doc_id)!r} != {b.get(doc_id)!r}")
+            if len(out) >= limit:
+                break
+    return out
+
+
+def missing_writes(db: Database, written: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The revisions in ``written`` that ``db`` does not have (in any leaf's history)."""
+    wanted: dict[str, list[str]] = {}
+    for doc_id, rev in written:
+        wanted.setdefault(doc_id, []).append(rev)
+    missing: dict[str, Any] = {}
+    items = list(wanted.items())
+    for start in range(0, len(items), 1000):
+        missing.update(db.revs_diff(dict(items[start:start + 1000])))
+    return missing
