@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+import pytest
+
 from pouchsync_sync.store.base import Database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,3 +133,20 @@ def missing_writes(db: Database, written: Iterable[tuple[str, str]]) -> dict[str
     for start in range(0, len(items), 1000):
         missing.update(db.revs_diff(dict(items[start:start + 1000])))
     return missing
+
+
+def wait_converged(sides: dict[str, Database], syncs: list[Any], timeout: float) -> dict[str, Any]:
+    """Wait until every side has the same snapshot; return it (or fail with a diff)."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while True:
+        for sync in syncs:
+            sync.wait_in_sync(timeout=max(1.0, deadline - time.monotonic()))
+        last = {name: snapshot(db) for name, db in sides.items()}
+        first = next(iter(last.values()))
+        if all(s == first for s in last.values()):
+            return first
+        if time.monotonic() > deadline:
+            names = list(last)
+            problems = {f"{names[0]} vs {n}": diff(last[names[0]], last[n]) for n in names[1:]}
+            pytest.fail(f"sides did not converge within {timeout}s: {problems}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import threading
-import time
+
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pytest
 from pouchsync_sync import Client, LocalDatabase
 from pouchsync_sync.client import SyncState
 
-from .helpers import TOKEN, ServerProcess, diff, missing_writes, snapshot
+from .helpers import TOKEN, ServerProcess, missing_writes, snapshot, wait_converged
 
 DB = "fault"
 
@@ -66,23 +66,6 @@ class Writer:
             self.error = exc
 
 
-def _wait_converged(sides: dict[str, LocalDatabase], syncs: list[Any], timeout: float) -> dict[str, Any]:
-    """Wait until every side has the same snapshot; return it (or fail with a diff)."""
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] = {}
-    while True:
-        for sync in syncs:
-            sync.wait_in_sync(timeout=max(1.0, deadline - time.monotonic()))
-        last = {name: snapshot(db) for name, db in sides.items()}
-        first = next(iter(last.values()))
-        if all(s == first for s in last.values()):
-            return first
-        if time.monotonic() > deadline:
-            names = list(last)
-            problems = {f"{names[0]} vs {n}": diff(last[names[0]], last[n]) for n in names[1:]}
-            pytest.fail(f"sides did not converge within {timeout}s: {problems}")
-
-
 def test_server_sigkill_mid_sync_converges_and_loses_nothing(tmp_path: Path, full_run: bool) -> None:
     total, rounds = (20_000, 20) if full_run else (2_000, 2)
     rng = random.Random(7)
@@ -103,7 +86,7 @@ def test_server_sigkill_mid_sync_converges_and_loses_nothing(tmp_path: Path, ful
         hot = [f"hot-{i:02d}" for i in range(20)]
         for result in server_db.bulk_docs([{"_id": doc_id} for doc_id in hot]):
             writers[0].written.append((result["id"], result["rev"]))
-        _wait_converged(sides, syncs, timeout=30)
+        wait_converged(sides, syncs, timeout=30)
         for round_no in range(rounds):
             shared = hot
             stop = threading.Event()
@@ -129,7 +112,7 @@ def test_server_sigkill_mid_sync_converges_and_loses_nothing(tmp_path: Path, ful
             for w in writers:
                 assert w.error is None, f"writer {w.name} failed: {w.error!r}"
             kills_per_round.append(kills)
-            _wait_converged(sides, syncs, timeout=120 if full_run else 60)
+            wait_converged(sides, syncs, timeout=120 if full_run else 60)
             written = [item for w in writers for item in w.written]
             for name, db in sides.items():
                 lost = missing_writes(db, written)
