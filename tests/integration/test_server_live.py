@@ -1,0 +1,205 @@
+"""Live changes through the server: longpoll calls, subscriptions, shared followers."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import pouchsync_sync as ps
+from pouchsync_sync.protocol import messages as m
+from tests.integration.test_server import (  # noqa: F401  (fixtures)
+    WAIT,
+    RawClient,
+    _eventually,
+    clients,
+    dbs,
+    make_server,
+    server,
+)
+
+
+def now(client: RawClient, ch: int = 1) -> object:
+    """The channel's database's current sequence ("now" in a subscribe is resolved when
+    the server starts the subscription, on its worker pool, so tests pin it first)."""
+    return client.ok(ch, "changes", {"since": "now"})["last_seq"]
+
+
+def test_longpoll_call_is_woken_by_a_write_through_another_socket(clients) -> None:
+    reader, writer = clients(), clients()
+    reader.open(1, "todos")
+    writer.open(7, "todos")
+    since = reader.ok(1, "changes", {"since": "now"})["last_seq"]
+    call_id = reader.start_call(1, "changes", {"feed": "longpoll", "since": since,
+                                               "timeout": 30, "include_docs": True})
+    writer.ok(7, "put", {"doc": {"_id": "fresh", "v": 1}})
+    reply = reader.expect(type="reply", id=call_id, timeout=5)
+    rows = reply["ok"]["results"]
+    assert [r["id"] for r in rows] == ["fresh"] and rows[0]["doc"]["v"] == 1
+
+
+def test_longpoll_returns_at_once_when_changes_exist_and_empty_after_timeout(clients) -> None:
+    client = clients()
+    client.open(1, "todos")
+    client.ok(1, "put", {"doc": {"_id": "a"}})
+    assert client.ok(1, "changes", {"feed": "longpoll", "since": 0, "timeout": 30})["results"]
+    empty = client.ok(1, "changes", {"feed": "longpoll", "since": "now", "timeout": 0.2})
+    assert empty["results"] == [] and empty["last_seq"] is not None
+
+
+def test_subscribe_pushes_existing_then_new_changes_in_batches(make_server) -> None:
+    server = make_server(live_batch=3)
+    client, writer = RawClient(server.url), RawClient(server.url)
+    try:
+        client.open(1, "todos")
+        writer.open(1, "todos")
+        writer.ok(1, "bulk_docs", {"docs": [{"_id": f"d{i:02}"} for i in range(8)]})
+        client.send(m.subscribe(1, 4, since=0, include_docs=True, batch=50))
+        seen: list[str] = []
+        while len(seen) < 8:
+            batch = client.expect(type="changes", sub=4)
+            assert 1 <= len(batch["results"]) <= 3  # capped by live_batch
+            seen += [r["id"] for r in batch["results"]]
+        assert seen == [f"d{i:02}" for i in range(8)]
+        writer.ok(1, "put", {"doc": {"_id": "later", "n": 1}})
+        batch = client.expect(type="changes", sub=4)
+        assert [r["id"] for r in batch["results"]] == ["later"]
+        assert batch["results"][0]["doc"]["n"] == 1 and batch["last_seq"] == batch["results"][0]["seq"]
+    finally:
+        client.close()
+        writer.close()
+
+
+def test_subscription_filters_doc_ids_and_selector(clients, dbs) -> None:
+    client, writer = clients(), clients()
+    client.open(1, "todos")
+    writer.open(1, "todos")
+    client.send(m.subscribe(1, 1, since=now(client), doc_ids=["watched"]))
+    client.send(m.subscribe(1, 2, since=now(client), selector={"kind": "task"}))
+    writer.ok(1, "put", {"doc": {"_id": "ignored", "kind": "note"}})
+    writer.ok(1, "put", {"doc": {"_id": "watched", "kind": "note"}})
+    writer.ok(1, "put", {"doc": {"_id": "t1", "kind": "task"}})
+    assert [r["id"] for r in client.expect(type="changes", sub=1)["results"]] == ["watched"]
+    got = []
+    while "t1" not in got:
+        got += [r["id"] for r in client.expect(type="changes", sub=2)["results"]]
+    assert got == ["t1"]
+
+
+def test_unsubscribe_and_channel_close_drop_subscriptions_and_follower(server, clients, dbs) -> None:
+    client, writer = clients(), clients()
+    client.open(1, "todos")
+    client.open(2, "todos")
+    writer.open(1, "todos")
+    client.send(m.subscribe(1, 1, since=now(client)))
+    client.send(m.subscribe(2, 1, since=now(client)))
+    assert _eventually(lambda: server.stats()["subscriptions"] == 2)
+    writer.ok(1, "put", {"doc": {"_id": "one"}})
+    client.expect(type="changes", ch=1, sub=1)
+    client.expect(type="changes", ch=2, sub=1)
+    client.send(m.unsubscribe(1, 1))
+    client.send(m.close(2))
+    client.expect(type="closed", ch=2)
+    assert _eventually(lambda: server.stats()["subscriptions"] == 0)
+    writer.ok(1, "put", {"doc": {"_id": "two"}})
+    # a round trip after the write: nothing was pushed for the dropped subscriptions
+    assert client.ok(1, "get", {"doc_id": "two"})["_id"] == "two"
+    writer.ok(1, "info")
+    assert [p for p in client.pending if p["type"] == "changes" and "two" in str(p)] == []
+    # the follower stops with its last channel
+    client.send(m.close(1))
+    client.expect(type="closed", ch=1)
+    assert _eventually(lambda: server.stats()["followers"] == 0)
+
+
+def test_closing_a_channel_cancels_its_longpoll_without_a_reply(server, clients) -> None:
+    client = clients()
+    client.open(1, "todos")
+    call_id = client.start_call(1, "changes", {"feed": "longpoll", "since": "now", "timeout": 30})
+    assert _eventually(lambda: server.stats()["calls_in_flight"] == 1)
+    client.send(m.close(1))
+    client.expect(type="closed", ch=1)
+    assert _eventually(lambda: server.stats()["calls_in_flight"] == 0)
+    client.open(1, "todos")
+    client.ok(1, "put", {"doc": {"_id": "after"}})
+    assert [p for p in client.pending if p.get("id") == call_id] == []
+
+
+def test_one_follower_per_database_shared_by_channels_and_sockets(server, clients) -> None:
+    a, b = clients(), clients()
+    for client in (a, b):
+        client.open(1, "todos")
+        client.open(2, "todos")
+        client.send(m.subscribe(1, 1, since=now(client)))
+        client.send(m.subscribe(2, 1, since=now(client)))
+    a.open(3, "other")
+    a.send(m.subscribe(3, 1, since=now(a, 3)))
+    assert _eventually(lambda: server.stats()["subscriptions"] == 5)
+    assert _eventually(lambda: server.stats()["followers_started"] == 2)
+    stats = server.stats()
+    assert stats["followers"] == 2 and stats["followers_started"] == 2
+    names = sorted(t.name for t in threading.enumerate() if t.name.startswith("pouchsync-follower"))
+    assert names == ["pouchsync-follower[other]", "pouchsync-follower[todos]"]
+    b.ok(1, "put", {"doc": {"_id": "x"}})
+    for client in (a, b):
+        for ch in (1, 2):
+            assert client.expect(type="changes", ch=ch, sub=1)["results"][0]["id"] == "x"
+
+
+def test_fan_out_to_many_subscribers(make_server) -> None:
+    server = make_server()
+    readers = [RawClient(server.url) for _ in range(5)]
+    writer = RawClient(server.url)
+    try:
+        for reader in readers:
+            for ch in range(1, 5):
+                reader.open(ch, "todos")
+                reader.send(m.subscribe(ch, 1, since=now(reader, ch)))
+        writer.open(1, "todos")
+        assert _eventually(lambda: server.stats()["subscriptions"] == 20)
+        writer.ok(1, "put", {"doc": {"_id": "broadcast"}})
+        for reader in readers:
+            for ch in range(1, 5):
+                assert reader.expect(type="changes", ch=ch)["results"][0]["id"] == "broadcast"
+        assert server.stats()["followers_started"] == 1
+    finally:
+        for client in readers + [writer]:
+            client.close()
+
+
+def test_subscription_error_ends_it_with_an_error_message(clients, dbs) -> None:
+    client = clients()
+    client.open(1, "todos")
+    client.send(m.subscribe(1, 1, since="not-a-seq"))
+    msg = client.expect(type="changes", sub=1)
+    assert msg["error"]["status"] == 400 and "since" in msg["error"]["reason"].lower()
+    client.send(m.subscribe(1, 1, since=0))  # the number is free again
+    client.ok(1, "put", {"doc": {"_id": "z"}})
+    assert client.expect(type="changes", sub=1)["results"][0]["id"] == "z"
+
+
+def test_write_through_embedded_db_reaches_subscriber_promptly(clients, dbs) -> None:
+    client = clients()
+    client.open(1, "todos")
+    client.send(m.subscribe(1, 1, since=now(client)))
+    dbs.dbs["todos"].put({"_id": "from-server-side"})
+    got = client.expect(type="changes", sub=1, timeout=5)
+    assert got["results"][0]["id"] == "from-server-side"
+
+
+@pytest.mark.parametrize("n_clients", [3])
+def test_socket_drop_releases_everything(make_server, n_clients) -> None:
+    server = make_server()
+    clients_ = [RawClient(server.url) for _ in range(n_clients)]
+    for client in clients_:
+        client.open(1, "todos")
+        client.send(m.subscribe(1, 1, since=now(client)))
+        client.send(m.call(1, 99, "changes", {"feed": "longpoll", "since": "now", "timeout": 30}))
+    assert _eventually(lambda: server.stats()["subscriptions"] == n_clients)
+    for client in clients_:
+        client.ws.sock.close()  # drop without a close frame
+    assert _eventually(lambda: server.stats()["connections"] == 0)
+    stats = server.stats()
+    assert stats["followers"] == 0 and stats["calls_in_flight"] == 0
+    assert _eventually(lambda: not [t for t in threading.enumerate()
+                                    if t.name.startswith(("pouchsync-server-worker", "pouchsync-server-ws"))])
