@@ -19,6 +19,7 @@ URL we build, a log line, a ``repr`` or an error message.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import logging
 import socket
@@ -84,6 +85,9 @@ class CouchHTTP:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers.update({"Accept": "application/json"})
+        # No cookie jar: a late 401 on one thread must not wipe the session another thread
+        # just renewed. The AuthSession cookie is kept below and sent explicitly.
+        session.cookies.set_policy(_NoCookies())
         if creds is not None and not cookie_auth:
             session.auth = HTTPBasicAuth(creds.user, creds.password)
         self._session = session
@@ -91,7 +95,7 @@ class CouchHTTP:
             self.base_url + "/", {}, True, None, None)
         self._login_lock = threading.Lock()
         self._login_epoch = 0  # bumped by each successful login
-        self._logged_in = False
+        self._cookie: str | None = None  # "AuthSession=..." once logged in
         self._closed = False
 
     @property
@@ -109,14 +113,14 @@ class CouchHTTP:
             exc.retryable = False
             raise exc
         data = None if body is _NOBODY else self._encode(body)
-        if self._cookie_auth and not self._logged_in:
+        if self._cookie_auth and self._cookie is None:
             self.login()
-        epoch = self._login_epoch
-        status, content = self._send(method, path, data, timeout, accept)
-        if status == 401 and self._cookie_auth and path != "/_session":
+        epoch, cookie = self._login_epoch, self._cookie
+        status, content, _ = self._send(method, path, data, timeout, accept, cookie)
+        if status == 401 and self._cookie_auth:
             log.info("CouchDB session for %s expired; logging in again", self.base_url)
             self.login(stale_epoch=epoch)
-            status, content = self._send(method, path, data, timeout, accept)
+            status, content, _ = self._send(method, path, data, timeout, accept, self._cookie)
         if status >= 400:
             raise self._error(status, content, method, path)
         if raw:
@@ -129,21 +133,27 @@ class CouchHTTP:
             raise TransportError(f"{method} {self._where(path)}: answer is not JSON") from exc
 
     def login(self, *, stale_epoch: int | None = None) -> None:
-        """POST ``/_session`` with the credentials; the cookie then rides on the session.
+        """POST ``/_session`` with the credentials and keep its ``AuthSession`` cookie.
 
         Threads that all saw the same expired session log in only once.
         """
-        assert self._creds is not None
+        if self._creds is None:
+            raise ValueError("login needs credentials")
         with self._login_lock:
             if stale_epoch is not None and self._login_epoch != stale_epoch:
                 return  # another thread renewed it meanwhile
-            if stale_epoch is None and self._logged_in:
+            if stale_epoch is None and self._cookie is not None:
                 return
             body = self._encode({"name": self._creds.user, "password": self._creds.password})
-            status, content = self._send("POST", "/_session", body, None, "application/json")
+            status, content, response = self._send("POST", "/_session", body, None,
+                                                    "application/json", None)
             if status >= 400:
                 raise self._error(status, content, "POST", "/_session")
-            self._logged_in = True
+            value = response.cookies.get("AuthSession")
+            if not value:
+                raise self._error(401, b'{"error":"unauthorized","reason":"no session cookie"}',
+                                  "POST", "/_session")
+            self._cookie = f"AuthSession={value}"
             self._login_epoch += 1
 
     def close(self) -> None:
@@ -164,7 +174,7 @@ class CouchHTTP:
         return where if len(where) <= 200 else where[:197] + "..."
 
     def _send(self, method: str, path: str, data: bytes | None, timeout: float | None,
-              accept: str) -> tuple[int, bytes]:
+              accept: str, cookie: str | None) -> tuple[int, bytes, requests.Response]:
         url = self.base_url + path
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
@@ -172,6 +182,8 @@ class CouchHTTP:
         headers = {"Accept": accept}
         if data is not None:
             headers["Content-Type"] = "application/json"
+        if cookie is not None:
+            headers["Cookie"] = cookie
         prepared = self._session.prepare_request(
             requests.Request(method, self.base_url + "/", headers=headers, data=data))
         prepared.url = url  # exactly as built: requests would unquote %2E and friends
@@ -189,7 +201,7 @@ class CouchHTTP:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %d (%d bytes, %.1f ms)", method, self._where(path),
                       response.status_code, len(content), (time.monotonic() - started) * 1000)
-        return response.status_code, content
+        return response.status_code, content, response
 
     def _read_body(self, response: requests.Response, deadline: float, method: str,
                    path: str) -> bytes:
@@ -240,6 +252,13 @@ _STATUS_ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404
                   405: "method_not_allowed", 409: "conflict", 412: "precondition_failed",
                   413: "too_large", 429: "too_many_requests", 500: "internal_server_error",
                   502: "bad_gateway", 503: "service_unavailable", 504: "gateway_timeout"}
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Store no cookie from any response."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
 
 
 def _socket_of(response: requests.Response) -> socket.socket | None:
