@@ -1,0 +1,1 @@
+"""The commands of ``pouchsync`` (see ``pouchsync_sync.cli``): one module each."""
