@@ -45,7 +45,7 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Generator, Iterator, Mapping, Sequence
 
 from ..errors import PouchSyncError
 from ..store.base import Database
@@ -320,7 +320,8 @@ class Replicator:
             pending = changes.get("pending")
             if rows:
                 yield _BatchStart()
-                yield from self.locate_changed_documents_in(rows, stop)
+                if not (yield from self.locate_changed_documents_in(rows, stop)):
+                    return  # stopped half way: never checkpoint past what was not fetched
             caught_up = not rows or pending == 0
             yield _BatchEnd(ticket=ticket, last_seq=last_seq, pending=pending,
                             caught_up=caught_up, had_rows=bool(rows))
@@ -340,12 +341,13 @@ class Replicator:
         return self.source.changes(**kwargs), ticket
 
     def locate_changed_documents_in(self, rows: Sequence[Mapping[str, Any]],
-                                    stop: threading.Event) -> Iterator[_Fetched]:
+                                    stop: threading.Event
+                                    ) -> Generator[_Fetched, None, bool]:
         """Filter, compare with the target, and fetch what it lacks, in byte-bounded chunks.
 
         Missing first-generation docs the changes read already carried (``include_docs``)
         need no fetch; the rest come from ``bulk_get`` in chunks sized so one answer
-        stays near ``max_batch_bytes``.
+        stays near ``max_batch_bytes``. Returns False when stopped before the end.
         """
         rows = apply_filter(rows, self.filter)
         diff = self.calculate_revision_difference(rows)
@@ -357,7 +359,7 @@ class Replicator:
         start = 0
         while start < len(requests):
             if stop.is_set() or self._cancelled():
-                return
+                return False
             chunk = requests[start:start + self._fetch_size]
             start += len(chunk)
             docs, errors = self.fetch_changed_documents(chunk)
@@ -368,6 +370,7 @@ class Replicator:
         self._docs_in_changes = prefer_docs_in_changes(
             policy.first_generation, len(rows), policy.bytes, policy.count, self.batch_size,
             self.max_batch_bytes)
+        return True
 
     @staticmethod
     def _fetched(docs: list[dict[str, Any]], errors: list[dict[str, Any]],

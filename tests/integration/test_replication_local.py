@@ -455,3 +455,35 @@ def test_new_docs_after_the_first_batch_are_taken_from_changes(mem) -> None:
         via_get = a.bulk_get([{"id": doc_id, "rev": rev}], revs=True, latest=True,
                              attachments=True)["results"][0]["docs"][0]["ok"]
         assert b.get(doc_id, revs=True) == via_get
+
+
+@pytest.mark.parametrize("batches_limit", [1, 10], ids=["inline", "read-ahead"])
+def test_stopping_inside_a_batch_never_checkpoints_past_unfetched_docs(mem, batches_limit
+                                                                       ) -> None:
+    a, b = mem("a"), mem("b")
+    a.bulk_docs([{"_id": f"big{i:02d}", "blob": "y" * 40_000} for i in range(30)])
+    fetches: list[int] = []  # batch 1: one bulk_get of 10; then one doc per bulk_get
+
+    class Blip:
+        """A cancel flag seen set once, by the read side, in the middle of a batch."""
+
+        def is_set(self) -> bool:
+            if len(fetches) == 2 and not getattr(self, "fired", False):
+                self.fired = True
+                return True
+            return False
+
+    class Source(Wrapper):
+        def bulk_get(self, docs, **kwargs):
+            fetches.append(len(docs))
+            return super().bulk_get(docs, **kwargs)
+
+    first = Replicator(Source(a), b, batch_size=10, batches_limit=batches_limit,
+                       max_batch_bytes=50_000, cancel=Blip()).run()
+    assert first.status == "cancelled"
+    assert first.docs_read < 30
+    second = replicate(a, b, batch_size=10)
+    assert second.status == "complete"
+    # everything not written arrives: nothing was skipped by a checkpoint too far ahead
+    assert second.docs_read == 30 - first.docs_written
+    assert snapshot(a) == snapshot(b)
