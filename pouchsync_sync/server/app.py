@@ -172,7 +172,7 @@ class SyncServer:
         for session in sessions:
             if not session.done.wait(_JOIN_TIMEOUT):
                 log.error("connection %s did not finish", session.name)
-        stuck = self.followers.close(self.options.follow_timeout + 5.0)
+        stuck = self.followers.close(5.0)
         if stuck:
             log.error("change followers did not stop: %s", stuck)
         if http is not None:

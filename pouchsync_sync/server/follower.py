@@ -31,6 +31,16 @@ __all__ = ["Follower", "FollowerRegistry"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 30.0
+#: follower longpoll timeouts when the server's ``follow_timeout`` is None
+EMBEDDED_POLL = 0.5
+REMOTE_POLL = 5.0
+
+
+def default_poll_timeout(db: Database) -> float:
+    """Short on the embedded store (cheap, and stop() stays quick), longer elsewhere."""
+    from ..store.local import LocalDatabase
+
+    return EMBEDDED_POLL if isinstance(db, LocalDatabase) else REMOTE_POLL
 
 
 class Follower:
@@ -147,7 +157,7 @@ class Follower:
 class FollowerRegistry:
     """The server's followers by database identity. Thread-safe."""
 
-    def __init__(self, *, poll_timeout: float, limit: int = 500) -> None:
+    def __init__(self, *, poll_timeout: float | None, limit: int = 500) -> None:
         self.poll_timeout = poll_timeout
         self.limit = limit
         self._lock = threading.Lock()
@@ -168,7 +178,8 @@ class FollowerRegistry:
                 raise RuntimeError("the server is stopping")
             follower = self._followers.get(key)
             if follower is None:
-                follower = Follower(db, key, poll_timeout=self.poll_timeout, limit=self.limit)
+                timeout = self.poll_timeout or default_poll_timeout(db)
+                follower = Follower(db, key, poll_timeout=timeout, limit=self.limit)
                 self._followers[key] = follower
             follower.refs += 1
         try:
@@ -198,8 +209,9 @@ class FollowerRegistry:
         with self._lock:
             return len(self._followers)
 
-    def close(self, timeout: float) -> list[str]:
-        """Stop every follower and join its thread; names of threads still alive."""
+    def close(self, grace: float) -> list[str]:
+        """Stop every follower and join its thread (waiting up to its poll timeout plus
+        ``grace``); names of threads still alive."""
         with self._lock:
             self._closed = True
             followers = list(self._followers.values()) + self._started
@@ -208,7 +220,7 @@ class FollowerRegistry:
             follower.stop()
         alive = []
         for follower in followers:
-            if not follower.join(timeout):
+            if not follower.join(follower.poll_timeout + grace):
                 alive.append(follower.thread.name if follower.thread else follower.key)
         with self._lock:
             self._started = [f for f in self._started if f.thread is not None and f.thread.is_alive()]

@@ -29,8 +29,10 @@ class ServerOptions:
     #: default and maximum timeout of a longpoll ``changes`` call, seconds
     longpoll_timeout: float = 60.0
     max_longpoll_timeout: float = 300.0
-    #: timeout of each longpoll the change follower makes (bounds how long stop() waits)
-    follow_timeout: float = 2.0
+    #: timeout of each longpoll the change follower makes, which bounds how long stop()
+    #: waits for a follower. None: 0.5 s on the embedded store (its longpoll re-reads
+    #: SQLite every 0.25 s anyway), 5 s on other databases (one request per 5 s idle)
+    follow_timeout: float | None = None
     #: errors on one socket before the server closes it
     max_errors: int = 100
     #: receive buffer of simple-websocket, bytes
@@ -47,6 +49,8 @@ class ServerOptions:
         for name in ("hello_timeout", "longpoll_timeout", "max_longpoll_timeout",
                      "follow_timeout"):
             value = getattr(self, name)
+            if name == "follow_timeout" and value is None:
+                continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         if self.ping_interval is not None and (not isinstance(self.ping_interval, (int, float))

@@ -175,7 +175,6 @@ def make_server(dbs: Databases) -> Iterator[Callable[..., ps.SyncServer]]:
     servers: list[ps.SyncServer] = []
 
     def make(**options: Any) -> ps.SyncServer:
-        options.setdefault("follow_timeout", 0.3)
         server = ps.create_server(dbs.on_request, **options).start()
         servers.append(server)
         return server
@@ -596,7 +595,7 @@ def test_credentials_are_never_logged(clients, caplog) -> None:
 # -- lifecycle ----------------------------------------------------------------------------------
 
 def test_stop_closes_every_socket_with_1001_and_joins_threads(dbs) -> None:
-    server = ps.create_server(dbs.on_request, follow_timeout=0.3).start()
+    server = ps.create_server(dbs.on_request).start()
     clients = [RawClient(server.url) for _ in range(3)]
     try:
         for client in clients:
