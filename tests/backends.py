@@ -9,4 +9,5 @@ CONTRACT_BACKENDS = [
     "local_file",
     "local_memory",
     "remote",
+    "couch",
 ]

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Any, Mapping, Sequence
 
+from .. import revtree
 from ..errors import BadRequest, CouchError, NotFound, PreconditionFailed
 from .base import Database
 from .couch_http import NO_DB_REASON, CouchHTTP, DeadlinePassed
@@ -196,9 +197,8 @@ class CouchDatabase(Database):
             raise BadRequest("new_edits must be a boolean")
         checked = [_check_doc(doc, require_id=not new_edits) for doc in docs]
         if not new_edits:
-            for doc in checked:
-                if not isinstance(doc.get("_rev"), str):
-                    raise BadRequest("Invalid rev format")
+            for doc in checked:  # CouchDB's checks, so a bad doc refuses the whole batch
+                revtree.path_from_revisions(doc.get("_rev"), doc.get("_revisions"))
         if not checked:
             return []
         body: dict[str, Any] = {"docs": checked}

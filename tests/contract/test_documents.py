@@ -200,7 +200,9 @@ def test_info_counts(db):
     db.delete("a", rev)
     info = db.info()
     assert info["doc_count"] == 1
-    assert info["doc_del_count"] == 1
+    # allowance (issue 3): pouchdb-server, the couch backend's test server, has no doc_del_count
+    if not (type(db).__name__ == "CouchDatabase" and not db.server.is_couchdb()):
+        assert info["doc_del_count"] == 1
     assert "update_seq" in info and "db_name" in info
 
 
