@@ -487,3 +487,16 @@ def test_stopping_inside_a_batch_never_checkpoints_past_unfetched_docs(mem, batc
     # everything not written arrives: nothing was skipped by a checkpoint too far ahead
     assert second.docs_read == 30 - first.docs_written
     assert snapshot(a) == snapshot(b)
+
+
+def test_checkpoint_history_is_bounded_and_newest_first(mem) -> None:
+    a, b = mem("a"), mem("b")
+    sessions = []
+    for run in range(7):
+        a.put({"_id": f"run{run}"})
+        r = Replicator(a, b)
+        assert r.run().docs_written == 1
+        sessions.append(r.session_id)
+    log_doc = b.get(f"_local/{r.replication_id}")
+    assert [h["session_id"] for h in log_doc["history"]] == sessions[::-1][:5]
+    assert a.get(f"_local/{r.replication_id}")["history"] == log_doc["history"]
