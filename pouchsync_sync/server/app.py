@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -71,6 +72,7 @@ class SyncServer:
         conn_id = next(self._ids)
         peer = f"{environ.get('REMOTE_ADDR', '?')}:{environ.get('REMOTE_PORT', '?')}"
         opts = self.options
+        _no_delay(environ)
         try:
             ws = simple_websocket.Server(
                 environ, ping_interval=opts.ping_interval, max_message_size=opts.max_message_size,
@@ -225,6 +227,18 @@ def _thread_class(conn_id: int) -> Callable[..., threading.Thread]:
     def make(target: Callable[[], None]) -> threading.Thread:
         return threading.Thread(target=target, name=f"pouchsync-server-ws[{conn_id}]", daemon=True)
     return make
+
+
+def _no_delay(environ: dict[str, Any]) -> None:
+    """TCP_NODELAY on the request's socket. Without it Nagle holds a small reply back
+    until the peer's delayed ACK (~40 ms on Linux): live changes took 50 ms instead of 5."""
+    sock = environ.get("werkzeug.socket") or environ.get("gunicorn.socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError) as exc:  # not TCP (a Unix socket) or already closed
+        log.debug("TCP_NODELAY not set: %s", exc)
 
 
 def _url_host(host: str) -> str:
