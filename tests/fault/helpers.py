@@ -25,8 +25,10 @@ class ServerProcess:
     """``tests/fault/serve.py`` in a subprocess; ``kill()`` is SIGKILL, ``start()``
     again reuses the same port."""
 
-    def __init__(self, data_dir: Path, *, ping_interval: float | None = None) -> None:
+    def __init__(self, data_dir: Path, *, ping_interval: float | None = None,
+                 extra_args: Iterable[str] = ()) -> None:
         self.data_dir = Path(data_dir)
+        self.extra_args = list(extra_args)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ping_interval = ping_interval
         self.port = 0
@@ -41,6 +43,7 @@ class ServerProcess:
                "--dir", str(self.data_dir)]
         if self.ping_interval is not None:
             cmd += ["--ping-interval", str(self.ping_interval)]
+        cmd += self.extra_args
         deadline = time.monotonic() + timeout
         while True:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -150,3 +153,86 @@ def wait_converged(sides: dict[str, Database], syncs: list[Any], timeout: float)
             names = list(last)
             problems = {f"{names[0]} vs {n}": diff(last[names[0]], last[n]) for n in names[1:]}
             pytest.fail(f"sides did not converge within {timeout}s: {problems}")
+
+
+class RawPeer:
+    """A protocol v1 peer on websocket-client, one frame at a time (no library client).
+
+    ``recv`` returns a message dict, ``("close", code)`` when the server closed, or
+    ``("gone", None)`` when the socket died without a close frame.
+    """
+
+    def __init__(self, url: str, *, hello: bool = True, timeout: float = 10.0) -> None:
+        import websocket
+
+        self._websocket = websocket
+        self.ws = websocket.create_connection(url, skip_utf8_validation=True, timeout=timeout)
+        self.timeout = timeout
+        self.closed: tuple[str, Any] | None = None
+        self.welcome: dict[str, Any] | None = None
+        if hello:
+            self.send({"type": "hello", "versions": [1], "agent": "fault-peer"})
+            msg = self.recv()
+            assert isinstance(msg, dict) and msg["type"] == "welcome", msg
+            self.welcome = msg
+
+    def send(self, msg: Any, *, opcode: int | None = None) -> bool:
+        """Send a dict (as JSON), a str (text frame) or bytes (binary frame, or raw
+        bytes in a text frame with ``opcode=1``); False when the socket is gone."""
+        import json
+
+        ws = self._websocket
+        try:
+            if isinstance(msg, (dict, list)):
+                self.ws.send(json.dumps(msg))
+            elif isinstance(msg, str):
+                self.ws.send(msg)
+            else:
+                self.ws.send(bytes(msg), opcode=opcode or ws.ABNF.OPCODE_BINARY)
+            return True
+        except (ws.WebSocketException, OSError):
+            return False
+
+    def recv(self, timeout: float | None = None) -> Any:
+        import json
+
+        ws = self._websocket
+        if self.closed is not None:
+            return self.closed
+        self.ws.settimeout(self.timeout if timeout is None else timeout)
+        try:
+            opcode, data = self.ws.recv_data(control_frame=True)
+            while opcode not in (ws.ABNF.OPCODE_TEXT, ws.ABNF.OPCODE_CLOSE):
+                opcode, data = self.ws.recv_data(control_frame=True)
+        except ws.WebSocketTimeoutException:
+            raise
+        except (ws.WebSocketException, OSError):
+            self.closed = ("gone", None)
+            return self.closed
+        if opcode == ws.ABNF.OPCODE_CLOSE:
+            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+            self.closed = ("close", code)
+            return self.closed
+        return json.loads(data)
+
+    def until(self, predicate: Any, timeout: float | None = None) -> tuple[Any, list[Any]]:
+        """Read until ``predicate(msg)`` or the socket ends; (that message or the close
+        tuple, the messages read before it)."""
+        seen = []
+        while True:
+            msg = self.recv(timeout)
+            if isinstance(msg, tuple) or predicate(msg):
+                return msg, seen
+            seen.append(msg)
+
+    def probe(self, ch: int = 9_000_000_000) -> tuple[Any, list[Any]]:
+        """Send a ``close`` for a channel never opened (always answered ``closed``) and
+        read up to its answer: proves the server still serves this socket."""
+        self.send({"type": "close", "ch": ch})
+        return self.until(lambda m: m.get("type") == "closed" and m.get("ch") == ch)
+
+    def close(self) -> None:
+        try:
+            self.ws.close(timeout=1.0)
+        except Exception:  # noqa: BLE001 - best effort
+            pass

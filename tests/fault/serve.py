@@ -18,8 +18,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pouchsync_sync import Denied, LocalDatabase, create_server
-
 TOKEN = {"token": "fault-token"}
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
@@ -29,12 +27,19 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--dir", required=True)
     parser.add_argument("--ping-interval", type=float, default=None)
+    parser.add_argument("--no-orjson", action="store_true",
+                        help="run without orjson (the library's stdlib JSON path)")
+    parser.add_argument("--max-message-size", type=int, default=64 * 1024 * 1024)
     args = parser.parse_args()
+    if args.no_orjson:
+        sys.modules["orjson"] = None  # type: ignore[assignment]  # import now fails
+    from pouchsync_sync import Denied, LocalDatabase, create_server
+
     root = Path(args.dir)
     dbs: dict[str, LocalDatabase] = {}
     lock = threading.Lock()
 
-    def on_request(credentials: Any, name: str) -> LocalDatabase:
+    def on_request(credentials: Any, name: str) -> Any:
         if credentials != TOKEN:
             raise Denied("bad token")
         if not _NAME.fullmatch(name):
@@ -44,7 +49,8 @@ def main() -> None:
                 dbs[name] = LocalDatabase(root / f"{name}.sqlite", name=name)
             return dbs[name]
 
-    server = create_server(on_request, ping_interval=args.ping_interval, hello_timeout=5.0)
+    server = create_server(on_request, ping_interval=args.ping_interval, hello_timeout=5.0,
+                           max_message_size=args.max_message_size)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
