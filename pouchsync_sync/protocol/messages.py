@@ -124,6 +124,8 @@ def decode(text: str | bytes, *, sender: str) -> dict[str, Any]:
         msg = _loads(text)
     except (ValueError, TypeError) as exc:
         raise BadMessage(f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:  # the stdlib parser (no orjson) on deep nesting
+        raise BadMessage("malformed JSON: nested too deeply") from exc
     return validate(msg, sender=sender)
 
 
