@@ -58,6 +58,8 @@ def dump_json(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"Document is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest("Document is nested too deeply") from exc
 
 
 def check_doc(doc: Any, *, require_id: bool = True) -> dict[str, Any]:
