@@ -24,6 +24,7 @@ import base64
 import contextlib
 import logging
 import os
+import reprlib
 import sqlite3
 import threading
 import time
@@ -64,6 +65,7 @@ _CHUNK = 500
 _DEFAULT_LONGPOLL = 60.0
 _STYLES = ("main_only", "all_docs")
 _FEEDS = ("normal", "longpoll")
+_SQLITE_MAX_INT = 2**63 - 1
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -509,6 +511,9 @@ class LocalDatabase(Database):
             raise BadRequest("limit must be a non-negative integer")
         if not isinstance(skip, int) or skip < 0:
             raise BadRequest("skip must be a non-negative integer")
+        # SQLite integers are 64-bit: a larger limit or skip means "all" / "past the end"
+        limit = None if limit is None else min(limit, _SQLITE_MAX_INT)
+        skip = min(skip, _SQLITE_MAX_INT)
         with self._reading() as conn:
             total = conn.execute("SELECT count(*) FROM docs WHERE deleted = 0").fetchone()[0]
             if keys is not None:
@@ -584,6 +589,8 @@ class LocalDatabase(Database):
             raise BadRequest(f"feed must be one of {_FEEDS}")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise BadRequest("limit must be a non-negative integer")
+        if limit is not None:
+            limit = min(limit, _SQLITE_MAX_INT)  # 64-bit SQLite; larger means "all"
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
             raise BadRequest("timeout must be a non-negative number of seconds")
         if doc_ids is not None and (not isinstance(doc_ids, (list, tuple))
@@ -617,11 +624,13 @@ class LocalDatabase(Database):
             return 0
         if isinstance(since, bool):
             raise BadRequest(f"Malformed since: {since!r}")
-        if isinstance(since, int) and since >= 0:
+        if isinstance(since, int) and 0 <= since <= _SQLITE_MAX_INT:
             return since
-        if isinstance(since, str) and since.isdigit() and since.isascii():
+        if (isinstance(since, str) and since.isdigit() and since.isascii()
+                and int(since) <= _SQLITE_MAX_INT):
             return int(since)
-        raise BadRequest(f"Malformed since: {since!r}")
+        # reprlib: bounded in length and depth (a client's since may be huge or deep)
+        raise BadRequest(f"Malformed since: {reprlib.repr(since)}")
 
     def _changes_once(self, since: int, limit: int | None, include_docs: bool, conflicts: bool,
                       style: str, doc_ids: Sequence[str] | None,
