@@ -6,12 +6,8 @@
 of CouchDB-protocol servers that deviate (pouchdb-server in the tests, see
 research/couchdb-test-server.md) to CouchDB 3's shapes:
 
-- ``changes(selector=...)`` filters on the client (``include_docs`` + the project's
-  Mango matcher), which is correct on any server; pouchdb-server's ``_selector``
-  filter is broken.
-- ``changes(feed="longpoll")`` has a client-side deadline: pouchdb-server ignores
-  ``timeout``; at the deadline the connection is closed and the answer is CouchDB's
-  ``{"results": [], "last_seq": since}``.
+- ``changes`` (in ``couch_changes``): selectors matched on the client, a client-side
+  longpoll deadline.
 - ``bulk_get`` answers in request order with ``{"error": {...}}`` entries, falling
   back to ``open_revs`` GETs where the server has no ``_bulk_get``.
 
@@ -23,13 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from typing import Any, Mapping, Sequence
 
 from .. import revtree
 from ..errors import BadRequest, CouchError, NotFound, PreconditionFailed
 from .base import Database
-from .couch_http import NO_DB_REASON, CouchHTTP, DeadlinePassed
+from .couch_changes import CouchChanges
+from .couch_http import NO_DB_REASON, CouchHTTP
 from .couch_names import (attachment_path, check_db_name, db_path, doc_path,
                           query_string)
 from .couch_shapes import bulk_get_results, missing_entry, open_revs_entries, strip_null_docs
@@ -39,10 +35,6 @@ __all__ = ["CouchDB", "CouchDatabase"]
 
 log = logging.getLogger(__name__)
 
-_STYLES = ("main_only", "all_docs")
-_FEEDS = ("normal", "longpoll")
-_DEFAULT_LONGPOLL = 60.0  # CouchDB's default longpoll timeout, seconds
-_SELECTOR_PAGE = 500
 
 
 class CouchDB:
@@ -109,7 +101,7 @@ class CouchDB:
         return f"<CouchDB {self.url!r}>"
 
 
-class CouchDatabase(Database):
+class CouchDatabase(CouchChanges, Database):
     """One CouchDB database; thread-safe. ``close()`` closes the server handle only when
     this database owns it (``owns_server=True``, as ``open_database`` makes it)."""
 
@@ -226,104 +218,6 @@ class CouchDatabase(Database):
         else:
             answer = self._call("GET", "_all_docs", params)
         return strip_null_docs(answer) if not include_docs else answer
-
-    # -- changes -------------------------------------------------------------------------
-    def changes(self, *, since: Any = 0, limit: int | None = None,
-                include_docs: bool = False, conflicts: bool = False,
-                style: str = "main_only", doc_ids: Sequence[str] | None = None,
-                selector: Mapping[str, Any] | None = None, descending: bool = False,
-                feed: str = "normal", timeout: float | None = None,
-                attachments: bool = False) -> dict[str, Any]:
-        if style not in _STYLES:
-            raise BadRequest(f"style must be one of {_STYLES}")
-        if feed not in _FEEDS:
-            raise BadRequest(f"feed must be one of {_FEEDS}")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
-                                  or limit < 0):
-            raise BadRequest("limit must be a non-negative integer")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-            raise BadRequest("timeout must be a non-negative number of seconds")
-        if doc_ids is not None and (not isinstance(doc_ids, (list, tuple))
-                                    or not all(isinstance(i, str) for i in doc_ids)):
-            raise BadRequest("doc_ids must be a list of strings")
-        if since is None:
-            since = 0
-        wait = _DEFAULT_LONGPOLL if timeout is None else float(timeout)
-        if feed == "longpoll" and since == "now":
-            since = self._now()
-        opts = dict(include_docs=include_docs, conflicts=conflicts, style=style,
-                    doc_ids=doc_ids, descending=descending, attachments=attachments)
-        if selector is not None:
-            return self._changes_selector(selector, since, limit, feed, wait, opts)
-        return self._changes_once(since, limit, feed, wait, **opts)
-
-    def _now(self) -> Any:
-        return self._changes_once("now", None, "normal", 0.0, include_docs=False,
-                                  conflicts=False, style="main_only", doc_ids=None,
-                                  descending=False, attachments=False)["last_seq"]
-
-    def _changes_once(self, since: Any, limit: int | None, feed: str, wait: float, *,
-                      include_docs: bool, conflicts: bool, style: str,
-                      doc_ids: Sequence[str] | None, descending: bool,
-                      attachments: bool) -> dict[str, Any]:
-        if doc_ids is not None and not doc_ids:
-            return {"results": [], "last_seq": since}
-        if feed == "longpoll" and wait <= 0:
-            feed = "normal"
-        params: dict[str, Any] = {
-            "since": since, "limit": limit, "include_docs": include_docs or None,
-            "conflicts": conflicts or None, "attachments": attachments or None,
-            "style": None if style == "main_only" else style,
-            "descending": descending or None}
-        kw: dict[str, Any] = {}
-        if feed == "longpoll":
-            params["feed"] = "longpoll"
-            params["timeout"] = max(1, int(wait * 1000))
-            kw["timeout"] = wait
-        if doc_ids is not None:
-            params["filter"] = "_doc_ids"
-            call = lambda: self._call("POST", "_changes", params,  # noqa: E731
-                                      body={"doc_ids": list(doc_ids)}, **kw)
-        else:
-            call = lambda: self._call("GET", "_changes", params, **kw)  # noqa: E731
-        if feed != "longpoll":
-            return call()
-        try:
-            return call()
-        except DeadlinePassed:
-            # the server is alive but had nothing: CouchDB's answer at its timeout
-            return {"results": [], "last_seq": since}
-
-    def _changes_selector(self, selector: Mapping[str, Any], since: Any, limit: int | None,
-                          feed: str, wait: float, opts: dict[str, Any]) -> dict[str, Any]:
-        from ..selector import compile_selector
-
-        match = compile_selector(selector)
-        include_docs = opts["include_docs"]
-        fetch = dict(opts, include_docs=True)
-        want = None if limit is None else max(limit, 1)
-        deadline = time.monotonic() + wait
-        found: list[dict[str, Any]] = []
-        position = since
-        while True:
-            page = None if opts["descending"] else _SELECTOR_PAGE
-            left = deadline - time.monotonic()
-            answer = self._changes_once(position, page, "longpoll" if feed == "longpoll"
-                                        and left > 0 else "normal", left, **fetch)
-            rows = answer.get("results") or []
-            for row in rows:
-                doc = row.get("doc")
-                if not match(doc if isinstance(doc, dict) else {}):
-                    continue
-                if not include_docs:
-                    row.pop("doc", None)
-                found.append(row)
-                if want is not None and len(found) >= want:
-                    return {"results": found, "last_seq": row["seq"]}
-            position = answer.get("last_seq", position)
-            exhausted = page is None or len(rows) < page
-            if exhausted and (found or feed != "longpoll" or time.monotonic() >= deadline):
-                return {"results": found, "last_seq": position}
 
     # -- replication helpers -------------------------------------------------------------
     def revs_diff(self, revs: Mapping[str, Sequence[str]]) -> dict[str, Any]:

@@ -1,0 +1,130 @@
+"""``_changes`` for the CouchDB backend: feeds, the longpoll deadline, selectors.
+
+- ``feed="longpoll"`` has a client-side deadline (pouchdb-server ignores ``timeout``):
+  the request's body deadline is the longpoll timeout, and a body cut by it is
+  CouchDB's answer at its timeout, ``{"results": [], "last_seq": since}``.
+- ``selector`` is matched on the client (``include_docs`` + the project's Mango
+  matcher), page by page, which is correct on any server; pouchdb-server's
+  ``_selector`` filter is broken. ``limit`` counts matching rows, as in CouchDB.
+- ``doc_ids`` uses CouchDB's ``_doc_ids`` filter.
+
+Sequences are passed through as received, never compared
+(https://docs.couchdb.org/en/stable/api/database/changes.html).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import BadRequest
+from ..selector import compile_selector
+from .couch_http import DeadlinePassed
+
+__all__ = ["CouchChanges"]
+
+_STYLES = ("main_only", "all_docs")
+_FEEDS = ("normal", "longpoll")
+_DEFAULT_LONGPOLL = 60.0  # CouchDB's default longpoll timeout, seconds
+_SELECTOR_PAGE = 500
+
+
+class CouchChanges:
+    """The ``changes`` part of ``CouchDatabase`` (which provides ``_call``)."""
+
+    _call: Callable[..., Any]
+
+    def changes(self, *, since: Any = 0, limit: int | None = None,
+                include_docs: bool = False, conflicts: bool = False,
+                style: str = "main_only", doc_ids: Sequence[str] | None = None,
+                selector: Mapping[str, Any] | None = None, descending: bool = False,
+                feed: str = "normal", timeout: float | None = None,
+                attachments: bool = False) -> dict[str, Any]:
+        if style not in _STYLES:
+            raise BadRequest(f"style must be one of {_STYLES}")
+        if feed not in _FEEDS:
+            raise BadRequest(f"feed must be one of {_FEEDS}")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                                  or limit < 0):
+            raise BadRequest("limit must be a non-negative integer")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise BadRequest("timeout must be a non-negative number of seconds")
+        if doc_ids is not None and (not isinstance(doc_ids, (list, tuple))
+                                    or not all(isinstance(i, str) for i in doc_ids)):
+            raise BadRequest("doc_ids must be a list of strings")
+        if since is None:
+            since = 0
+        wait = _DEFAULT_LONGPOLL if timeout is None else float(timeout)
+        if feed == "longpoll" and since == "now":
+            since = self._now()
+        opts = dict(include_docs=include_docs, conflicts=conflicts, style=style,
+                    doc_ids=doc_ids, descending=descending, attachments=attachments)
+        if selector is not None:
+            return self._changes_selector(selector, since, limit, feed, wait, opts)
+        return self._changes_once(since, limit, feed, wait, **opts)
+
+    def _now(self) -> Any:
+        return self._changes_once("now", None, "normal", 0.0, include_docs=False,
+                                  conflicts=False, style="main_only", doc_ids=None,
+                                  descending=False, attachments=False)["last_seq"]
+
+    def _changes_once(self, since: Any, limit: int | None, feed: str, wait: float, *,
+                      include_docs: bool, conflicts: bool, style: str,
+                      doc_ids: Sequence[str] | None, descending: bool,
+                      attachments: bool) -> dict[str, Any]:
+        if doc_ids is not None and not doc_ids:
+            return {"results": [], "last_seq": since}
+        if feed == "longpoll" and wait <= 0:
+            feed = "normal"
+        params: dict[str, Any] = {
+            "since": since, "limit": limit, "include_docs": include_docs or None,
+            "conflicts": conflicts or None, "attachments": attachments or None,
+            "style": None if style == "main_only" else style,
+            "descending": descending or None}
+        kw: dict[str, Any] = {}
+        if feed == "longpoll":
+            params["feed"] = "longpoll"
+            params["timeout"] = max(1, int(wait * 1000))
+            kw["timeout"] = wait
+        if doc_ids is not None:
+            params["filter"] = "_doc_ids"
+            call = lambda: self._call("POST", "_changes", params,  # noqa: E731
+                                      body={"doc_ids": list(doc_ids)}, **kw)
+        else:
+            call = lambda: self._call("GET", "_changes", params, **kw)  # noqa: E731
+        if feed != "longpoll":
+            return call()
+        try:
+            return call()
+        except DeadlinePassed:
+            # the server is alive but had nothing: CouchDB's answer at its timeout
+            return {"results": [], "last_seq": since}
+
+    def _changes_selector(self, selector: Mapping[str, Any], since: Any, limit: int | None,
+                          feed: str, wait: float, opts: dict[str, Any]) -> dict[str, Any]:
+        match = compile_selector(selector)
+        include_docs = opts["include_docs"]
+        fetch = dict(opts, include_docs=True)
+        want = None if limit is None else max(limit, 1)
+        deadline = time.monotonic() + wait
+        found: list[dict[str, Any]] = []
+        position = since
+        while True:
+            page = None if opts["descending"] else _SELECTOR_PAGE
+            left = deadline - time.monotonic()
+            answer = self._changes_once(position, page, "longpoll" if feed == "longpoll"
+                                        and left > 0 else "normal", left, **fetch)
+            rows = answer.get("results") or []
+            for row in rows:
+                doc = row.get("doc")
+                if not match(doc if isinstance(doc, dict) else {}):
+                    continue
+                if not include_docs:
+                    row.pop("doc", None)
+                found.append(row)
+                if want is not None and len(found) >= want:
+                    return {"results": found, "last_seq": row["seq"]}
+            position = answer.get("last_seq", position)
+            exhausted = page is None or len(rows) < page
+            if exhausted and (found or feed != "longpoll" or time.monotonic() >= deadline):
+                return {"results": found, "last_seq": position}
