@@ -23,6 +23,7 @@ import random as _random
 import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 from .. import signals
 from ..errors import PouchSyncError, Timeout, TransportError
@@ -106,6 +107,8 @@ class Client:
 
     def connect(self, url: str) -> "Client":
         """Start connecting to ``url`` (``ws://host:port/path``) in the background."""
+        if urlsplit(url).scheme not in ("ws", "wss"):
+            raise ValueError(f"a sync server URL starts with ws:// or wss://, got {safe_url(url)!r}")
         with self._cond:
             if self._closed:
                 raise PouchSyncError("the client is closed")

@@ -333,6 +333,8 @@ class Sync:
             # the connection lives on but the round failed (e.g. a 5xx): back off
             failures_in_a_row += 1
             avoid = None
+            if self.client.backoff.exhausted(failures_in_a_row):
+                return SyncState.ERROR, error
             delay = self.client.backoff.delay(failures_in_a_row, self.client._random)
             log.warning("%r: %r; retrying in %.2fs", self, error, delay)
             if self._cancel.wait(delay):

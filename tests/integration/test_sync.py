@@ -438,3 +438,75 @@ def test_gives_up_after_max_attempts_and_every_sync_errors(clients, local, recor
     assert sync.state is SyncState.ERROR
     assert [(e["attempt"], e["delay"]) for e in reconnects.events] == [(1, 0.02), (2, 0.04)]
     assert errors.wait_for(lambda ev: len(ev) == 1)
+
+
+def test_sync_made_after_the_connection_is_up(server, clients, local):
+    client = clients().connect(server.url)
+    client.wait_connected(10)
+    assert client.connected
+    a = local("todos")
+    put_many(a, "a", 4)
+    assert client.sync(a, credentials=TOKEN).wait(timeout=30).docs_pushed == 4
+
+
+def test_only_websocket_urls(clients):
+    with pytest.raises(ValueError):
+        clients().connect("http://127.0.0.1:1/")
+
+
+class Flaky(LocalDatabase):
+    """A server database whose ``info()`` fails ``fails`` times (the server answers 500)."""
+
+    fails = 0
+
+    def info(self) -> dict[str, Any]:
+        if self.fails > 0:
+            self.fails -= 1
+            raise RuntimeError("disk on fire")
+        return super().info()
+
+
+def _flaky_server(tmp_path: Path, fails: int) -> tuple[Any, Flaky]:
+    flaky = Flaky(tmp_path / "flaky.sqlite", name="todos")
+    flaky.fails = fails
+    return make_server(lambda credentials, name: flaky).start(), flaky
+
+
+def test_a_server_error_is_retried_with_backoff(tmp_path, clients, local, recorders):
+    server, flaky = _flaky_server(tmp_path, fails=2)
+    try:
+        a = local("todos")
+        put_many(a, "a", 5)
+        client = clients(max_attempts=5).connect(server.url)
+        sync = client.sync(a)
+        paused = recorders(signals.sync_paused, sync)
+        result = sync.wait(timeout=30)
+        assert result.state is SyncState.COMPLETE and result.docs_pushed == 5
+        offline = [e for e in paused.events if e["direction"] is None]
+        assert len(offline) == 2  # went offline twice, then made it
+        assert sync.status.rounds == 3
+    finally:
+        client.close()
+        server.stop()
+        flaky.close()
+
+
+def test_a_server_error_that_persists_ends_the_sync_once(tmp_path, clients, local, recorders):
+    from pouchsync_sync.errors import ServerError
+
+    server, flaky = _flaky_server(tmp_path, fails=100)
+    try:
+        client = clients(max_attempts=2).connect(server.url)
+        sync = client.sync(local("todos"), live=True)
+        errors = recorders(signals.sync_error, sync)
+        with pytest.raises(ServerError):
+            sync.wait(timeout=30)
+        assert sync.state is SyncState.ERROR
+        assert isinstance(sync.status.last_error, ServerError)
+        assert errors.wait_for(lambda ev: len(ev) >= 1)
+        client.close()
+        assert len(errors.events) == 1
+    finally:
+        client.close()
+        server.stop()
+        flaky.close()
