@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,9 +55,7 @@ def replicate_until_quiescent(dbs: list[LocalDatabase]) -> None:
     raise AssertionError("replication did not become quiescent")
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(count=st.sampled_from([2, 3, 3]), ops=operations)
-def test_random_edits_and_replications_converge(count: int, ops: list[tuple]) -> None:
+def check_convergence(count: int, ops: list[tuple]) -> None:
     dbs = [LocalDatabase(":memory:") for _ in range(count)]
     try:
         for op in ops:
@@ -80,6 +79,23 @@ def test_random_edits_and_replications_converge(count: int, ops: list[tuple]) ->
     finally:
         for db in dbs:
             db.close()
+
+
+def converge_property(examples: int):
+    return settings(max_examples=examples, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])(
+        given(count=st.sampled_from([2, 3, 3]), ops=operations)(check_convergence))
+
+
+def test_random_edits_and_replications_converge() -> None:
+    converge_property(150)()
+
+
+def test_random_edits_and_replications_converge_long(full_run: bool) -> None:
+    """The same property with many more examples (``--full``)."""
+    if not full_run:
+        pytest.skip("long run: pass --full")
+    converge_property(3000)()
 
 
 def test_concurrent_edits_keep_every_leaf() -> None:
