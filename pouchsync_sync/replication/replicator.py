@@ -16,7 +16,10 @@ Theory of operation. ``Replicator.run`` walks the protocol's steps, one method e
    latest=True, attachments=True)`` and ``atts_since`` (attachments the target already
    has come back as stubs and are kept by digest), *Upload Batch of Changed Documents*
    with ``bulk_docs(new_edits=False)`` in chunks bounded by bytes, then *Record
-   Replication Checkpoint* (target first, then source).
+   Replication Checkpoint* (target first, then source). Shortcut: when most of the
+   last batch was new small docs (an initial replication), the next changes read asks
+   for the docs, and a missing first-generation doc (``1-x``, no attachments, whose
+   whole history is itself) is written from that read without a ``bulk_get``.
 5. One-shot: stop when a read finds nothing new. Live: ``paused``, wait on a
    ``longpoll`` read (at most ``longpoll_timeout`` seconds, so ``cancel`` takes effect
    within one wait), ``active`` again when changes come.
@@ -117,8 +120,15 @@ class _Done:
 
 @dataclass
 class ReplicationResult:
-    """What one run did. ``ok`` is true when no error ended it (complete or cancelled);
-    per-document refusals are counted in ``doc_write_failures`` and listed in ``errors``.
+    """What one run did.
+
+    ``ok`` is true when no error ended it (``status`` "complete" or "cancelled");
+    ``error`` is the exception that ended it otherwise (``status`` "error").
+    ``docs_read`` counts docs read from the source and handed to the target,
+    ``docs_written`` those the target accepted; revisions the source could not serve
+    and docs the target refused are counted in ``doc_write_failures`` and listed in
+    ``errors`` as ``{"id", "rev", "error", "reason"}`` (at most ``MAX_ERRORS_KEPT``).
+    ``last_seq`` is the last source sequence written and checkpointed. Times are UTC.
     """
 
     ok: bool = False
