@@ -31,6 +31,7 @@ from .store.base import Database
 from .store.couch import CouchDatabase, CouchDB
 from .store.local import LocalDatabase
 from .store.open import open_database
+from .datadir import CouchDir, DataDir
 
 __version__ = "0.1.0"
 
@@ -44,7 +45,9 @@ __all__ = [
     "Conflict",
     "CouchDB",
     "CouchDatabase",
+    "CouchDir",
     "CouchError",
+    "DataDir",
     "Database",
     "Denied",
     "Forbidden",
