@@ -12,7 +12,8 @@ signal                 keyword arguments
 ``client_disconnect``  ``error`` (the exception, or ``None`` on close)
 ``client_reconnect``   ``attempt`` (1-based), ``delay`` (seconds before it)
 ``sync_change``        ``direction`` ("push"/"pull"), ``docs``, ``counts``
-``sync_paused``        ``direction`` (``None`` when the whole sync is idle)
+``sync_paused``        ``direction``, ``error`` (``direction=None`` and the error:
+                       the sync went offline and will retry)
 ``sync_active``        ``direction``
 ``sync_denied``        ``error`` (a ``Denied``)
 ``sync_complete``      ``result`` (a ``SyncResult``)

@@ -236,8 +236,11 @@ class Sync:
                         raise self._error
                     raise Cancelled(f"{self!r} was cancelled")
                 round_no = self._round
-                replicators = [d.replicator for d in self._directions]
+                directions = self._directions
+                # push first: the pull's read then begins after our changes reached the server
+                replicators = [d.replicator for d in sorted(directions, key=lambda d: d.name != "push")]
             caught_up = True
+            replicator = None
             for replicator in replicators:
                 left = remaining()
                 # slices, so a new round (reconnect) is noticed rather than waited out
@@ -247,6 +250,12 @@ class Sync:
             with self._cond:
                 if caught_up and self._round == round_no and self._result is None:
                     return True
+                if not caught_up and replicator is not None and replicator.state in (
+                        "complete", "cancelled", "error"):  # the round is ending: next one
+                    left = remaining()
+                    self._cond.wait_for(lambda: self._directions is not directions
+                                        or self._result is not None,
+                                        0.5 if left is None else min(left, 0.5))
             left = remaining()
             if left is not None and left <= 0:
                 raise Timeout(f"{self!r} not in sync within {timeout}s")
@@ -325,7 +334,7 @@ class Sync:
             with self._cond:
                 self._last_error = error
             self._set_state(SyncState.OFFLINE)
-            signals.emit(signals.sync_paused, self, direction=None)
+            signals.emit(signals.sync_paused, self, direction=None, error=error)
             if connection.lost.is_set():
                 failures_in_a_row = 0
                 avoid = connection  # wait for the client's next connection
@@ -377,6 +386,7 @@ class Sync:
                 self._channel = None
                 self._connection = None
                 self._directions = []
+                self._cond.notify_all()
 
     def _replicate(self, remote: RemoteDatabase) -> BaseException | None:
         directions = []
@@ -491,7 +501,7 @@ class Sync:
             self._set_state(SyncState.ACTIVE)
             signals.emit(signals.sync_active, self, direction=direction.name)
         else:
-            signals.emit(signals.sync_paused, self, direction=direction.name)
+            signals.emit(signals.sync_paused, self, direction=direction.name, error=None)
             if all_idle:
                 self._set_state(SyncState.PAUSED)
 
