@@ -172,6 +172,7 @@ class Sync:
         self._last_seq: dict[str, Any] = {"push": None, "pull": None}
         self._last: dict[str, "ReplicationResult | None"] = {"push": None, "pull": None}
         self._idle: dict[str, bool] = {}
+        self._progress = False  # the current round wrote a batch or caught up
         self._thread = threading.Thread(target=self._run, name=f"pouchsync-sync[{self.remote_name}]",
                                         daemon=True)
 
@@ -340,6 +341,9 @@ class Sync:
                 avoid = connection  # wait for the client's next connection
                 continue
             # the connection lives on but the round failed (e.g. a 5xx): back off
+            with self._cond:
+                if self._progress:  # that round got somewhere: count afresh
+                    failures_in_a_row = 0
             failures_in_a_row += 1
             avoid = None
             if self.client.backoff.exhausted(failures_in_a_row):
@@ -362,6 +366,7 @@ class Sync:
             self._round_cancel = threading.Event()
             self._connection = connection
             self._idle = {}
+            self._progress = False
         try:
             channel = connection.open_channel(self.remote_name, self._credentials)
         except PouchSyncError as exc:
@@ -428,7 +433,8 @@ class Sync:
             return TransportError(f"channel for {self.remote_name!r} closed: {errors[0]}")
         if self.live and not self._cancel.is_set():
             # live replicators only stop when cancelled: the round was cut short
-            return TransportError("connection lost") if self._connection_gone() else None
+            return TransportError("connection lost" if self._connection_gone()
+                                  else "live replication stopped")
         if any(d.result is None or d.result.status == "cancelled" for d in directions) \
                 and not self._cancel.is_set():
             return TransportError("replication interrupted")
@@ -482,6 +488,7 @@ class Sync:
                 self._pulled += new_written
             self._failures += new_failures
             self._last_seq[direction.name] = info.get("last_seq")
+            self._progress = True
             counts = {"docs_pushed": self._pushed, "docs_pulled": self._pulled,
                       "doc_write_failures": self._failures}
         if signals.sync_change.receivers:
@@ -495,6 +502,8 @@ class Sync:
             if self._state.final or self._round_cancel.is_set():
                 return
             self._idle[direction.name] = state == "paused"
+            if state == "paused":
+                self._progress = True
             expected = len(self._directions)
             all_idle = len(self._idle) == expected and all(self._idle.values())
         if state == "active":
