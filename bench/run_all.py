@@ -1,0 +1,286 @@
+"""Run every sync benchmark and write bench/results.md.
+
+    python3 bench/run_all.py            # measurements 1, 2, 3, 5 (about 20-30 min here)
+    python3 bench/run_all.py --big      # and measurement 4 (1,000,000 docs; long)
+    python3 bench/run_all.py --only 1,3 # a subset; --quick for a smoke run (small sizes)
+
+Everything binds to 127.0.0.1 and stops by itself (child processes have watchdogs).
+Raw figures go to bench/out/*.json; the tables to bench/results.md (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import BENCH, OUT, REPO, doc_bytes, fmt_num, fmt_rate, load, print_machine  # noqa: E402
+
+BARS = {
+    1: "≥ 50,000 docs/s each way",
+    2: "≥ 2× PouchDB's HTTP replication and ≥ 10× the original",
+    3: "p50 ≤ 10 ms and p99 ≤ 50 ms (embedded backend)",
+    4: "client RSS ≤ 150 MB",
+    5: "all 1,000 within 2 s",
+}
+
+
+def yes(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def section_1(res: dict[str, Any], cmd: str) -> list[str]:
+    lines = [f"## 1. Embedded → sync server (embedded) → embedded, {res['docs']:,} docs "
+             f"(~{doc_bytes()} B each), batch_size {res['batch_size']}", "",
+             f"Bar: {BARS[1]}. Client and server are separate processes on the same 2 cores.", "",
+             "| direction | docs/s (median [spread]) | docs per CPU-second (client+server) | "
+             "bytes on the wire per doc (both ways) | calls per batch | client CPU s | "
+             "server CPU s | client peak RSS MB | server peak RSS MB | bar |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for direction in ("pull", "push"):
+        a = res[direction]
+        ok = a["docs_per_s"]["median"] >= 50_000 and a["all_ok"]
+        lines.append(
+            f"| {direction} | {fmt_rate(a['docs_per_s'])} | {fmt_rate(a['cpu_docs_per_s'])} | "
+            f"{fmt_num(a['bytes_per_doc']['median'], 0)} | "
+            f"{fmt_num(a['round_trips_per_batch']['median'], 2)} | "
+            f"{fmt_num(a['client_cpu_s']['median'])} | {fmt_num(a['server_cpu_s']['median'])} | "
+            f"{fmt_num(a['client_peak_rss_mb']['median'], 0)} | "
+            f"{fmt_num(a['server_peak_rss_mb']['median'], 0)} | {yes(ok)} |")
+    lines += ["", "Calls of the last run (op: count): "
+              + "; ".join(f"{d}: " + ", ".join(f"{k} {v}" for k, v in res[d]['calls'].items())
+                          for d in ("pull", "push")),
+              "", "Load average (1/5/15 min) before each run: "
+              + "; ".join(f"{d}: " + " | ".join(res[d]["loads"]) for d in ("pull", "push")),
+              "", f"Command: `{cmd}`", ""]
+    return lines
+
+
+def section_2(res: dict[str, Any], cmd: str) -> list[str]:
+    lines = ["## 2. CouchDB-protocol server (pouchdb-server 4.2.0, in memory) → embedded store",
+             "", f"Bar: {BARS[2]}.", "",
+             "| docs | ours: sync server (CouchDatabase) → websocket → embedded, docs/s | "
+             "ours, docs per CPU-s (client+server, not counting pouchdb-server) | "
+             "PouchDB 9 HTTP replication into memory, docs/s | original 0.3.0 (PouchDB 5.4.5, memdown), docs/s | "
+             "ours ÷ PouchDB | ours ÷ original | bar |",
+             "|---|---|---|---|---|---|---|---|"]
+    for count, e in res["sizes"].items():
+        rp, ro = e.get("ratio_pouchdb"), e.get("ratio_original")
+        ok = rp is not None and ro is not None and rp >= 2 and ro >= 10
+        lines.append(
+            f"| {int(count):,} | {fmt_rate(e['ours_docs_per_s'])} | "
+            f"{fmt_rate(e['ours_cpu_docs_per_s'])} | "
+            f"{fmt_rate(e['pouchdb_docs_per_s']) if 'pouchdb_docs_per_s' in e else 'n/a'} | "
+            f"{fmt_rate(e['original_docs_per_s']) if 'original_docs_per_s' in e else e.get('original_error', 'n/a')} | "
+            f"{'n/a' if rp is None else f'{rp:.2f}×'} | {'n/a' if ro is None else f'{ro:.1f}×'} | "
+            f"{yes(ok)} |")
+    lines.append("")
+    for count, e in res["sizes"].items():
+        if "pouchdb" in e:
+            lines.append(f"- {int(count):,}: PouchDB node CPU per run: "
+                         + ", ".join(f"{r['cpu_s']:.1f} s" for r in e["pouchdb"])
+                         + f" ({fmt_rate(e['pouchdb_cpu_docs_per_s'])} docs per node CPU-s)")
+        if "original" in e:
+            lines.append(f"- {int(count):,}: original client node CPU per run: "
+                         + ", ".join(f"{r['cpu_s']:.1f} s" for r in e["original"]["runs"])
+                         + f" ({fmt_rate(e['original_cpu_docs_per_s'])} docs per node CPU-s); "
+                         f"{len(e['original']['runs'])} run(s)")
+        ours = e["ours"]
+        lines.append(f"- {int(count):,}: ours, calls per batch "
+                     f"{ours[-1]['round_trips_per_batch']:.2f}, {ours[-1]['bytes_per_doc']:.0f} B/doc "
+                     f"on our websocket, client peak RSS {ours[-1]['peak_rss_mb']:.0f} MB, "
+                     f"loads: " + " | ".join(r["load"] for r in ours))
+    for name, inst in res["install"].items():
+        if not inst["ok"]:
+            lines.append(f"- **{name} could not be installed**: `{inst['error']}`")
+    lines += ["", f"Command: `{cmd}`", ""]
+    return lines
+
+
+def section_3(results: list[dict[str, Any]], cmd: str) -> list[str]:
+    lines = ["## 3. Live latency: a write on client A until readable on client B", "",
+             f"Bar: {BARS[3]}. Each write waits for the previous one to arrive; both clients "
+             "run a live two-way sync of their own embedded store; B is watched by a longpoll "
+             "on its store.", "",
+             "| server backend | writes × runs | p50 ms (median [min–max over runs]) | "
+             "p99 ms (median [min–max]) | missed | bar |", "|---|---|---|---|---|---|"]
+    for res in results:
+        p50, p99 = res["p50_ms"], res["p99_ms"]
+        ok = p50["median"] <= 10 and p99["median"] <= 50 and res["missed"] == 0
+        bar = yes(ok) if res["backend"] == "local" else ("(no bar) " + ("within" if ok else "outside")
+                                                         + " the embedded bar")
+        lines.append(f"| {res['backend']} | {res['writes']} × {len(res['runs'])} | "
+                     f"{p50['median']:.2f} [{p50['min']:.2f}–{p50['max']:.2f}] | "
+                     f"{p99['median']:.2f} [{p99['min']:.2f}–{p99['max']:.2f}] | {res['missed']} | {bar} |")
+    lines.append("")
+    for res in results:
+        lines.append(f"- {res['backend']}: loads " + " | ".join(r["load"] for r in res["runs"]))
+    lines += ["", f"Command: `{cmd}`", ""]
+    return lines
+
+
+def section_4(res: dict[str, Any] | None, cmd: str) -> list[str]:
+    lines = ["## 4. A 1,000,000-doc pull (embedded → server → embedded), batch_size 500", "",
+             f"Bar: {BARS[4]}."]
+    if res is None:
+        return lines + ["", "Not run (it runs with `--big`).", ""]
+    samples = res["rss_samples"]
+    ok = res["peak_rss_mb"] <= 150 and res["ok"]
+    lines += ["", "| docs | seconds | docs/s | docs per CPU-s | client peak RSS MB (VmHWM) | "
+              "server peak RSS MB | bar |", "|---|---|---|---|---|---|---|",
+              f"| {res['docs']:,} | {res['seconds']:.1f} | {res['docs_per_s']:,.0f} | "
+              f"{res['cpu_docs_per_s']:,.0f} | {res['peak_rss_mb']:.0f} | "
+              f"{res['server_peak_rss_mb']:.0f} | {yes(ok)} |", "",
+              f"Client RSS over time (sampled every 0.5 s, {len(samples)} samples; every 10th "
+              f"shown, MB): "
+              + ", ".join(f"{t:.0f}s {rss:.0f}" for t, rss in samples[::10]),
+              "", f"Load before: {res['load']}", "", f"Command: `{cmd}`", ""]
+    return lines
+
+
+def section_5(res: dict[str, Any], cmd: str) -> list[str]:
+    ok = res["all_arrived"] and res["all_s"]["median"] <= 2.0 and res["ready"] == res["clients"]
+    worst = res["all_s"]["max"]
+    lines = [f"## 5. {res['clients']:,} live syncs on one server process", "",
+             f"Bar: {BARS[5]}. Clients: {res['procs']} processes × "
+             f"{res['clients'] // res['procs']} clients, one socket and one live pull sync each. "
+             "A change is written into the server's store in the server process; the time is "
+             "until the last client's store has it.", "",
+             "| live syncs ready | time to connect all | one change reaches all, s (median [min–max]) | "
+             "worst | server RSS MB (idle → with syncs → peak) | server threads | bar |",
+             "|---|---|---|---|---|---|---|",
+             f"| {res['ready']:,} | {res['connect_all_s']:.1f} s | "
+             f"{res['all_s']['median']:.3f} [{res['all_s']['min']:.3f}–{res['all_s']['max']:.3f}] | "
+             f"{worst:.3f} | {res['server_idle_rss_mb']:.0f} → {res['server_rss_mb']:.0f} → "
+             f"{res['server_peak_rss_mb']:.0f} | {res['server_threads']} | {yes(ok)} |", "",
+             "Per change: " + "; ".join(f"{r['arrived']}/{res['clients']} in {r['all_s']:.3f} s "
+                                        f"(median client {r['p50_s']:.3f} s, load {r['load']})"
+                                        for r in res["rounds"]),
+             "", f"Client processes: RSS {', '.join(f'{x:.0f}' for x in res['client_procs_rss_mb'])} MB, "
+             f"threads {', '.join(str(x) for x in res['client_procs_threads'])}. "
+             f"Thread limits: {limits()}.", "", f"Command: `{cmd}`", ""]
+    return lines
+
+
+def limits() -> str:
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    try:
+        tmax = Path("/proc/sys/kernel/threads-max").read_text().strip()
+    except OSError:
+        tmax = "?"
+    return f"ulimit -u {soft}/{hard}, kernel threads-max {tmax}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--big", action="store_true", help="also the 1,000,000-doc pull")
+    parser.add_argument("--only", default="1,2,3,5", help="which measurements (1-5)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run (smoke)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=100,
+                        help="batch_size of our syncs in 1 and 2 (the client default is 100)")
+    parser.add_argument("--out", default=str(BENCH / "results.md"))
+    args = parser.parse_args()
+    only = {int(x) for x in args.only.split(",")}
+    if args.big:
+        only.add(4)
+    runs = 1 if args.quick else args.runs
+    n1 = 5_000 if args.quick else 100_000
+    sizes = [2_000] if args.quick else [10_000, 100_000]
+    writes = 100 if args.quick else 1000
+    clients = 40 if args.quick else 1000
+    big_docs = 50_000 if args.quick else 1_000_000
+
+    import bench_peers
+    import bench_sync
+
+    started = time.monotonic()
+    info = print_machine()
+    base = "python3 bench/run_all.py"
+    sections: dict[int, list[str]] = {}
+    raw: dict[str, Any] = {}
+    OUT.mkdir(exist_ok=True)
+
+    def save() -> None:
+        (OUT / "run_all.json").write_text(json.dumps(raw, indent=1, default=str))
+
+    if 1 in only:
+        print(f"\n== 1. pull and push of {n1} docs, {runs} runs", flush=True)
+        raw["1"] = bench_sync.oneshot(n1, runs, args.batch_size)
+        sections[1] = section_1(raw["1"], f"{base} --only 1 --batch-size {args.batch_size} "
+                                          f"(or: python3 bench/bench_sync.py oneshot --docs {n1} "
+                                          f"--runs {runs} --batch-size {args.batch_size})")
+        save()
+    if 2 in only:
+        print(f"\n== 2. CouchDB-protocol server -> embedded, {sizes}, side by side", flush=True)
+        raw["2"] = bench_peers.measure(sizes, runs, 1, args.batch_size)
+        sections[2] = section_2(raw["2"], f"{base} --only 2 (or: python3 bench/bench_peers.py "
+                                          f"--sizes {','.join(map(str, sizes))} --runs {runs})")
+        save()
+    if 3 in only:
+        print(f"\n== 3. live latency, {writes} writes x {runs} runs", flush=True)
+        lat = [bench_sync.latency(writes, runs)]
+        from tests.couchserver import start
+        url, stop = start()
+        try:
+            lat.append(bench_sync.latency(writes, runs, backend="couch", couch_url=url,
+                                          couch_db="bench-latency"))
+        finally:
+            stop()
+        raw["3"] = lat
+        sections[3] = section_3(lat, f"{base} --only 3 (or: python3 bench/bench_sync.py latency "
+                                     f"--writes {writes} --runs {runs})")
+        save()
+    if 4 in only:
+        print(f"\n== 4. {big_docs}-doc pull", flush=True)
+        raw["4"] = bench_sync.big(big_docs)
+        sections[4] = section_4(raw["4"], f"{base} --only 4 --big (or: python3 bench/bench_sync.py "
+                                          f"big --docs {big_docs})")
+        save()
+    if 5 in only:
+        print(f"\n== 5. {clients} live syncs", flush=True)
+        raw["5"] = bench_sync.fanout(clients, 4 if clients >= 100 else 2, runs)
+        sections[5] = section_5(raw["5"], f"{base} --only 5 (or: python3 bench/bench_sync.py "
+                                          f"fanout --clients {clients} --procs 4 --runs {runs})")
+        save()
+
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head = ["# Sync benchmarks", "",
+            f"Run {now}, {time.monotonic() - started:.0f} s, by `{base}"
+            f"{' --big' if args.big else ''}{' --quick' if args.quick else ''}`"
+            f"{'' if only == {1, 2, 3, 5} | ({4} if args.big else set()) else ' --only ' + args.only}.",
+            "", f"- Machine: {info['machine']}", f"- Versions: {info['versions']}",
+            f"- Load average at the end: {load()} (the machine is shared; other engineers' test "
+            "runs compete for the 2 cores, so wall-clock rates are low and noisy: docs per "
+            "CPU-second is given beside them)",
+            "- Each figure: median of the runs, [spread] = min and max as % off the median.", ""]
+    for key, lines in sections.items():  # kept, so a partial run reuses the others
+        (OUT / f"section-{key}.md").write_text("\n".join(lines))
+    body: list[str] = []
+    for key in (1, 2, 3, 4, 5):
+        path = OUT / f"section-{key}.md"
+        if key in sections:
+            body += sections[key]
+        elif path.exists():
+            body += [f"<!-- section {key}: from an earlier run (bench/out/section-{key}.md) -->",
+                     path.read_text()]
+        elif key == 4:
+            body += section_4(None, f"{base} --big")
+    out_path = Path(args.out)
+    text = "\n".join(head + body)
+    notes = BENCH / "results_notes.md"
+    if notes.exists():
+        text += "\n" + notes.read_text()
+    out_path.write_text(text)
+    print(f"\nwrote {out_path.relative_to(REPO) if out_path.is_relative_to(REPO) else out_path}")
+
+
+if __name__ == "__main__":
+    main()
