@@ -85,7 +85,10 @@ class CouchChanges:
         if feed == "longpoll":
             params["feed"] = "longpoll"
             params["timeout"] = max(1, int(wait * 1000))
-            kw["timeout"] = wait
+            # CouchDB answers at `timeout` itself: a little grace keeps that answer (and the
+            # keep-alive connection); pouchdb-server ignores it and is cut at the deadline.
+            kw["timeout"] = wait + min(1.0, 0.1 * wait + 0.05)
+            kw["wait_prefix"] = len('{"results":[')
         if doc_ids is not None:
             params["filter"] = "_doc_ids"
             call = lambda: self._call("POST", "_changes", params,  # noqa: E731

@@ -8,9 +8,11 @@ Deadlines: each request has one total deadline (``timeout`` seconds from its sta
 Headers must arrive before it (else :class:`~pouchsync_sync.errors.Timeout`); the body
 is streamed and, before each read, the socket's timeout is set to the time left, so a
 server that stalls or only sends heartbeats (pouchdb-server ignores ``timeout`` on
-longpoll and sends ``\\n`` every 6 s) cannot hold a request past its deadline. A body
-cut by the deadline raises :class:`DeadlinePassed` (a ``Timeout``); the longpoll caller
-turns that into CouchDB's empty answer. The connection is then closed, never reused.
+longpoll and sends ``\\n`` every 6 s) cannot hold a request past its deadline: it
+raises ``Timeout``. A longpoll still waiting at its deadline raises
+:class:`DeadlinePassed` (a ``Timeout``), which the caller turns into CouchDB's empty
+answer; once its answer flows it gets the handle's timeout to finish. A request cut by
+a deadline has its connection closed, never reused.
 
 Credentials: basic auth (from the URL or ``auth``) or a cookie session (``_session``,
 renewed once on a 401). They are kept in :class:`Credentials` and never appear in a
@@ -48,7 +50,8 @@ _NOBODY = object()
 
 
 class DeadlinePassed(Timeout):
-    """The server answered, but its body did not finish before the deadline."""
+    """A longpoll's deadline passed while the server was still waiting (headers and at
+    most the ``{"results":[`` prefix and heartbeats had arrived)."""
 
 
 def decode_json(data: bytes) -> Any:
@@ -105,9 +108,15 @@ class CouchHTTP:
     # -- requests ------------------------------------------------------------------------
     def request(self, method: str, path: str, *, body: Any = _NOBODY,
                 timeout: float | None = None, raw: bool = False,
-                accept: str = "application/json") -> Any:
+                accept: str = "application/json", wait_prefix: int | None = None) -> Any:
         """``method path`` (``path`` already encoded, query included) and return the
-        decoded JSON answer, or the bytes if ``raw``. Raises the store's errors."""
+        decoded JSON answer, or the bytes if ``raw``. Raises the store's errors.
+
+        ``timeout`` (default: the handle's) is the request's total deadline. With
+        ``wait_prefix`` (longpoll) it only bounds the waiting: once more than that many
+        non-blank bytes arrived the answer is flowing, and reading it gets the handle's
+        timeout from then on, so a big answer is never cut by a short longpoll.
+        """
         if self._closed:
             exc = TransportError(f"CouchDB handle for {self.base_url} is closed")
             exc.retryable = False
@@ -116,11 +125,13 @@ class CouchHTTP:
         if self._cookie_auth and self._cookie is None:
             self.login()
         epoch, cookie = self._login_epoch, self._cookie
-        status, content, _ = self._send(method, path, data, timeout, accept, cookie)
+        status, content, _ = self._send(method, path, data, timeout, accept, cookie,
+                                        wait_prefix)
         if status == 401 and self._cookie_auth:
             log.info("CouchDB session for %s expired; logging in again", self.base_url)
             self.login(stale_epoch=epoch)
-            status, content, _ = self._send(method, path, data, timeout, accept, self._cookie)
+            status, content, _ = self._send(method, path, data, timeout, accept, self._cookie,
+                                            wait_prefix)
         if status >= 400:
             raise self._error(status, content, method, path)
         if raw:
@@ -146,7 +157,7 @@ class CouchHTTP:
                 return
             body = self._encode({"name": self._creds.user, "password": self._creds.password})
             status, content, response = self._send("POST", "/_session", body, None,
-                                                    "application/json", None)
+                                                    "application/json", None, None)
             if status >= 400:
                 raise self._error(status, content, "POST", "/_session")
             value = response.cookies.get("AuthSession")
@@ -174,7 +185,8 @@ class CouchHTTP:
         return where if len(where) <= 200 else where[:197] + "..."
 
     def _send(self, method: str, path: str, data: bytes | None, timeout: float | None,
-              accept: str, cookie: str | None) -> tuple[int, bytes, requests.Response]:
+              accept: str, cookie: str | None,
+              wait_prefix: int | None) -> tuple[int, bytes, requests.Response]:
         url = self.base_url + path
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
@@ -195,7 +207,7 @@ class CouchHTTP:
         except requests.exceptions.RequestException as exc:
             raise TransportError(f"{method} {self._where(path)}: {_describe(exc)}") from exc
         try:
-            content = self._read_body(response, deadline, method, path)
+            content = self._read_body(response, deadline, method, path, wait_prefix)
         finally:
             response.close()
         if log.isEnabledFor(logging.DEBUG):
@@ -204,15 +216,22 @@ class CouchHTTP:
         return response.status_code, content, response
 
     def _read_body(self, response: requests.Response, deadline: float, method: str,
-                   path: str) -> bytes:
+                   path: str, wait_prefix: int | None) -> bytes:
         sock = _socket_of(response)
         parts: list[bytes] = []
         chunks = response.iter_content(_CHUNK)
+        seen = 0  # non-blank bytes, while waiting for the answer to flow
+
+        def late() -> Timeout:
+            # still waiting (longpoll, nothing but heartbeats): the caller's "no news";
+            # an answer that started and stalled: a plain Timeout
+            cls = DeadlinePassed if wait_prefix is not None else Timeout
+            return cls(f"{method} {self._where(path)}: answer not complete by its deadline")
+
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DeadlinePassed(f"{method} {self._where(path)}: answer not complete "
-                                     f"by its deadline")
+                raise late()
             if sock is not None:
                 try:
                     sock.settimeout(left)
@@ -224,10 +243,14 @@ class CouchHTTP:
                 break
             except requests.exceptions.RequestException as exc:
                 if time.monotonic() >= deadline - 0.01:
-                    raise DeadlinePassed(f"{method} {self._where(path)}: answer not complete "
-                                         f"by its deadline") from exc
+                    raise late() from exc
                 raise TransportError(f"{method} {self._where(path)}: {_describe(exc)}") from exc
             parts.append(chunk)
+            if wait_prefix is not None:
+                seen += len(chunk.strip())
+                if seen > wait_prefix:
+                    deadline = max(deadline, time.monotonic() + self.timeout)
+                    wait_prefix = None
         return b"".join(parts)
 
     def _error(self, status: int, content: bytes, method: str, path: str) -> PouchSyncError:

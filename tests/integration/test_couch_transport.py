@@ -126,6 +126,42 @@ def test_longpoll_heartbeats_do_not_extend_the_deadline():
     assert 0.7 <= elapsed < 3.0
 
 
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def test_a_flowing_longpoll_answer_is_not_cut_by_its_timeout():
+    rows = [b'{"seq":%d,"id":"d%d","changes":[{"rev":"1-a"}]}' % (i, i) for i in range(1, 6)]
+
+    def slow_rows(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" + _chunk(b'{"results":['))
+        for n, row in enumerate(rows):  # the answer flows for longer than the longpoll timeout
+            if stop.wait(0.25):
+                return
+            conn.sendall(_chunk((b"," if n else b"") + row + b"\n"))
+        conn.sendall(_chunk(b'],"last_seq":5}') + b"0\r\n\r\n")
+
+    with ScriptedServer(slow_rows) as server, CouchDB(server.url, timeout=5) as couch:
+        result = couch.database("flow").changes(since=0, feed="longpoll", timeout=0.3)
+    assert [r["id"] for r in result["results"]] == [f"d{i}" for i in range(1, 6)]
+    assert result["last_seq"] == 5
+
+
+def test_a_longpoll_answer_that_stops_midway_is_a_timeout():
+    def stops(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n"
+                     + _chunk(b'{"results":[{"seq":1,"id":"a","changes":[{"rev":"1-a"}]}'))
+        stop.wait(30)
+
+    with ScriptedServer(stops) as server, CouchDB(server.url, timeout=1.0) as couch:
+        started = time.monotonic()
+        with pytest.raises(Timeout):
+            couch.database("stops").changes(since=0, feed="longpoll", timeout=0.3)
+        assert time.monotonic() - started < 4.0
+
+
 def test_stalled_server_is_a_timeout():
     with ScriptedServer(_stall) as server, CouchDB(server.url, timeout=0.5) as couch:
         db = couch.database("stalled")
