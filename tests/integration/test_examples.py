@@ -1,0 +1,247 @@
+"""Every example runs: as real processes on 127.0.0.1, synced through by real clients.
+
+- ``examples/todo.py`` alone, and against a ``pouchsync serve`` process;
+- ``examples/flask_app.py`` on the embedded store and on CouchDB (``COUCHDB_URL``);
+- ``examples/gunicorn.conf.py``: the Flask app under gunicorn's gthread worker, two
+  worker processes sharing the data directory, live sync through it, clean SIGTERM;
+- ``examples/notebook.ipynb``: executed headless with nbclient (its own test below).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+import pouchsync_sync as ps
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+TOKEN = "example-token"
+WAIT = 30.0
+
+
+def env(**extra: str) -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    e.pop("COUCHDB_URL", None)
+    e.update(extra)
+    return e
+
+
+def wait_for_line(proc: subprocess.Popen, stream: Any, pattern: str, timeout: float = WAIT) -> re.Match:
+    """Read ``stream`` line by line until ``pattern`` matches (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    sel = selectors.DefaultSelector()
+    sel.register(stream, selectors.EVENT_READ)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None and not sel.select(0):
+                raise AssertionError(f"{pattern!r} not seen; got:\n" + "".join(seen[-30:]))
+            if not sel.select(min(left, 1.0)):
+                continue
+            line = stream.readline()
+            seen.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+    finally:
+        sel.close()
+
+
+def stop(proc: subprocess.Popen, timeout: float = WAIT) -> tuple[int, str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"did not stop on SIGTERM within {timeout}s:\n{err[-3000:]}")
+    return proc.returncode, out, err
+
+
+def client() -> ps.Client:
+    return ps.create_client(initial_delay=0.05, max_delay=0.5, max_attempts=3, jitter=0.0)
+
+
+# -- todo.py ------------------------------------------------------------------------------
+def check_todo_output(done: subprocess.CompletedProcess) -> None:
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "same list on both sides" in out
+    assert "bob <- milk: 'Buy milk' done=False" in out      # printed by a blinker receiver
+    assert "alice <- milk: 'Buy milk' done=True" in out
+    assert "bob <- bike: deleted" in out
+    lists = out.split("alice's list:")[1]
+    assert lists.count("[x] Buy milk") == 2 and "Fix the bike" not in lists
+
+
+def test_todo_example_alone(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(EXAMPLES / "todo.py")], cwd=tmp_path, env=env(),
+                          capture_output=True, text=True, timeout=60)
+    check_todo_output(done)
+
+
+def test_todo_example_against_pouchsync_serve(tmp_path: Path) -> None:
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "pouchsync_sync", "serve", "--port", "0", "--data-dir", "data",
+         "--token", TOKEN], cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        url = wait_for_line(serve, serve.stdout, r"(ws://\S+)").group(1)
+        done = subprocess.run([sys.executable, str(EXAMPLES / "todo.py"), "--url", url, "--token", TOKEN,
+                               "--list", "shared"], cwd=tmp_path, env=env(), capture_output=True,
+                              text=True, timeout=60)
+        check_todo_output(done)
+    finally:
+        code, _, err = stop(serve)
+    assert code == 0, err
+    with ps.LocalDatabase(tmp_path / "data" / "shared.sqlite") as db:  # the server's copy
+        assert sorted(r["id"] for r in db.all_docs()["rows"]) == ["milk", "mom", "plants"]
+
+
+# -- flask_app.py --------------------------------------------------------------------------
+class FlaskApp:
+    def __init__(self, proc: subprocess.Popen, base: str) -> None:
+        self.proc = proc
+        self.base = base
+        self.ws = base.replace("http://", "ws://") + "sync"
+
+
+@pytest.fixture(params=["sqlite", "couchdb"])
+def flask_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[FlaskApp, str, str]]:
+    """The Flask example as a process; yields (app, backend, database name)."""
+    extra = {"POUCHSYNC_TOKENS": f"other,{TOKEN}", "POUCHSYNC_DATA": str(tmp_path / "data")}
+    name = "todos"
+    couch = None
+    if request.param == "couchdb":
+        from tests.couchserver import couch_db_name
+
+        couch_url = request.getfixturevalue("couch_url")
+        extra["COUCHDB_URL"] = couch_url
+        name = couch_db_name("flask-example")
+        couch = ps.CouchDB(couch_url)
+    proc = subprocess.Popen([sys.executable, str(EXAMPLES / "flask_app.py"), "--port", "0"],
+                            cwd=tmp_path, env=env(**extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        base = wait_for_line(proc, proc.stdout, r"listening on (http://\S+)").group(1)
+        yield FlaskApp(proc, base), request.param, name
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        if couch is not None:
+            try:
+                couch.delete_database(name)
+            except ps.PouchSyncError:
+                pass
+            couch.close()
+
+
+def test_flask_example(flask_app: tuple[FlaskApp, str, str], tmp_path: Path) -> None:
+    app, backend, name = flask_app
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    home = requests.get(app.base, timeout=WAIT)
+    assert home.status_code == 200 and home.json()["backend"] == backend
+    assert requests.get(app.base + f"db/{name}", timeout=WAIT).status_code == 401
+    assert requests.get(app.base + "sync", timeout=WAIT).status_code == 400  # WebSocket only
+
+    phone = ps.LocalDatabase(":memory:", name="phone")
+    laptop = ps.LocalDatabase(":memory:", name="laptop")
+    phone.put({"_id": "milk", "title": "Buy milk"})
+    with client() as c:
+        c.connect(app.ws)
+        with pytest.raises(ps.Denied):
+            c.sync(phone, remote_name=name, credentials={"token": "nope"}).wait(WAIT)
+        with pytest.raises(ps.Denied):
+            c.sync(phone, remote_name="../../etc", credentials={"token": TOKEN}).wait(WAIT)
+        result = c.sync(phone, remote_name=name, credentials={"token": TOKEN}).wait(WAIT)
+        assert result.docs_pushed == 1
+
+        # an ordinary route reads what was synced, and writes a doc the next sync brings
+        listed = requests.get(app.base + f"db/{name}", headers=auth, timeout=WAIT)
+        assert [d["_id"] for d in listed.json()["docs"]] == ["milk"]
+        added = requests.post(app.base + f"db/{name}", json={"_id": "bread", "title": "Bread"},
+                              headers=auth, timeout=WAIT)
+        assert added.status_code == 201, added.text
+
+        pulled = c.sync(laptop, remote_name=name, credentials={"token": TOKEN}).wait(WAIT)
+        assert pulled.docs_pulled == 2
+        assert laptop.get("bread")["title"] == "Bread"
+        health = requests.get(app.base + "health", timeout=WAIT).json()
+        assert health["ok"] and health["connections"] == 1
+    phone.close()
+    laptop.close()
+
+    code, out, err = stop(app.proc)
+    assert code == 0, err
+    assert "stopped" in out
+    assert TOKEN not in err
+    if backend == "sqlite":
+        assert (tmp_path / "data" / f"{name}.sqlite").exists()
+        assert sorted(p.name for p in (tmp_path / "data").iterdir() if p.suffix == ".sqlite") == [f"{name}.sqlite"]
+    else:
+        assert not (tmp_path / "data").exists()
+
+
+# -- gunicorn.conf.py ----------------------------------------------------------------------
+def test_gunicorn_threaded_workers(tmp_path: Path) -> None:
+    extra = {"POUCHSYNC_TOKENS": TOKEN, "POUCHSYNC_DATA": str(tmp_path / "data"),
+             "BIND": "127.0.0.1:0", "WEB_CONCURRENCY": "2", "THREADS": "8"}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(EXAMPLES / "gunicorn.conf.py")],
+                            cwd=tmp_path, env=env(**extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    a_db = ps.LocalDatabase(":memory:", name="a")
+    b_db = ps.LocalDatabase(":memory:", name="b")
+    a, b = client(), client()
+    try:
+        port = wait_for_line(proc, proc.stderr, r"Listening at: http://127\.0\.0\.1:(\d+)").group(1)
+        wait_for_line(proc, proc.stderr, r"Using worker: gthread")
+        url = f"ws://127.0.0.1:{port}/sync"
+        a.connect(url)
+        b.connect(url)
+        creds = {"token": TOKEN}
+        live_a = a.sync(a_db, remote_name="todos", credentials=creds, live=True)
+        live_b = b.sync(b_db, remote_name="todos", credentials=creds, live=True)
+        for i in range(20):
+            a_db.put({"_id": f"a{i:02d}", "from": "a"})
+        b_db.put({"_id": "b00", "from": "b"})
+        for sync in (live_a, live_b, live_a):
+            sync.wait_in_sync(WAIT)
+        assert a_db.info()["doc_count"] == b_db.info()["doc_count"] == 21
+        ids_a = [r["id"] for r in a_db.all_docs()["rows"]]
+        assert ids_a == [r["id"] for r in b_db.all_docs()["rows"]]
+
+        home = requests.get(f"http://127.0.0.1:{port}/", timeout=WAIT)  # ordinary routes too
+        assert home.json()["service"] == "todos"
+
+        # SIGTERM with both live syncs connected: the workers close their sockets and exit
+        started = time.monotonic()
+        code, _, err = stop(proc, timeout=WAIT)
+        assert code == 0, err[-3000:]
+        assert time.monotonic() - started < 10  # well before graceful_timeout + margin
+        assert "Shutting down: Master" in err
+        assert TOKEN not in err
+    finally:
+        a.close()
+        b.close()
+        a_db.close()
+        b_db.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    with ps.LocalDatabase(tmp_path / "data" / "todos.sqlite") as served:
+        assert served.info()["doc_count"] == 21
