@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable
 
 from simple_websocket import ConnectionClosed
+from wsproto.utilities import LocalProtocolError  # simple-websocket's, once closing
 
 from ..errors import BadRequest, Cancelled, CouchError, Denied
 from ..protocol import ChannelState, Connection, choose_version, ops
@@ -482,7 +483,7 @@ class Session:
             log.debug("%s -> %s", self.name, _short(text))
         try:
             self.ws.send(text)
-        except (ConnectionClosed, OSError) as exc:
+        except (ConnectionClosed, LocalProtocolError, OSError) as exc:
             log.debug("connection %s: send failed: %s", self.name, exc)
             self._closing.set()
 
@@ -507,7 +508,7 @@ class Session:
                 if self.ws.connected:
                     try:
                         self.ws.close(code, reason)
-                    except (ConnectionClosed, OSError):
+                    except (ConnectionClosed, LocalProtocolError, OSError):
                         pass
             finally:
                 self._lock.release()
