@@ -801,6 +801,11 @@ class LocalDatabase(Database):
     def __repr__(self) -> str:
         return f"<LocalDatabase {self.name!r} at {self.path!r}>"
 
+    def _repr_html_(self) -> str:
+        """An info table in Jupyter (see ``pouchsync_sync.display``)."""
+        from ..display import database_html
+        return database_html(self)
+
 
 def _error_from_result(result: Mapping[str, Any]) -> PouchSyncError:
     from ..errors import error_from_json
