@@ -179,6 +179,7 @@ class Sync:
     def __repr__(self) -> str:
         return (f"<Sync {self.db.name!r} <-> {self.remote_name!r} "
                 f"{'live' if self.live else 'one-shot'} {self.direction} {self.state.value}>")
+
     def _repr_html_(self) -> str:
         """A status table in Jupyter (see ``pouchsync_sync.display``)."""
         from ..display import sync_html
