@@ -37,7 +37,7 @@ _PREFIXES = ("_design/", "_local/")
 
 def check_db_name(name: Any) -> str:
     """``name`` if CouchDB allows it as a database name, else ``BadRequest``."""
-    if not isinstance(name, str) or not DB_NAME_RE.match(name) or len(name) > 238:
+    if not isinstance(name, str) or not DB_NAME_RE.fullmatch(name) or len(name) > 238:
         raise BadRequest(
             "Name: " + repr(name)[:80] + ". Only lowercase characters (a-z), digits (0-9), "
             "and any of the characters _, $, (, ), +, -, and / are allowed. "

@@ -15,7 +15,7 @@ import requests
 from pouchsync_sync import BadRequest
 from tests.couchserver import couch_db_name
 
-HOSTILE_DB_NAMES = ["../_users", "_all_dbs", "_users", "_replicator", "Bad", "a b", "", "1abc",
+HOSTILE_DB_NAMES = ["../_users", "_all_dbs", "_users", "_replicator", "Bad", "a b", "", "1abc", "db\n",
                     "db?x=1", "db#frag", "db%2F_all_docs", "é", "a\x00b", None, 5]
 
 STRANGE_IDS = ["../_users", "..", ".", "a/b", "a?b=1", "a#b", "a%2Fb", "100%", "sp ace",
