@@ -236,3 +236,18 @@ class RawPeer:
             self.ws.close(timeout=1.0)
         except Exception:  # noqa: BLE001 - best effort
             pass
+
+
+def thread_stacks(names: Iterable[str]) -> str:
+    """The current stacks of the named threads (for a leak's failure message)."""
+    import sys
+    import threading
+    import traceback
+
+    wanted = set(names)
+    frames = sys._current_frames()
+    out = []
+    for thread in threading.enumerate():
+        if thread.name in wanted and thread.ident in frames:
+            out.append(f"--- {thread.name}\n" + "".join(traceback.format_stack(frames[thread.ident])[-8:]))
+    return "\n".join(out)

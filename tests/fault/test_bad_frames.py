@@ -10,12 +10,14 @@ keeps serving, or the transport closes it with the documented code (1007 invalid
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from .helpers import TOKEN, RawPeer, ServerProcess
+from .proxy import wait_until
 
 DB = "fuzz"
 MAX_MESSAGE = 256 * 1024
@@ -191,3 +193,27 @@ def test_call_id_in_flight_reused_and_closed_channel(bad_server) -> None:
         assert not seen
     finally:
         peer.close()
+
+
+def test_frames_queued_behind_a_fatal_frame_close_quietly(hub, servers, caplog) -> None:
+    """A bad frame and invalid UTF-8 arriving in one TCP segment: simple-websocket starts
+    closing (1007) while the reader still answers the first frame. The answer must be
+    dropped quietly: no ERROR, no 1011, the session ends and its threads stop."""
+    import websocket
+
+    server = servers(hub.on_request, max_message_size=1024)
+    caplog.set_level(logging.INFO, logger="pouchsync_sync")
+    text = websocket.ABNF.OPCODE_TEXT
+    for attempt in range(10):
+        for fatal, code in ((b'{"type":"\xff"}', 1007), (b'"' + b"x" * 2000 + b'"', 1009)):
+            peer = RawPeer(server.url)
+            first = websocket.ABNF.create_frame('{"type":"frobnicate"}', text).format()
+            bad = websocket.ABNF.create_frame(fatal, text).format()
+            peer.ws.sock.sendall(first * 3 + bad)
+            answer, _ = peer.until(lambda msg: False)
+            peer.close()
+            assert answer in (("close", code), ("gone", None)), answer
+    assert wait_until(lambda: server.stats()["connections"] == 0, timeout=10)
+    failures = [r for r in caplog.records
+                if r.levelno >= logging.ERROR and r.name.startswith("pouchsync_sync")]
+    assert not failures, failures[0].getMessage() + "\n" + (failures[0].exc_text or "")

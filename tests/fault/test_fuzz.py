@@ -1,0 +1,234 @@
+"""Fuzzing the server: Hypothesis over the message schema, plus random bytes, random
+text and random JSON, while two bystander clients sync through the same server.
+
+Every frame is sent on a real socket. After each input a probe (``close`` of a channel
+never opened, always answered ``closed``) must be answered, or the server must have
+closed the socket with a protocol close code (never 1011). No answer may be a server
+error (5xx), nothing may be logged at ERROR, the bystanders' syncs finish with every
+write on both sides, and once the fuzz sockets are gone no thread of theirs is left.
+
+Short run: ~500 frames. ``--full``: at least 10,000.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pouchsync_sync.protocol import ops as protocol_ops
+
+from .helpers import TOKEN, RawPeer, missing_writes, thread_stacks, wait_converged
+from .proxy import wait_until
+
+MAX_MESSAGE = 64 * 1024
+PROTOCOL_CLOSES = {1002, 1007, 1008, 1009}
+
+json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+small_ints = st.sampled_from([1, 1, 1, 2, 3, 0, -1, 2**53, 2**53 - 1]) | st.integers(-3, 12)
+OPS = sorted(getattr(protocol_ops, "OPS", None) or ["info", "get", "put", "post", "delete",
+                                                     "bulk_docs", "all_docs", "changes",
+                                                     "revs_diff", "bulk_get", "get_attachment"])
+ARG_NAMES = ["doc_id", "rev", "revs", "revs_info", "conflicts", "open_revs", "latest",
+             "attachments", "doc", "docs", "new_edits", "include_docs", "keys", "startkey",
+             "endkey", "limit", "skip", "descending", "since", "style", "doc_ids", "selector",
+             "feed", "timeout", "name", "bogus", "__class__"]
+plausible = {
+    "type": st.sampled_from(["hello", "open", "close", "call", "subscribe", "unsubscribe",
+                             "welcome", "reply", "frobnicate", ""]) | st.text(max_size=10),
+    "ch": small_ints, "id": small_ints, "sub": small_ints,
+    "op": st.sampled_from(OPS + ["destroy", "compact", "__init__", ""]) | st.text(max_size=10),
+    "db": st.sampled_from(["fuzz", "other", "", "../x", "_users", "a/b"]) | st.text(max_size=30),
+    "credentials": st.just(TOKEN) | json_values,
+    "versions": st.just([1]) | st.lists(small_ints, max_size=3) | json_values,
+    "since": st.sampled_from([0, "now", "0", -1, "x"]) | json_values,
+    "style": st.sampled_from(["main_only", "all_docs", "x"]) | json_values,
+    "feed": st.sampled_from(["normal", "longpoll", "continuous"]),
+    "timeout": st.sampled_from([0, 0.01, -1, 1e308]) | json_values,
+    "batch": small_ints | json_values,
+    "selector": st.sampled_from([{"a": 1}, {"a": {"$gt": 1}}, {"a": {"$frob": 1}}, {"$or": 1}])
+                | json_values,
+}
+docs = st.fixed_dictionaries({}, optional={
+    "_id": st.sampled_from(["a", "b", "_design/x", "_local/y", "_bad", ""]) | st.text(max_size=8),
+    "_rev": st.sampled_from(["1-abc", "x", "0-a", "1-"]) | json_values,
+    "_revisions": st.fixed_dictionaries({"start": small_ints, "ids": json_values}) | json_values,
+    "_attachments": st.dictionaries(st.text(max_size=5), st.fixed_dictionaries(
+        {"data": st.sampled_from(["AAAA", "!!notbase64", ""]) | json_values},
+        optional={"content_type": json_values, "length": json_values, "digest": json_values,
+                  "stub": st.booleans()}), max_size=2) | json_values,
+    "_deleted": st.booleans() | json_values,
+    "field": json_values})
+arg_values = {"doc": docs | json_values, "docs": st.lists(docs, max_size=3) | json_values,
+              **{k: plausible[k] for k in ("since", "style", "feed", "timeout", "selector")}}
+
+
+@st.composite
+def schema_messages(draw: Any) -> dict[str, Any]:
+    """A message shaped like the schema, with any field possibly wrong."""
+    msg: dict[str, Any] = {"type": draw(plausible["type"])}
+    fields = draw(st.lists(st.sampled_from(sorted(plausible) + ["args", "agent", "zzz"]),
+                           max_size=6, unique=True))
+    if msg["type"] == "call" and draw(st.booleans()):
+        fields = list(dict.fromkeys(fields + ["ch", "id", "op", "args"]))
+    for name in fields:
+        if name == "type":
+            continue
+        if name == "args":
+            keys = draw(st.lists(st.sampled_from(ARG_NAMES), max_size=4, unique=True))
+            msg["args"] = draw(st.just({}) | json_values) if not keys else {
+                k: draw(arg_values.get(k, json_values)) for k in keys}
+        elif name in plausible:
+            msg[name] = draw(plausible[name])
+        else:
+            msg[name] = draw(json_values)
+    return msg
+
+
+frames = st.one_of(
+    schema_messages().map(json.dumps),
+    schema_messages().map(json.dumps),
+    schema_messages().map(json.dumps),
+    json_values.map(json.dumps),
+    st.text(max_size=100),
+    st.binary(max_size=100).map(lambda b: ("binary", b)),
+    st.binary(min_size=1, max_size=40).map(lambda b: ("badtext", b"\xff" + b)),
+    st.integers(1, 3000).map(lambda n: "[" * n + "]" * n),
+    st.integers(1, 3000).map(lambda n: '{"type":"call","ch":1,"id":1,"op":"put","args":{"doc":'
+                             '{"_id":"deep","x":%s}}}' % ("[" * n + "]" * n)),
+    st.just("x" * (MAX_MESSAGE + 1)),
+)
+inputs = st.tuples(st.sampled_from(["hello", "hello", "hello", "hello", "hello", "hello",
+                                    "hello", "hello", "hello", "no-hello"]),
+                   st.lists(frames, min_size=1, max_size=4))
+
+
+def _status(msg: dict[str, Any]) -> int | None:
+    if isinstance(msg.get("error"), dict):
+        return msg["error"].get("status")
+    return msg.get("status")
+
+
+class ErrorLogs(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(f"{record.name}: {record.getMessage()}")
+
+
+def _server_threads(exclude: set[int]) -> list[str]:
+    out = []
+    for t in threading.enumerate():
+        found = re.match(r"pouchsync-server-(?:ws|worker)\[(\d+)\]", t.name)
+        if found and int(found.group(1)) not in exclude:
+            out.append(t.name)
+    return out
+
+
+def test_fuzz_server_survives_and_bystanders_sync(hub, servers, local, clients, full_run: bool) -> None:
+    target = 10_000 if full_run else 500
+    server = servers(hub.on_request, max_message_size=MAX_MESSAGE, hello_timeout=2.0,
+                     ping_interval=5.0)
+    errors = ErrorLogs()
+    logging.getLogger("pouchsync_sync").addHandler(errors)
+    a, b = local("bystander"), local("bystander")
+    syncs = [clients().connect(server.url).sync(db, credentials=TOKEN, live=True) for db in (a, b)]
+    for sync in syncs:
+        sync.wait_in_sync(timeout=20)
+    bystander_ids = {int(m.group(1)) for t in threading.enumerate()
+                     if (m := re.match(r"pouchsync-server-ws\[(\d+)\]", t.name))}
+    assert len(bystander_ids) == 2
+    written: list[tuple[str, str]] = []
+    stop = threading.Event()
+
+    def bystander_writes() -> None:
+        i = 0
+        while not stop.is_set():
+            for db, name in ((a, "a"), (b, "b")):
+                result = db.put({"_id": f"{name}-{i:05d}", "i": i})
+                written.append((result["id"], result["rev"]))
+            i += 1
+            stop.wait(0.01)
+
+    writer = threading.Thread(target=bystander_writes, name="fault-bystander-writer")
+    writer.start()
+    state: dict[str, Any] = {"peer": None, "frames": 0, "inputs": 0, "closes": {}, "answers": 0}
+
+    def fresh(hello: bool) -> RawPeer:
+        peer = RawPeer(server.url, hello=hello, timeout=10.0)
+        if hello:
+            peer.send({"type": "open", "ch": 1, "db": "fuzz", "credentials": TOKEN})
+            granted, _ = peer.until(lambda m: m.get("ch") == 1 and m.get("type") in ("granted", "denied"))
+            assert isinstance(granted, dict) and granted["type"] == "granted", granted
+        return peer
+
+    def check_answers(seen: list[Any]) -> None:
+        for msg in seen:
+            state["answers"] += 1
+            status = _status(msg)
+            assert status is None or status < 500, f"server error answered: {msg}"
+
+    @settings(max_examples=max(50, target // 2), deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(inputs)
+    def run(item: tuple[str, list[Any]]) -> None:
+        mode, batch = item
+        if mode == "no-hello":
+            if state["peer"] is not None:
+                state["peer"].close()
+            state["peer"] = fresh(hello=False)
+        elif state["peer"] is None or state["peer"].closed is not None:
+            if state["peer"] is not None:
+                state["peer"].close()
+            state["peer"] = fresh(hello=True)
+        peer: RawPeer = state["peer"]
+        for frame in batch:
+            if isinstance(frame, tuple):
+                kind, data = frame
+                peer.send(data, opcode=1 if kind == "badtext" else None)
+            else:
+                peer.send(frame)
+            state["frames"] += 1
+        state["inputs"] += 1
+        answer, seen = peer.probe()
+        check_answers(seen)
+        if isinstance(answer, tuple):
+            kind, code = answer
+            assert kind == "gone" or code in PROTOCOL_CLOSES, f"closed with {answer} after {batch!r:.300}"
+            state["closes"][code] = state["closes"].get(code, 0) + 1
+            peer.close()
+            state["peer"] = None
+        elif mode == "no-hello":  # answered only if a valid hello came first
+            assert seen and seen[0].get("type") == "welcome", f"answered before a hello: {seen}"
+
+    try:
+        while state["frames"] < target:
+            run()
+    finally:
+        if state["peer"] is not None:
+            state["peer"].close()
+        stop.set()
+        writer.join(10)
+        logging.getLogger("pouchsync_sync").removeHandler(errors)
+    # the bystanders finished correctly, with everything they wrote on both sides
+    wait_converged({"a": a, "b": b, "server": hub.db("bystander")}, syncs, timeout=60)
+    for db in (a, b, hub.db("bystander")):
+        assert not missing_writes(db, written)
+    # no thread of a fuzz socket is left on the server
+    assert wait_until(lambda: not _server_threads(bystander_ids), timeout=15), \
+        thread_stacks(_server_threads(bystander_ids))
+    assert server.stats()["connections"] == 2
+    assert not errors.records, errors.records[:5]
+    print(f"\nfuzz: {state['frames']} frames in {state['inputs']} inputs, {state['answers']} answers, "
+          f"closes {state['closes']}, server threads leaked 0, bystander writes {len(written)}, 0 lost")
