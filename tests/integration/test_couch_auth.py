@@ -2,13 +2,15 @@
 shown in a log line, a repr or an error message.
 
 Creating a server admin changes the server's auth for good, so this module starts its
-own pouchdb-servers instead of the session's one.
+own pouchdb-servers instead of the session's one. With ``COUCHDB_URL`` set it uses that
+server and the admin credentials in that URL instead (the expiry test needs its own).
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import os
 import threading
 from typing import Iterator
 
@@ -16,14 +18,26 @@ import pytest
 import requests
 
 from pouchsync_sync import CouchDB, Unauthorized
+from pouchsync_sync.store.couch_names import split_credentials
 from tests.couchserver import couch_db_name, launch
 
 USER = "admin"
 PASSWORD = "Pa55-w0rd-never-shown"
 SESSION_SECONDS = 3
+EXTERNAL = os.environ.get("COUCHDB_URL")
+if EXTERNAL:
+    _base, _creds = split_credentials(EXTERNAL)
+    if _creds is not None:
+        USER, PASSWORD = _creds.user, _creds.password
 
 
 def _admin_server(**config: object) -> Iterator[str]:
+    if EXTERNAL:
+        base, creds = split_credentials(EXTERNAL)
+        if creds is None or config:
+            pytest.skip("needs admin credentials in COUCHDB_URL / a server of its own")
+        yield base
+        return
     server = launch(config=config)
     try:
         resp = requests.put(f"{server.url}/_config/admins/{USER}", data=f'"{PASSWORD}"',

@@ -15,8 +15,8 @@ import requests
 from pouchsync_sync import BadRequest
 from tests.couchserver import couch_db_name
 
-HOSTILE_DB_NAMES = ["../_users", "_all_dbs", "_users", "_replicator", "Bad", "a b", "", "1abc", "db\n",
-                    "db?x=1", "db#frag", "db%2F_all_docs", "é", "a\x00b", None, 5]
+HOSTILE_DB_NAMES = ["../_users", "_all_dbs", "_users", "_replicator", "Bad", "a b", "", "1abc",
+                    "db\n", "db?x=1", "db#frag", "db%2F_all_docs", "é", "a\x00b", None, 5]
 
 STRANGE_IDS = ["../_users", "..", ".", "a/b", "a?b=1", "a#b", "a%2Fb", "100%", "sp ace",
                "plus+sign&amp=1", "é-ünïcødé-日本", "emoji-\U0001F600", "db/_design/x/_view/v",
