@@ -36,7 +36,6 @@ __all__ = ["CouchDB", "CouchDatabase"]
 log = logging.getLogger(__name__)
 
 
-
 class CouchDB:
     """A CouchDB server. Thread-safe; its databases share one HTTP connection pool.
 
