@@ -115,6 +115,8 @@ class SyncStatus:
     pull_last_seq: Any
     last_error: BaseException | None
     rounds: int
+    #: changes left to replicate (both directions), when the sources say; else None
+    pending: int | None = None
 
 
 class _Direction:
@@ -194,11 +196,14 @@ class Sync:
     @property
     def status(self) -> SyncStatus:
         with self._cond:
-            return SyncStatus(state=self._state, docs_pushed=self._pushed,
-                              docs_pulled=self._pulled, doc_write_failures=self._failures,
-                              push_last_seq=self._last_seq["push"],
-                              pull_last_seq=self._last_seq["pull"],
-                              last_error=self._last_error, rounds=self._round)
+            replicators = [d.replicator for d in self._directions]
+            status = SyncStatus(state=self._state, docs_pushed=self._pushed,
+                                docs_pulled=self._pulled, doc_write_failures=self._failures,
+                                push_last_seq=self._last_seq["push"],
+                                pull_last_seq=self._last_seq["pull"],
+                                last_error=self._last_error, rounds=self._round)
+        known = [p for p in (r.pending for r in replicators) if isinstance(p, int)]
+        return dataclasses.replace(status, pending=sum(known)) if known else status
 
     def wait(self, timeout: float | None = None) -> SyncResult:
         """Block until the sync ends; return its result or raise what ended it.
