@@ -8,7 +8,8 @@ on request.
 - ``stall_current()``: the connections open now stop forwarding in both directions
   (bytes pile up in the kernel; no FIN, no RST: a hung peer) until ``resume()``; new
   connections flow normally;
-- ``refuse = True``: new connections are accepted and reset at once (a dead backend).
+- ``refuse = True``: new connections are accepted and reset at once (a dead backend);
+- ``record = True``: keep what clients send upstream (``sent``), e.g. HTTP request lines.
 
 Threads are named ``fault-proxy...``; ``close()`` stops and joins every one of them.
 Waits are on Events with timeouts; the deliberate stall waits on an Event too.
@@ -56,6 +57,9 @@ class _Link:
         self.lock = threading.Lock()
         self.budget: int | None = proxy._cut_after
         self.forwarded = 0
+        self.upstream_bytes = bytearray()
+        if proxy.record:
+            proxy.sent.append(self.upstream_bytes)
         self.threads = [
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True,
                              name=f"fault-proxy[{number}]-up"),
@@ -110,6 +114,8 @@ class _Link:
                         return
                 allowed, cut = self._take(len(data))
                 if allowed:
+                    if dst is self.upstream and self.proxy.record:
+                        self.upstream_bytes += data[:allowed]
                     dst.sendall(data[:allowed])
                 if cut:
                     self.proxy.cuts += 1
@@ -129,6 +135,9 @@ class FaultProxy:
         self.target = (target_host, target_port)
         self.delay = 0.0
         self.refuse = False
+        #: when true, every byte a client sends upstream is kept in ``sent`` (per link)
+        self.record = False
+        self.sent: list[bytearray] = []
         self.cuts = 0
         self.connections_total = 0
         self._cut_after: int | None = None
