@@ -53,7 +53,9 @@ class Snapshot:
 
     @property
     def fraction(self) -> float | None:
-        """Share done, when the number of changes left is known."""
+        """Share done, when the number of changes left is known (or the sync is over)."""
+        if self.state == "complete":
+            return 1.0
         if self.pending is None:
             return None
         total = self.done + self.pending
@@ -185,8 +187,8 @@ def watch(sync: Any, *, interval: float = 0.25, timeout: float | None = None,
           out: TextIO | None = None) -> Any:
     """Show ``sync``'s progress until it ends; return its result (or raise what ended it).
 
-    In a notebook: a progress bar updated in place, then the sync's status table.
-    Elsewhere: a progress line every ``interval`` seconds on ``out`` (stdout).
+    In a notebook: a progress bar updated in place (display the sync afterwards for its
+    status table). Elsewhere: a progress line every ``interval`` seconds on ``out``.
     For a live sync, it returns once the sync is in sync (``wait_in_sync``).
     """
     meter = Meter(sync)

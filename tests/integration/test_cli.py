@@ -338,6 +338,7 @@ def test_progress_bar_on_a_terminal(served: Served, tmp_path: Path) -> None:
     text = b"".join(chunks).decode()
     assert "\r" in text  # redrawn in place
     assert "docs/s" in text
+    assert "pending" in text and "%" in text  # a bar, once the source says what is left
     assert "complete: pulled 0, pushed 3,000" in text
 
 

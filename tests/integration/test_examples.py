@@ -245,3 +245,54 @@ def test_gunicorn_threaded_workers(tmp_path: Path) -> None:
             proc.communicate(timeout=10)
     with ps.LocalDatabase(tmp_path / "data" / "todos.sqlite") as served:
         assert served.info()["doc_count"] == 21
+
+
+# -- notebook.ipynb --------------------------------------------------------------------------
+def test_notebook_runs_headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    # a kernel on this very interpreter, importing this work tree
+    spec = tmp_path / "jupyter" / "kernels" / "pouchsync-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "pouchsync test", "language": "python",
+        "env": {"PYTHONPATH": str(REPO)}}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    work = tmp_path / "work"
+    work.mkdir()
+
+    nb = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
+    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), \
+        "commit the notebook without outputs"
+    client = nbclient.NotebookClient(nb, kernel_name="pouchsync-test", timeout=120,
+                                     resources={"metadata": {"path": str(work)}})
+    client.execute()  # raises CellExecutionError on any error
+
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+
+    def html(cell: Any) -> str:
+        return "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs)
+
+    def text(cell: Any) -> str:
+        return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream") + \
+            "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs
+                    if o.output_type == "execute_result")
+
+    server_db, watch_cell, pull, db, live, live_in, push, done = (
+        code[1], code[2], code[3], code[4], code[5], code[6], code[7], code[8])
+    assert "<table>" in html(server_db) and "10,000" in html(server_db)
+    # the progress display (updated in place) ends at the full count
+    assert "<progress" in html(watch_cell) and "pulled 10,000" in html(watch_cell)
+    assert "complete: pulled 10,000 documents" in text(watch_cell)
+    pull_table = html(pull)
+    assert "Sync photos" in pull_table and "<td style='text-align:left'>complete</td>" in pull_table
+    assert "docs pulled" in pull_table and "10,000" in pull_table
+    assert "LocalDatabase photos" in html(db) and "10,000" in html(db)
+    assert "live, both" in html(live)
+    assert "received live: ['new-0', 'new-1', 'new-2']" in text(live_in)
+    assert "local copy: just taken 2" in text(live_in)
+    assert "on the server: written in the notebook" in text(push)
+    assert "cancelled" in text(done)
+    assert (work / "photos.sqlite").exists()
