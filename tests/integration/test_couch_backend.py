@@ -294,12 +294,12 @@ def test_changes_doc_ids_and_include_docs(db):
 
 
 def test_changes_selector_pages_and_limit(db):
-    docs = [{"_id": f"d{i:04d}", "even": i % 2 == 0, "i": i} for i in range(1200)]
-    db.bulk_docs(docs)
+    docs = [{"_id": f"d{i:04d}", "even": i % 2 == 0, "i": i} for i in range(640)]
+    db.bulk_docs(docs)  # more than one page (500) of changes
     evens = db.changes(selector={"even": True})
-    assert len(evens["results"]) == 600 and "doc" not in evens["results"][0]
-    top = db.changes(selector={"i": {"$gte": 1190}}, include_docs=True)
-    assert [r["doc"]["i"] for r in top["results"]] == list(range(1190, 1200))
+    assert len(evens["results"]) == 320 and "doc" not in evens["results"][0]
+    top = db.changes(selector={"i": {"$gte": 630}}, include_docs=True)
+    assert [r["doc"]["i"] for r in top["results"]] == list(range(630, 640))
     limited = db.changes(selector={"even": False}, limit=3)
     assert [r["id"] for r in limited["results"]] == ["d0001", "d0003", "d0005"]
     rest = db.changes(selector={"even": False}, since=limited["last_seq"], limit=2)
