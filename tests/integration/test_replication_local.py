@@ -500,3 +500,37 @@ def test_checkpoint_history_is_bounded_and_newest_first(mem) -> None:
     log_doc = b.get(f"_local/{r.replication_id}")
     assert [h["session_id"] for h in log_doc["history"]] == sessions[::-1][:5]
     assert a.get(f"_local/{r.replication_id}")["history"] == log_doc["history"]
+
+
+def test_live_filtered_replication_is_caught_up_after_rejected_changes(mem) -> None:
+    a, b = mem("a"), mem("b")
+    cancel = threading.Event()
+
+    def wanted(doc: dict) -> bool:
+        return doc.get("keep") is True
+
+    r = Replicator(a, b, live=True, cancel=cancel, filter=wanted, longpoll_timeout=0.5)
+    out: list[ReplicationResult] = []
+    worker = threading.Thread(target=lambda: out.append(r.run()), name="pouchsync-test-filter")
+    worker.start()
+    try:
+        assert r.wait_caught_up(10)
+        a.put({"_id": "no", "keep": False})
+        assert r.wait_caught_up(10)
+        a.put({"_id": "yes", "keep": True})
+        a.put({"_id": "no2"})
+        assert r.wait_caught_up(10)
+        assert [row["id"] for row in b.all_docs()["rows"]] == ["yes"]
+    finally:
+        cancel.set()
+        worker.join(5)
+    assert not worker.is_alive() and out[0].status == "cancelled"
+    assert out[0].docs_written == 1
+
+
+def test_bad_arguments_are_refused(mem) -> None:
+    a, b = mem("a"), mem("b")
+    for bad in (dict(batch_size=0), dict(batches_limit=0), dict(max_batch_bytes=0),
+                dict(longpoll_timeout=0)):
+        with pytest.raises(ValueError):
+            Replicator(a, b, **bad)
