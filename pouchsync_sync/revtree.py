@@ -62,6 +62,11 @@ class Node(NamedTuple):
 Tree = Mapping[str, Node]
 
 
+#: the largest revision position: JSON numbers above 2**53 are not exact for orjson or
+#: JavaScript peers, so a larger one could be stored here but never synced intact
+MAX_REV_POS = 2**53 - 1
+
+
 def parse_rev(rev: Any) -> tuple[int, str]:
     """Split ``"N-hash"`` into ``(N, hash)``; ``BadRequest`` when malformed."""
     if not isinstance(rev, str):
@@ -69,9 +74,8 @@ def parse_rev(rev: Any) -> tuple[int, str]:
     pos_text, sep, rev_hash = rev.partition("-")
     if not sep or not rev_hash or not pos_text.isdigit() or not pos_text.isascii():
         raise BadRequest(f"Invalid rev format: {rev!r}")
-    pos = int(pos_text)
-    if pos < 1:
-        raise BadRequest(f"Invalid rev format: {rev!r}")
+    if len(pos_text) > 16 or not 1 <= (pos := int(pos_text)) <= MAX_REV_POS:
+        raise BadRequest(f"Invalid rev format: {rev[:40]!r}")
     return pos, rev_hash
 
 
