@@ -211,6 +211,7 @@ class Sync:
         One-shot: until complete. Live: until cancelled or failed. Raises ``Denied``,
         the error that ended it, or ``Timeout`` when ``timeout`` seconds pass first.
         """
+        self._refuse_own_thread("wait")
         with self._cond:
             if not self._cond.wait_for(lambda: self._result is not None, timeout):
                 raise Timeout(f"{self!r} did not finish within {timeout}s")
@@ -226,6 +227,7 @@ class Sync:
 
         One-shot syncs: the same as waiting for completion.
         """
+        self._refuse_own_thread("wait_in_sync")
         if not self.live:
             self.wait(timeout)
             return True
@@ -288,10 +290,25 @@ class Sync:
             self._finish(SyncState.CANCELLED, None)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Join the sync's thread (it joins its direction threads); True when ended."""
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+        """Join the sync's thread (it joins its direction threads); True when ended.
+
+        From one of the sync's own threads (a signal receiver) it returns at once.
+        """
+        if self._thread.is_alive() and not self._on_own_thread():
             self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def _on_own_thread(self) -> bool:
+        current = threading.current_thread()
+        if current is self._thread:
+            return True
+        with self._cond:
+            return any(d.thread is current for d in self._directions)
+
+    def _refuse_own_thread(self, what: str) -> None:
+        if self._on_own_thread():
+            raise PouchSyncError(f"{what}() from the sync's own thread (a signal receiver) "
+                                 f"would wait for itself")
 
     @property
     def cancelled(self) -> bool:

@@ -510,3 +510,33 @@ def test_a_server_error_that_persists_ends_the_sync_once(tmp_path, clients, loca
         client.close()
         server.stop()
         flaky.close()
+
+
+def test_close_and_wait_from_a_receiver_on_the_syncs_own_thread(server, clients, local):
+    import time
+
+    client = clients().connect(server.url)
+    a = local("todos")
+    sync = client.sync(a, credentials=TOKEN, live=True)
+    sync.wait_in_sync(timeout=30)
+    seen: list[BaseException] = []
+    closed = threading.Event()
+
+    def receiver(sender: Any, **kwargs: Any) -> None:
+        try:
+            sender.wait(timeout=1)
+        except Exception as exc:  # noqa: BLE001
+            seen.append(exc)
+        client.close()
+        closed.set()
+
+    signals.sync_change.connect(receiver, sender=sync)
+    try:
+        started = time.monotonic()
+        a.put({"_id": "trigger"})
+        assert closed.wait(10)
+        assert time.monotonic() - started < 5  # no join of itself until a timeout
+    finally:
+        signals.sync_change.disconnect(receiver, sender=sync)
+    assert sync.wait(timeout=10).state is SyncState.CANCELLED
+    assert len(seen) == 1 and "own thread" in str(seen[0])
