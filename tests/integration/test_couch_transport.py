@@ -8,6 +8,7 @@ real CouchDB-protocol server.
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from typing import Callable
@@ -211,6 +212,18 @@ def test_connection_refused_is_retryable():
             couch.database("nobody").info()
     assert info.value.retryable is True and not isinstance(info.value, Timeout)
     assert "refused" in str(info.value).lower()
+
+
+def test_connection_closed_or_reset_without_answer_is_retryable():
+    def reset(conn: socket.socket, stop: threading.Event) -> None:
+        # linger 0: close() sends a TCP reset
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    for script in (lambda conn, stop: None, reset):
+        with ScriptedServer(script) as server, CouchDB(server.url, timeout=5) as couch:
+            with pytest.raises(TransportError) as info:
+                couch.database("gone").get("x")
+        assert info.value.retryable is True and not isinstance(info.value, Timeout)
 
 
 @pytest.mark.parametrize("status, body, cls, retryable", [
