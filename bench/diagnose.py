@@ -1,0 +1,138 @@
+"""Where a pull's CPU goes, stage by stage, single-threaded and without a network.
+
+    python3 bench/diagnose.py [--docs 20000] [--batch 100] [--profile]
+
+Times with ``time.process_time`` (CPU seconds of this process, so other processes on a
+busy machine inflate it little) each step a one-shot pull does per batch, on the same
+small docs as the sync benchmarks:
+
+- server: ``changes(since, limit, include_docs, style=all_docs)`` on the embedded store,
+  then encoding the reply message (``protocol.messages.encode``);
+- client: decoding that message, ``revs_diff`` on the target, ``bulk_docs(new_edits=False)``
+  into the target, the checkpoint ``put`` (one per batch);
+- for reference, the whole ``replicate()`` local -> local in-process (``batches_limit=1``).
+
+``--profile`` adds a cProfile of the client's write (``bulk_docs``) by function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import OUT, print_machine, remove_db, seed_file  # noqa: E402
+
+from pouchsync_sync import LocalDatabase, replicate  # noqa: E402
+from pouchsync_sync.protocol import messages as wire  # noqa: E402
+
+
+def stages(count: int, batch: int) -> dict[str, float]:
+    """Microseconds of CPU per doc, per stage."""
+    scratch = OUT / "diagnose"
+    scratch.mkdir(parents=True, exist_ok=True)
+    source = LocalDatabase(str(seed_file(count)))
+    target_path = scratch / "target.sqlite"
+    remove_db(target_path)
+    target = LocalDatabase(str(target_path))
+    cost: dict[str, float] = {k: 0.0 for k in (
+        "server: changes(include_docs)", "server: encode reply", "client: decode reply",
+        "client: revs_diff", "client: bulk_docs(new_edits=False)", "client: checkpoint put")}
+
+    def timed(key: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.process_time()
+        out = fn()
+        cost[key] += time.process_time() - t0
+        return out
+
+    since: Any = 0
+    checkpoint: dict[str, Any] = {"_id": "_local/diagnose"}
+    while True:
+        res = timed("server: changes(include_docs)", lambda: source.changes(
+            since=since, limit=batch, include_docs=True, style="all_docs"))
+        if not res["results"]:
+            break
+        text = timed("server: encode reply", lambda: wire.encode(wire.reply_ok(1, 7, res)))
+        msg = timed("client: decode reply", lambda: wire.decode(text, sender="server"))
+        rows = msg["ok"]["results"]
+        timed("client: revs_diff", lambda: target.revs_diff(
+            {r["id"]: [c["rev"] for c in r["changes"]] for r in rows}))
+        docs = []
+        for r in rows:
+            doc = dict(r["doc"])
+            pos, _, rev_hash = doc["_rev"].partition("-")
+            doc["_revisions"] = {"start": int(pos), "ids": [rev_hash]}
+            docs.append(doc)
+        timed("client: bulk_docs(new_edits=False)", lambda: target.bulk_docs(docs, new_edits=False))
+        checkpoint["last_seq"] = res["last_seq"]
+        checkpoint["_rev"] = timed("client: checkpoint put", lambda: target.put(checkpoint))["rev"]
+        since = res["last_seq"]
+    target.close()
+    remove_db(target_path)
+    per_doc = {k: v / count * 1e6 for k, v in cost.items()}
+
+    # the whole replication in-process, for reference
+    target = LocalDatabase(str(target_path))
+    t0 = time.process_time()
+    result = replicate(source, target, batch_size=batch, batches_limit=1)
+    per_doc["reference: replicate() local->local in-process, all of it"] = (
+        (time.process_time() - t0) / max(result.docs_written, 1) * 1e6)
+    target.close()
+    remove_db(target_path)
+    source.close()
+    return per_doc
+
+
+def profile_write(count: int, batch: int, top: int = 18) -> str:
+    scratch = OUT / "diagnose"
+    scratch.mkdir(parents=True, exist_ok=True)
+    source = LocalDatabase(str(seed_file(count)))
+    res = source.changes(limit=count, include_docs=True, style="all_docs")
+    docs = []
+    for r in res["results"]:
+        doc = dict(r["doc"])
+        pos, _, rev_hash = doc["_rev"].partition("-")
+        doc["_revisions"] = {"start": int(pos), "ids": [rev_hash]}
+        docs.append(doc)
+    source.close()
+    path = scratch / "profile.sqlite"
+    remove_db(path)
+    target = LocalDatabase(str(path))
+    prof = cProfile.Profile()
+    prof.enable()
+    for i in range(0, len(docs), batch):
+        target.bulk_docs(docs[i:i + batch], new_edits=False)
+    prof.disable()
+    target.close()
+    remove_db(path)
+    import io
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(top)
+    return buf.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    print_machine()
+    per_doc = stages(args.docs, args.batch)
+    for key, us in per_doc.items():
+        print(f"  {us:7.1f} us/doc  {key}")
+    if args.profile:
+        print(profile_write(args.docs, args.batch))
+    OUT.mkdir(exist_ok=True)
+    (OUT / "diagnose.json").write_text(json.dumps(per_doc, indent=1))
+
+
+if __name__ == "__main__":
+    main()
