@@ -23,7 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BENCH, OUT, REPO, Child, fill, load, print_machine, summary  # noqa: E402
+from common import (BENCH, OUT, REPO, Child, cpu_seconds, fill, load, print_machine,  # noqa: E402
+                    summary)
 
 JS = BENCH / "js"
 
@@ -51,13 +52,31 @@ def node_lines(cmd: list[str], timeout: float) -> list[dict[str, Any]]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
-def pouchdb_http(db_url: str, count: int, runs: int) -> list[dict[str, Any]]:
+def listener_pid(url: str) -> int | None:
+    """The pid listening on ``url``'s port (pouchdb-server), from ``ss -ltnp``."""
+    import re
+    from urllib.parse import urlparse
+    port = urlparse(url).port
+    try:
+        out = subprocess.run(["ss", "-ltnpH", f"( sport = :{port} )"], capture_output=True,
+                             text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"pid=(\d+)", out)
+    return int(found.group(1)) if found else None
+
+
+def pouchdb_http(db_url: str, count: int, runs: int, couch_pid: int | None
+                 ) -> list[dict[str, Any]]:
     out = []
     for run in range(runs):  # a fresh node per run, as a user would start it
         load_before = load()
+        couch0 = cpu_seconds(couch_pid) if couch_pid else float("nan")
         res = node_lines(["node", str(JS / "modern" / "replicate.js"), db_url, str(count), "1"],
                          timeout=1800)[0]
-        res.update(load=load_before, run=run)
+        couch_cpu = cpu_seconds(couch_pid) - couch0 if couch_pid else float("nan")
+        res.update(load=load_before, run=run, couch_cpu_s=couch_cpu,
+                   total_cpu_s=res["cpu_s"] + couch_cpu)
         print(f"  pouchdb-http {count}: {res['docs']} docs in {res['seconds']:.2f} s = "
               f"{res['docs_per_s']:,.0f} docs/s (node CPU {res['cpu_s']:.1f} s); load {load_before}",
               flush=True)
@@ -74,9 +93,12 @@ def original(count: int, runs: int) -> dict[str, Any]:
         url = f"ws://127.0.0.1:{hello['port']}/"
         for run in range(runs):
             load_before = load()
+            server0 = cpu_seconds(server.pid)
             res = node_lines(["node", str(JS / "orig" / "client.js"), url, str(count)],
                              timeout=1800)[0]
-            res.update(load=load_before, run=run)
+            server_cpu = cpu_seconds(server.pid) - server0
+            res.update(load=load_before, run=run, server_cpu_s=server_cpu,
+                       total_cpu_s=res["cpu_s"] + server_cpu)
             print(f"  original {count}: {res['docs']} docs in {res['seconds']:.2f} s = "
                   f"{res['docs_per_s']:,.0f} docs/s (node CPU {res['cpu_s']:.1f} s); "
                   f"load {load_before}", flush=True)
@@ -86,11 +108,18 @@ def original(count: int, runs: int) -> dict[str, Any]:
     return {"versions": hello.get("versions"), "runs": results}
 
 
-def ours(couch_url: str, db_name: str, count: int, runs: int, batch_size: int
-         ) -> list[dict[str, Any]]:
+def ours(couch_url: str, db_name: str, count: int, runs: int, batch_size: int,
+         couch_pid: int | None) -> list[dict[str, Any]]:
     from bench_sync import one_run
-    return [one_run("pull", count, batch_size, run, backend="couch", couch_url=couch_url,
-                    couch_db=db_name, timeout=1800.0) for run in range(runs)]
+    out = []
+    for run in range(runs):
+        couch0 = cpu_seconds(couch_pid) if couch_pid else float("nan")
+        res = one_run("pull", count, batch_size, run, backend="couch", couch_url=couch_url,
+                      couch_db=db_name, timeout=1800.0)
+        couch_cpu = cpu_seconds(couch_pid) - couch0 if couch_pid else float("nan")
+        res.update(couch_cpu_s=couch_cpu, total_cpu_s=res["cpu_s"] + res["server_cpu_s"] + couch_cpu)
+        out.append(res)
+    return out
 
 
 def measure(sizes: list[int], runs: int, orig_runs_big: int, batch_size: int,
@@ -107,6 +136,8 @@ def measure(sizes: list[int], runs: int, orig_runs_big: int, batch_size: int,
         if not inst["ok"]:
             print(f"  !! {name} could not be installed: {inst['error']}", flush=True)
     url, stop = start()
+    couch_pid = listener_pid(url)
+    out["couch_pid_found"] = couch_pid is not None
     try:
         couch = CouchDB(url)
         for count in sizes:
@@ -115,9 +146,9 @@ def measure(sizes: list[int], runs: int, orig_runs_big: int, batch_size: int,
             fill(db, 0, count, chunk=1000)
             print(f"  pouchdb-server holds {count} docs in {name}", flush=True)
             entry: dict[str, Any] = {}
-            entry["ours"] = ours(url, name, count, runs, batch_size)
+            entry["ours"] = ours(url, name, count, runs, batch_size, couch_pid)
             if out["install"]["pouchdb"]["ok"]:
-                entry["pouchdb"] = pouchdb_http(f"{url}/{name}", count, runs)
+                entry["pouchdb"] = pouchdb_http(f"{url}/{name}", count, runs, couch_pid)
             if out["install"]["original"]["ok"]:
                 try:
                     entry["original"] = original(count, runs if count <= 10_000 else orig_runs_big)
@@ -127,17 +158,20 @@ def measure(sizes: list[int], runs: int, orig_runs_big: int, batch_size: int,
             ours_rate = summary([r["docs_per_s"] for r in entry["ours"]])
             entry["ours_docs_per_s"] = ours_rate
             entry["ours_cpu_docs_per_s"] = summary([r["cpu_docs_per_s"] for r in entry["ours"]])
+            entry["ours_total_cpu_s"] = summary([r["total_cpu_s"] for r in entry["ours"]])
             if "pouchdb" in entry:
                 entry["pouchdb_docs_per_s"] = summary([r["docs_per_s"] for r in entry["pouchdb"]])
                 entry["pouchdb_cpu_docs_per_s"] = summary(
                     [r["docs"] / r["cpu_s"] for r in entry["pouchdb"]])
                 entry["ratio_pouchdb"] = ours_rate["median"] / entry["pouchdb_docs_per_s"]["median"]
+                entry["pouchdb_total_cpu_s"] = summary([r["total_cpu_s"] for r in entry["pouchdb"]])
             if "original" in entry:
                 runs_o = entry["original"]["runs"]
                 entry["original_docs_per_s"] = summary([r["docs_per_s"] for r in runs_o])
                 entry["original_cpu_docs_per_s"] = summary([r["docs"] / r["cpu_s"] for r in runs_o])
                 entry["ratio_original"] = (ours_rate["median"]
                                            / entry["original_docs_per_s"]["median"])
+                entry["original_total_cpu_s"] = summary([r["total_cpu_s"] for r in runs_o])
             print(f"  == {count}: ours {ours_rate['median']:,.0f} docs/s; ratio to PouchDB "
                   f"{entry.get('ratio_pouchdb', float('nan')):.2f}x, to the original "
                   f"{entry.get('ratio_original', float('nan')):.1f}x", flush=True)

@@ -80,6 +80,18 @@ def section_2(res: dict[str, Any], cmd: str) -> list[str]:
             f"{fmt_rate(e['original_docs_per_s']) if 'original_docs_per_s' in e else e.get('original_error', 'n/a')} | "
             f"{'n/a' if rp is None else f'{rp:.2f}×'} | {'n/a' if ro is None else f'{ro:.1f}×'} | "
             f"{yes(ok)} |")
+    lines += ["", "CPU seconds of every process involved (median of runs): ours = our client + our "
+              "server + pouchdb-server; PouchDB = its node process + pouchdb-server; the original "
+              "= its node client + its node server. Less sensitive to the shared machine's load "
+              "than wall time.", "",
+              "| docs | ours CPU s | PouchDB CPU s | original CPU s | PouchDB ÷ ours | original ÷ ours |",
+              "|---|---|---|---|---|---|"]
+    for count, e in res["sizes"].items():
+        o = e["ours_total_cpu_s"]["median"]
+        p = e.get("pouchdb_total_cpu_s", {}).get("median", float("nan"))
+        g = e.get("original_total_cpu_s", {}).get("median", float("nan"))
+        lines.append(f"| {int(count):,} | {fmt_num(o, 2)} | {fmt_num(p, 2)} | {fmt_num(g, 2)} | "
+                     f"{fmt_num(p / o, 2)}× | {fmt_num(g / o, 1)}× |")
     lines.append("")
     for count, e in res["sizes"].items():
         if "pouchdb" in e:
