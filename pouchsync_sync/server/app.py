@@ -74,6 +74,9 @@ class SyncServer:
         opts = self.options
         _no_delay(environ)
         try:
+            sock = environ.get("werkzeug.socket")
+            if sock is not None:  # upgraded: simple-websocket sends with send(), never time out
+                sock.settimeout(None)
             ws = simple_websocket.Server(
                 environ, ping_interval=opts.ping_interval, max_message_size=opts.max_message_size,
                 receive_bytes=opts.receive_bytes, thread_class=_thread_class(conn_id))
@@ -127,7 +130,8 @@ class SyncServer:
                 raise RuntimeError("this server is already running")
             if self._stopping.is_set():
                 raise RuntimeError("a stopped server cannot be started again")
-            self._http = make_server(host, port, self, threaded=True)
+            self._http = make_server(host, port, self, threaded=True,
+                                     request_handler=_request_handler(self.options.hello_timeout))
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="pouchsync-server", daemon=True)
@@ -143,7 +147,8 @@ class SyncServer:
         with self._lock:
             if self._http is not None:
                 raise RuntimeError("this server is already running")
-            self._http = make_server(host, port, self, threaded=True)
+            self._http = make_server(host, port, self, threaded=True,
+                                     request_handler=_request_handler(self.options.hello_timeout))
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         log.info("serving on %s", self.url)
         try:
@@ -239,6 +244,14 @@ def _no_delay(environ: dict[str, Any]) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError) as exc:  # not TCP (a Unix socket) or already closed
         log.debug("TCP_NODELAY not set: %s", exc)
+
+
+def _request_handler(timeout: float) -> Any:
+    """werkzeug's request handler with a read timeout until the WebSocket upgrade, so a
+    socket that sends nothing (or half a request) cannot hold a thread forever."""
+    from werkzeug.serving import WSGIRequestHandler
+
+    return type("SyncRequestHandler", (WSGIRequestHandler,), {"timeout": timeout})
 
 
 def _url_host(host: str) -> str:
