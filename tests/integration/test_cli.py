@@ -453,3 +453,38 @@ def test_progress_line() -> None:
     assert "pending 2,000" in line and line.endswith("active")
     unknown = progress_line(Snapshot("paused", 0, 0, 0.0), bar_width=10)
     assert "[" not in unknown and "pending" not in unknown and "0 docs/s" in unknown
+
+
+# -- display (used by sync's progress and by notebooks) ---------------------------------------
+def test_html_tables_escape_and_show_state(tmp_path: Path) -> None:
+    import io
+
+    import pouchsync_sync as ps
+    from pouchsync_sync.display import watch
+
+    served = LocalDatabase(":memory:", name="<b>srv</b>")
+    served.bulk_docs([{"_id": f"d{i:04d}"} for i in range(1200)])
+    html = served._repr_html_()
+    assert "&lt;b&gt;srv&lt;/b&gt;" in html and "<b>srv</b>" not in html
+    assert "1,200" in html and "d0000, d0001" in html
+    server = ps.create_server(lambda credentials, name: served).start(port=0)
+    local = LocalDatabase(tmp_path / "w.sqlite")
+    try:
+        with Client(max_attempts=2, initial_delay=0.05) as client:
+            client.connect(server.url)
+            sync = client.sync(local, remote_name="x", direction="pull", batch_size=100)
+            out = io.StringIO()
+            result = watch(sync, interval=0.01, out=out)  # no IPython kernel: text lines
+            assert result.docs_pulled == 1200
+            lines = out.getvalue().splitlines()
+            assert lines and lines[-1].startswith("[") is False and "pulled 1,200" in lines[-1]
+            assert lines[-1].endswith("complete")
+            table = sync._repr_html_()
+            assert "<td style='text-align:left'>complete</td>" in table
+            assert "1,200" in table and "one-shot, pull" in table and server.url in table
+    finally:
+        server.stop()
+        local.close()
+        served.close()
+    closed = local._repr_html_()  # a closed database still displays
+    assert "error" in closed and "closed" in closed
