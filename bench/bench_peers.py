@@ -123,12 +123,12 @@ def ours(couch_url: str, db_name: str, count: int, runs: int, batch_size: int,
 
 
 def measure(sizes: list[int], runs: int, orig_runs_big: int, batch_size: int,
-            skip_original: bool = False) -> dict[str, Any]:
+            skip_original: bool = False, extra_batch: int | None = None) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from pouchsync_sync import CouchDB
     from tests.couchserver import start
 
-    out: dict[str, Any] = {"sizes": {}, "install": {}}
+    out: dict[str, Any] = {"sizes": {}, "install": {}, "batch_size": batch_size}
     out["install"]["pouchdb"] = npm_install(JS / "modern")
     out["install"]["original"] = (npm_install(JS / "orig") if not skip_original
                                   else {"ok": False, "error": "skipped (--no-original)"})
@@ -155,6 +155,11 @@ def measure(sizes: list[int], runs: int, orig_runs_big: int, batch_size: int,
                 except Exception as exc:  # noqa: BLE001 - report it, measure the rest
                     entry["original_error"] = repr(exc)
                     print(f"  !! original failed: {exc!r}", flush=True)
+            if extra_batch:
+                extra = ours(url, name, count, runs, extra_batch, couch_pid)
+                entry["ours_extra"] = {"batch_size": extra_batch, "runs": extra,
+                                       "docs_per_s": summary([r["docs_per_s"] for r in extra]),
+                                       "total_cpu_s": summary([r["total_cpu_s"] for r in extra])}
             ours_rate = summary([r["docs_per_s"] for r in entry["ours"]])
             entry["ours_docs_per_s"] = ours_rate
             entry["ours_cpu_docs_per_s"] = summary([r["cpu_docs_per_s"] for r in entry["ours"]])
@@ -190,10 +195,12 @@ def main() -> None:
     parser.add_argument("--orig-runs-big", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--no-original", action="store_true")
+    parser.add_argument("--extra-batch", type=int, default=None,
+                        help="also measure ours with this batch_size")
     args = parser.parse_args()
     print_machine()
     res = measure([int(s) for s in args.sizes.split(",")], args.runs, args.orig_runs_big,
-                  args.batch_size, args.no_original)
+                  args.batch_size, args.no_original, args.extra_batch)
     OUT.mkdir(exist_ok=True)
     (OUT / "peers.json").write_text(json.dumps(res, indent=1, default=str))
 

@@ -35,30 +35,36 @@ def yes(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def section_1(res: dict[str, Any], cmd: str) -> list[str]:
+def section_1(results: list[dict[str, Any]], cmd: str) -> list[str]:
+    res = results[0]
     lines = [f"## 1. Embedded → sync server (embedded) → embedded, {res['docs']:,} docs "
-             f"(~{doc_bytes()} B each), batch_size {res['batch_size']}", "",
-             f"Bar: {BARS[1]}. Client and server are separate processes on the same 2 cores.", "",
-             "| direction | docs/s (median [spread]) | docs per CPU-second (client+server) | "
+             f"(~{doc_bytes()} B each)", "",
+             f"Bar: {BARS[1]}. Client and server are separate processes on the same 2 cores. "
+             "batch_size 100 is the client's default.", "",
+             "| direction | batch_size | docs/s (median [spread]) | docs per CPU-second (client+server) | "
              "bytes on the wire per doc (both ways) | calls per batch | client CPU s | "
              "server CPU s | client peak RSS MB | server peak RSS MB | bar |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for direction in ("pull", "push"):
-        a = res[direction]
-        ok = a["docs_per_s"]["median"] >= 50_000 and a["all_ok"]
-        lines.append(
-            f"| {direction} | {fmt_rate(a['docs_per_s'])} | {fmt_rate(a['cpu_docs_per_s'])} | "
-            f"{fmt_num(a['bytes_per_doc']['median'], 0)} | "
-            f"{fmt_num(a['round_trips_per_batch']['median'], 2)} | "
-            f"{fmt_num(a['client_cpu_s']['median'])} | {fmt_num(a['server_cpu_s']['median'])} | "
-            f"{fmt_num(a['client_peak_rss_mb']['median'], 0)} | "
-            f"{fmt_num(a['server_peak_rss_mb']['median'], 0)} | {yes(ok)} |")
-    lines += ["", "Calls of the last run (op: count): "
-              + "; ".join(f"{d}: " + ", ".join(f"{k} {v}" for k, v in res[d]['calls'].items())
-                          for d in ("pull", "push")),
-              "", "Load average (1/5/15 min) before each run: "
-              + "; ".join(f"{d}: " + " | ".join(res[d]["loads"]) for d in ("pull", "push")),
-              "", f"Command: `{cmd}`", ""]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for direction in ("pull", "push"):
+            a = r[direction]
+            ok = a["docs_per_s"]["median"] >= 50_000 and a["all_ok"]
+            lines.append(
+                f"| {direction} | {r['batch_size']} | {fmt_rate(a['docs_per_s'])} | "
+                f"{fmt_rate(a['cpu_docs_per_s'])} | "
+                f"{fmt_num(a['bytes_per_doc']['median'], 0)} | "
+                f"{fmt_num(a['round_trips_per_batch']['median'], 2)} | "
+                f"{fmt_num(a['client_cpu_s']['median'])} | {fmt_num(a['server_cpu_s']['median'])} | "
+                f"{fmt_num(a['client_peak_rss_mb']['median'], 0)} | "
+                f"{fmt_num(a['server_peak_rss_mb']['median'], 0)} | {yes(ok)} |")
+    lines.append("")
+    for r in results:
+        lines.append(f"- batch_size {r['batch_size']}: calls of the last run (op: count): "
+                     + "; ".join(f"{d}: " + ", ".join(f"{k} {v}" for k, v in r[d]['calls'].items())
+                                 for d in ("pull", "push")))
+        lines.append(f"- batch_size {r['batch_size']}: load average (1/5/15 min) before each run: "
+                     + "; ".join(f"{d}: " + " | ".join(r[d]["loads"]) for d in ("pull", "push")))
+    lines += ["", f"Command: `{cmd}`", ""]
     return lines
 
 
@@ -70,6 +76,18 @@ def section_2(res: dict[str, Any], cmd: str) -> list[str]:
              "PouchDB 9 HTTP replication into memory, docs/s | original 0.3.0 (PouchDB 5.4.5, memdown), docs/s | "
              "ours ÷ PouchDB | ours ÷ original | bar |",
              "|---|---|---|---|---|---|---|---|"]
+    extra_rows = []
+    for count, e in res["sizes"].items():
+        if "ours_extra" in e:
+            x = e["ours_extra"]
+            xr = x["docs_per_s"]["median"]
+            rp = xr / e["pouchdb_docs_per_s"]["median"] if "pouchdb_docs_per_s" in e else None
+            ro = xr / e["original_docs_per_s"]["median"] if "original_docs_per_s" in e else None
+            extra_rows.append(
+                f"| {int(count):,}, ours with batch_size {x['batch_size']} | {fmt_rate(x['docs_per_s'])} | "
+                f"| | | {'n/a' if rp is None else f'{rp:.2f}×'} | "
+                f"{'n/a' if ro is None else f'{ro:.1f}×'} | "
+                f"{yes(rp is not None and ro is not None and rp >= 2 and ro >= 10)} |")
     for count, e in res["sizes"].items():
         rp, ro = e.get("ratio_pouchdb"), e.get("ratio_original")
         ok = rp is not None and ro is not None and rp >= 2 and ro >= 10
@@ -80,6 +98,7 @@ def section_2(res: dict[str, Any], cmd: str) -> list[str]:
             f"{fmt_rate(e['original_docs_per_s']) if 'original_docs_per_s' in e else e.get('original_error', 'n/a')} | "
             f"{'n/a' if rp is None else f'{rp:.2f}×'} | {'n/a' if ro is None else f'{ro:.1f}×'} | "
             f"{yes(ok)} |")
+    lines += extra_rows
     lines += ["", "CPU seconds of every process involved (median of runs): ours = our client + our "
               "server + pouchdb-server; PouchDB = its node process + pouchdb-server; the original "
               "= its node client + its node server. Less sensitive to the shared machine's load "
@@ -198,6 +217,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=100,
                         help="batch_size of our syncs in 1 and 2 (the client default is 100)")
+    parser.add_argument("--extra-batch", type=int, default=500,
+                        help="also measure 1 and 2 with this batch_size (0: no)")
     parser.add_argument("--out", default=str(BENCH / "results.md"))
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
@@ -225,14 +246,17 @@ def main() -> None:
 
     if 1 in only:
         print(f"\n== 1. pull and push of {n1} docs, {runs} runs", flush=True)
-        raw["1"] = bench_sync.oneshot(n1, runs, args.batch_size)
-        sections[1] = section_1(raw["1"], f"{base} --only 1 --batch-size {args.batch_size} "
+        raw["1"] = [bench_sync.oneshot(n1, runs, args.batch_size)]
+        if args.extra_batch:
+            raw["1"].append(bench_sync.oneshot(n1, runs, args.extra_batch))
+        sections[1] = section_1(raw["1"], f"{base} --only 1 "
                                           f"(or: python3 bench/bench_sync.py oneshot --docs {n1} "
                                           f"--runs {runs} --batch-size {args.batch_size})")
         save()
     if 2 in only:
         print(f"\n== 2. CouchDB-protocol server -> embedded, {sizes}, side by side", flush=True)
-        raw["2"] = bench_peers.measure(sizes, runs, 1, args.batch_size)
+        raw["2"] = bench_peers.measure(sizes, runs, 1, args.batch_size,
+                                       extra_batch=args.extra_batch or None)
         sections[2] = section_2(raw["2"], f"{base} --only 2 (or: python3 bench/bench_peers.py "
                                           f"--sizes {','.join(map(str, sizes))} --runs {runs})")
         save()
