@@ -33,6 +33,9 @@ class ServerOptions:
     #: waits for a follower. None: 0.5 s on the embedded store (its longpoll re-reads
     #: SQLite every 0.25 s anyway), 5 s on other databases (one request per 5 s idle)
     follow_timeout: float | None = None
+    #: seconds a single send may stay blocked (a peer that stopped reading) before
+    #: the server closes the socket
+    send_timeout: float = 60.0
     #: errors on one socket before the server closes it
     max_errors: int = 100
     #: receive buffer of simple-websocket, bytes
@@ -47,7 +50,7 @@ class ServerOptions:
             if type(value) is not int or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         for name in ("hello_timeout", "longpoll_timeout", "max_longpoll_timeout",
-                     "follow_timeout"):
+                     "follow_timeout", "send_timeout"):
             value = getattr(self, name)
             if name == "follow_timeout" and value is None:
                 continue

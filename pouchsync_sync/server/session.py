@@ -40,7 +40,7 @@ __all__ = ["Session"]
 log = logging.getLogger(__name__)
 
 _DEBUG_CHARS = 300
-_RECEIVE_SLICE = 5.0     # the reader re-checks the closing flag this often
+_RECEIVE_SLICE = 1.0     # the reader re-checks closing and stuck sends this often
 _CLOSE_GRACE = 1.0       # time for the peer to answer our close frame
 _LOCK_GRACE = 2.0        # time to wait for a sender before forcing the socket down
 
@@ -114,6 +114,7 @@ class Session:
         self._closing = threading.Event()
         self._calls = 0
         self._errors = 0
+        self._send_started: float | None = None
 
     # -- reader -------------------------------------------------------------------------
     def run(self) -> None:
@@ -182,9 +183,12 @@ class Session:
         while not self._closing.is_set():
             data = self._receive(_RECEIVE_SLICE)
             if data is None:
+                self._check_send_stuck()
                 continue
             fatal = None
-            with self._lock:
+            if not self._acquire_as_reader():
+                return
+            try:
                 try:
                     msg = self.proto.receive(data)
                 except BadMessage as exc:
@@ -193,9 +197,27 @@ class Session:
                     if log.isEnabledFor(logging.DEBUG):
                         log.debug("%s <- %s", self.name, _short(_redacted(msg, data)))
                     self._HANDLERS[msg["type"]](self, msg)
+            finally:
+                self._lock.release()
             if fatal is not None:
                 self._close_ws(*fatal)
                 return
+
+    def _acquire_as_reader(self) -> bool:
+        """Take the lock, watching meanwhile for a send stuck on a peer that does not
+        read (which would otherwise hold the lock until TCP gives up)."""
+        while not self._lock.acquire(timeout=_RECEIVE_SLICE):
+            self._check_send_stuck()
+            if self._closing.is_set():
+                return False
+        return True
+
+    def _check_send_stuck(self) -> None:
+        started = self._send_started
+        if started is not None and time.monotonic() - started > self.options.send_timeout:
+            log.warning("connection %s: a send has been blocked for over %.0f s "
+                        "(the peer does not read); closing", self.name, self.options.send_timeout)
+            self.force_close()
 
     def _answer_bad_locked(self, exc: BadMessage) -> tuple[int, str] | None:
         self._errors += 1
@@ -481,11 +503,14 @@ class Session:
     def _send_locked(self, text: str) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %s", self.name, _short(text))
+        self._send_started = time.monotonic()
         try:
             self.ws.send(text)
         except (ConnectionClosed, LocalProtocolError, OSError) as exc:
             log.debug("connection %s: send failed: %s", self.name, exc)
             self._closing.set()
+        finally:
+            self._send_started = None
 
     def _fatal(self, msg: dict[str, Any], code: int, reason: str) -> None:
         with self._lock:
@@ -546,12 +571,18 @@ class Session:
 
     def _teardown(self) -> None:
         self._closing.set()
-        with self._lock:
+        if not self._lock.acquire(timeout=_LOCK_GRACE):
+            # a send is blocked on a peer that is gone or does not read: unblock it
+            self.force_close()
+            self._lock.acquire()
+        try:
             contexts = [c.context for c in self.proto.channels()
                         if isinstance(c.context, ChannelContext)]
             self.proto.mark_closed()
             for ctx in contexts:
                 self._drop_channel_locked(ctx)
+        finally:
+            self._lock.release()
         if self.ws.connected:
             self._close_ws(1000, "")
         self._shutdown_socket()
@@ -566,11 +597,12 @@ class Session:
 
     # -- introspection ------------------------------------------------------------------
     def stats(self) -> dict[str, int]:
-        with self._lock:
-            channels = [c for c in self.proto.channels() if isinstance(c.context, ChannelContext)]
-            return {
-                "channels": len(channels),
-                "subscriptions": sum(len(c.context.subs) for c in channels),
-                "calls_in_flight": self._calls,
-                "workers": self.pool.threads,
-            }
+        """Counts, read without the session's lock (a send blocked on a slow peer must
+        not block monitoring); they may be a moment out of date."""
+        channels = [c for c in self.proto.channels() if isinstance(c.context, ChannelContext)]
+        return {
+            "channels": len(channels),
+            "subscriptions": sum(len(c.context.subs) for c in channels),
+            "calls_in_flight": self._calls,
+            "workers": self.pool.threads,
+        }

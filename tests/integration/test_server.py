@@ -675,3 +675,22 @@ def test_unknown_server_option_is_a_type_error(dbs) -> None:
         ps.create_server(dbs.on_request, max_chanels=3)
     with pytest.raises(ValueError, match="max_channels"):
         ps.create_server(dbs.on_request, max_channels=0)
+
+
+def test_peer_that_stops_reading_is_closed_after_send_timeout(make_server, dbs) -> None:
+    server = make_server(send_timeout=0.5, max_calls=500)
+    dbs.db("big").put({"_id": "big", "pad": "x" * 1_000_000})
+    stuck = RawClient(server.url)
+    try:
+        stuck.open(1, "big")
+        for call_id in range(1, 201):  # ~200 MB of replies, far beyond the socket buffers
+            stuck.send(m.call(1, call_id, "get", {"doc_id": "big"}))
+        assert _eventually(lambda: server.stats()["connections"] == 0, timeout=20)
+        other = RawClient(server.url)
+        try:
+            other.open(1, "big")
+            assert other.ok(1, "info")["doc_count"] == 1
+        finally:
+            other.close()
+    finally:
+        stuck.close()
