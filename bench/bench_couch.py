@@ -34,10 +34,11 @@ def doc(i: int) -> dict[str, Any]:
             "value": (i * 7919 % 1000) / 1000}
 
 
-def timed(fn: Callable[[], int]) -> tuple[float, int]:
-    started = time.perf_counter()
+def timed(fn: Callable[[], int]) -> tuple[float, float, int]:
+    """(wall seconds, this process's CPU seconds, docs)."""
+    started, cpu = time.perf_counter(), time.process_time()
     count = fn()
-    return time.perf_counter() - started, count
+    return time.perf_counter() - started, time.process_time() - cpu, count
 
 
 def one_run(couch: CouchDB, url: str, run: int, docs: int, batch: int) -> dict[str, float]:
@@ -76,9 +77,10 @@ def one_run(couch: CouchDB, url: str, run: int, docs: int, batch: int) -> dict[s
                                                          changes_once),
                           (f"changes include_docs, limit={batch}", changes_paged),
                           (f"bulk_get revs+latest, {batch} per request", bulk_get)):
-            seconds, count = timed(fn)
+            seconds, cpu, count = timed(fn)
             assert count == docs, (label, count)
             rates[label] = count / seconds
+            rates[label + " [client CPU us/doc]"] = cpu / count * 1e6
     finally:
         couch.delete_database(name)
 
@@ -101,8 +103,9 @@ def one_run(couch: CouchDB, url: str, run: int, docs: int, batch: int) -> dict[s
 
             for label, fn in (("plain requests: bulk_docs insert", raw_insert),
                               ("plain requests: changes include_docs", raw_changes)):
-                seconds, count = timed(fn)
+                seconds, cpu, count = timed(fn)
                 rates[label] = count / seconds
+                rates[label + " [client CPU us/doc]"] = cpu / count * 1e6
         finally:
             http.delete(f"{url}/{raw_name}", timeout=30)
     return rates
@@ -127,12 +130,13 @@ def main() -> None:
             for run in range(args.runs):
                 rates = one_run(couch, couch.url, run, args.docs, args.batch)
                 runs.append(rates)
-                print(f"run {run + 1}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items()),
+                print(f"run {run + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in rates.items()),
                       flush=True)
-        print(f"\n{args.docs} docs, batches of {args.batch}, median of {args.runs} runs (docs/s):")
+        print(f"\n{args.docs} docs, batches of {args.batch}, median of {args.runs} runs "
+              f"(docs/s; client CPU in microseconds per doc):")
         medians = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         for label, rate in medians.items():
-            print(f"  {label:45s} {rate:>10,.0f}")
+            print(f"  {label:65s} {rate:>10,.1f}")
         out = REPO / "bench" / "out"
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench_couch.json").write_text(json.dumps(
