@@ -173,6 +173,7 @@ def launch(home: Path | None = None, *, timeout: float = 60.0, guard: bool | Non
     node = shutil.which("node")
     if node is None:
         raise RuntimeError("node is not on PATH; it runs the test CouchDB server")
+    _remove_stale_run_dirs(home)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=home))
     port_file = run_dir / "port"
     port = 0 if guard else _free_port()
@@ -194,6 +195,7 @@ def launch(home: Path | None = None, *, timeout: float = 60.0, guard: bool | Non
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
     finally:
         out.close()
+    (run_dir / "pid").write_text(str(proc.pid))
     server = CouchServer("", proc, run_dir)
     try:
         server.url = _wait_ready(proc, port_file, port, run_dir, timeout)
@@ -203,6 +205,20 @@ def launch(home: Path | None = None, *, timeout: float = 60.0, guard: bool | Non
         raise RuntimeError(f"pouchdb-server did not start; last output:\n{tail}") from None
     log.info("test CouchDB server at %s (pid %d)", server.url, proc.pid)
     return server
+
+
+def _remove_stale_run_dirs(home: Path, min_age: float = 60.0) -> None:
+    """Remove the run folders of servers that are gone (a test run killed with -9)."""
+    for run_dir in home.glob("run-*"):
+        try:
+            if time.time() - run_dir.stat().st_mtime < min_age:
+                continue
+            pid = int((run_dir / "pid").read_text())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
 
 
 def start(home: Path | None = None, *, timeout: float = 60.0) -> tuple[str, Callable[[], None]]:
