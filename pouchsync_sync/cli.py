@@ -58,7 +58,7 @@ def _configure_logging(command: str, verbose: int) -> None:
     elif verbose == 1 or command == "serve":
         level = logging.INFO
     else:
-        level = logging.CRITICAL + 1
+        return  # the library's NullHandler keeps it silent
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

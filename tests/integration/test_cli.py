@@ -378,23 +378,31 @@ def test_serve_on_couchdb_and_info_on_a_url(couch_url: str, tmp_path: Path) -> N
     assert not data.exists()
 
 
-def test_info_and_get_never_create_and_report_not_found(tmp_path: Path) -> None:
-    missing = cli("info", "nothere.sqlite", cwd=tmp_path)
+def test_info_and_get_never_create_and_report_not_found(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = cli("info", "nothere.sqlite", cwd=tmp_path)  # one as a process, the rest via main()
     assert missing.returncode == 1
     assert missing.stderr.startswith("pouchsync: error:") and "nothere.sqlite" in missing.stderr
     assert not (tmp_path / "nothere.sqlite").exists()
-    cli("put", "t.sqlite", '{"title": "no id"}', cwd=tmp_path)
-    info = json.loads(cli("info", "t.sqlite", cwd=tmp_path).stdout)
-    assert info["doc_count"] == 1
-    absent = cli("get", "t.sqlite", "absent", cwd=tmp_path)
-    assert absent.returncode == 1 and "not_found" in absent.stderr
-    again = cli("put", "t.sqlite", '{"_id": "k", "v": 1}', cwd=tmp_path)
-    assert again.returncode == 0
-    conflict = cli("put", "t.sqlite", '{"_id": "k", "v": 2}', cwd=tmp_path)
-    assert conflict.returncode == 1 and "conflict" in conflict.stderr
-    update = cli("put", "t.sqlite", '{"_id": "k", "v": 3}', "--update", cwd=tmp_path)
-    assert update.returncode == 0
-    assert json.loads(cli("get", "t.sqlite", "k", cwd=tmp_path).stdout)["v"] == 3
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    assert run("put", "t.sqlite", '{"title": "no id"}')[0] == 0
+    assert json.loads(run("info", "t.sqlite")[1])["doc_count"] == 1
+    code, _, err = run("get", "t.sqlite", "absent")
+    assert code == 1 and "not_found" in err
+    assert run("put", "t.sqlite", '{"_id": "k", "v": 1}')[0] == 0
+    code, _, err = run("put", "t.sqlite", '{"_id": "k", "v": 2}')
+    assert code == 1 and "conflict" in err and len(err.splitlines()) == 1
+    assert run("put", "t.sqlite", '{"_id": "k", "v": 3}', "--update")[0] == 0
+    code, out, _ = run("get", "t.sqlite", "k")
+    assert code == 0 and json.loads(out)["v"] == 3
+    code, _, err = run("info", "ftp://x/y")
+    assert code == 2 and "unsupported URL" in err
 
 
 @pytest.mark.skipif(shutil.which("pouchsync") is None, reason="package not installed (pip install -e .)")
