@@ -91,6 +91,8 @@ class SyncServer:
             self._connections_total += 1
             late = self._stopping.is_set()
         log.info("connection %s: connected", session.name)
+        thread = threading.current_thread()
+        thread_name, thread.name = thread.name, f"pouchsync-server-conn[{conn_id}]"
         try:
             if late:
                 session.shutdown(1001, "server shutting down")
@@ -98,6 +100,7 @@ class SyncServer:
         finally:
             with self._lock:
                 self._sessions.discard(session)
+            thread.name = thread_name  # the WSGI server's thread, lent for the socket's life
         return _end_of_websocket(ws)
 
     # -- mounting and running -----------------------------------------------------------

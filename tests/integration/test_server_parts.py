@@ -1,0 +1,230 @@
+"""The server's parts on their own: worker pool, change followers, grant policy."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+import pouchsync_sync as ps
+from pouchsync_sync.server.follower import FollowerRegistry
+from pouchsync_sync.server.grant import Grant, as_grant, database_uuid, refusal
+from pouchsync_sync.server.pool import WorkerPool
+
+WAIT = 10.0
+
+
+# -- WorkerPool ---------------------------------------------------------------------------
+
+def test_pool_creates_threads_lazily_up_to_its_size_and_close_joins_them() -> None:
+    pool = WorkerPool(3, "pouchsync-test-pool")
+    assert pool.threads == 0
+    release = threading.Event()
+    started = threading.Semaphore(0)
+    done: list[int] = []
+
+    def task(n: int) -> None:
+        started.release()
+        release.wait(WAIT)
+        done.append(n)
+
+    for n in range(6):
+        assert pool.submit(task, n)
+    for _ in range(3):
+        assert started.acquire(timeout=WAIT)
+    assert pool.threads == 3  # bounded: the other 3 tasks wait
+    release.set()
+    for _ in range(3):
+        assert started.acquire(timeout=WAIT)
+    assert pool.close(timeout=WAIT) == []
+    assert sorted(done) == list(range(6))
+    assert not pool.submit(task, 99)  # closed
+
+
+def test_pool_reuses_an_idle_thread_and_survives_a_failing_task() -> None:
+    pool = WorkerPool(4, "pouchsync-test-pool")
+    ran = threading.Event()
+
+    def boom() -> None:
+        raise RuntimeError("task failed")
+
+    try:
+        pool.submit(boom)
+        for _ in range(20):
+            ran.clear()
+            pool.submit(ran.set)
+            assert ran.wait(WAIT)
+        # one task at a time: idle threads are reused (a second one may start while
+        # the first is still finishing the failed task)
+        assert 1 <= pool.threads <= 2
+    finally:
+        assert pool.close(timeout=WAIT) == []
+
+
+def test_pool_close_drops_queued_work() -> None:
+    pool = WorkerPool(1, "pouchsync-test-pool")
+    gate = threading.Event()
+    entered = threading.Event()
+    ran: list[str] = []
+
+    def first() -> None:
+        entered.set()
+        gate.wait(WAIT)
+        ran.append("first")
+
+    pool.submit(first)
+    assert entered.wait(WAIT)
+    pool.submit(ran.append, "queued")
+    closer = threading.Thread(target=pool.close, kwargs={"timeout": WAIT}, name="pouchsync-test-closer")
+    closer.start()
+    gate.set()
+    closer.join(WAIT)
+    assert ran == ["first"]
+
+
+# -- followers ---------------------------------------------------------------------------
+
+class FlakyDatabase(ps.LocalDatabase):
+    """Fails its longpolls while ``broken`` is set (a CouchDB that went away)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.broken = threading.Event()
+        self.failures = 0
+
+    def changes(self, **kwargs: Any) -> dict[str, Any]:
+        if self.broken.is_set() and kwargs.get("feed") == "longpoll":
+            self.failures += 1
+            raise ps.TransportError("connection refused")
+        return super().changes(**kwargs)
+
+
+def test_registry_shares_one_follower_per_identity_and_stops_it_with_the_last_user(tmp_path) -> None:
+    path = tmp_path / "shared.sqlite"
+    one, two = ps.LocalDatabase(path), ps.LocalDatabase(path)  # same file: same identity
+    other = ps.LocalDatabase(":memory:", name="other")
+    registry = FollowerRegistry(poll_timeout=0.2)
+    try:
+        f1, f2, f3 = registry.acquire(one), registry.acquire(two), registry.acquire(other)
+        assert f1 is f2 and f1 is not f3
+        assert registry.active() == 2 and registry.started_total == 2
+        generation = f1.generation
+        two.put({"_id": "x"})
+        assert f1.wait(generation, WAIT, lambda: False)  # woken by a write
+        registry.release(f1)
+        assert registry.active() == 2  # still used once
+        registry.release(f2)
+        assert registry.active() == 1 and f1.join(WAIT)
+        again = registry.acquire(one)
+        assert again is not f1 and registry.started_total == 3
+        registry.release(again)
+        registry.release(f3)
+    finally:
+        assert registry.close(5.0) == []
+        for db in (one, two, other):
+            db.close()
+    with pytest.raises(RuntimeError):
+        registry.acquire(other)
+
+
+def test_follower_listeners_are_called_and_removable() -> None:
+    db = ps.LocalDatabase(":memory:", name="listened")
+    registry = FollowerRegistry(poll_timeout=0.2)
+    calls = threading.Semaphore(0)
+    try:
+        follower = registry.acquire(db)
+        token = follower.add_listener(calls.release)
+        follower.add_listener(lambda: 1 / 0)  # a failing listener does not stop the others
+        db.put({"_id": "a"})
+        assert calls.acquire(timeout=WAIT)
+        follower.remove_listener(token)
+        generation = follower.generation
+        db.put({"_id": "b"})
+        assert follower.wait(generation, WAIT, lambda: False)
+        assert not calls.acquire(timeout=0.3)
+        registry.release(follower)
+    finally:
+        registry.close(5.0)
+        db.close()
+
+
+def test_follower_wait_is_cancellable_and_times_out() -> None:
+    db = ps.LocalDatabase(":memory:", name="waited")
+    registry = FollowerRegistry(poll_timeout=0.2)
+    try:
+        follower = registry.acquire(db)
+        assert follower.wait(follower.generation, 0.05, lambda: False) is False
+        cancelled = threading.Event()
+        result: list[bool] = []
+        waiter = threading.Thread(target=lambda: result.append(
+            follower.wait(follower.generation, WAIT, cancelled.is_set)), name="pouchsync-test-waiter")
+        waiter.start()
+        cancelled.set()
+        follower.wake()
+        waiter.join(WAIT)
+        assert result == [False]
+        registry.release(follower)
+    finally:
+        registry.close(5.0)
+        db.close()
+
+
+def test_follower_backs_off_on_database_errors_and_recovers() -> None:
+    db = FlakyDatabase(":memory:", name="flaky")
+    registry = FollowerRegistry(poll_timeout=0.2)
+    try:
+        follower = registry.acquire(db)
+        db.broken.set()
+        generation = follower.generation
+        db.put({"_id": "during-outage"})
+        threading.Event().wait(0.8)
+        assert 1 <= db.failures <= 3  # backing off (0.5 s, 1 s, ...), not spinning
+        db.broken.clear()
+        assert follower.wait(generation, WAIT, lambda: False)  # the change is seen after
+        registry.release(follower)
+    finally:
+        assert registry.close(5.0) == []
+        db.close()
+
+
+def test_acquire_failure_releases_the_follower() -> None:
+    class Unreadable(ps.LocalDatabase):
+        def changes(self, **kwargs: Any) -> dict[str, Any]:
+            raise ps.ServerError("down")
+
+    db = Unreadable(":memory:", name="unreadable")
+    registry = FollowerRegistry(poll_timeout=0.2)
+    try:
+        with pytest.raises(ps.ServerError):
+            registry.acquire(db)
+        assert registry.active() == 0 and registry.started_total == 0
+    finally:
+        registry.close(5.0)
+        db.close()
+
+
+# -- grants -------------------------------------------------------------------------------
+
+def test_grant_policy() -> None:
+    db = ps.LocalDatabase(":memory:", name="g")
+    try:
+        plain, ro, design = as_grant(db), Grant(db, read_only=True), Grant(db, allow_design=True)
+        assert plain == Grant(db)
+        assert refusal(plain, "a") is None and refusal(plain, None) is None
+        assert refusal(plain, "_design/x") == "writes to design documents are not allowed"
+        assert refusal(design, "_design/x") is None
+        assert refusal(ro, "a") == refusal(ro, None) == "this database is granted read-only"
+        assert refusal(ro, "_design/x") is not None
+        assert refusal(ro, "_local/checkpoint") is None and refusal(plain, "_local/x") is None
+        with pytest.raises(ps.Denied, match="not allowed"):
+            as_grant(None)
+        with pytest.raises(TypeError, match="Database, a Grant or None"):
+            as_grant("todos")
+        with pytest.raises(TypeError):
+            Grant("not a db")  # type: ignore[arg-type]
+        uuid = database_uuid("http://admin:secret@127.0.0.1:5984/todos")
+        assert len(uuid) == 32 and "secret" not in uuid
+        assert uuid == database_uuid("http://admin:secret@127.0.0.1:5984/todos")
+    finally:
+        db.close()
