@@ -119,8 +119,10 @@ class Channel:
         self.uuid: str | None = None
         self.read_only = False
         self._ids = itertools.count(1)
+        self._sub_ids = itertools.count(1)
         self._open = _Waiter()
         self._calls: dict[int, _Waiter] = {}
+        self._subs: dict[int, _Waiter] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -157,7 +159,9 @@ class Channel:
                 return
             self.state = "denied"
         self.connection._forget(self)
-        self._open.fail(Denied(str(msg.get("reason") or "denied")))
+        # "denied" is on_request's refusal; 429 too_many_channels and 503 shutting_down
+        # are retryable refusals (error_from_json gives ServerError for those)
+        self._open.fail(error_from_json(msg))
 
     # -- calls --------------------------------------------------------------------
     def call(self, op: str, args: Mapping[str, Any] | None = None, *,
@@ -194,6 +198,45 @@ class Channel:
         else:
             waiter.set(msg.get("ok"))
 
+    # -- live changes (one-shot subscriptions) ------------------------------------------
+    def wait_changes(self, since: Any, options: Mapping[str, Any],
+                     timeout: float) -> dict[str, Any] | None:
+        """The first batch of changes after ``since`` (a ``changes`` message), or ``None``
+        when none came within ``timeout`` seconds.
+
+        A subscription, ended as soon as it delivered: the server waits on its change
+        follower without holding a worker or counting as a call in flight, so any
+        number of channels may wait at once (a longpoll call would hold both).
+        """
+        waiter = _Waiter()
+        with self._lock:
+            if self.state != "open":
+                raise self._unusable()
+            sub = next(self._sub_ids)
+            self._subs[sub] = waiter
+        try:
+            self.connection.send(wire.subscribe(self.ch, sub, since, **options))
+            got = waiter.wait(timeout)
+        finally:
+            with self._lock:
+                self._subs.pop(sub, None)
+                still_open = self.state == "open"
+            if still_open:  # batches already on the way are dropped (unknown sub)
+                self.connection._send_quietly(wire.unsubscribe(self.ch, sub))
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value if got else None
+
+    def _changes(self, msg: Mapping[str, Any]) -> None:
+        with self._lock:
+            waiter = self._subs.get(msg.get("sub"))  # type: ignore[arg-type]
+        if waiter is None:
+            return  # after unsubscribe: ignored, as the protocol says
+        if msg.get("error") is not None:
+            waiter.fail(error_from_json(msg.get("error")))
+        else:
+            waiter.set(msg)
+
     def _unusable(self) -> PouchSyncError:
         if self.state == "denied":
             return Denied(f"database {self.db!r} was denied")
@@ -212,8 +255,9 @@ class Channel:
             if previous in ("closed", "denied"):
                 return
             self.state = "closed"
-            calls = list(self._calls.values())
+            calls = list(self._calls.values()) + list(self._subs.values())
             self._calls.clear()
+            self._subs.clear()
         error = Cancelled(f"channel for {self.db!r} closed")
         self._open.fail(error)
         for waiter in calls:
@@ -228,8 +272,9 @@ class Channel:
                 calls: list[_Waiter] = []
             else:
                 self.state = "closed"
-                calls = list(self._calls.values())
+                calls = list(self._calls.values()) + list(self._subs.values())
             self._calls.clear()
+            self._subs.clear()
         self._open.fail(error)
         for waiter in calls:
             waiter.fail(error)
@@ -418,6 +463,8 @@ class Connection:
             channel._granted(msg)
         elif kind == "denied":
             channel._denied(msg)
+        elif kind == "changes":
+            channel._changes(msg)
         elif kind == "closed":
             self._forget(channel)
             channel._lost(TransportError("channel closed by the server"))

@@ -25,6 +25,8 @@ __all__ = ["RemoteDatabase"]
 
 #: seconds a longpoll reply may take beyond its own timeout (server and network latency)
 LONGPOLL_MARGIN = 15.0
+#: a longpoll's wait when the caller gives no timeout (CouchDB's default is 60 s)
+DEFAULT_LONGPOLL = 60.0
 
 
 def _plain(value: Any) -> Any:
@@ -128,12 +130,33 @@ class RemoteDatabase(Database):
                           ("descending", descending), ("attachments", attachments)):
             if flag:
                 args[key] = True
+        if feed == "longpoll" and not descending and not attachments:
+            return self._longpoll(args, timeout)
         deadline: float | None = None
         if feed == "longpoll":
             deadline = None if timeout is None else timeout + LONGPOLL_MARGIN
             if deadline is not None and deadline < self._channel.connection.call_timeout:
                 deadline = self._channel.connection.call_timeout
         return self._call("changes", args, deadline)
+
+    def _longpoll(self, args: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        """A longpoll read as a one-shot subscription (see ``Channel.wait_changes``).
+
+        No ``pending`` in the answer: the caller reads on normally to learn it. On
+        timeout a normal read gives the usual shape (and ``last_seq``).
+        """
+        options = {key: args[key] for key in ("style", "include_docs", "conflicts",
+                                              "doc_ids", "selector") if key in args}
+        if "limit" in args:
+            options["batch"] = max(1, int(args["limit"]))
+        since = args.get("since", 0)
+        wait = DEFAULT_LONGPOLL if timeout is None else float(timeout)
+        msg = self._channel.wait_changes(since, options, wait)
+        if msg is not None:
+            return {"results": msg.get("results") or [], "last_seq": msg.get("last_seq")}
+        normal = {key: value for key, value in args.items() if key != "timeout"}
+        normal["feed"] = "normal"
+        return self._call("changes", normal)
 
     def revs_diff(self, revs: Mapping[str, Sequence[str]]) -> dict[str, Any]:
         if isinstance(revs, Mapping):

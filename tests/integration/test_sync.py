@@ -540,3 +540,39 @@ def test_close_and_wait_from_a_receiver_on_the_syncs_own_thread(server, clients,
         signals.sync_change.disconnect(receiver, sender=sync)
     assert sync.wait(timeout=10).state is SyncState.CANCELLED
     assert len(seen) == 1 and "own thread" in str(seen[0])
+
+
+def test_many_live_syncs_share_one_socket(server, hub, clients, local):
+    """More live syncs than the server has workers per socket: idle live pulls wait
+    as subscriptions, so they hold no worker and no call slot, and nothing starves."""
+    client = clients().connect(server.url)
+    syncs = [client.sync(local(f"many{i}"), credentials=TOKEN, live=True) for i in range(20)]
+    for sync in syncs:
+        sync.wait_in_sync(timeout=30)
+    for i, sync in enumerate(syncs):
+        sync.db.put({"_id": f"doc{i}"})
+    hub.db("many7").put({"_id": "from-server"})
+    for sync in syncs:
+        sync.wait_in_sync(timeout=30)
+    for i in range(20):
+        assert ids(hub.db(f"many{i}")) >= {f"doc{i}"}
+    assert "from-server" in ids(syncs[7].db)
+
+
+def test_too_many_channels_is_retried_not_denied(hub, clients, local):
+    server = make_server(hub.on_request, max_channels=2).start()
+    try:
+        client = clients().connect(server.url)
+        first = [client.sync(local(f"c{i}"), credentials=TOKEN, live=True) for i in range(2)]
+        for sync in first:
+            sync.wait_in_sync(timeout=30)
+        third = client.sync(local("c2"), credentials=TOKEN, live=True)
+        with pytest.raises(Timeout):
+            third.wait_in_sync(timeout=0.5)
+        assert third.state in (SyncState.CONNECTING, SyncState.OFFLINE)
+        first[0].cancel()
+        third.wait_in_sync(timeout=30)  # got the freed channel on a retry
+        assert third.state in (SyncState.ACTIVE, SyncState.PAUSED)
+    finally:
+        client.close()
+        server.stop()
