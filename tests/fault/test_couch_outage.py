@@ -1,0 +1,136 @@
+"""The CouchDB-protocol server behind the sync server goes away and comes back.
+
+1. An outage: the tests' proxy between the sync server and CouchDB resets every
+   connection and refuses new ones for a while, then lets them through again. CouchDB
+   keeps its data, so the check is complete: the live syncs go ``offline``, retry with
+   backoff, resume, and every write made on any side (including during the outage) ends
+   up everywhere with identical revision trees.
+2. A real restart of the CouchDB-protocol server on the same port. The test server is
+   pouchdb-server ``--in-memory`` (``tests/couchserver.py`` has no on-disk mode), so the
+   restart loses CouchDB's data: the database is re-created empty (as an operator would
+   restore it), and what must hold is that the clients lose nothing and push everything
+   back (their checkpoints on the lost server are gone, so the replicator starts over).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from pouchsync_sync import CouchDB, signals
+from pouchsync_sync.client import SyncState
+
+from .helpers import TOKEN, missing_writes, wait_converged
+from .proxy import FaultProxy
+
+
+def _couch_backed(couch: CouchDB, name: str) -> Any:
+    def on_request(credentials: Any, db_name: str) -> Any:
+        if credentials != TOKEN or db_name != name:
+            raise PermissionError("not allowed")
+        return couch.database(db_name)
+    return on_request
+
+
+def test_couch_outage_syncs_go_offline_back_off_and_resume(servers, clients, local, recorders,
+                                                            couch_url: str, full_run: bool) -> None:
+    outages = 5 if full_run else 1
+    parts = urlsplit(couch_url)
+    name = f"outage-{threading.get_ident() % 100000}"
+    direct = CouchDB(couch_url)
+    direct.database(name, create=True)
+    with FaultProxy(parts.port, parts.hostname or "127.0.0.1") as proxy:
+        couch = CouchDB(f"http://127.0.0.1:{proxy.port}", timeout=5.0)
+        try:
+            server = servers(_couch_backed(couch, name), follow_timeout=1.0)
+            a, b = local(name), local(name)
+            syncs = [clients(max_delay=0.5).connect(server.url).sync(db, credentials=TOKEN, live=True)
+                     for db in (a, b)]
+            paused = [recorders(signals.sync_paused, sync) for sync in syncs]
+
+            def offline_events() -> int:  # sync_paused without a direction: offline
+                return sum(1 for rec in paused for e in rec.events if e.get("direction") is None)
+
+            sides = {"a": a, "b": b, "couch": direct.database(name)}
+            written: list[tuple[str, str]] = []
+
+            def put(db: Any, doc_id: str) -> None:
+                result = db.put({"_id": doc_id})
+                written.append((result["id"], result["rev"]))
+
+            put(a, "before-a")
+            put(b, "before-b")
+            wait_converged(sides, syncs, timeout=60)
+            offline_seen = 0
+            for round_no in range(outages):
+                proxy.refuse = True
+                proxy.cut_all()
+                # writes on both clients while CouchDB is unreachable
+                for i in range(20):
+                    put(a, f"during-{round_no}-a-{i}")
+                    put(b, f"during-{round_no}-b-{i}")
+                # the syncs notice: offline (sync_paused with direction None), retrying
+                assert paused[0].wait_for(lambda ev: offline_events() > offline_seen, timeout=30), \
+                    "no sync went offline"
+                offline_seen = offline_events()
+                proxy.refuse = False
+                wait_converged(sides, syncs, timeout=90)
+                for side, db in sides.items():
+                    assert not missing_writes(db, written), f"{side} lost writes after outage {round_no}"
+            for sync in syncs:
+                assert sync.state in (SyncState.ACTIVE, SyncState.PAUSED), sync
+                assert sync.status.last_error is not None  # it did see the outage
+            print(f"\ncouch outage: {outages} outages, {len(written)} writes, "
+                  f"{offline_seen} offline events, 0 lost")
+        finally:
+            couch.close()
+            direct.close()
+
+
+def test_couch_server_restarted_clients_push_everything_back(servers, clients, local, recorders,
+                                                             full_run: bool) -> None:
+    from tests.couchserver import launch
+
+    restarts = 3 if full_run else 1
+    first = launch()
+    port = urlsplit(first.url).port
+    name = "restarted"
+    couches = [first]
+    handle = CouchDB(first.url, timeout=5.0)
+    try:
+        handle.database(name, create=True)
+        server = servers(_couch_backed(handle, name), follow_timeout=1.0)
+        a, b = local(name), local(name)
+        syncs = [clients(max_delay=0.5).connect(server.url).sync(db, credentials=TOKEN, live=True)
+                 for db in (a, b)]
+        paused = [recorders(signals.sync_paused, sync) for sync in syncs]
+        written: list[tuple[str, str]] = []
+
+        def put(db: Any, doc_id: str) -> None:
+            result = db.put({"_id": doc_id})
+            written.append((result["id"], result["rev"]))
+
+        for i in range(50):
+            put(a if i % 2 else b, f"before-{i}")
+        wait_converged({"a": a, "b": b, "couch": handle.database(name)}, syncs, timeout=60)
+        for round_no in range(restarts):
+            couches[-1].stop()  # kills the process group: in-memory data gone
+            before = sum(len(r.events) for r in paused)
+            for i in range(20):
+                put(a, f"down-{round_no}-a-{i}")
+                put(b, f"down-{round_no}-b-{i}")
+            assert paused[0].wait_for(lambda ev: sum(len(r.events) for r in paused) > before,
+                                      timeout=30)
+            restarted = launch(config={"httpd": {"port": port}})
+            couches.append(restarted)
+            assert restarted.url == first.url
+            handle.database(name, create=True)  # restored empty, as an operator would
+            wait_converged({"a": a, "b": b, "couch": handle.database(name)}, syncs, timeout=90)
+            for side, db in (("a", a), ("b", b), ("couch", handle.database(name))):
+                assert not missing_writes(db, written), f"{side} lost writes after restart {round_no}"
+        print(f"\ncouch restart: {restarts} restarts, {len(written)} writes, all pushed back, 0 lost")
+    finally:
+        handle.close()
+        for couch in couches:
+            couch.stop()
