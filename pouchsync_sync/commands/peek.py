@@ -31,7 +31,7 @@ def open_db(spec: str, *, create: bool) -> Iterator[Database]:
     from ..cli import UsageError
 
     if _is_url(spec):
-        from ..store.couch import CouchDB, CouchDatabase
+        from ..store.couch import CouchDB
 
         parts = urlsplit(spec)
         server_path, _, encoded = parts.path.rstrip("/").rpartition("/")

@@ -11,7 +11,6 @@ import argparse
 import hmac
 import ipaddress
 import logging
-import signal
 import socket
 import threading
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, Callable, Collection
 
 from ..datadir import CouchDir, DataDir, check_name
 from ..errors import BadRequest, Denied
+from . import on_stop_signals, restore_signals
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         where = f"data directory {databases.root}"
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
     stop = threading.Event()
-    previous = _on_signals(lambda: stop.set())
+    previous = on_stop_signals(stop.set)
     server = create_server(make_on_request(databases, policy))
     try:
         server.start(args.host, args.port)
@@ -166,21 +166,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         server.stop()
         databases.close()
-        _restore(previous)
+        restore_signals(previous)
     print("pouchsync: stopped", flush=True)
     return 0
 
-
-def _on_signals(callback: Callable[[], None]) -> dict[int, Any]:
-    """Run ``callback`` on SIGINT and SIGTERM (main thread only); the old handlers."""
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is not threading.main_thread():
-        return previous
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, lambda *_: callback())
-    return previous
-
-
-def _restore(previous: dict[int, Any]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)

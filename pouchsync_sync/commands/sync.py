@@ -15,7 +15,7 @@ import time
 from typing import Any, TextIO
 
 from ..display import Meter, Snapshot, progress_line
-from .serve import _on_signals, _restore
+from . import on_stop_signals, restore_signals
 
 __all__ = ["add_parser", "run", "Reporter"]
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     client = Client(max_attempts=args.retries, initial_delay=0.2, max_delay=2.0,
                     connect_timeout=10.0)
     stop = threading.Event()
-    previous = _on_signals(lambda: stop.set())
+    previous = on_stop_signals(stop.set)
     try:
         client.connect(args.url)
         sync = client.sync(db, remote_name=args.remote, credentials=credentials,
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         client.close()
         db.close()
-        _restore(previous)
+        restore_signals(previous)
     if result.cancelled and not args.live:
         return 130
     return 0
