@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="http", daemon=True)
+                              name="flask-example-http", daemon=True)
     thread.start()
     print(f"listening on http://{args.host}:{http.server_port}/ "
           f"(sync: ws://{args.host}:{http.server_port}/sync)", flush=True)
