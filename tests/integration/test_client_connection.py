@@ -430,3 +430,23 @@ def test_healthy_idle_connection_is_kept_by_pongs(fake_server):
     finally:
         client.close()
         signals.client_disconnect.disconnect(r1)
+
+
+def test_close_interrupts_a_hanging_handshake(fake_server):
+    import time
+
+    handshake_started = threading.Event()
+
+    def script(peer: Peer) -> None:
+        peer.sock.recv(65536)
+        handshake_started.set()
+        peer.stop.wait(30)
+
+    server = fake_server(script)
+    client = Client(connect_timeout=30)
+    client.connect(server.url)
+    assert handshake_started.wait(5)
+    started = time.monotonic()
+    client.close()
+    assert time.monotonic() - started < 3
+    assert not client.connected
