@@ -45,14 +45,17 @@ def fill(db: Any, count: int, chunk: int = 2000) -> None:
         db.bulk_docs([small_doc(i) for i in range(start, min(count, start + chunk))])
 
 
-def timed_runs(runs: int, one: Callable[[int], tuple[float, int]]) -> list[float]:
-    rates = []
+def interleaved_runs(runs: int, modes: list[int],
+                     one: Callable[[int, int], tuple[float, int]]) -> dict[int, float]:
+    """Median docs/s per mode; modes alternate run by run so load drifts hit all alike."""
+    rates: dict[int, list[float]] = {mode: [] for mode in modes}
     for run in range(runs):
-        seconds, written = one(run)
-        rates.append(written / seconds)
-        print(f"  run {run + 1}: {written} docs in {seconds:.2f} s = {written / seconds:,.0f} docs/s",
-              flush=True)
-    return rates
+        for mode in modes:
+            seconds, written = one(mode, run)
+            rates[mode].append(written / seconds)
+            print(f"  run {run + 1}, batches_limit={mode}: {written} docs in {seconds:.2f} s"
+                  f" = {written / seconds:,.0f} docs/s", flush=True)
+    return {mode: statistics.median(values) for mode, values in rates.items()}
 
 
 def bench_local(count: int, runs: int, batch_size: int, modes: list[int]) -> dict[int, float]:
@@ -62,23 +65,18 @@ def bench_local(count: int, runs: int, batch_size: int, modes: list[int]) -> dic
         fill(source, count)
         print(f"  filled source with {count} docs in {time.perf_counter() - t0:.1f} s", flush=True)
 
-        medians = {}
-        for mode in modes:
-            print(f"  batches_limit={mode}:")
+        def one(mode: int, run: int) -> tuple[float, int]:
+            target = LocalDatabase(os.path.join(tmp, f"target{mode}-{run}.sqlite"))
+            try:
+                t = time.perf_counter()
+                result = replicate(source, target, batch_size=batch_size, batches_limit=mode)
+                seconds = time.perf_counter() - t
+                assert result.status == "complete" and result.docs_written == count, result
+                return seconds, result.docs_written
+            finally:
+                target.close()
 
-            def one(run: int) -> tuple[float, int]:
-                target = LocalDatabase(os.path.join(tmp, f"target{mode}-{run}.sqlite"))
-                try:
-                    t = time.perf_counter()
-                    result = replicate(source, target, batch_size=batch_size,
-                                       batches_limit=mode)
-                    seconds = time.perf_counter() - t
-                    assert result.status == "complete" and result.docs_written == count, result
-                    return seconds, result.docs_written
-                finally:
-                    target.close()
-
-            medians[mode] = statistics.median(timed_runs(runs, one))
+        medians = interleaved_runs(runs, modes, one)
         source.close()
     return medians
 
@@ -99,24 +97,20 @@ def bench_couch(count: int, runs: int, batch_size: int, modes: list[int]
         fill(source, count, chunk=1000)
         print(f"  filled the server with {count} docs in {time.perf_counter() - t0:.1f} s",
               flush=True)
-        medians = {}
         with tempfile.TemporaryDirectory(prefix="pouchsync-bench-") as tmp:
-            for mode in modes:
-                print(f"  batches_limit={mode}:")
+            def one(mode: int, run: int) -> tuple[float, int]:
+                target = LocalDatabase(os.path.join(tmp, f"target{mode}-{run}.sqlite"))
+                try:
+                    t = time.perf_counter()
+                    result = replicate(source, target, batch_size=batch_size,
+                                       batches_limit=mode)
+                    seconds = time.perf_counter() - t
+                    assert result.status == "complete" and result.docs_written == count, result
+                    return seconds, result.docs_written
+                finally:
+                    target.close()
 
-                def one(run: int) -> tuple[float, int]:
-                    target = LocalDatabase(os.path.join(tmp, f"target{mode}-{run}.sqlite"))
-                    try:
-                        t = time.perf_counter()
-                        result = replicate(source, target, batch_size=batch_size,
-                                           batches_limit=mode)
-                        seconds = time.perf_counter() - t
-                        assert result.status == "complete" and result.docs_written == count, result
-                        return seconds, result.docs_written
-                    finally:
-                        target.close()
-
-                medians[mode] = statistics.median(timed_runs(runs, one))
+            medians = interleaved_runs(runs, modes, one)
         server.close()
     finally:
         stop()
