@@ -1,0 +1,227 @@
+"""One channel of a client connection: a database on the server, opened by a grant.
+
+``call`` sends a ``call`` and blocks for the ``reply`` with its id (many threads may
+call at once; replies come back in any order); ``wait_changes`` waits for one batch of
+live changes through a one-shot subscription. The connection's reader thread feeds
+replies, grants and pushed changes in through the ``_granted``/``_denied``/``_reply``/
+``_changes`` methods. A locally closed channel fails its waiters with ``Cancelled``, a
+lost connection with ``TransportError``.
+
+Thread safety: every public method may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..errors import Cancelled, Denied, PouchSyncError, Timeout, TransportError, error_from_json
+from ..protocol import messages as wire
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .connection import Connection
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Channel"]
+
+
+class _Waiter:
+    """A one-shot slot a thread waits on: filled with a value or an error."""
+
+    __slots__ = ("_event", "value", "error")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def set(self, value: Any) -> None:
+        if not self._event.is_set():
+            self.value = value
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._event.is_set():
+            self.error = error
+            self._event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+
+class Channel:
+    """One granted (or being opened) channel: a database on the server.
+
+    ``call`` may be used by many threads at once; each call waits only for its own reply.
+    """
+
+    def __init__(self, connection: "Connection", ch: int, db: str) -> None:
+        self.connection = connection
+        self.ch = ch
+        self.db = db
+        self.state = "opening"  # opening -> open | denied | closed
+        self.uuid: str | None = None
+        self.read_only = False
+        self._ids = itertools.count(1)
+        self._sub_ids = itertools.count(1)
+        self._open = _Waiter()
+        self._calls: dict[int, _Waiter] = {}
+        self._subs: dict[int, _Waiter] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.ch} {self.db!r} {self.state}>"
+
+    # -- opening ----------------------------------------------------------------
+    def wait_open(self, timeout: float | None) -> "Channel":
+        """Block until granted; raise ``Denied``, ``TransportError``, ``Cancelled`` or
+        ``Timeout``."""
+        if not self._open.wait(timeout):
+            self.close()
+            raise Timeout(f"no answer to the request for database {self.db!r} "
+                          f"within {timeout}s")
+        if self._open.error is not None:
+            raise self._open.error
+        return self
+
+    def _granted(self, msg: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self.state != "opening":
+                closing = self.state == "closed"
+            else:
+                closing = False
+                self.state = "open"
+                self.uuid = str(msg.get("uuid") or "")
+                self.read_only = bool(msg.get("read_only", False))
+        if closing:  # closed locally while the grant was on its way: "closed" follows
+            return
+        self._open.set(self)
+
+    def _denied(self, msg: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self.state != "opening":  # closing: ignored, "closed" follows
+                return
+            self.state = "denied"
+        self.connection._forget(self)
+        # "denied" is on_request's refusal; 429 too_many_channels and 503 shutting_down
+        # are retryable refusals (error_from_json gives ServerError for those)
+        self._open.fail(error_from_json(msg))
+
+    # -- calls --------------------------------------------------------------------
+    def call(self, op: str, args: Mapping[str, Any] | None = None, *,
+             timeout: float | None = None) -> Any:
+        """Send one call and block for its reply (pipelined with other threads' calls)."""
+        waiter = _Waiter()
+        with self._lock:
+            if self.state != "open":
+                raise self._unusable()
+            call_id = next(self._ids)
+            self._calls[call_id] = waiter
+        msg = wire.call(self.ch, call_id, op, args)
+        try:
+            self.connection.send(msg)
+            if not waiter.wait(timeout if timeout is not None else self.connection.call_timeout):
+                raise Timeout(f"no reply to {op} on {self.db!r} within "
+                              f"{timeout if timeout is not None else self.connection.call_timeout}s")
+        finally:
+            with self._lock:
+                self._calls.pop(call_id, None)
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value
+
+    def _reply(self, msg: Mapping[str, Any]) -> None:
+        with self._lock:
+            waiter = self._calls.get(msg.get("id"))  # type: ignore[arg-type]
+        if waiter is None:
+            log.debug("reply for an unknown call %r on channel %s (late or cancelled)",
+                      msg.get("id"), self.ch)
+            return
+        if msg.get("error") is not None:
+            waiter.fail(error_from_json(msg.get("error")))
+        else:
+            waiter.set(msg.get("ok"))
+
+    # -- live changes (one-shot subscriptions) ------------------------------------------
+    def wait_changes(self, since: Any, options: Mapping[str, Any],
+                     timeout: float) -> dict[str, Any] | None:
+        """The first batch of changes after ``since`` (a ``changes`` message), or ``None``
+        when none came within ``timeout`` seconds.
+
+        A subscription, ended as soon as it delivered: the server waits on its change
+        follower without holding a worker or counting as a call in flight, so any
+        number of channels may wait at once (a longpoll call would hold both).
+        """
+        waiter = _Waiter()
+        with self._lock:
+            if self.state != "open":
+                raise self._unusable()
+            sub = next(self._sub_ids)
+            self._subs[sub] = waiter
+        try:
+            self.connection.send(wire.subscribe(self.ch, sub, since, **options))
+            got = waiter.wait(timeout)
+        finally:
+            with self._lock:
+                self._subs.pop(sub, None)
+                still_open = self.state == "open"
+            if still_open:  # batches already on the way are dropped (unknown sub)
+                self.connection._send_quietly(wire.unsubscribe(self.ch, sub))
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.value if got else None
+
+    def _changes(self, msg: Mapping[str, Any]) -> None:
+        with self._lock:
+            waiter = self._subs.get(msg.get("sub"))  # type: ignore[arg-type]
+        if waiter is None:
+            return  # after unsubscribe: ignored, as the protocol says
+        if msg.get("error") is not None:
+            waiter.fail(error_from_json(msg.get("error")))
+        else:
+            waiter.set(msg)
+
+    def _unusable(self) -> PouchSyncError:
+        if self.state == "denied":
+            return Denied(f"database {self.db!r} was denied")
+        if self.connection.lost_error is not None:
+            return TransportError(f"connection lost: {self.connection.lost_error}")
+        return Cancelled(f"channel for {self.db!r} is closed")
+
+    # -- closing ------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the channel: fail its waiters with ``Cancelled`` and tell the server.
+
+        Idempotent; never blocks on the network beyond one send.
+        """
+        with self._lock:
+            previous = self.state
+            if previous in ("closed", "denied"):
+                return
+            self.state = "closed"
+            calls = list(self._calls.values()) + list(self._subs.values())
+            self._calls.clear()
+            self._subs.clear()
+        error = Cancelled(f"channel for {self.db!r} closed")
+        self._open.fail(error)
+        for waiter in calls:
+            waiter.fail(error)
+        # the server answers "closed" (even while opening); the number stays reserved
+        # until then (channel numbers are never reused on a connection anyway)
+        self.connection._send_quietly(wire.close(self.ch))
+
+    def _lost(self, error: TransportError) -> None:
+        with self._lock:
+            if self.state in ("closed", "denied"):
+                calls: list[_Waiter] = []
+            else:
+                self.state = "closed"
+                calls = list(self._calls.values()) + list(self._subs.values())
+            self._calls.clear()
+            self._subs.clear()
+        self._open.fail(error)
+        for waiter in calls:
+            waiter.fail(error)
