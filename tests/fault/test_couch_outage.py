@@ -134,3 +134,39 @@ def test_couch_server_restarted_clients_push_everything_back(servers, clients, l
         handle.close()
         for couch in couches:
             couch.stop()
+
+
+def test_backend_failure_takes_a_live_sync_offline_promptly(servers, clients, local, recorders,
+                                                             couch_url: str) -> None:
+    """One direction of a live round failing (a push answered 503) must stop the other at
+    once, even while it waits in a server longpoll (the client's default is 25 s):
+    otherwise the sync reports nothing and retries nothing for that long."""
+    import time
+
+    parts = urlsplit(couch_url)
+    name = f"prompt-{threading.get_ident() % 100000}"
+    direct = CouchDB(couch_url)
+    direct.database(name, create=True)
+    with FaultProxy(parts.port, parts.hostname or "127.0.0.1") as proxy:
+        couch = CouchDB(f"http://127.0.0.1:{proxy.port}", timeout=5.0)
+        try:
+            server = servers(_couch_backed(couch, name), follow_timeout=1.0)
+            a = local(name)
+            sync = clients(longpoll_timeout=25.0).connect(server.url).sync(a, credentials=TOKEN, live=True)
+            paused = recorders(signals.sync_paused, sync)
+            a.put({"_id": "first"})
+            sync.wait_in_sync(timeout=30)
+            proxy.refuse = True
+            proxy.cut_all()
+            started = time.monotonic()
+            a.put({"_id": "during"})  # the push of this fails with 503 at once
+            assert paused.wait_for(lambda ev: any(e.get("direction") is None for e in ev),
+                                   timeout=20), "the sync never went offline"
+            took = time.monotonic() - started
+            proxy.refuse = False
+            assert took < 5.0, f"offline only after {took:.1f}s (the pull longpoll was waited out)"
+            sync.wait_in_sync(timeout=30)
+            assert direct.database(name).get("during")["_id"] == "during"
+        finally:
+            couch.close()
+            direct.close()
