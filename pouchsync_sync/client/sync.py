@@ -429,6 +429,13 @@ class Sync:
         if result.error is not None or self.live:
             # stop the other direction too: a live round is all or nothing
             self._round_cancel.set()
+            if self.live:
+                # and wake it now: it may be waiting in a server longpoll, which the
+                # round's cancel event does not interrupt (closing the channel does)
+                with self._cond:
+                    channel = self._channel
+                if channel is not None:
+                    channel.close()
 
     # -- replicator callbacks (on direction threads) ------------------------------------
     def _on_batch(self, direction: _Direction, info: Mapping[str, Any]) -> None:
