@@ -99,3 +99,36 @@ def test_peer_that_stops_reading_is_closed_without_holding_threads(hub, servers)
         assert wait_until(lambda: not _session_threads(), timeout=10), thread_stacks(_session_threads())
     finally:
         sock_peer.ws.sock.close()
+
+
+def test_bytes_after_a_websocket_ends_are_not_read_as_http(hub, servers, caplog) -> None:
+    """The server closes a socket (1009) while the client is still sending frames: those
+    bytes must not be parsed as a new HTTP request (werkzeug's keep-alive loop answered
+    them with a 400 and logged an ERROR per connection, which any client could trigger)."""
+    import logging
+
+    import websocket
+
+    server = servers(hub.on_request, max_message_size=1024)
+    caplog.set_level(logging.INFO, logger="werkzeug")
+    text = websocket.ABNF.OPCODE_TEXT
+    for _ in range(5):
+        peer = RawPeer(server.url)
+        big = websocket.ABNF.create_frame("x" * 4096, text).format()
+        more = websocket.ABNF.create_frame('{"type":"close","ch":1}', text).format()
+        peer.ws.sock.sendall(big + more * 20)
+        answer, _ = peer.until(lambda m: False)
+        assert answer in (("close", 1009), ("gone", None)), answer
+        peer.ws.sock.settimeout(2.0)
+        trailing = b""
+        try:
+            while chunk := peer.ws.sock.recv(4096):
+                trailing += chunk
+        except OSError:
+            pass
+        peer.ws.sock.close()
+        assert b"HTTP/1." not in trailing, trailing[:200]
+    assert wait_until(lambda: server.stats()["connections"] == 0, timeout=10)
+    assert wait_until(lambda: not _request_threads(), timeout=10)
+    noise = [r.getMessage() for r in caplog.records if r.name == "werkzeug" and r.levelno >= logging.ERROR]
+    assert not noise, noise[:3]
