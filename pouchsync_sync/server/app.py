@@ -251,10 +251,16 @@ def _no_delay(environ: dict[str, Any]) -> None:
 
 def _request_handler(timeout: float) -> Any:
     """werkzeug's request handler with a read timeout until the WebSocket upgrade, so a
-    socket that sends nothing (or half a request) cannot hold a thread forever."""
+    socket that sends nothing (or half a request) cannot hold a thread forever; and once
+    a WebSocket ended (the app raised ConnectionError), the connection is closed rather
+    than its leftover frames read as the next HTTP request (a 400 and an ERROR log)."""
     from werkzeug.serving import WSGIRequestHandler
 
-    return type("SyncRequestHandler", (WSGIRequestHandler,), {"timeout": timeout})
+    def connection_dropped(self: Any, error: BaseException, environ: Any = None) -> None:
+        self.close_connection = True
+
+    return type("SyncRequestHandler", (WSGIRequestHandler,),
+                {"timeout": timeout, "connection_dropped": connection_dropped})
 
 
 def _url_host(host: str) -> str:
