@@ -200,6 +200,7 @@ def fanout(clients: int, procs: int, runs: int, changes: int = 3) -> dict[str, A
         for run in range(runs * changes):
             doc_id = f"fan-{run:04d}"
             load_before = load()
+            server_cpu0 = cpu_seconds(server.pid)
             server.send(f"write {doc_id}")
             t_write = server.read()["t0"]
             for c in children:
@@ -209,10 +210,19 @@ def fanout(clients: int, procs: int, runs: int, changes: int = 3) -> dict[str, A
             arrived = sum(a["arrived"] for a in answers)
             last = max(times) - t_write if times else float("nan")
             lat = sorted(t - t_write for t in times)
+            server_cpu = cpu_seconds(server.pid) - server_cpu0
+            calls: dict[str, int] = {}
+            for a in answers:
+                for op, n in a.get("calls", {}).items():
+                    calls[op] = calls.get(op, 0) + n
             rounds.append({"id": doc_id, "arrived": arrived, "all_s": last,
-                           "p50_s": percentile(lat, 0.5), "load": load_before})
+                           "p50_s": percentile(lat, 0.5), "load": load_before,
+                           "server_cpu_s": server_cpu, "calls": calls,
+                           "clients_cpu_s": sum(a.get("cpu_s_during", 0.0) for a in answers)})
             print(f"  change {doc_id}: {arrived}/{clients} in {last:.3f} s "
-                  f"(median client {percentile(lat, 0.5):.3f} s); load {load_before}", flush=True)
+                  f"(median client {percentile(lat, 0.5):.3f} s); server CPU {server_cpu:.2f} s, "
+                  f"client processes CPU {rounds[-1]['clients_cpu_s']:.2f} s, calls {calls}; "
+                  f"load {load_before}", flush=True)
             # let the fan-out settle before the next change
             time.sleep(0.5)  # noqa: not waiting for a condition, spacing the samples
         st = proc_status(server.pid)

@@ -213,6 +213,7 @@ def fanout(args: argparse.Namespace) -> None:
             cond.notify_all()
 
     signals.sync_change.connect(on_change)
+    count_calls()
     t0 = time.monotonic()
     for _ in range(args.count):
         db = ps.LocalDatabase(":memory:")
@@ -229,11 +230,18 @@ def fanout(args: argparse.Namespace) -> None:
         doc_id = line.strip()
         if not doc_id:
             continue
+        with _calls_lock:
+            calls0 = dict(CALLS)
+        cpu0 = time.process_time()
         with cond:
             cond.wait_for(lambda: len(arrivals.get(doc_id, [])) >= len(syncs), args.timeout)
             times = list(arrivals.get(doc_id, []))
+        # the calls that follow an arrival (checkpoint, next longpoll) may still be in flight
+        with _calls_lock:
+            calls = {op: n - calls0.get(op, 0) for op, n in CALLS.items() if n != calls0.get(op, 0)}
         print(json.dumps({"id": doc_id, "arrived": len(times), "of": len(syncs),
-                          "times": times, **own_usage()}), flush=True)
+                          "times": times, "calls": calls,
+                          "cpu_s_during": time.process_time() - cpu0, **own_usage()}), flush=True)
     for sync in syncs:
         sync.cancel()
     for client in clients:
