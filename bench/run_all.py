@@ -35,7 +35,9 @@ def yes(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def section_1(results: list[dict[str, Any]], cmd: str) -> list[str]:
+def section_1(results: list[dict[str, Any]] | dict[str, Any], cmd: str) -> list[str]:
+    if isinstance(results, dict):  # one batch size (older raw files)
+        results = [results]
     res = results[0]
     lines = [f"## 1. Embedded → sync server (embedded) → embedded, {res['docs']:,} docs "
              f"(~{doc_bytes()} B each)", "",
@@ -106,7 +108,7 @@ def section_2(res: dict[str, Any], cmd: str) -> list[str]:
               "| docs | ours CPU s | PouchDB CPU s | original CPU s | PouchDB ÷ ours | original ÷ ours |",
               "|---|---|---|---|---|---|"]
     for count, e in res["sizes"].items():
-        o = e["ours_total_cpu_s"]["median"]
+        o = e.get("ours_total_cpu_s", {}).get("median", float("nan"))
         p = e.get("pouchdb_total_cpu_s", {}).get("median", float("nan"))
         g = e.get("original_total_cpu_s", {}).get("median", float("nan"))
         lines.append(f"| {int(count):,} | {fmt_num(o, 2)} | {fmt_num(p, 2)} | {fmt_num(g, 2)} | "
@@ -190,9 +192,17 @@ def section_5(res: dict[str, Any], cmd: str) -> list[str]:
              f"{res['all_s']['median']:.3f} [{res['all_s']['min']:.3f}–{res['all_s']['max']:.3f}] | "
              f"{worst:.3f} | {res['server_idle_rss_mb']:.0f} → {res['server_rss_mb']:.0f} → "
              f"{res['server_peak_rss_mb']:.0f} | {res['server_threads']} | {yes(ok)} |", "",
-             "Per change: " + "; ".join(f"{r['arrived']}/{res['clients']} in {r['all_s']:.3f} s "
-                                        f"(median client {r['p50_s']:.3f} s, load {r['load']})"
-                                        for r in res["rounds"]),
+             "| change | reached | last client, s | median client, s | server CPU s | "
+             "client processes CPU s | calls by the clients | load |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in res["rounds"]:
+        lines.append(f"| {r['id']} | {r['arrived']}/{res['clients']} | {r['all_s']:.3f} | "
+                     f"{r['p50_s']:.3f} | {fmt_num(r.get('server_cpu_s', float('nan')), 2)} | "
+                     f"{fmt_num(r.get('clients_cpu_s', float('nan')), 2)} | "
+                     f"{', '.join(f'{k} {v}' for k, v in r.get('calls', {}).items()) or 'n/a'} | "
+                     f"{r['load']} |")
+    lines += [
+             "",
              "", f"Client processes: RSS {', '.join(f'{x:.0f}' for x in res['client_procs_rss_mb'])} MB, "
              f"threads {', '.join(str(x) for x in res['client_procs_threads'])}. "
              f"Thread limits: {limits()}.", "", f"Command: `{cmd}`", ""]
@@ -220,6 +230,9 @@ def main() -> None:
     parser.add_argument("--extra-batch", type=int, default=500,
                         help="also measure 1 and 2 with this batch_size (0: no)")
     parser.add_argument("--out", default=str(BENCH / "results.md"))
+    parser.add_argument("--render", nargs="?", const=str(OUT / "run_all.json"), default=None,
+                        metavar="JSON", help="measure nothing: rewrite --out from the raw figures "
+                                             "of a run (default bench/out/run_all.json)")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     if args.big:
@@ -244,6 +257,22 @@ def main() -> None:
     def save() -> None:
         (OUT / "run_all.json").write_text(json.dumps(raw, indent=1, default=str))
 
+    if args.render:
+        raw = json.loads(Path(args.render).read_text())
+        only = set()
+        cmds = {1: f"{base} --only 1", 2: f"{base} --only 2", 3: f"{base} --only 3",
+                4: f"{base} --only 4 --big", 5: f"{base} --only 5"}
+        if "1" in raw:
+            sections[1] = section_1(raw["1"], cmds[1])
+        if "2" in raw:
+            sections[2] = section_2(raw["2"], cmds[2])
+        if "3" in raw:
+            sections[3] = section_3(raw["3"], cmds[3])
+        if "4" in raw:
+            sections[4] = section_4(raw["4"], cmds[4])
+        if "5" in raw:
+            sections[5] = section_5(raw["5"], cmds[5])
+        info = dict(info, rendered=raw.get("finished", "?"))
     if 1 in only:
         print(f"\n== 1. pull and push of {n1} docs, {runs} runs", flush=True)
         raw["1"] = [bench_sync.oneshot(n1, runs, args.batch_size)]
@@ -288,17 +317,29 @@ def main() -> None:
         save()
 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    head = ["# Sync benchmarks", "",
-            f"Run {now}, {time.monotonic() - started:.0f} s, by `{base}"
-            f"{' --big' if args.big else ''}{' --quick' if args.quick else ''}`"
-            f"{'' if only == {1, 2, 3, 5} | ({4} if args.big else set()) else ' --only ' + args.only}.",
+    if not args.render:
+        raw["finished"] = now
+        raw["load_end"] = load()
+        raw["seconds"] = time.monotonic() - started
+        save()
+    if args.render:
+        when = (f"Measured by `{base} --big`, finished {raw.get('finished', '?')} after "
+                f"{raw.get('seconds', 0):.0f} s; tables rendered {now} by `{base} --render`.")
+        end_load = raw.get("load_end", "?")
+    else:
+        when = (f"Run {now}, {time.monotonic() - started:.0f} s, by `{base}"
+                f"{' --big' if args.big else ''}{' --quick' if args.quick else ''}`"
+                f"{'' if only == {1, 2, 3, 5} | ({4} if args.big else set()) else ' --only ' + args.only}.")
+        end_load = load()
+    head = ["# Sync benchmarks", "", when,
             "", f"- Machine: {info['machine']}", f"- Versions: {info['versions']}",
-            f"- Load average at the end: {load()} (the machine is shared; other engineers' test "
+            f"- Load average at the end: {end_load} (the machine is shared; other engineers' test "
             "runs compete for the 2 cores, so wall-clock rates are low and noisy: docs per "
             "CPU-second is given beside them)",
             "- Each figure: median of the runs, [spread] = min and max as % off the median.", ""]
     for key, lines in sections.items():  # kept, so a partial run reuses the others
-        (OUT / f"section-{key}.md").write_text("\n".join(lines))
+        if not args.render:
+            (OUT / f"section-{key}.md").write_text("\n".join(lines))
     body: list[str] = []
     for key in (1, 2, 3, 4, 5):
         path = OUT / f"section-{key}.md"
