@@ -261,7 +261,7 @@ def test_doc_not_found_and_conflict_from_the_real_server(backend_couch):
     db.delete("a", rev)
 
 
-# -- threads ----------------------------------------------------------------------------------------
+# -- threads ---------------------------------------------------------------------------------
 
 def test_threads_share_one_database_and_pool(backend_couch):
     db = backend_couch("threads")
