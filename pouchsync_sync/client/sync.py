@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .. import signals
-from ..errors import Cancelled, Denied, PouchSyncError, Timeout, TransportError
+from ..errors import Cancelled, Denied, NotFound, PouchSyncError, Timeout, TransportError
 from ..store.base import Database
 from .connection import Channel, Connection
 from .remote import RemoteDatabase
@@ -286,7 +286,7 @@ class Sync:
                 failures_in_a_row = 0
                 avoid = connection  # a live round only ends when its connection went
                 continue
-            if not getattr(error, "retryable", False):
+            if not self._retryable(error):
                 return SyncState.ERROR, error
             with self._cond:
                 self._last_error = error
@@ -308,6 +308,17 @@ class Sync:
             log.warning("%r: %r; retrying in %.2fs", self, error, delay)
             if self._cancel.wait(delay):
                 return SyncState.CANCELLED, None
+
+    def _retryable(self, error: BaseException) -> bool:
+        """Whether a round's error takes the sync offline to retry (else it ends it).
+
+        Transport errors, timeouts and 5xx are; a live sync also rides out its remote
+        database missing for a while (404: being restored or re-created), as CouchDB's
+        continuous replications do. Denials and bad requests end it.
+        """
+        if getattr(error, "retryable", False):
+            return True
+        return self.live and isinstance(error, NotFound)
 
     def _round_on(self, connection: Connection) -> BaseException | None:
         """One round on ``connection``: open the channel, replicate, release the channel.

@@ -576,3 +576,46 @@ def test_too_many_channels_is_retried_not_denied(hub, clients, local):
     finally:
         client.close()
         server.stop()
+
+
+class Missing(LocalDatabase):
+    """A server database that answers 404 ("Database does not exist.") ``missing`` times."""
+
+    missing = 0
+
+    def info(self) -> dict[str, Any]:
+        from pouchsync_sync.errors import NotFound
+
+        if self.missing > 0:
+            self.missing -= 1
+            raise NotFound("Database does not exist.")
+        return super().info()
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "one-shot"])
+def test_a_missing_remote_database(tmp_path, clients, local, live):
+    """A live sync rides out its remote database missing for a while (being restored);
+    a one-shot sync reports it at once."""
+    from pouchsync_sync.errors import NotFound
+
+    db = Missing(tmp_path / "missing.sqlite", name="todos")
+    db.missing = 2
+    server = make_server(lambda credentials, name: db).start()
+    try:
+        client = clients().connect(server.url)
+        a = local("todos")
+        a.put({"_id": "x"})
+        sync = client.sync(a, live=live)
+        if live:
+            sync.wait_in_sync(timeout=30)
+            status = sync.status
+            assert "x" in ids(db) and status.rounds >= 2
+            assert isinstance(status.last_error, NotFound)
+        else:
+            with pytest.raises(NotFound):
+                sync.wait(timeout=30)
+            assert sync.state is SyncState.ERROR
+    finally:
+        client.close()
+        server.stop()
+        db.close()
