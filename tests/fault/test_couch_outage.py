@@ -22,7 +22,7 @@ from pouchsync_sync import CouchDB, signals
 from pouchsync_sync.client import SyncState
 
 from .helpers import TOKEN, missing_writes, wait_converged
-from .proxy import FaultProxy
+from .proxy import FaultProxy, wait_until
 
 
 def _couch_backed(couch: CouchDB, name: str) -> Any:
@@ -167,6 +167,52 @@ def test_backend_failure_takes_a_live_sync_offline_promptly(servers, clients, lo
             assert took < 5.0, f"offline only after {took:.1f}s (the pull longpoll was waited out)"
             sync.wait_in_sync(timeout=30)
             assert direct.database(name).get("during")["_id"] == "during"
+        finally:
+            couch.close()
+            direct.close()
+
+
+def test_flaky_couch_link_cut_mid_response_keeps_syncs_converging(servers, clients, local,
+                                                                   couch_url: str, full_run: bool) -> None:
+    """The link between the sync server and CouchDB is reset inside requests and
+    responses (mid-body) again and again while two clients sync live and write: no
+    sync ends in error, and all three sides converge."""
+    import random
+
+    rounds = 20 if full_run else 3
+    rng = random.Random(17)
+    parts = urlsplit(couch_url)
+    name = f"flaky-{threading.get_ident() % 100000}"
+    direct = CouchDB(couch_url)
+    direct.database(name, create=True)
+    with FaultProxy(parts.port, parts.hostname or "127.0.0.1") as proxy:
+        couch = CouchDB(f"http://127.0.0.1:{proxy.port}", timeout=5.0)
+        try:
+            server = servers(_couch_backed(couch, name), follow_timeout=1.0)
+            a, b = local(name), local(name)
+            syncs = [clients(max_delay=0.3).connect(server.url).sync(db, credentials=TOKEN, live=True,
+                                                                    batch_size=10)
+                     for db in (a, b)]
+            sides = {"a": a, "b": b, "couch": direct.database(name)}
+            written: list[tuple[str, str]] = []
+            for round_no in range(rounds):
+                cuts_before = proxy.cuts
+                proxy.cut_after(rng.randint(200, 6000))
+                for i in range(30):
+                    for side, db in (("a", a), ("b", b)):
+                        result = db.put({"_id": f"{side}-{round_no}-{i}", "pad": "x" * rng.randint(0, 2000)})
+                        written.append((result["id"], result["rev"]))
+                result = sides["couch"].put({"_id": f"couch-{round_no}"})
+                written.append((result["id"], result["rev"]))
+                # the writes travel over the flaky link until it has been cut a few times
+                assert wait_until(lambda: proxy.cuts >= cuts_before + 3, timeout=30)
+                proxy.cut_after(None)
+                wait_converged(sides, syncs, timeout=90)
+                for side, db in sides.items():
+                    assert not missing_writes(db, written), f"{side} lost writes in round {round_no}"
+                for sync in syncs:
+                    assert not sync.state.final, (sync, sync.status.last_error)
+            print(f"\nflaky couch link: {rounds} rounds, {proxy.cuts} cuts, {len(written)} writes, 0 lost")
         finally:
             couch.close()
             direct.close()
