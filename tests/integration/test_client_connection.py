@@ -450,3 +450,17 @@ def test_close_interrupts_a_hanging_handshake(fake_server):
     client.close()
     assert time.monotonic() - started < 3
     assert not client.connected
+
+
+def test_urls_are_shown_without_credentials():
+    from pouchsync_sync.client.connection import safe_url
+
+    assert safe_url("ws://user:secret@example.com:3000/sync?x=1") == "ws://example.com:3000/sync?x=1"
+    assert safe_url("wss://token@[::1]/s") == "wss://[::1]/s"
+    assert safe_url("ws://127.0.0.1:5/") == "ws://127.0.0.1:5/"
+    client = Client()
+    try:
+        client.connect("ws://user:secret@127.0.0.1:9/")  # nothing listens: retries quietly
+        assert "secret" not in repr(client) and client.url == "ws://127.0.0.1:9/"
+    finally:
+        client.close()
