@@ -20,13 +20,14 @@ Thread safety: every public method may be called from any thread.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import logging
 import socket
 import threading
 import time
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import websocket
 
@@ -66,6 +67,16 @@ def safe_url(url: str) -> str:
         host = f"[{host}]"
     netloc = host + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _basic_auth(url: str) -> list[str]:
+    """``user:password@`` in the URL as an HTTP Basic header (for a proxy in front of
+    the server; the server's ``on_request`` gets the ``credentials`` of each ``open``)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return []
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return ["Authorization: Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")]
 
 
 def _short(data: Any, limit: int = 300) -> str:
@@ -121,7 +132,8 @@ class Connection:
         if on_socket is not None:
             on_socket(ws)
         try:
-            ws.connect(url, suppress_origin=True, timeout=timeout)
+            ws.connect(shown, suppress_origin=True, timeout=timeout,
+                       header=_basic_auth(url))
         except (OSError, websocket.WebSocketException) as exc:
             ws.shutdown()
             raise TransportError(f"cannot connect to {shown}: {exc}") from exc
