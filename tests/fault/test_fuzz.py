@@ -21,6 +21,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pouchsync_sync.protocol import messages as protocol_messages
 from pouchsync_sync.protocol import ops as protocol_ops
 
 from .helpers import TOKEN, RawPeer, missing_writes, thread_stacks, wait_converged
@@ -163,7 +164,8 @@ def test_fuzz_server_survives_and_bystanders_sync(hub, servers, local, clients, 
 
     writer = threading.Thread(target=bystander_writes, name="fault-bystander-writer")
     writer.start()
-    state: dict[str, Any] = {"peer": None, "frames": 0, "inputs": 0, "closes": {}, "answers": 0}
+    state: dict[str, Any] = {"peer": None, "frames": 0, "inputs": 0, "closes": {}, "answers": 0,
+                             "errors_checked": 0}
 
     def fresh(hello: bool) -> RawPeer:
         peer = RawPeer(server.url, hello=hello, timeout=10.0)
@@ -193,16 +195,27 @@ def test_fuzz_server_survives_and_bystanders_sync(hub, servers, local, clients, 
                 state["peer"].close()
             state["peer"] = fresh(hello=True)
         peer: RawPeer = state["peer"]
+        malformed = 0  # frames the pure decoder refuses: each must get an ``error``
         for frame in batch:
             if isinstance(frame, tuple):
                 kind, data = frame
                 peer.send(data, opcode=1 if kind == "badtext" else None)
+                malformed += kind == "binary"
             else:
                 peer.send(frame)
+                if len(frame) <= MAX_MESSAGE:
+                    try:
+                        protocol_messages.decode(frame, sender="client")
+                    except protocol_messages.BadMessage:
+                        malformed += 1
             state["frames"] += 1
         state["inputs"] += 1
         answer, seen = peer.probe()
         check_answers(seen)
+        if isinstance(answer, dict) and mode == "hello":
+            errors = sum(1 for msg in seen if msg.get("type") == "error")
+            assert errors >= malformed, f"{malformed} malformed frames, {errors} errors: {batch!r:.300}"
+            state["errors_checked"] += malformed
         if isinstance(answer, tuple):
             kind, code = answer
             assert kind == "gone" or code in PROTOCOL_CLOSES, f"closed with {answer} after {batch!r:.300}"
@@ -230,5 +243,7 @@ def test_fuzz_server_survives_and_bystanders_sync(hub, servers, local, clients, 
         thread_stacks(_server_threads(bystander_ids))
     assert server.stats()["connections"] == 2
     assert not errors.records, errors.records[:5]
+    assert state["errors_checked"] > 0
     print(f"\nfuzz: {state['frames']} frames in {state['inputs']} inputs, {state['answers']} answers, "
+          f"{state['errors_checked']} malformed frames each answered with an error, "
           f"closes {state['closes']}, server threads leaked 0, bystander writes {len(written)}, 0 lost")
