@@ -164,7 +164,7 @@ def test_backend_failure_takes_a_live_sync_offline_promptly(servers, clients, lo
                                    timeout=20), "the sync never went offline"
             took = time.monotonic() - started
             proxy.refuse = False
-            assert took < 5.0, f"offline only after {took:.1f}s (the pull longpoll was waited out)"
+            assert took < 10.0, f"offline only after {took:.1f}s (the pull longpoll was waited out)"
             sync.wait_in_sync(timeout=30)
             assert direct.database(name).get("during")["_id"] == "during"
         finally:
