@@ -592,8 +592,24 @@ class Session:
         thread = getattr(self.ws, "thread", None)
         if thread is not None:
             thread.join(5.0)
+            if not thread.is_alive():
+                self._drain_socket()
         log.info("connection %s: disconnected", self.name)
         self.done.set()
+
+    def _drain_socket(self) -> None:
+        """Discard bytes the transport left unread (say, the peer's answer to our close
+        frame), so the WSGI server does not read them as a next HTTP request. The
+        socket is shut down, so ``recv`` returns what is queued and then b"" at once."""
+        sock = getattr(self.ws, "sock", None)
+        if sock is None:
+            return
+        try:
+            for _ in range(64):
+                if not sock.recv(65536):
+                    break
+        except OSError:
+            pass
 
     # -- introspection ------------------------------------------------------------------
     def stats(self) -> dict[str, int]:

@@ -151,3 +151,31 @@ def test_attachment_bytes_travel_as_base64() -> None:
     assert ops.decode_result("info", {"x": 1}) == {"x": 1}
     with pytest.raises(ProtocolError):
         ops.decode_result("get_attachment", {"data": "*not base64*"})
+
+
+def test_stdlib_json_path_when_orjson_is_absent() -> None:
+    """The library works without orjson (an optional speed-up): same frames, same errors."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys; sys.modules['orjson'] = None\n"
+        "from pouchsync_sync.protocol import messages as m\n"
+        "assert m._orjson is None\n"
+        "msg = m.call(1, 2, 'put', {'doc': {'_id': 'é', 'n': 1.5}})\n"
+        "text = m.encode(msg)\n"
+        "assert m.decode(text, sender='client') == msg, text\n"
+        "try:\n"
+        "    m.decode('{bad', sender='client')\n"
+        "except m.BadMessage as exc:\n"
+        "    assert 'malformed JSON' in exc.reason\n"
+        "else:\n"
+        "    raise AssertionError('no error')\n"
+        "print(text)\n"
+    )
+    root = Path(__file__).parents[2]
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == m.call(1, 2, "put", {"doc": {"_id": "é", "n": 1.5}})
