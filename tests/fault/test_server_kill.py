@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pouchsync_sync import Client, LocalDatabase
+from pouchsync_sync import Client, Conflict, LocalDatabase
 from pouchsync_sync.client import SyncState
 
 from .helpers import TOKEN, ServerProcess, missing_writes, snapshot, wait_converged
@@ -59,7 +59,10 @@ class Writer:
                         continue
                     doc["edited_by"] = self.name
                     doc["edit"] = self.counter
-                    result = self.db.put(doc)
+                    try:
+                        result = self.db.put(doc)
+                    except Conflict:  # the sync brought a newer rev meanwhile: fine
+                        continue
                     self.written.append((result["id"], result["rev"]))
                 stop.wait(self.rng.uniform(0.0, 0.12))  # pace: spread writes over the kills
         except BaseException as exc:  # noqa: BLE001 - reported by the test
