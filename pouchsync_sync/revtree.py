@@ -84,6 +84,9 @@ def path_from_revisions(rev: str, revisions: Any = None) -> list[str]:
     pos, rev_hash = parse_rev(rev)
     if revisions is None:
         return [rev]
+    if revisions.__class__ is dict and len(revisions.get("ids") or ()) == 1 and revisions.get("start").__class__ is int \
+            and pos == 1 and revisions["start"] == 1 and revisions["ids"][0] == rev_hash:
+        return [rev]  # the common first generation, already fully checked
     if not isinstance(revisions, dict):
         raise BadRequest("_revisions must be an object with start and ids")
     start = revisions.get("start")

@@ -52,10 +52,13 @@ def check_doc_id(doc_id: Any) -> str:
     return doc_id
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def dump_json(value: Any) -> str:
-    """Canonical-enough JSON text for storage; ``BadRequest`` for non-JSON values."""
+    """Compact JSON text for storage; ``BadRequest`` for non-JSON values (NaN included)."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _encode(value)
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"Document is not valid JSON: {exc}") from exc
     except RecursionError as exc:

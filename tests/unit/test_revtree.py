@@ -142,3 +142,10 @@ def test_stemming_keeps_every_leaf(paths, limit):
         assert revtree.ancestry(stemmed, leaf)[:limit] == window
     assert set(stemmed) == windows  # nothing older than `limit` from every leaf survives
     assert revtree.winner(stemmed) == revtree.winner(tree)
+
+
+def test_first_generation_revisions_checked_too():
+    assert revtree.path_from_revisions("1-a", {"start": 1, "ids": ["a"]}) == ["1-a"]
+    for bad in [{"start": 5, "ids": ["a"]}, {"start": True, "ids": ["a"]}, {"start": 1, "ids": ["b"]}]:
+        with pytest.raises(BadRequest):
+            revtree.path_from_revisions("1-a", bad)
