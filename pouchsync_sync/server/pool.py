@@ -2,7 +2,8 @@
 
 One per socket: ``on_request``, calls and live pushes of that socket run here, so a
 slow one never blocks the socket's reader, and the socket never holds more than
-``size`` threads. ``close()`` drops queued work, wakes idle threads and joins them.
+``size`` threads; a thread idle for ``idle_exit`` seconds ends, so a quiet live socket
+holds none. ``close()`` drops queued work, wakes idle threads and joins them.
 Thread-safe.
 """
 
@@ -17,14 +18,14 @@ __all__ = ["WorkerPool"]
 
 log = logging.getLogger(__name__)
 
-#: idle threads re-check the pool this often (close() also wakes them at once)
-_IDLE_WAIT = 30.0
+#: a thread idle this long ends (a new one starts when work comes); close() wakes all
+IDLE_EXIT = 30.0
 
 
 class WorkerPool:
     """Up to ``size`` threads named ``<name>-<n>``, started lazily, joined by ``close``."""
 
-    def __init__(self, size: int, name: str) -> None:
+    def __init__(self, size: int, name: str, idle_exit: float = IDLE_EXIT) -> None:
         if size < 1:
             raise ValueError("a pool needs at least one worker")
         self.size = size
@@ -34,6 +35,8 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
+        self._idle_exit = idle_exit
+        self._started = 0
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> bool:
         """Queue ``fn(*args)``; ``False`` when the pool is closed (nothing queued)."""
@@ -42,8 +45,9 @@ class WorkerPool:
                 return False
             self._tasks.append((fn, args))
             if len(self._tasks) > self._idle and len(self._threads) < self.size:
+                self._started += 1
                 thread = threading.Thread(target=self._work, daemon=True,
-                                          name=f"{self.name}-{len(self._threads) + 1}")
+                                          name=f"{self.name}-{self._started}")
                 self._threads.append(thread)
                 thread.start()
             else:
@@ -61,9 +65,12 @@ class WorkerPool:
                 while not self._tasks and not self._closed:
                     self._idle += 1
                     try:
-                        self._cond.wait(_IDLE_WAIT)
+                        woken = self._cond.wait(self._idle_exit)
                     finally:
                         self._idle -= 1
+                    if not woken and not self._tasks and not self._closed:
+                        self._threads.remove(threading.current_thread())  # idle: end
+                        return
                 if not self._tasks:
                     return
                 fn, args = self._tasks.popleft()

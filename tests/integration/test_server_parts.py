@@ -228,3 +228,22 @@ def test_grant_policy() -> None:
         assert uuid == database_uuid("http://admin:secret@127.0.0.1:5984/todos")
     finally:
         db.close()
+
+
+def test_idle_pool_threads_end_and_come_back_when_needed() -> None:
+    pool = WorkerPool(2, "pouchsync-test-pool", idle_exit=0.1)
+    ran = threading.Event()
+    try:
+        pool.submit(ran.set)
+        assert ran.wait(WAIT)
+        deadline = threading.Event()
+        for _ in range(100):
+            if pool.threads == 0:
+                break
+            deadline.wait(0.05)
+        assert pool.threads == 0
+        ran.clear()
+        pool.submit(ran.set)
+        assert ran.wait(WAIT) and pool.threads == 1
+    finally:
+        assert pool.close(timeout=WAIT) == []
