@@ -62,12 +62,15 @@ def revs_diff_request(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]
         doc_id = row.get("id")
         if not isinstance(doc_id, str) or doc_id.startswith(LOCAL_PREFIX):
             continue
-        revs = request.setdefault(doc_id, [])
-        for change in row.get("changes") or ():
-            rev = change.get("rev")
-            if rev is not None and rev not in revs:
-                revs.append(rev)
-    return {doc_id: revs for doc_id, revs in request.items() if revs}
+        revs = [change["rev"] for change in row.get("changes") or ()
+                if change.get("rev") is not None]
+        if not revs:
+            continue
+        known = request.get(doc_id)
+        if known is not None:
+            revs = known + revs
+        request[doc_id] = list(dict.fromkeys(revs)) if len(revs) > 1 else revs
+    return request
 
 
 def bulk_get_requests(diff: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -123,9 +126,8 @@ _NOT_FIRST_GENERATION = frozenset({"_attachments", "_deleted", "_conflicts",
 def is_first_generation(doc: Mapping[str, Any]) -> bool:
     """A live, attachment-less doc at a ``1-…`` revision: its history is itself alone."""
     rev = doc.get("_rev")
-    if not isinstance(rev, str) or not rev.startswith("1-") or len(rev) < 3:
-        return False
-    return _NOT_FIRST_GENERATION.isdisjoint(doc)
+    return (type(rev) is str and rev[:2] == "1-" and len(rev) > 2
+            and _NOT_FIRST_GENERATION.isdisjoint(doc))
 
 
 def docs_from_changes(rows: Sequence[Mapping[str, Any]], diff: Mapping[str, Mapping[str, Any]]
@@ -137,14 +139,21 @@ def docs_from_changes(rows: Sequence[Mapping[str, Any]], diff: Mapping[str, Mapp
     ``_revisions`` is exactly what ``bulk_get(revs=True)`` would answer: no fetch
     needed. Returns those docs and the diff entries still to fetch.
     """
-    by_id = {row.get("id"): row.get("doc") for row in rows if isinstance(row.get("doc"), dict)}
+    by_id = {}
+    for row in rows:
+        doc = row.get("doc")
+        if doc is not None:
+            by_id[row.get("id")] = doc
+    if not by_id:
+        return [], dict(diff)
     docs: list[dict[str, Any]] = []
     remaining: dict[str, Mapping[str, Any]] = {}
     for doc_id, entry in diff.items():
-        missing = entry.get("missing") or []
+        missing = entry.get("missing") or ()
         doc = by_id.get(doc_id)
-        if (doc is not None and len(missing) == 1 and doc.get("_rev") == missing[0]
-                and doc.get("_id") == doc_id and is_first_generation(doc)):
+        if (doc is not None and len(missing) == 1 and isinstance(doc, dict)
+                and doc.get("_rev") == missing[0] and doc.get("_id") == doc_id
+                and is_first_generation(doc)):
             whole = dict(doc)
             whole["_revisions"] = {"start": 1, "ids": [missing[0][2:]]}
             docs.append(whole)

@@ -364,7 +364,7 @@ class Replicator:
         ready, diff = docs_from_changes(rows, diff)
         policy = _BatchStats()
         if ready:
-            yield self._fetched(ready, [], policy)
+            yield self._fetched(ready, [], policy, first_generation=len(ready))
         requests = bulk_get_requests(diff)
         start = 0
         while start < len(requests):
@@ -384,11 +384,13 @@ class Replicator:
 
     @staticmethod
     def _fetched(docs: list[dict[str, Any]], errors: list[dict[str, Any]],
-                 policy: "_BatchStats") -> _Fetched:
+                 policy: "_BatchStats", first_generation: int | None = None) -> _Fetched:
         sizes = [doc_size(doc) for doc in docs]
         policy.bytes += sum(sizes)
         policy.count += len(docs)
-        policy.first_generation += sum(1 for doc in docs if is_first_generation(doc))
+        if first_generation is None:
+            first_generation = sum(1 for doc in docs if is_first_generation(doc))
+        policy.first_generation += first_generation
         return _Fetched(docs=docs, sizes=sizes, errors=errors)
 
     def _consume(self, items: Iterator[Any]) -> bool:
