@@ -106,3 +106,14 @@ def test_live_from_couch_follows_changes_and_cancels(local, backend_couch) -> No
         worker.join(15)
     assert not worker.is_alive()
     assert out and out[0].status == "cancelled"
+
+
+def test_selector_and_doc_ids_from_couch(local, backend_couch) -> None:
+    couch = backend_couch("sel")
+    couch.bulk_docs([{"_id": f"d{i}", "kind": "even" if i % 2 == 0 else "odd"}
+                     for i in range(10)])
+    evens, some = local(), local()
+    assert replicate(couch, evens, selector={"kind": "even"}).status == "complete"
+    assert replicate(couch, some, doc_ids=["d1", "d3", "nosuch"]).status == "complete"
+    assert [r["id"] for r in evens.all_docs()["rows"]] == ["d0", "d2", "d4", "d6", "d8"]
+    assert [r["id"] for r in some.all_docs()["rows"]] == ["d1", "d3"]
