@@ -137,6 +137,101 @@ def _server_threads(exclude: set[int]) -> list[str]:
     return out
 
 
+class Fuzzer:
+    """Sends Hypothesis inputs to a server at ``url`` and checks each answer (see the
+    module docstring). ``state`` holds the counts."""
+
+    def __init__(self, url: str, *, stdlib_json: bool = False) -> None:
+        self.url = url
+        self.stdlib_json = stdlib_json  # the server parses with json, not orjson
+        self.state: dict[str, Any] = {"peer": None, "frames": 0, "inputs": 0, "closes": {},
+                                      "answers": 0, "errors_checked": 0}
+
+    def run_until(self, target: int) -> dict[str, Any]:
+        state = self.state
+        url = self.url
+        refuses = self._refuses
+
+        def fresh(hello: bool) -> RawPeer:
+            peer = RawPeer(url, hello=hello, timeout=10.0)
+            if hello:
+                peer.send({"type": "open", "ch": 1, "db": "fuzz", "credentials": TOKEN})
+                granted, _ = peer.until(lambda m: m.get("ch") == 1 and m.get("type") in ("granted", "denied"))
+                assert isinstance(granted, dict) and granted["type"] == "granted", granted
+            return peer
+
+        def check_answers(seen: list[Any]) -> None:
+            for msg in seen:
+                state["answers"] += 1
+                status = _status(msg)
+                assert status is None or status < 500, f"server error answered: {msg}"
+
+        @settings(max_examples=max(50, target // 2), deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(inputs)
+        def run(item: tuple[str, list[Any]]) -> None:
+            mode, batch = item
+            if mode == "no-hello":
+                if state["peer"] is not None:
+                    state["peer"].close()
+                state["peer"] = fresh(hello=False)
+            elif state["peer"] is None or state["peer"].closed is not None:
+                if state["peer"] is not None:
+                    state["peer"].close()
+                state["peer"] = fresh(hello=True)
+            peer: RawPeer = state["peer"]
+            malformed = 0  # frames the pure decoder refuses: each must get an ``error``
+            for frame in batch:
+                if isinstance(frame, tuple):
+                    kind, data = frame
+                    peer.send(data, opcode=1 if kind == "badtext" else None)
+                    malformed += kind == "binary"
+                else:
+                    peer.send(frame)
+                    if len(frame) <= MAX_MESSAGE and refuses(frame):
+                        malformed += 1
+                state["frames"] += 1
+            state["inputs"] += 1
+            answer, seen = peer.probe()
+            check_answers(seen)
+            if isinstance(answer, dict) and mode == "hello":
+                errors = sum(1 for msg in seen if msg.get("type") == "error")
+                assert errors >= malformed, f"{malformed} malformed frames, {errors} errors: {batch!r:.300}"
+                state["errors_checked"] += malformed
+            if isinstance(answer, tuple):
+                kind, code = answer
+                assert kind == "gone" or code in PROTOCOL_CLOSES, f"closed with {answer} after {batch!r:.300}"
+                state["closes"][code] = state["closes"].get(code, 0) + 1
+                peer.close()
+                state["peer"] = None
+            elif mode == "no-hello":  # answered only if a valid hello came first
+                assert seen and seen[0].get("type") == "welcome", f"answered before a hello: {seen}"
+
+        try:
+            while state["frames"] < target:
+                run()
+        finally:
+            if state["peer"] is not None:
+                state["peer"].close()
+                state["peer"] = None
+        return state
+
+    def _refuses(self, frame: str) -> bool:
+        """Does the protocol's pure decoder refuse this frame (as the server parses)?"""
+        try:
+            if self.stdlib_json:
+                try:
+                    msg = json.loads(frame)
+                except (ValueError, RecursionError):
+                    return True
+                protocol_messages.validate(msg, sender="client")
+            else:
+                protocol_messages.decode(frame, sender="client")
+        except protocol_messages.BadMessage:
+            return True
+        return False
+
+
 def test_fuzz_server_survives_and_bystanders_sync(hub, servers, local, clients, full_run: bool) -> None:
     target = 10_000 if full_run else 500
     server = servers(hub.on_request, max_message_size=MAX_MESSAGE, hello_timeout=2.0,
@@ -164,73 +259,10 @@ def test_fuzz_server_survives_and_bystanders_sync(hub, servers, local, clients, 
 
     writer = threading.Thread(target=bystander_writes, name="fault-bystander-writer")
     writer.start()
-    state: dict[str, Any] = {"peer": None, "frames": 0, "inputs": 0, "closes": {}, "answers": 0,
-                             "errors_checked": 0}
-
-    def fresh(hello: bool) -> RawPeer:
-        peer = RawPeer(server.url, hello=hello, timeout=10.0)
-        if hello:
-            peer.send({"type": "open", "ch": 1, "db": "fuzz", "credentials": TOKEN})
-            granted, _ = peer.until(lambda m: m.get("ch") == 1 and m.get("type") in ("granted", "denied"))
-            assert isinstance(granted, dict) and granted["type"] == "granted", granted
-        return peer
-
-    def check_answers(seen: list[Any]) -> None:
-        for msg in seen:
-            state["answers"] += 1
-            status = _status(msg)
-            assert status is None or status < 500, f"server error answered: {msg}"
-
-    @settings(max_examples=max(50, target // 2), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(inputs)
-    def run(item: tuple[str, list[Any]]) -> None:
-        mode, batch = item
-        if mode == "no-hello":
-            if state["peer"] is not None:
-                state["peer"].close()
-            state["peer"] = fresh(hello=False)
-        elif state["peer"] is None or state["peer"].closed is not None:
-            if state["peer"] is not None:
-                state["peer"].close()
-            state["peer"] = fresh(hello=True)
-        peer: RawPeer = state["peer"]
-        malformed = 0  # frames the pure decoder refuses: each must get an ``error``
-        for frame in batch:
-            if isinstance(frame, tuple):
-                kind, data = frame
-                peer.send(data, opcode=1 if kind == "badtext" else None)
-                malformed += kind == "binary"
-            else:
-                peer.send(frame)
-                if len(frame) <= MAX_MESSAGE:
-                    try:
-                        protocol_messages.decode(frame, sender="client")
-                    except protocol_messages.BadMessage:
-                        malformed += 1
-            state["frames"] += 1
-        state["inputs"] += 1
-        answer, seen = peer.probe()
-        check_answers(seen)
-        if isinstance(answer, dict) and mode == "hello":
-            errors = sum(1 for msg in seen if msg.get("type") == "error")
-            assert errors >= malformed, f"{malformed} malformed frames, {errors} errors: {batch!r:.300}"
-            state["errors_checked"] += malformed
-        if isinstance(answer, tuple):
-            kind, code = answer
-            assert kind == "gone" or code in PROTOCOL_CLOSES, f"closed with {answer} after {batch!r:.300}"
-            state["closes"][code] = state["closes"].get(code, 0) + 1
-            peer.close()
-            state["peer"] = None
-        elif mode == "no-hello":  # answered only if a valid hello came first
-            assert seen and seen[0].get("type") == "welcome", f"answered before a hello: {seen}"
-
+    fuzzer = Fuzzer(server.url)
     try:
-        while state["frames"] < target:
-            run()
+        state = fuzzer.run_until(target)
     finally:
-        if state["peer"] is not None:
-            state["peer"].close()
         stop.set()
         writer.join(10)
         logging.getLogger("pouchsync_sync").removeHandler(errors)
@@ -247,3 +279,35 @@ def test_fuzz_server_survives_and_bystanders_sync(hub, servers, local, clients, 
     print(f"\nfuzz: {state['frames']} frames in {state['inputs']} inputs, {state['answers']} answers, "
           f"{state['errors_checked']} malformed frames each answered with an error, "
           f"closes {state['closes']}, server threads leaked 0, bystander writes {len(written)}, 0 lost")
+
+
+def test_fuzz_server_process_without_orjson(tmp_path, clients, local, full_run: bool) -> None:
+    """The same fuzzer against a server process on the stdlib JSON path (where deep
+    nesting and huge numbers once escaped as RecursionError/OverflowError), with a
+    bystander sync; the process stays up and serving."""
+    from pouchsync_sync import LocalDatabase
+
+    from .helpers import ServerProcess
+
+    target = 3_000 if full_run else 300
+    proc = ServerProcess(tmp_path / "server", extra_args=["--no-orjson", "--max-message-size",
+                                                          str(MAX_MESSAGE)])
+    url = proc.start()
+    server_db = LocalDatabase(tmp_path / "server" / "bystander.sqlite", name="bystander")
+    try:
+        a = local("bystander")
+        sync = clients().connect(url).sync(a, credentials=TOKEN, live=True)
+        a.put({"_id": "before"})
+        sync.wait_in_sync(timeout=20)
+        state = Fuzzer(url, stdlib_json=True).run_until(target)
+        a.put({"_id": "after"})
+        server_db.put({"_id": "server-side"})
+        wait_converged({"a": a, "server": server_db}, [sync], timeout=60)
+        assert proc.alive
+        assert state["errors_checked"] > 0
+        print(f"\nfuzz (stdlib JSON process): {state['frames']} frames in {state['inputs']} inputs, "
+              f"{state['errors_checked']} malformed frames each answered with an error, "
+              f"closes {state['closes']}, process alive, bystander in sync")
+    finally:
+        server_db.close()
+        proc.stop()
