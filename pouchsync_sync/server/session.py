@@ -109,6 +109,9 @@ class Session:
         self.agent = agent
         self.proto = Connection("server")
         self.pool = WorkerPool(options.workers, f"pouchsync-server-worker[{conn_id}]")
+        #: longpoll calls wait here, so waiting ones never starve the other calls
+        #: (bounded by max_calls; threads exist only while longpolls wait)
+        self.longpolls = WorkerPool(options.max_calls, f"pouchsync-server-longpoll[{conn_id}]")
         self.done = threading.Event()
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -276,7 +279,8 @@ class Session:
             self._send_locked(self.proto.send(m.reply_error(ch, call_id, err)))
             return
         self._calls += 1
-        if not self.pool.submit(self._call_task, ctx, call_id, msg["op"], kwargs):
+        pool = self.longpolls if msg["op"] == "changes" and kwargs.get("feed") == "longpoll" else self.pool
+        if not pool.submit(self._call_task, ctx, call_id, msg["op"], kwargs):
             self._calls -= 1
 
     def _on_subscribe(self, msg: dict[str, Any]) -> None:
@@ -586,7 +590,7 @@ class Session:
         if self.ws.connected:
             self._close_ws(1000, "")
         self._shutdown_socket()
-        stuck = self.pool.close(timeout=10.0)
+        stuck = self.pool.close(timeout=10.0) + self.longpolls.close(timeout=10.0)
         if stuck:
             log.error("connection %s: worker threads did not stop: %s", self.name, stuck)
         thread = getattr(self.ws, "thread", None)
@@ -620,5 +624,5 @@ class Session:
             "channels": len(channels),
             "subscriptions": sum(len(c.context.subs) for c in channels),
             "calls_in_flight": self._calls,
-            "workers": self.pool.threads,
+            "workers": self.pool.threads + self.longpolls.threads,
         }

@@ -202,4 +202,20 @@ def test_socket_drop_releases_everything(make_server, n_clients) -> None:
     stats = server.stats()
     assert stats["followers"] == 0 and stats["calls_in_flight"] == 0
     assert _eventually(lambda: not [t for t in threading.enumerate()
-                                    if t.name.startswith(("pouchsync-server-worker", "pouchsync-server-ws"))])
+                                    if t.name.startswith(("pouchsync-server-worker", "pouchsync-server-longpoll", "pouchsync-server-ws"))])
+
+
+def test_waiting_longpolls_never_starve_other_calls(make_server) -> None:
+    server = make_server(workers=2, max_calls=20)
+    client = RawClient(server.url)
+    try:
+        client.open(1, "todos")
+        since = now(client)
+        waiting = [client.start_call(1, "changes", {"feed": "longpoll", "since": since, "timeout": 30})
+                   for _ in range(6)]  # three times the worker pool
+        assert _eventually(lambda: server.stats()["calls_in_flight"] == 6)
+        assert client.ok(1, "put", {"doc": {"_id": "wake"}})["ok"]  # not queued behind them
+        for call_id in waiting:
+            assert client.expect(type="reply", id=call_id)["ok"]["results"][0]["id"] == "wake"
+    finally:
+        client.close()
