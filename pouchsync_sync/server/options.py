@@ -18,6 +18,8 @@ class ServerOptions:
     max_channels: int = 100
     #: calls in flight at once per socket (more are answered 429)
     max_calls: int = 64
+    #: live subscriptions at once per socket (more are ended with 429)
+    max_subscriptions: int = 1000
     #: seconds a new socket has to send its hello
     hello_timeout: float = 10.0
     #: seconds between pings; a peer that missed the previous one is dropped (None: off)
@@ -44,7 +46,7 @@ class ServerOptions:
     agent: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_message_size", "max_channels", "max_calls", "workers",
+        for name in ("max_message_size", "max_channels", "max_calls", "max_subscriptions", "workers",
                      "live_batch", "max_errors", "receive_bytes"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:

@@ -291,10 +291,19 @@ class Session:
         except BadRequest as exc:  # pragma: no cover - the message schema checks these first
             self._send_locked(self.proto.send(m.changes_error(ctx.ch, msg["sub"], exc.to_json())))
             return
+        if self._subscriptions_locked() >= self.options.max_subscriptions:
+            err = {"status": 429, "error": "too_many_subscriptions",
+                   "reason": f"at most {self.options.max_subscriptions} subscriptions per socket"}
+            self._send_locked(self.proto.send(m.changes_error(ctx.ch, msg["sub"], err)))
+            return
         batch = min(msg["batch"] or self.options.live_batch, self.options.live_batch)
         sub = Subscription(ctx, msg["sub"], msg["since"], kwargs, batch)
         ctx.subs[sub.sub] = sub
         self.pool.submit(self._start_subscription, sub)
+
+    def _subscriptions_locked(self) -> int:
+        return sum(len(c.context.subs) for c in self.proto.channels()
+                   if isinstance(c.context, ChannelContext))
 
     def _on_unsubscribe(self, msg: dict[str, Any]) -> None:
         ctx = self.proto.channel(msg["ch"]).context

@@ -219,3 +219,22 @@ def test_waiting_longpolls_never_starve_other_calls(make_server) -> None:
             assert client.expect(type="reply", id=call_id)["ok"]["results"][0]["id"] == "wake"
     finally:
         client.close()
+
+
+def test_max_subscriptions_per_socket(make_server) -> None:
+    server = make_server(max_subscriptions=2)
+    client = RawClient(server.url)
+    try:
+        client.open(1, "todos")
+        since = now(client)
+        for sub in (1, 2, 3):
+            client.send(m.subscribe(1, sub, since=since))
+        refused = client.expect(type="changes", sub=3)
+        assert refused["error"]["status"] == 429 and "at most 2" in refused["error"]["reason"]
+        client.send(m.unsubscribe(1, 1))
+        client.send(m.subscribe(1, 3, since=since))
+        client.ok(1, "put", {"doc": {"_id": "n"}})
+        assert client.expect(type="changes", sub=3)["results"][0]["id"] == "n"
+        assert client.expect(type="changes", sub=2)["results"][0]["id"] == "n"
+    finally:
+        client.close()
