@@ -76,6 +76,7 @@ class ServerOptions:
             "max_message_size": self.max_message_size,
             "max_channels": self.max_channels,
             "max_calls": self.max_calls,
+            "max_subscriptions": self.max_subscriptions,
             "ping_interval": None if self.ping_interval is None else float(self.ping_interval),
             "hello_timeout": float(self.hello_timeout),
             "live_batch": self.live_batch,
