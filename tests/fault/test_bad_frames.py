@@ -217,3 +217,17 @@ def test_frames_queued_behind_a_fatal_frame_close_quietly(hub, servers, caplog) 
     failures = [r for r in caplog.records
                 if r.levelno >= logging.ERROR and r.name.startswith("pouchsync_sync")]
     assert not failures, failures[0].getMessage() + "\n" + (failures[0].exc_text or "")
+
+
+def test_too_many_errors_close_the_socket(hub, servers) -> None:
+    server = servers(hub.on_request, max_errors=20)
+    peer = RawPeer(server.url)
+    for _ in range(25):
+        peer.send("{garbage")
+    answer, seen = peer.until(lambda msg: False)
+    peer.close()
+    assert answer in (("close", 1008), ("gone", None)), answer
+    assert len(seen) == 20 and all(m["type"] == "error" for m in seen), seen
+    assert seen[-1]["fatal"] is True and "too many errors" in seen[-1]["reason"]
+    assert not any(m.get("fatal") for m in seen[:-1])
+    assert wait_until(lambda: server.stats()["connections"] == 0, timeout=10)
