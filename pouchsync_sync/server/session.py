@@ -25,7 +25,7 @@ from typing import Any, Callable
 from simple_websocket import ConnectionClosed
 from wsproto.utilities import LocalProtocolError  # simple-websocket's, once closing
 
-from ..errors import BadRequest, Cancelled, CouchError, Denied
+from ..errors import BadRequest, CouchError, Denied
 from ..protocol import ChannelState, Connection, choose_version, ops
 from ..protocol import messages as m
 from ..protocol.messages import BadMessage
@@ -59,6 +59,10 @@ def _redacted(msg: dict[str, Any], data: Any) -> Any:
 
 class _Gone(Exception):
     """The WebSocket is closed."""
+
+
+class _ChannelGone(Exception):
+    """The channel a task works for was closed: drop the task's answer."""
 
 
 class ChannelContext:
@@ -360,7 +364,7 @@ class Session:
                 result = execute(ctx.grant, op, kwargs)
             reply = m.reply_ok(ctx.ch, call_id, result)
             text = m.encode(reply)
-        except Cancelled:
+        except _ChannelGone:
             reply = None
         except Exception as exc:
             reply = m.reply_error(ctx.ch, call_id, error_json(exc, what=op))
@@ -393,12 +397,12 @@ class Session:
                 kwargs["since"] = result["last_seq"]
             follower.wait(generation, remaining, cancelled)
             if cancelled():
-                raise Cancelled("channel closed")
+                raise _ChannelGone
 
     def _follower_for(self, ctx: ChannelContext) -> Follower:
         with ctx.flock:
             if ctx.closed:
-                raise Cancelled("channel closed")
+                raise _ChannelGone
             if ctx.follower is not None:
                 return ctx.follower
         follower = self.followers.acquire(ctx.grant.db)
@@ -409,14 +413,14 @@ class Session:
             current = ctx.follower
         self.followers.release(follower)
         if current is None:
-            raise Cancelled("channel closed")
+            raise _ChannelGone
         return current
 
     # -- subscriptions ------------------------------------------------------------------
     def _start_subscription(self, sub: Subscription) -> None:
         try:
             follower = self._follower_for(sub.ctx)
-        except Cancelled:
+        except _ChannelGone:
             return
         except Exception as exc:
             self._end_subscription(sub, error_json(exc, what="subscribe"))
