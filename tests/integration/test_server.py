@@ -699,3 +699,23 @@ def test_peer_that_stops_reading_is_closed_after_send_timeout(make_server, dbs) 
             other.close()
     finally:
         stuck.close()
+
+
+def test_silent_tcp_peer_is_dropped_after_hello_timeout(make_server) -> None:
+    import socket as socket_module
+
+    server = make_server(hello_timeout=0.3)
+    port = int(server.url.rstrip("/").rsplit(":", 1)[1])
+    with socket_module.create_connection(("127.0.0.1", port), timeout=WAIT) as silent:
+        assert silent.recv(100) == b""  # closed by the server, no HTTP request ever sent
+    with socket_module.create_connection(("127.0.0.1", port), timeout=WAIT) as half:
+        half.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
+        data = half.recv(1000)
+        assert data == b"" or b"408" in data or b"400" in data
+    client = RawClient(server.url)  # the WebSocket itself has no timeout
+    try:
+        client.open(1, "todos")
+        threading.Event().wait(0.6)
+        assert client.ok(1, "info")["db_name"] == "todos"
+    finally:
+        client.close()
