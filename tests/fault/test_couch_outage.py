@@ -216,3 +216,44 @@ def test_flaky_couch_link_cut_mid_response_keeps_syncs_converging(servers, clien
         finally:
             couch.close()
             direct.close()
+
+
+def test_couch_answers_cut_anywhere_are_transport_errors(couch_url: str) -> None:
+    """Every CouchDB answer cut at any byte (inside the status line, the headers or the
+    body) is a retryable TransportError, never a silently empty answer: http.client
+    takes the end of the stream as the end of the headers, so a cut inside them looked
+    like a complete response with no body (``get`` returned None, ``info`` a TypeError,
+    and a sync server answered ``ok: null`` that crashed the client's replicator)."""
+    from pouchsync_sync import TransportError
+
+    parts = urlsplit(couch_url)
+    name = f"cut-{threading.get_ident() % 100000}"
+    direct = CouchDB(couch_url)
+    direct.database(name, create=True).put({"_id": "a", "v": 1})
+    calls = {
+        "info": lambda db: isinstance(db.info(), dict),
+        "get": lambda db: db.get("a")["v"] == 1,
+        "changes": lambda db: isinstance(db.changes()["results"], list),
+        "all_docs": lambda db: isinstance(db.all_docs()["rows"], list),
+        "revs_diff": lambda db: isinstance(db.revs_diff({"a": ["1-x"]}), dict),
+    }
+    outcomes: dict[str, int] = {"ok": 0, "transport": 0}
+    try:
+        with FaultProxy(parts.port, parts.hostname or "127.0.0.1") as proxy:
+            couch = CouchDB(f"http://127.0.0.1:{proxy.port}", timeout=5.0)
+            try:
+                db = couch.database(name)
+                for budget in range(60, 900, 9):  # request and answer bytes before the cut
+                    proxy.cut_after(budget)
+                    for op, check in calls.items():
+                        try:
+                            assert check(db), f"{op} cut after {budget} bytes: wrong answer"
+                            outcomes["ok"] += 1
+                        except TransportError as exc:
+                            assert exc.retryable, exc
+                            outcomes["transport"] += 1
+            finally:
+                couch.close()
+    finally:
+        direct.close()
+    assert outcomes["transport"] > 50 and outcomes["ok"] > 10, outcomes
