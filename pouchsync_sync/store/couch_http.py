@@ -137,7 +137,9 @@ class CouchHTTP:
         if raw:
             return content
         if not content.strip():
-            return None
+            # every JSON answer of CouchDB has a body: an empty one is an answer cut inside
+            # its headers (http.client takes the end of the stream as their end)
+            raise TransportError(f"{method} {self._where(path)}: empty answer (cut short)")
         try:
             return decode_json(content)
         except ValueError as exc:
