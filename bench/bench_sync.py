@@ -22,7 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (OUT, Child, RssSampler, copy_db, cpu_seconds, load, percentile,  # noqa: E402
+from common import (OUT, Child, RssSampler, copy_db, cpu_seconds, cpu_split, load,  # noqa: E402
+                    percentile,
                     print_machine, proc_status, py, remove_db, seed_file, summary)
 
 
@@ -201,6 +202,7 @@ def fanout(clients: int, procs: int, runs: int, changes: int = 3) -> dict[str, A
             doc_id = f"fan-{run:04d}"
             load_before = load()
             server_cpu0 = cpu_seconds(server.pid)
+            user0, sys0 = cpu_split(server.pid)
             server.send(f"write {doc_id}")
             t_write = server.read()["t0"]
             for c in children:
@@ -211,16 +213,19 @@ def fanout(clients: int, procs: int, runs: int, changes: int = 3) -> dict[str, A
             last = max(times) - t_write if times else float("nan")
             lat = sorted(t - t_write for t in times)
             server_cpu = cpu_seconds(server.pid) - server_cpu0
+            user1, sys1 = cpu_split(server.pid)
             calls: dict[str, int] = {}
             for a in answers:
                 for op, n in a.get("calls", {}).items():
                     calls[op] = calls.get(op, 0) + n
             rounds.append({"id": doc_id, "arrived": arrived, "all_s": last,
                            "p50_s": percentile(lat, 0.5), "load": load_before,
-                           "server_cpu_s": server_cpu, "calls": calls,
+                           "server_cpu_s": server_cpu, "server_user_s": user1 - user0,
+                           "server_sys_s": sys1 - sys0, "calls": calls,
                            "clients_cpu_s": sum(a.get("cpu_s_during", 0.0) for a in answers)})
             print(f"  change {doc_id}: {arrived}/{clients} in {last:.3f} s "
-                  f"(median client {percentile(lat, 0.5):.3f} s); server CPU {server_cpu:.2f} s, "
+                  f"(median client {percentile(lat, 0.5):.3f} s); server CPU {server_cpu:.2f} s "
+                  f"(user {user1 - user0:.2f}, sys {sys1 - sys0:.2f}), "
                   f"client processes CPU {rounds[-1]['clients_cpu_s']:.2f} s, calls {calls}; "
                   f"load {load_before}", flush=True)
             # let the fan-out settle before the next change

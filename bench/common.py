@@ -116,6 +116,17 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+    except OSError:
+        return float("nan"), float("nan")
+
+
 def own_usage() -> dict[str, Any]:
     """This process: peak RSS (MB), threads, CPU seconds."""
     st = proc_status(os.getpid())

@@ -272,7 +272,7 @@ def main() -> None:
             sections[4] = section_4(raw["4"], cmds[4])
         if "5" in raw:
             sections[5] = section_5(raw["5"], cmds[5])
-        info = dict(info, rendered=raw.get("finished", "?"))
+        info = dict(info, **raw.get("machine", {}))  # as measured, when recorded
     if 1 in only:
         print(f"\n== 1. pull and push of {n1} docs, {runs} runs", flush=True)
         raw["1"] = [bench_sync.oneshot(n1, runs, args.batch_size)]
@@ -318,6 +318,7 @@ def main() -> None:
 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if not args.render:
+        raw["machine"] = info
         raw["finished"] = now
         raw["load_end"] = load()
         raw["seconds"] = time.monotonic() - started
