@@ -92,3 +92,28 @@ def test_stalled_server_is_detected_by_ping_and_client_reconnects(hub, servers, 
         # the server dropped its side of the stalled socket by ping too (no thread held)
         assert wait_until(lambda: server.stats()["connections"] == 2, timeout=10)
         proxy.resume()
+
+
+def test_stall_while_pushing_big_documents_is_detected(hub, servers, clients, local, recorders) -> None:
+    """The link stalls while the client is in the middle of sending megabytes: its send
+    blocks once the socket buffers are full. The keepalive must still notice the silence
+    (a ping stuck behind the blocked send must not stall the keepalive itself), drop the
+    connection and reconnect; the push then completes."""
+    server = servers(hub.on_request, ping_interval=0.5)
+    with FaultProxy(_port(server.url)) as proxy:
+        a = local(DB)
+        client = clients(ping_interval=0.25, dead_timeout=1.0)
+        disconnects = recorders(signals.client_disconnect, client)
+        connects = recorders(signals.client_connect, client)
+        sync = client.connect(proxy.url()).sync(a, credentials=TOKEN, live=True, batch_size=50)
+        a.put({"_id": "first"})
+        sync.wait_in_sync(timeout=20)
+        proxy.stall_current()
+        blob = "b" * 200_000
+        for start in range(0, 300, 50):  # 60 MB to push into a stalled link
+            a.bulk_docs([{"_id": f"big-{i:03d}", "blob": blob} for i in range(start, start + 50)])
+        assert disconnects.wait_for(lambda ev: len(ev) >= 1, timeout=15), "stall never detected"
+        assert connects.wait_for(lambda ev: len(ev) >= 2, timeout=15)
+        sync.wait_in_sync(timeout=60)
+        assert hub.db(DB).info()["doc_count"] == 301
+        proxy.resume()
