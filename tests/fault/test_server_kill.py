@@ -10,7 +10,9 @@ Short run: 2,000 docs over 2 rounds. ``--full``: 20,000 docs over 20 rounds.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sqlite3
 import threading
 
 from pathlib import Path
@@ -122,6 +124,8 @@ def test_server_sigkill_mid_sync_converges_and_loses_nothing(tmp_path: Path, ful
                 assert not lost, f"round {round_no}: {name} lost {len(lost)} writes, e.g. {list(lost.items())[:3]}"
             for sync in syncs:
                 assert sync.state in (SyncState.ACTIVE, SyncState.PAUSED), sync
+            with contextlib.closing(sqlite3.connect(tmp_path / "server" / f"{DB}.sqlite")) as check:
+                assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert sum(len(w.written) for w in writers) >= total - rounds * len(writers)
         conflicts = sum(1 for doc in snapshot(a).values() if len(doc["leaves"]) > 1)
         print(f"\nserver kill: {rounds} rounds survived, {server.kills} SIGKILLs, "
