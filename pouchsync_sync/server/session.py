@@ -7,7 +7,8 @@ thread-safe), so protocol state and frame order always agree: nothing about a ch
 is sent after its ``closed``, and a late reply never reaches a channel that reuses the
 number (``send_if_current``). Anything slow (``on_request``, database calls, live
 pushes) runs on the session's bounded ``WorkerPool``; the reader only validates and
-queues. Live changes come from the server's shared ``Follower`` of each database.
+queues. Live changes (longpolls, subscriptions) are in ``live.py``, a mixin of
+``Session``; they come from the server's shared ``Follower`` of each database.
 
 Shutdown: ``shutdown()`` (any thread) sends a close frame and shuts the socket down;
 the reader sees the connection end and ``_teardown`` cancels channels, joins the pool
@@ -30,8 +31,9 @@ from ..protocol import ChannelState, Connection, choose_version, ops
 from ..protocol import messages as m
 from ..protocol.messages import BadMessage
 from .dispatch import error_json, execute
-from .follower import Follower, FollowerRegistry
+from .follower import FollowerRegistry
 from .grant import Grant, as_grant, database_uuid
+from .live import ChannelContext, ChannelGone, LiveChannels, Subscription
 from .options import ServerOptions
 from .pool import WorkerPool
 
@@ -61,42 +63,7 @@ class _Gone(Exception):
     """The WebSocket is closed."""
 
 
-class _ChannelGone(Exception):
-    """The channel a task works for was closed: drop the task's answer."""
-
-
-class ChannelContext:
-    """The server's side of one channel (``protocol.Channel.context``)."""
-
-    def __init__(self, ch: int, db_name: str) -> None:
-        self.ch = ch
-        self.db_name = db_name
-        self.grant: Grant | None = None
-        self.closed = False
-        self.follower: Follower | None = None
-        self.flock = threading.Lock()
-        self.subs: dict[int, Subscription] = {}
-
-
-class Subscription:
-    """One live push: a normal ``changes`` read after each change the follower sees."""
-
-    def __init__(self, ctx: ChannelContext, sub: int, since: Any, kwargs: dict[str, Any],
-                 batch: int) -> None:
-        self.ctx = ctx
-        self.sub = sub
-        self.since = since
-        self.kwargs = kwargs
-        self.batch = batch
-        self.lock = threading.Lock()
-        self.scheduled = False
-        self.dirty = False
-        self.cancelled = False
-        self.follower: Follower | None = None
-        self.token: int | None = None
-
-
-class Session:
+class Session(LiveChannels):
     """One WebSocket. ``run`` on the handler thread; ``shutdown`` from anywhere."""
 
     def __init__(self, ws: Any, *, conn_id: int, peer: str, options: ServerOptions,
@@ -364,7 +331,7 @@ class Session:
                 result = execute(ctx.grant, op, kwargs)
             reply = m.reply_ok(ctx.ch, call_id, result)
             text = m.encode(reply)
-        except _ChannelGone:
+        except ChannelGone:
             reply = None
         except Exception as exc:
             reply = m.reply_error(ctx.ch, call_id, error_json(exc, what=op))
@@ -375,146 +342,6 @@ class Session:
                 sendable = self.proto.send_if_current(reply, ctx, text)
                 if sendable is not None:
                     self._send_locked(sendable)
-
-    def _longpoll(self, ctx: ChannelContext, kwargs: dict[str, Any]) -> Any:
-        timeout = kwargs.pop("timeout", None)
-        timeout = self.options.longpoll_timeout if timeout is None else timeout
-        timeout = min(float(timeout), self.options.max_longpoll_timeout)
-        kwargs["feed"] = "normal"
-        deadline = time.monotonic() + timeout
-        follower = self._follower_for(ctx)
-
-        def cancelled() -> bool:
-            return ctx.closed or self._closing.is_set()
-
-        while True:
-            generation = follower.generation
-            result = execute(ctx.grant, "changes", kwargs)
-            remaining = deadline - time.monotonic()
-            if result.get("results") or remaining <= 0:
-                return result
-            if result.get("last_seq") is not None:
-                kwargs["since"] = result["last_seq"]
-            follower.wait(generation, remaining, cancelled)
-            if cancelled():
-                raise _ChannelGone
-
-    def _follower_for(self, ctx: ChannelContext) -> Follower:
-        with ctx.flock:
-            if ctx.closed:
-                raise _ChannelGone
-            if ctx.follower is not None:
-                return ctx.follower
-        follower = self.followers.acquire(ctx.grant.db)
-        with ctx.flock:
-            if not ctx.closed and ctx.follower is None:
-                ctx.follower = follower
-                return follower
-            current = ctx.follower
-        self.followers.release(follower)
-        if current is None:
-            raise _ChannelGone
-        return current
-
-    # -- subscriptions ------------------------------------------------------------------
-    def _start_subscription(self, sub: Subscription) -> None:
-        try:
-            follower = self._follower_for(sub.ctx)
-        except _ChannelGone:
-            return
-        except Exception as exc:
-            self._end_subscription(sub, error_json(exc, what="subscribe"))
-            return
-        with sub.lock:
-            if sub.cancelled:
-                return
-            sub.follower = follower
-            sub.token = follower.add_listener(lambda: self._schedule(sub))
-        self._schedule(sub)
-
-    def _schedule(self, sub: Subscription) -> None:
-        """Run the subscription's push soon (coalesced: at most one queued or running)."""
-        with sub.lock:
-            if sub.cancelled:
-                return
-            if sub.scheduled:
-                sub.dirty = True
-                return
-            sub.scheduled = True
-        if not self.pool.submit(self._pump, sub):
-            with sub.lock:
-                sub.scheduled = False
-
-    def _pump(self, sub: Subscription) -> None:
-        db = sub.ctx.grant.db
-        while True:
-            with sub.lock:
-                if sub.cancelled:
-                    sub.scheduled = False
-                    return
-                sub.dirty = False
-            try:
-                while not sub.cancelled:
-                    result = db.changes(since=sub.since, limit=sub.batch, **sub.kwargs)
-                    rows = result.get("results") or []
-                    if rows:
-                        msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"))
-                        if not self._send_for(sub, msg, m.encode(msg)):
-                            break
-                    if result.get("last_seq") is not None:
-                        sub.since = result["last_seq"]
-                    if len(rows) < sub.batch and not result.get("pending"):
-                        break
-            except Exception as exc:
-                self._end_subscription(sub, error_json(exc, what="live changes"))
-                with sub.lock:
-                    sub.scheduled = False
-                return
-            with sub.lock:
-                if sub.dirty and not sub.cancelled:
-                    continue
-                sub.scheduled = False
-                return
-
-    def _send_for(self, sub: Subscription, msg: dict[str, Any], text: str) -> bool:
-        with self._lock:
-            if sub.ctx.subs.get(sub.sub) is not sub:
-                return False
-            sendable = self.proto.send_if_current(msg, sub.ctx, text)
-            if sendable is None:
-                return False
-            self._send_locked(sendable)
-            return True
-
-    def _end_subscription(self, sub: Subscription, err: dict[str, Any]) -> None:
-        with self._lock:
-            if sub.ctx.subs.get(sub.sub) is sub:
-                del sub.ctx.subs[sub.sub]
-                text = self.proto.send_if_current(m.changes_error(sub.ctx.ch, sub.sub, err), sub.ctx)
-                if text is not None:
-                    self._send_locked(text)
-        self._cancel_subscription(sub)
-
-    def _cancel_subscription(self, sub: Subscription) -> None:
-        with sub.lock:
-            sub.cancelled = True
-            follower, token = sub.follower, sub.token
-            sub.token = None
-        if follower is not None and token is not None:
-            follower.remove_listener(token)
-
-    def _drop_channel_locked(self, ctx: ChannelContext) -> None:
-        """Cancel a closed channel's subscriptions and longpolls; release its follower."""
-        ctx.closed = True
-        subs = list(ctx.subs.values())
-        ctx.subs.clear()
-        for sub in subs:
-            self._cancel_subscription(sub)
-        with ctx.flock:
-            follower, ctx.follower = ctx.follower, None
-        if follower is not None:
-            follower.wake()
-            self.followers.release(follower)
 
     # -- sending and closing ------------------------------------------------------------
     def _send_locked(self, text: str) -> None:
