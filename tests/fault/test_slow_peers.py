@@ -132,3 +132,42 @@ def test_bytes_after_a_websocket_ends_are_not_read_as_http(hub, servers, caplog)
     assert wait_until(lambda: not _request_threads(), timeout=10)
     noise = [r.getMessage() for r in caplog.records if r.name == "werkzeug" and r.levelno >= logging.ERROR]
     assert not noise, noise[:3]
+
+
+def test_stop_with_every_kind_of_peer_attached(hub, servers) -> None:
+    """``stop()`` with idle TCP sockets, a socket without hello, channels with longpolls
+    and subscriptions, and a peer that stopped reading: it returns promptly, every
+    library thread ends, and the pre-upgrade handler threads end within hello_timeout."""
+    server = servers(hub.on_request, hello_timeout=1.0, send_timeout=1.0, ping_interval=None)
+    port = _port(server.url)
+    before = set(_request_threads())
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    no_hello = RawPeer(server.url, hello=False)
+    busy = RawPeer(server.url)
+    busy.send({"type": "open", "ch": 1, "db": "stop", "credentials": TOKEN})
+    assert busy.until(lambda m: m.get("ch") == 1)[0]["type"] == "granted"
+    since = hub.db("stop").info()["update_seq"]
+    busy.send({"type": "call", "ch": 1, "id": 1, "op": "changes",
+               "args": {"since": since, "feed": "longpoll", "timeout": 60}})
+    busy.send({"type": "subscribe", "ch": 1, "sub": 1, "since": since})
+    deaf = RawPeer(server.url)
+    deaf.ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    deaf.send({"type": "open", "ch": 1, "db": "stop", "credentials": TOKEN})
+    hub.db("stop").bulk_docs([{"_id": f"d{i}", "blob": "x" * 50_000} for i in range(40)])
+    for i in range(2, 8):
+        deaf.send({"type": "call", "ch": 1, "id": i, "op": "all_docs", "args": {"include_docs": True}})
+    started = time.monotonic()
+    try:
+        server.stop()
+        took = time.monotonic() - started
+        assert took < 10.0, f"stop() took {took:.1f}s"
+        assert wait_until(lambda: not _session_threads(), timeout=10), thread_stacks(_session_threads())
+        assert not [t.name for t in threading.enumerate()
+                    if t.name.startswith("pouchsync") and t.is_alive()]
+        leftover = lambda: [t for t in set(_request_threads()) - before if t.is_alive()]  # noqa: E731
+        assert wait_until(lambda: not leftover(), timeout=10), thread_stacks(t.name for t in leftover())
+    finally:
+        for sock in idle:
+            sock.close()
+        for peer in (no_hello, busy, deaf):
+            peer.ws.sock.close()
