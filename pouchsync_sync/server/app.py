@@ -21,6 +21,7 @@ import simple_websocket
 from .follower import FollowerRegistry
 from .options import ServerOptions
 from .session import Session
+from .transport import serialized_environ
 
 __all__ = ["SyncServer", "create_server"]
 
@@ -78,7 +79,8 @@ class SyncServer:
             if sock is not None:  # upgraded: simple-websocket sends with send(), never time out
                 sock.settimeout(None)
             ws = simple_websocket.Server(
-                environ, ping_interval=opts.ping_interval, max_message_size=opts.max_message_size,
+                serialized_environ(environ), ping_interval=opts.ping_interval,
+                max_message_size=opts.max_message_size,
                 receive_bytes=opts.receive_bytes, thread_class=_thread_class(conn_id))
         except Exception as exc:  # a broken handshake: nothing to serve
             log.info("connection from %s: WebSocket handshake failed: %s", peer, exc)

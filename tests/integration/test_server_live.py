@@ -238,3 +238,37 @@ def test_max_subscriptions_per_socket(make_server) -> None:
         assert client.expect(type="changes", sub=2)["results"][0]["id"] == "n"
     finally:
         client.close()
+
+
+def test_client_pings_during_big_pushes_do_not_corrupt_frames(make_server, dbs) -> None:
+    """The server's transport thread answers pings while workers send big frames: all
+    socket writes go through one lock, so frames never interleave."""
+    dbs.db("big").bulk_docs([{"_id": f"d{i:03}", "pad": "x" * 100_000} for i in range(120)])
+    server = make_server(live_batch=4)
+    client = RawClient(server.url)
+    stop = threading.Event()
+
+    def pinger() -> None:
+        while not stop.is_set():
+            try:
+                client.ws.ping(b"p" * 64)
+            except Exception:
+                return
+            stop.wait(0.001)
+
+    pings = threading.Thread(target=pinger, name="pouchsync-test-pinger")
+    try:
+        client.open(1, "big")
+        pings.start()
+        client.send(m.subscribe(1, 1, since=0, include_docs=True))
+        ids: list[str] = []
+        while len(ids) < 120:
+            batch = client.expect(type="changes", sub=1)  # each frame parses as JSON
+            ids += [r["id"] for r in batch["results"]]
+            assert all(len(r["doc"]["pad"]) == 100_000 for r in batch["results"])
+        assert ids == [f"d{i:03}" for i in range(120)]
+    finally:
+        stop.set()
+        if pings.is_alive():
+            pings.join(WAIT)
+        client.close()

@@ -247,3 +247,44 @@ def test_idle_pool_threads_end_and_come_back_when_needed() -> None:
         assert ran.wait(WAIT) and pool.threads == 1
     finally:
         assert pool.close(timeout=WAIT) == []
+
+
+# -- the socket given to simple-websocket ---------------------------------------------------
+
+def test_serialized_socket_writes_whole_frames_even_with_a_timeout() -> None:
+    import socket
+
+    from pouchsync_sync.server.transport import SerializedSocket, serialized_environ
+
+    payload = bytes(range(256)) * 40_000  # ~10 MB: far beyond the socket buffers
+    writer, reader = socket.socketpair()
+    try:
+        writer.settimeout(5.0)  # what socket.setdefaulttimeout() would do
+        # a plain send() on a socket with a timeout writes only what fits (simple-
+        # websocket ignores the count, so the rest of the frame would be lost)
+        written = writer.send(payload)
+        assert written < len(payload)
+        got = bytearray()
+        done = threading.Event()
+
+        def drain(expected: int) -> None:
+            while len(got) < expected:
+                chunk = reader.recv(1 << 16)
+                if not chunk:
+                    break
+                got.extend(chunk)
+            done.set()
+
+        thread = threading.Thread(target=drain, args=(written + len(payload),), daemon=True,
+                                  name="pouchsync-test-drain")
+        thread.start()
+        wrapped = SerializedSocket(writer)
+        assert wrapped.send(payload) == len(payload)  # sendall: the whole frame
+        assert done.wait(WAIT) and bytes(got[written:]) == payload
+        thread.join(WAIT)
+        assert wrapped.fileno() == writer.fileno()  # everything else is the real socket's
+        env = serialized_environ({"werkzeug.socket": writer, "PATH_INFO": "/"})
+        assert isinstance(env["werkzeug.socket"], SerializedSocket) and env["PATH_INFO"] == "/"
+    finally:
+        writer.close()
+        reader.close()
