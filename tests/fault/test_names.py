@@ -9,6 +9,7 @@ name in a directory).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -161,3 +162,35 @@ def test_datadir_names_never_leave_the_directory(servers, tmp_path: Path) -> Non
         if name not in granted:
             assert answers[name]["type"] in ("denied", "error"), (name, answers[name])
     assert set(granted) == {"valid-name", "a" * 238}
+
+
+WEIRD_IDS = ["a/b", "a%2Fb", "%2e%2e", "..", ".", "é-ü-日本", " spaced ", "x" * 2000, "?q=1",
+             "#frag", "a\\b", "plus+sign", "semi;colon", "tab\tid", "new\nline", "%", "a?b#c/d",
+             "x_design%2fx", "emoji-\U0001f600", "\u202eevil"]
+
+
+def test_weird_document_ids_round_trip_through_a_couch_backed_server(servers, clients, local,
+                                                                     couch_url: str) -> None:
+    """Documents with hostile ids pushed by one client into a CouchDB-backed server and
+    pulled by another arrive intact, each under its own id (no id reaches another
+    document's URL)."""
+    name = f"weird-ids-{threading.get_ident() % 100000}"
+    couch = CouchDB(couch_url)
+    couch.database(name, create=True)
+    try:
+        server = servers(lambda credentials, db_name: couch.database(name))
+        a, b = local(name), local(name)
+        for i, doc_id in enumerate(WEIRD_IDS):
+            a.put({"_id": doc_id, "i": i})
+        pushed = clients().connect(server.url).sync(a, direction="push").wait(60)
+        assert pushed.ok and pushed.doc_write_failures == 0, (pushed, pushed.push and pushed.push.errors)
+        pulled = clients().connect(server.url).sync(b, direction="pull").wait(60)
+        assert pulled.ok and pulled.docs_pulled == len(WEIRD_IDS), pulled
+        for i, doc_id in enumerate(WEIRD_IDS):
+            assert b.get(doc_id)["i"] == i, doc_id
+            assert couch.database(name).get(doc_id)["i"] == i, doc_id
+        assert couch.database(name).info()["doc_count"] == len(WEIRD_IDS)
+    finally:
+        with contextlib.suppress(Exception):
+            couch.delete_database(name)
+        couch.close()
