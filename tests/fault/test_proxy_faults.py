@@ -4,6 +4,7 @@ answering without closing (a stall only pings can detect)."""
 
 from __future__ import annotations
 
+import base64
 import random
 import threading
 from typing import Any
@@ -37,6 +38,10 @@ def test_cuts_mid_frame_and_delays_keep_live_syncs_converging(hub, servers, clie
             def write(db: Any, prefix: str) -> None:
                 for i in range(60):
                     body = {"_id": f"{prefix}-{round_no}-{i:03d}", "pad": "x" * rng.randint(0, 3000)}
+                    if i % 5 == 0:  # attachments travel too (inline in bulk_get, base64)
+                        data = base64.b64encode(rng.randbytes(rng.randint(1, 20_000))).decode()
+                        body["_attachments"] = {"blob.bin": {"content_type": "application/octet-stream",
+                                                             "data": data}}
                     result = db.put(body)
                     written.append((result["id"], result["rev"]))
                     if stop.wait(0.005):
