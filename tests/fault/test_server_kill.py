@@ -10,6 +10,7 @@ Short run: 2,000 docs over 2 rounds. ``--full``: 20,000 docs over 20 rounds.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import random
 import sqlite3
@@ -47,8 +48,13 @@ class Writer:
                 docs: list[dict[str, Any]] = []
                 for _ in range(n):
                     self.counter += 1
-                    docs.append({"_id": f"{self.name}-{self.counter:06d}", "by": self.name,
-                                 "n": self.counter})
+                    doc: dict[str, Any] = {"_id": f"{self.name}-{self.counter:06d}",
+                                           "by": self.name, "n": self.counter}
+                    if self.counter % 10 == 0:  # some carry an attachment
+                        data = base64.b64encode(self.rng.randbytes(self.rng.randint(1, 4096)))
+                        doc["_attachments"] = {"a.bin": {"content_type": "application/octet-stream",
+                                                         "data": data.decode()}}
+                    docs.append(doc)
                 for result in self.db.bulk_docs(docs):
                     assert result.get("ok"), result
                     self.written.append((result["id"], result["rev"]))
