@@ -108,12 +108,14 @@ def merge(tree: Tree, path: Sequence[str], deleted: bool = False) -> tuple[dict[
     """Merge a path (newest first) into ``tree``; return ``(new_tree, revs_added)``.
 
     ``deleted`` applies to the path's newest revision. Revisions already present keep
-    their flags; a stemmed root regains its parent when a longer path arrives.
+    their flags; a stemmed root regains its parent when a longer path arrives. The path
+    holds consecutive generations, as ``path_from_revisions`` gives.
     """
     new: dict[str, Node] = dict(tree)
     added: list[str] = []
+    top = parse_rev(path[0])[0] if path else 0
     for index, rev in enumerate(path):
-        pos = parse_rev(rev)[0]
+        pos = top - index  # a path is consecutive generations, newest first
         parent = path[index + 1] if index + 1 < len(path) else None
         existing = new.get(rev)
         if existing is None:
@@ -126,6 +128,8 @@ def merge(tree: Tree, path: Sequence[str], deleted: bool = False) -> tuple[dict[
 
 def leaves(tree: Tree) -> list[str]:
     """The open revisions (nodes nobody descends from), winner first."""
+    if len(tree) == 1:
+        return list(tree)
     parents = {node.parent for node in tree.values()}
     return sorted((rev for rev in tree if rev not in parents),
                   key=lambda rev: sort_key(tree, rev), reverse=True)

@@ -359,6 +359,8 @@ class LocalDatabase(Database):
         return True
 
     def _stem(self, conn: sqlite3.Connection, doc_id: str, tree: dict[str, revtree.Node]) -> dict[str, revtree.Node]:
+        if len(tree) <= self.revs_limit:
+            return tree  # no path can be longer than the tree is big
         stemmed = revtree.stem(tree, self.revs_limit)
         if len(stemmed) == len(tree):
             return tree
