@@ -136,8 +136,12 @@ class Client:
     def sync(self, db: Database, *, remote_name: str | None = None, credentials: Any = None,
              live: bool = False, direction: str = "both",
              doc_ids: Sequence[str] | None = None, selector: Mapping[str, Any] | None = None,
-             batch_size: int = 100) -> Sync:
-        """Start syncing ``db`` with ``remote_name`` (default ``db.name``) on the server."""
+             batch_size: int = 500) -> Sync:
+        """Start syncing ``db`` with ``remote_name`` (default ``db.name``) on the server.
+
+        ``batch_size`` docs travel per message (500: measured ~1.3–2× the docs/s of 100 in
+        bench/results.md; each batch stays bounded in bytes by the replicator).
+        """
         sync = Sync(self, db, remote_name=remote_name, credentials=credentials, live=live,
                     direction=direction, doc_ids=doc_ids, selector=selector,
                     batch_size=batch_size)

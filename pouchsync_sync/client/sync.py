@@ -67,7 +67,7 @@ class Sync:
     def __init__(self, client: "Client", db: Database, *, remote_name: str | None = None,
                  credentials: Any = None, live: bool = False, direction: str = "both",
                  doc_ids: Sequence[str] | None = None,
-                 selector: Mapping[str, Any] | None = None, batch_size: int = 100,
+                 selector: Mapping[str, Any] | None = None, batch_size: int = 500,
                  replicator_factory: Callable[..., "Replicator"] | None = None) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
