@@ -37,6 +37,7 @@ from ..errors import BadRequest, Conflict, NotFound, PouchSyncError, Preconditio
 from .base import Database
 from .notify import POLL_INTERVAL, notifier_for
 from .validate import (
+    ALLOWED_SPECIAL,
     check_doc,
     check_doc_id,
     decode_attachment,
@@ -132,6 +133,8 @@ class LocalDatabase(Database):
                 yield self._conn
             except sqlite3.Error as exc:
                 raise ServerError(f"SQLite error: {exc}") from exc
+            except UnicodeEncodeError as exc:  # a lone surrogate in an id or a body
+                raise BadRequest("Document is not valid UTF-8 text") from exc
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
@@ -200,11 +203,31 @@ class LocalDatabase(Database):
             raise BadRequest("docs must be a list")
         if not isinstance(new_edits, bool):
             raise BadRequest("new_edits must be a boolean")
-        prepared = [self._prepare(doc, require_id=not new_edits, replicated=not new_edits)
-                    for doc in docs]
         if new_edits:
-            return self._bulk_new_edits(prepared)
-        return self._bulk_replicated(prepared)
+            return self._bulk_new_edits([self._prepare(doc, require_id=False) for doc in docs])
+        return self._bulk_replicated([self._prepare_replicated(doc) for doc in docs])
+
+    def _prepare_replicated(self, doc: Any) -> _Prepared:
+        """``_prepare`` for a replicated write, in one pass for plain docs (a pull's hot path).
+
+        Anything unusual (not a dict, attachments, a special id, a bad field) takes the
+        general path, which gives the error.
+        """
+        if doc.__class__ is not dict or "_attachments" in doc:
+            return self._prepare(doc, require_id=True, replicated=True)
+        body: dict[str, Any] = {}
+        for key, value in doc.items():
+            if key.__class__ is not str:
+                return self._prepare(doc, require_id=True, replicated=True)
+            if key[:1] != "_":
+                body[key] = value
+            elif key not in ALLOWED_SPECIAL:
+                return self._prepare(doc, require_id=True, replicated=True)
+        doc_id = doc.get("_id")
+        if doc_id.__class__ is not str or doc_id[:1] in ("", "_") or doc.get("_deleted", False).__class__ is not bool:
+            return self._prepare(doc, require_id=True, replicated=True)
+        path = revtree.path_from_revisions(doc.get("_rev"), doc.get("_revisions"))
+        return _Prepared(doc, doc_id, {}, path, dump_json(body))
 
     def _prepare(self, doc: Any, *, require_id: bool, replicated: bool = False) -> _Prepared:
         doc = check_doc(doc, require_id=require_id)

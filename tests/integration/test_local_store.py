@@ -181,3 +181,31 @@ def test_lying_attachment_digest_is_refused():
             db.put({"_id": "a", "v": float("nan")})
         with pytest.raises(NotFound):
             db.get("a")
+
+
+@pytest.mark.parametrize("new_edits", [True, False])
+def test_text_that_is_not_utf8_is_refused_whole(new_edits):
+    from pouchsync_sync import BadRequest
+    with LocalDatabase(":memory:") as db:
+        good = {"_id": "good", "v": 1}
+        bad = {"_id": "bad", "v": "\ud800"}
+        if not new_edits:
+            good.update(_rev="1-a", _revisions={"start": 1, "ids": ["a"]})
+            bad.update(_rev="1-b", _revisions={"start": 1, "ids": ["b"]})
+        with pytest.raises(BadRequest):
+            db.bulk_docs([good, bad], new_edits=new_edits)
+        with pytest.raises(BadRequest):
+            db.bulk_docs([dict(good, _id="\udc00x")], new_edits=new_edits)
+        assert db.info()["doc_count"] == 0
+
+
+def test_replicated_write_refuses_bad_fields():
+    from pouchsync_sync import BadRequest
+    with LocalDatabase(":memory:") as db:
+        base = {"_rev": "1-a", "_revisions": {"start": 1, "ids": ["a"]}}
+        for bad in ({"_id": "x", "_bogus": 1}, {"_id": "_nope"}, {"_id": ""}, {"_id": 3},
+                    {"_id": "x", "_deleted": "yes"}, {"_id": "x", 5: "int key"}):
+            with pytest.raises(BadRequest):
+                db.bulk_docs([{**base, **bad}], new_edits=False)
+        assert db.bulk_docs([{**base, "_id": "_design/d", "views": {}}], new_edits=False) == []
+        assert db.get("_design/d")["views"] == {}
