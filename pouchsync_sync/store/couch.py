@@ -29,7 +29,7 @@ from .couch_http import NO_DB_REASON, CouchHTTP
 from .couch_names import (attachment_path, check_db_name, db_path, doc_path,
                           query_string)
 from .couch_shapes import bulk_get_results, missing_entry, open_revs_entries, strip_null_docs
-from .validate import check_doc, decode_attachment
+from .validate import check_all_docs_args, check_doc, decode_attachment
 
 __all__ = ["CouchDB", "CouchDatabase"]
 
@@ -201,10 +201,7 @@ class CouchDatabase(CouchChanges, Database):
                  startkey: str | None = None, endkey: str | None = None,
                  limit: int | None = None, skip: int = 0,
                  descending: bool = False, conflicts: bool = False) -> dict[str, Any]:
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise BadRequest("limit must be a non-negative integer")
-        if not isinstance(skip, int) or skip < 0:
-            raise BadRequest("skip must be a non-negative integer")
+        check_all_docs_args(limit=limit, skip=skip)
         params: dict[str, Any] = {
             "include_docs": include_docs or None, "conflicts": conflicts or None,
             "limit": limit, "skip": skip or None, "descending": descending or None,

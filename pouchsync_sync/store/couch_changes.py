@@ -17,14 +17,12 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import BadRequest
 from ..selector import compile_selector
 from .couch_http import DeadlinePassed
+from .validate import check_changes_args
 
 __all__ = ["CouchChanges"]
 
-_STYLES = ("main_only", "all_docs")
-_FEEDS = ("normal", "longpoll")
 _DEFAULT_LONGPOLL = 60.0  # CouchDB's default longpoll timeout, seconds
 _SELECTOR_PAGE = 500
 
@@ -40,18 +38,7 @@ class CouchChanges:
                 selector: Mapping[str, Any] | None = None, descending: bool = False,
                 feed: str = "normal", timeout: float | None = None,
                 attachments: bool = False) -> dict[str, Any]:
-        if style not in _STYLES:
-            raise BadRequest(f"style must be one of {_STYLES}")
-        if feed not in _FEEDS:
-            raise BadRequest(f"feed must be one of {_FEEDS}")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
-                                  or limit < 0):
-            raise BadRequest("limit must be a non-negative integer")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-            raise BadRequest("timeout must be a non-negative number of seconds")
-        if doc_ids is not None and (not isinstance(doc_ids, (list, tuple))
-                                    or not all(isinstance(i, str) for i in doc_ids)):
-            raise BadRequest("doc_ids must be a list of strings")
+        check_changes_args(style=style, feed=feed, limit=limit, timeout=timeout, doc_ids=doc_ids)
         if since is None:
             since = 0
         wait = _DEFAULT_LONGPOLL if timeout is None else float(timeout)

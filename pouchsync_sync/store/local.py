@@ -38,6 +38,8 @@ from .base import Database
 from .notify import POLL_INTERVAL, notifier_for
 from .validate import (
     ALLOWED_SPECIAL,
+    check_all_docs_args,
+    check_changes_args,
     check_doc,
     check_doc_id,
     decode_attachment,
@@ -65,8 +67,6 @@ CREATE TABLE IF NOT EXISTS attachments (digest TEXT PRIMARY KEY, data BLOB NOT N
 _CHUNK = 500
 _DEFAULT_LONGPOLL = 60.0
 _PENDING_EXACT = 1000  # changes' "pending" is exact below this, an upper bound above
-_STYLES = ("main_only", "all_docs")
-_FEEDS = ("normal", "longpoll")
 _SQLITE_MAX_INT = 2**63 - 1
 
 
@@ -533,10 +533,7 @@ class LocalDatabase(Database):
                  startkey: str | None = None, endkey: str | None = None,
                  limit: int | None = None, skip: int = 0,
                  descending: bool = False, conflicts: bool = False) -> dict[str, Any]:
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
-            raise BadRequest("limit must be a non-negative integer")
-        if not isinstance(skip, int) or skip < 0:
-            raise BadRequest("skip must be a non-negative integer")
+        check_all_docs_args(limit=limit, skip=skip)
         # SQLite integers are 64-bit: a larger limit or skip means "all" / "past the end"
         limit = None if limit is None else min(limit, _SQLITE_MAX_INT)
         skip = min(skip, _SQLITE_MAX_INT)
@@ -609,19 +606,9 @@ class LocalDatabase(Database):
                 selector: Mapping[str, Any] | None = None, descending: bool = False,
                 feed: str = "normal", timeout: float | None = None,
                 attachments: bool = False) -> dict[str, Any]:
-        if style not in _STYLES:
-            raise BadRequest(f"style must be one of {_STYLES}")
-        if feed not in _FEEDS:
-            raise BadRequest(f"feed must be one of {_FEEDS}")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-            raise BadRequest("limit must be a non-negative integer")
+        check_changes_args(style=style, feed=feed, limit=limit, timeout=timeout, doc_ids=doc_ids)
         if limit is not None:
             limit = min(limit, _SQLITE_MAX_INT)  # 64-bit SQLite; larger means "all"
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-            raise BadRequest("timeout must be a non-negative number of seconds")
-        if doc_ids is not None and (not isinstance(doc_ids, (list, tuple))
-                                    or not all(isinstance(i, str) for i in doc_ids)):
-            raise BadRequest("doc_ids must be a list of strings")
         match: Callable[[dict[str, Any]], bool] | None = None
         if selector is not None:
             from ..selector import compile_selector

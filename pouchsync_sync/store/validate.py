@@ -24,7 +24,14 @@ __all__ = [
     "decode_attachment",
     "md5_digest",
     "is_local_id",
+    "check_changes_args",
+    "check_all_docs_args",
+    "CHANGES_STYLES",
+    "CHANGES_FEEDS",
 ]
+
+CHANGES_STYLES = ("main_only", "all_docs")
+CHANGES_FEEDS = ("normal", "longpoll")
 
 #: top-level fields starting with "_" that a document may carry
 ALLOWED_SPECIAL = frozenset({
@@ -130,3 +137,31 @@ def decode_attachment(name: str, att: Mapping[str, Any]) -> tuple[bytes, str]:
     if not isinstance(content_type, str):
         raise BadRequest(f"Attachment {name!r} content_type must be a string")
     return raw, digest
+
+
+def _check_count(name: str, value: Any) -> None:
+    if value is not None and (value.__class__ is bool or not isinstance(value, int) or value < 0):
+        raise BadRequest(f"{name} must be a non-negative integer")
+
+
+def check_changes_args(*, style: Any, feed: Any, limit: Any, timeout: Any, doc_ids: Any) -> None:
+    """The argument checks every backend's ``changes`` makes before doing anything."""
+    if style not in CHANGES_STYLES:
+        raise BadRequest(f"style must be one of {CHANGES_STYLES}")
+    if feed not in CHANGES_FEEDS:
+        raise BadRequest(f"feed must be one of {CHANGES_FEEDS}")
+    _check_count("limit", limit)
+    if timeout is not None and (timeout.__class__ is bool or not isinstance(timeout, (int, float))
+                                or timeout < 0):
+        raise BadRequest("timeout must be a non-negative number of seconds")
+    if doc_ids is not None and (not isinstance(doc_ids, (list, tuple))
+                                or not all(isinstance(i, str) for i in doc_ids)):
+        raise BadRequest("doc_ids must be a list of strings")
+
+
+def check_all_docs_args(*, limit: Any, skip: Any) -> None:
+    """The argument checks every backend's ``all_docs`` makes."""
+    _check_count("limit", limit)
+    if skip is None:
+        raise BadRequest("skip must be a non-negative integer")
+    _check_count("skip", skip)
