@@ -142,8 +142,10 @@ class RemoteDatabase(Database):
     def _longpoll(self, args: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         """A longpoll read as a one-shot subscription (see ``Channel.wait_changes``).
 
-        No ``pending`` in the answer: the caller reads on normally to learn it. On
-        timeout a normal read gives the usual shape (and ``last_seq``).
+        The answer carries ``pending`` when the server's message did (0 says the read
+        was caught up, so a replicator need not read again to learn it); without it the
+        caller reads on normally. On timeout a normal read gives the usual shape (and
+        ``last_seq``).
         """
         options = {key: args[key] for key in ("style", "include_docs", "conflicts",
                                               "doc_ids", "selector") if key in args}
@@ -153,7 +155,10 @@ class RemoteDatabase(Database):
         wait = DEFAULT_LONGPOLL if timeout is None else float(timeout)
         msg = self._channel.wait_changes(since, options, wait)
         if msg is not None:
-            return {"results": msg.get("results") or [], "last_seq": msg.get("last_seq")}
+            answer = {"results": msg.get("results") or [], "last_seq": msg.get("last_seq")}
+            if msg.get("pending") is not None:
+                answer["pending"] = msg["pending"]
+            return answer
         normal = {key: value for key, value in args.items() if key != "timeout"}
         normal["feed"] = "normal"
         return self._call("changes", normal)

@@ -241,7 +241,7 @@ _SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "unsubscribe": {"ch": (_pos_int, _REQUIRED), "sub": (_pos_int, _REQUIRED)},
     "changes": {"ch": (_pos_int, _REQUIRED), "sub": (_pos_int, _REQUIRED),
                 "results": (_optional(_list), None), "last_seq": (_any, None),
-                "error": (_optional(_dict), None)},
+                "pending": (_optional(_int), None), "error": (_optional(_dict), None)},
 }
 
 #: types whose unknown fields are refused (their fields are options, like call args)
@@ -307,11 +307,14 @@ def _check_outcome(kind: str, msg: Mapping[str, Any], out: dict[str, Any]) -> No
         if (out["results"] is None) == (out["error"] is None):
             raise BadMessage("a changes message has either 'results' or 'error'",
                              ch=out["ch"], sub=out["sub"])
+        if out["pending"] is None:  # optional (v1 servers before it omit it)
+            del out["pending"]
         if out["error"] is None:
             del out["error"]
         else:
             del out["results"]
             del out["last_seq"]
+            out.pop("pending", None)
 
 
 def choose_version(offered: list[int], supported: tuple[int, ...] = PROTOCOL_VERSIONS) -> int | None:
@@ -395,8 +398,14 @@ def unsubscribe(ch: int, sub: int) -> dict[str, Any]:
     return {"type": "unsubscribe", "ch": ch, "sub": sub}
 
 
-def changes(ch: int, sub: int, results: list[Any], last_seq: Any) -> dict[str, Any]:
-    return {"type": "changes", "ch": ch, "sub": sub, "results": results, "last_seq": last_seq}
+def changes(ch: int, sub: int, results: list[Any], last_seq: Any,
+            pending: int | None = None) -> dict[str, Any]:
+    """A batch of live changes; ``pending`` (optional) counts the changes left after it
+    (0: the subscription has caught up as of this read)."""
+    msg = {"type": "changes", "ch": ch, "sub": sub, "results": results, "last_seq": last_seq}
+    if type(pending) is int and pending >= 0:
+        msg["pending"] = pending
+    return msg
 
 
 def changes_error(ch: int, sub: int, err: Mapping[str, Any]) -> dict[str, Any]:

@@ -160,7 +160,8 @@ class LiveChannels:
                     result = db.changes(since=sub.since, limit=sub.batch, **sub.kwargs)
                     rows = result.get("results") or []
                     if rows:
-                        msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"))
+                        msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"),
+                                        result.get("pending"))
                         if not self._send_for(sub, msg, m.encode(msg)):
                             break
                     if result.get("last_seq") is not None:

@@ -1,0 +1,107 @@
+"""What one change costs a live pull: pushed batches say ``pending``, so a replicator
+caught up by a subscription delivery makes no extra ``changes`` call."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pouchsync_sync.client.remote import RemoteDatabase
+from pouchsync_sync.protocol import messages as m
+from pouchsync_sync.replication import Replicator
+from tests.integration.test_server import RawClient, dbs, make_server  # noqa: F401  (fixtures)
+from tests.integration.test_sync import TOKEN, clients, hub, local, server  # noqa: F401
+
+WAIT = 10.0
+
+
+def test_pushed_batches_carry_pending_and_the_last_one_says_caught_up(make_server) -> None:
+    srv = make_server(live_batch=3)
+    client, writer = RawClient(srv.url), RawClient(srv.url)
+    try:
+        client.open(1, "todos")
+        writer.open(1, "todos")
+        writer.ok(1, "bulk_docs", {"docs": [{"_id": f"d{i:02}"} for i in range(8)]})
+        client.send(m.subscribe(1, 4, since=0, batch=50))
+        batches = []
+        while sum(len(b["results"]) for b in batches) < 8:
+            batches.append(client.expect(type="changes", sub=4))
+        assert len(batches) >= 3  # capped at 3 rows a batch
+        assert all(b["pending"] > 0 for b in batches[:-1])
+        assert batches[-1]["pending"] == 0
+        writer.ok(1, "put", {"doc": {"_id": "later"}})
+        later = client.expect(type="changes", sub=4)
+        assert [r["id"] for r in later["results"]] == ["later"] and later["pending"] == 0
+    finally:
+        client.close()
+        writer.close()
+
+
+def test_changes_message_pending_is_optional_and_checked() -> None:
+    plain = m.validate({"type": "changes", "ch": 1, "sub": 2, "results": [], "last_seq": 3},
+                       sender="server")
+    assert "pending" not in plain
+    given = m.validate(m.changes(1, 2, [], 3, 0), sender="server")
+    assert given["pending"] == 0
+    assert "pending" not in m.changes(1, 2, [], 3, None)
+    assert "pending" not in m.changes(1, 2, [], 3, "many")  # never sends a non-integer
+    try:
+        m.validate({"type": "changes", "ch": 1, "sub": 2, "results": [], "last_seq": 3,
+                    "pending": "x"}, sender="server")
+    except m.BadMessage:
+        pass
+    else:
+        raise AssertionError("a non-integer pending was accepted")
+
+
+class CountingRemote(RemoteDatabase):
+    """A ``RemoteDatabase`` that counts the normal ``changes`` calls it makes."""
+
+    def __init__(self, channel: Any) -> None:
+        super().__init__(channel)
+        self.normal_reads = 0
+        self.lock = threading.Lock()
+
+    def changes(self, **kwargs: Any) -> dict[str, Any]:
+        if kwargs.get("feed", "normal") == "normal":
+            with self.lock:
+                self.normal_reads += 1
+        return super().changes(**kwargs)
+
+
+def test_live_pull_makes_no_extra_changes_call_per_pushed_change(hub, server, clients,
+                                                                 local) -> None:
+    client = clients().connect(server.url)
+    remote = client.database("todos", credentials=TOKEN, timeout=WAIT)
+    source = CountingRemote(remote._channel)
+    target = local("todos")
+    served = hub.db("todos")
+    served.put({"_id": "before"})
+    pauses: list[int] = []  # normal reads made when the replicator paused (caught up)
+    cond = threading.Condition()
+
+    def on_state(state: str) -> None:
+        if state == "paused":
+            with cond:
+                pauses.append(source.normal_reads)
+                cond.notify_all()
+
+    cancel = threading.Event()
+    rep = Replicator(source, target, live=True, cancel=cancel, longpoll_timeout=5.0,
+                     batches_limit=1, on_state=on_state)
+    thread = threading.Thread(target=rep.run, name="pouchsync-test-live-pull")
+    thread.start()
+    try:
+        with cond:
+            assert cond.wait_for(lambda: len(pauses) == 1, WAIT)
+        for i in range(5):
+            served.put({"_id": f"live-{i}"})
+            with cond:
+                assert cond.wait_for(lambda: len(pauses) == i + 2, WAIT)
+            assert target.get(f"live-{i}")["_id"] == f"live-{i}"
+        assert pauses[-1] == pauses[0], "a pushed change cost extra changes calls"
+        assert rep.wait_caught_up(WAIT)
+    finally:
+        cancel.set()
+        thread.join(WAIT)
+    assert not thread.is_alive()
