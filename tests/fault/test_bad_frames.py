@@ -97,9 +97,9 @@ def bad_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     root = Path(tmp_path_factory.mktemp(f"bad-{request.param}"))
     if request.param == "orjson":
         from pouchsync_sync import create_server
-        from .conftest import Hub
+        from tests.sync_fixtures import Hub
 
-        hub = Hub(root)
+        hub = Hub(root, TOKEN)
         server = create_server(hub.on_request, max_message_size=MAX_MESSAGE, hello_timeout=5.0).start()
         try:
             yield server.url, lambda: True

@@ -13,9 +13,10 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from pouchsync_sync import signals
-from pouchsync_sync.client import Client, SyncState
+from pouchsync_sync.client import SyncState
 from pouchsync_sync.errors import Denied, Timeout, TransportError
 from pouchsync_sync.store.local import LocalDatabase
+from tests.sync_fixtures import Hub, Recorder, clients, local, recorders  # noqa: F401 - fixtures
 
 TOKEN = {"token": "some token"}
 
@@ -26,37 +27,9 @@ def make_server(on_request: Callable[..., Any], **options: Any) -> Any:
     return create_server(on_request, **options)
 
 
-class Hub:
-    """Server-side databases (one SQLite file per name under ``root``) and the
-    ``on_request`` that grants them to the right token."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.dbs: dict[str, LocalDatabase] = {}
-        self.lock = threading.Lock()
-        self.requests: list[tuple[Any, str]] = []
-
-    def db(self, name: str) -> LocalDatabase:
-        with self.lock:
-            if name not in self.dbs:
-                self.dbs[name] = LocalDatabase(self.root / f"{name}.sqlite", name=name)
-            return self.dbs[name]
-
-    def on_request(self, credentials: Any, name: str) -> LocalDatabase:
-        self.requests.append((credentials, name))
-        if not isinstance(credentials, dict) or credentials.get("token") != TOKEN["token"]:
-            raise Denied("bad or missing token")
-        return self.db(name)
-
-    def close(self) -> None:
-        for db in self.dbs.values():
-            db.close()
-
-
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
-    h = Hub(tmp_path / "server")
-    h.root.mkdir()
+    h = Hub(tmp_path / "server", TOKEN)
     yield h
     h.close()
 
@@ -68,75 +41,6 @@ def server(hub: Hub) -> Iterator[Any]:
     srv.stop()
 
 
-@pytest.fixture
-def clients() -> Iterator[Callable[..., Client]]:
-    """A factory of clients with short, jitter-free backoffs; all closed at teardown."""
-    made: list[Client] = []
-
-    def make(**options: Any) -> Client:
-        options.setdefault("initial_delay", 0.02)
-        options.setdefault("max_delay", 0.2)
-        options.setdefault("jitter", 0.0)
-        client = Client(**options)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
-
-
-@pytest.fixture
-def local(tmp_path: Path) -> Iterator[Callable[[str], LocalDatabase]]:
-    made: list[LocalDatabase] = []
-    counter = iter(range(10**6))
-
-    def make(name: str) -> LocalDatabase:
-        db = LocalDatabase(tmp_path / f"local-{next(counter)}-{name}.sqlite", name=name)
-        made.append(db)
-        return db
-
-    yield make
-    for db in made:
-        db.close()
-
-
-class Recorder:
-    """Records a signal's calls for one sender; ``wait_for(pred)`` blocks until true."""
-
-    def __init__(self, signal: Any, sender: Any) -> None:
-        self.signal = signal
-        self.events: list[dict[str, Any]] = []
-        self.cond = threading.Condition()
-        signal.connect(self._receive, sender=sender, weak=False)
-        self.sender = sender
-
-    def _receive(self, sender: Any, **kwargs: Any) -> None:
-        with self.cond:
-            self.events.append(kwargs)
-            self.cond.notify_all()
-
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool],
-                 timeout: float = 10) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: predicate(self.events), timeout)
-
-    def close(self) -> None:
-        self.signal.disconnect(self._receive, sender=self.sender)
-
-
-@pytest.fixture
-def recorders() -> Iterator[Callable[[Any, Any], Recorder]]:
-    made: list[Recorder] = []
-
-    def make(signal: Any, sender: Any) -> Recorder:
-        rec = Recorder(signal, sender)
-        made.append(rec)
-        return rec
-
-    yield make
-    for rec in made:
-        rec.close()
 
 
 def put_many(db: LocalDatabase, prefix: str, n: int) -> None:
