@@ -10,6 +10,7 @@ and the time of one revs_diff call for 500 ids (half known).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sqlite3
 import statistics
@@ -31,13 +32,14 @@ def make_docs(n: int) -> list[dict]:
             for i in range(n)]
 
 
-def run_once(docs: list[dict], batch: int) -> tuple[float, float, float]:
+def run_once(docs: list[dict], batch: int) -> tuple[float, float, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         with LocalDatabase(Path(tmp) / "bench.sqlite") as db:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for i in range(0, len(docs), batch):
                 db.bulk_docs(docs[i:i + batch], new_edits=False)
             write = len(docs) / (time.perf_counter() - started)
+            write_cpu = len(docs) / (time.process_time() - cpu)
             started = time.perf_counter()
             since, seen = 0, 0
             while True:
@@ -55,7 +57,7 @@ def run_once(docs: list[dict], batch: int) -> tuple[float, float, float]:
                 diff = db.revs_diff(query)
             revs_diff_ms = (time.perf_counter() - started) / 20 * 1000
             assert len(diff) == 250
-    return write, read, revs_diff_ms
+    return write, read, revs_diff_ms, write_cpu
 
 
 def main() -> None:
@@ -65,13 +67,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     print(f"machine: {platform.platform()}, python {platform.python_version()}, "
-          f"sqlite {sqlite3.sqlite_version}, cpus {__import__('os').cpu_count()}")
+          f"sqlite {sqlite3.sqlite_version}, cpus {os.cpu_count()}, load {os.getloadavg()}")
     docs = make_docs(args.docs)
     size = len(str(docs[0]))
     results = [run_once(docs, args.batch) for _ in range(args.runs)]
     for label, index, unit in (("bulk_docs(new_edits=False)", 0, "docs/s"),
                                ("changes(include_docs=True)", 1, "docs/s"),
-                               ("revs_diff 500 ids", 2, "ms")):
+                               ("revs_diff 500 ids", 2, "ms"),
+                               ("bulk_docs per CPU-second", 3, "docs/s")):
         values = [r[index] for r in results]
         print(f"{label:30s} median {statistics.median(values):>10,.1f} {unit} "
               f"[{min(values):,.1f}–{max(values):,.1f}] over {args.runs} runs, "
