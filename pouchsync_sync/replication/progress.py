@@ -70,7 +70,8 @@ class Progress:
             return self._reads_started
 
     def batch_done(self, seq: Any, pending: Any) -> None:
-        """Everything up to ``seq`` is written and checkpointed."""
+        """Everything up to ``seq`` is written (and checkpointed, or its checkpoint
+        deferred by a live run)."""
         with self._cond:
             self._done_seq = seq
             if pending is not None:

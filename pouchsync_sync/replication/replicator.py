@@ -24,6 +24,16 @@ Theory of operation. ``Replicator.run`` walks the protocol's steps, one method e
    ``longpoll`` read (at most ``longpoll_timeout`` seconds, so ``cancel`` takes effect
    within one wait), ``active`` again when changes come.
 
+Live checkpoints (CouchDB's ``checkpoint_interval``): a batch that a live ``longpoll``
+read delivered and that left the replication caught up is checkpointed only when the
+last checkpoint is ``checkpoint_interval`` seconds old; otherwise its seq is kept as
+written but not yet recorded, and recorded by the next batch end past the interval, at
+the end of every backlog (a batch that is not caught up, or came from a normal read),
+and when the run ends (cancel, stop or error; best effort). A replication killed in
+between resumes from an older checkpoint and re-reads the docs of at most that interval
+(they are already on the target: harmless); none is skipped. ``wait_caught_up`` is
+about docs written, so a deferred checkpoint does not delay it.
+
 Steps 3 and the fetch of 4 (the read side, ``changed_batches``) produce a stream of
 items: batch start, byte-bounded chunks of docs, batch end. The running thread consumes
 it (the write side: upload, checkpoint, state, callbacks). With ``batches_limit > 1`` the
@@ -46,6 +56,7 @@ import datetime as _dt
 import email.utils
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterator, Mapping, Sequence
@@ -112,6 +123,7 @@ class _BatchEnd:
     pending: Any
     caught_up: bool
     had_rows: bool
+    live_read: bool = False  # the read was a live longpoll (not a backlog read)
 
 
 class _Done:
@@ -128,7 +140,8 @@ class ReplicationResult:
     ``docs_written`` those the target accepted; revisions the source could not serve
     and docs the target refused are counted in ``doc_write_failures`` and listed in
     ``errors`` as ``{"id", "rev", "error", "reason"}`` (at most ``MAX_ERRORS_KEPT``).
-    ``last_seq`` is the last source sequence written and checkpointed. Times are UTC.
+    ``last_seq`` is the last source sequence written and checkpointed (written only,
+    when the final checkpoint write of a live run failed). Times are UTC.
     """
 
     ok: bool = False
@@ -168,11 +181,14 @@ class Replicator:
                  on_batch: Callable[[dict[str, Any]], Any] | None = None,
                  on_state: Callable[[str], Any] | None = None,
                  longpoll_timeout: float = 25.0,
-                 max_batch_bytes: int = 8 * 1024 * 1024) -> None:
+                 max_batch_bytes: int = 8 * 1024 * 1024,
+                 checkpoint_interval: float = 5.0) -> None:
         if batch_size < 1 or batches_limit < 1 or max_batch_bytes < 1:
             raise ValueError("batch_size, batches_limit and max_batch_bytes must be >= 1")
         if longpoll_timeout <= 0:
             raise ValueError("longpoll_timeout must be > 0 seconds")
+        if checkpoint_interval < 0:
+            raise ValueError("checkpoint_interval must be >= 0 seconds (0: every batch)")
         self.source = source
         self.target = target
         self.live = live
@@ -188,6 +204,7 @@ class Replicator:
         self.on_state = on_state
         self.longpoll_timeout = longpoll_timeout
         self.max_batch_bytes = max_batch_bytes
+        self.checkpoint_interval = checkpoint_interval
 
         self.replication_id: str | None = None
         self.session_id = uuid.uuid4().hex
@@ -197,6 +214,8 @@ class Replicator:
         self._seq: Any = LOWEST_SEQ
         self._fetch_size = batch_size
         self._docs_in_changes = False  # ask changes for docs (set per batch by the policy)
+        self._unsaved: tuple[Any, Any] | None = None  # live: (seq, pending) written, not recorded
+        self._saved_at = float("-inf")  # time.monotonic() of the last checkpoint recorded
 
         self._progress = Progress(LOWEST_SEQ)
         self._run_lock = threading.Lock()
@@ -252,6 +271,12 @@ class Replicator:
         except Exception as exc:  # top frame of the replication: report, don't raise
             status, error = "error", exc
             log.exception("replication %s -> %s crashed", self.source, self.target)
+        if self._unsaved is not None:
+            try:  # best effort: after an error it may be the very connection it needs
+                self.flush_checkpoint()
+            except Exception as exc:
+                log.info("replication %s: last checkpoint not recorded (%r)",
+                         self.replication_id, exc)
         result.end_time = _now()
         result.status = status
         result.error = error
@@ -332,9 +357,10 @@ class Replicator:
                 yield _BatchStart()
                 if not (yield from self.locate_changed_documents_in(rows, stop)):
                     return  # stopped half way: never checkpoint past what was not fetched
-            caught_up = not rows or pending == 0
             yield _BatchEnd(ticket=ticket, last_seq=last_seq, pending=pending,
-                            caught_up=caught_up, had_rows=bool(rows))
+                            caught_up=not rows or pending == 0, had_rows=bool(rows),
+                            live_read=caught_up)
+            caught_up = not rows or pending == 0
             seq = last_seq
 
     def read_batch_of_changes(self, since: Any, *, longpoll: bool) -> tuple[dict[str, Any], int]:
@@ -429,7 +455,11 @@ class Replicator:
     def finish_batch(self, end: _BatchEnd, batch: "_BatchStats") -> None:
         """Record Replication Checkpoint after a batch; report it; pause when caught up."""
         if end.had_rows or end.last_seq != self._seq:
-            self.record_replication_checkpoint(end.last_seq, end.pending)
+            if self._defer_checkpoint(end):
+                self._unsaved = (end.last_seq, end.pending)
+                self._mark_written(end.last_seq, end.pending)
+            else:
+                self.record_replication_checkpoint(end.last_seq, end.pending)
         elif end.pending is not None:
             self._progress.set_pending(end.pending)
         if batch.written or batch.failures:
@@ -438,6 +468,18 @@ class Replicator:
             self._progress.caught_up(end.ticket)
             if self.live:
                 self._set_state("paused")
+
+    def _defer_checkpoint(self, end: _BatchEnd) -> bool:
+        """Live, caught up by a live read, and the last checkpoint is recent: wait."""
+        return (self.live and self._checkpointer is not None and self.checkpoint_interval > 0
+                and end.live_read and end.caught_up
+                and time.monotonic() - self._saved_at < self.checkpoint_interval)
+
+    def flush_checkpoint(self) -> None:
+        """Record the checkpoint a live run deferred, if any."""
+        if self._unsaved is not None:
+            seq, pending = self._unsaved
+            self.record_replication_checkpoint(seq, pending)
 
     def calculate_revision_difference(self, rows: Sequence[Mapping[str, Any]]
                                       ) -> dict[str, Any]:
@@ -490,6 +532,11 @@ class Replicator:
                 start_time=_rfc5322(result.start_time or _now()), end_time=_rfc5322(_now()),
                 docs_read=result.docs_read, docs_written=result.docs_written,
                 doc_write_failures=result.doc_write_failures)
+            self._saved_at = time.monotonic()
+        self._unsaved = None
+        self._mark_written(last_seq, pending)
+
+    def _mark_written(self, last_seq: Any, pending: Any) -> None:
         self._seq = last_seq
         self._result.last_seq = last_seq
         self._progress.batch_done(last_seq, pending)

@@ -105,3 +105,78 @@ def test_live_pull_makes_no_extra_changes_call_per_pushed_change(hub, server, cl
         cancel.set()
         thread.join(WAIT)
     assert not thread.is_alive()
+
+
+def _live_pull(source: Any, target: Any, **options: Any) -> tuple[Replicator, threading.Event,
+                                                                  threading.Thread]:
+    cancel = threading.Event()
+    rep = Replicator(source, target, live=True, cancel=cancel, longpoll_timeout=1.0,
+                     **options)
+    thread = threading.Thread(target=rep.run, name="pouchsync-test-live-pull")
+    thread.start()
+    return rep, cancel, thread
+
+
+def _recorded(db: Any, rep: Replicator) -> Any:
+    return db.get(f"_local/{rep.replication_id}")["source_last_seq"]
+
+
+def test_live_checkpoints_wait_for_the_interval_and_are_recorded_on_cancel(local) -> None:
+    source, target = local("src"), local("tgt")
+    source.bulk_docs([{"_id": f"old-{i}"} for i in range(30)])
+    rep, cancel, thread = _live_pull(source, target, batch_size=10, checkpoint_interval=60)
+    try:
+        assert rep.wait_caught_up(WAIT)
+        first = source.changes(since="now")["last_seq"]
+        assert _recorded(target, rep) == first == _recorded(source, rep)  # end of the backlog
+        for i in range(3):
+            source.put({"_id": f"live-{i}"})
+            assert rep.wait_caught_up(WAIT)  # docs written: not held back by the checkpoint
+            assert target.get(f"live-{i}")["_id"] == f"live-{i}"
+        assert _recorded(target, rep) == first  # deferred: interval not over
+    finally:
+        cancel.set()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+    last = source.changes(since="now")["last_seq"]
+    assert _recorded(target, rep) == last == _recorded(source, rep)  # recorded on cancel
+    again = Replicator(source, target).run()  # resumes there: nothing to re-read
+    assert again.ok and again.docs_read == 0
+
+
+def test_live_checkpoint_interval_zero_records_every_batch(local) -> None:
+    source, target = local("src"), local("tgt")
+    rep, cancel, thread = _live_pull(source, target, checkpoint_interval=0)
+    try:
+        assert rep.wait_caught_up(WAIT)
+        for i in range(3):
+            source.put({"_id": f"live-{i}"})
+            assert rep.wait_caught_up(WAIT)
+            seq = source.changes(since="now")["last_seq"]
+            assert _recorded(target, rep) == seq == _recorded(source, rep)
+    finally:
+        cancel.set()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+
+
+def test_a_live_run_killed_between_checkpoints_resumes_without_losing_docs(local) -> None:
+    """No cancel: the deferred checkpoint is never recorded, as if the process died."""
+    source, target = local("src"), local("tgt")
+    rep, cancel, thread = _live_pull(source, target, checkpoint_interval=60)
+    try:
+        assert rep.wait_caught_up(WAIT)
+        for i in range(3):
+            source.put({"_id": f"live-{i}"})
+            assert rep.wait_caught_up(WAIT)
+        stale = _recorded(target, rep)
+    finally:
+        rep._unsaved = None  # what a killed process never gets to record
+        cancel.set()
+        thread.join(WAIT)
+    assert stale != source.changes(since="now")["last_seq"]
+    source.put({"_id": "after"})
+    again = Replicator(source, target).run()  # from the stale checkpoint: re-reads a few
+    assert again.ok and 1 <= again.docs_read <= 4
+    assert sorted(r["id"] for r in target.changes()["results"]) == sorted(
+        r["id"] for r in source.changes()["results"])
