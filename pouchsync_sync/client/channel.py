@@ -2,7 +2,11 @@
 
 ``call`` sends a ``call`` and blocks for the ``reply`` with its id (many threads may
 call at once; replies come back in any order); ``wait_changes`` waits for one batch of
-live changes through a one-shot subscription. The connection's reader thread feeds
+live changes through a subscription that stays open between waits (the channel's
+*live feed*) while each wait continues where the last batch ended and that batch said
+``pending: 0``; otherwise it is replaced by a new one. So a live pull that waits, gets a
+change and waits again costs the server one read and one message per change, not a
+subscribe, a first read and an unsubscribe as well. The connection's reader thread feeds
 replies, grants and pushed changes in through the ``_granted``/``_denied``/``_reply``/
 ``_changes`` methods. A locally closed channel fails its waiters with ``Cancelled``, a
 lost connection with ``TransportError``.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import Cancelled, Denied, PouchSyncError, Timeout, TransportError, error_from_json
@@ -26,6 +31,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = ["Channel"]
+
+#: batches a live feed holds for its next wait; beyond, the feed is dropped (the next
+#: wait subscribes again from its own ``since``, so nothing is lost)
+MAX_FEED_BATCHES = 8
 
 
 class _Waiter:
@@ -52,6 +61,20 @@ class _Waiter:
         return self._event.wait(timeout)
 
 
+class _LiveFeed:
+    """The channel's open subscription between waits (guarded by the channel's lock)."""
+
+    __slots__ = ("sub", "options", "position", "batches", "waiter", "dead")
+
+    def __init__(self, sub: int, options: dict[str, Any], since: Any) -> None:
+        self.sub = sub
+        self.options = options
+        self.position = since  # where the next batch continues (opaque, compared for ==)
+        self.batches: deque[Mapping[str, Any]] = deque()
+        self.waiter: _Waiter | None = None  # the wait in progress, if any
+        self.dead = False
+
+
 class Channel:
     """One granted (or being opened) channel: a database on the server.
 
@@ -70,6 +93,7 @@ class Channel:
         self._open = _Waiter()
         self._calls: dict[int, _Waiter] = {}
         self._subs: dict[int, _Waiter] = {}
+        self._feed: _LiveFeed | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -151,10 +175,69 @@ class Channel:
         """The first batch of changes after ``since`` (a ``changes`` message), or ``None``
         when none came within ``timeout`` seconds.
 
-        A subscription, ended as soon as it delivered: the server waits on its change
-        follower without holding a worker or counting as a call in flight, so any
-        number of channels may wait at once (a longpoll call would hold both).
+        Through a subscription: the server waits on its change follower without holding
+        a worker or counting as a call in flight, so any number of channels may wait at
+        once (a longpoll call would hold both). The channel's live feed serves one wait
+        at a time; a second concurrent wait uses a one-shot subscription.
         """
+        options = dict(options)
+        stale: int | None = None
+        with self._lock:
+            if self.state != "open":
+                raise self._unusable()
+            feed = self._feed
+            busy = feed is not None and feed.waiter is not None
+            if not busy:
+                if feed is not None and (feed.dead or feed.options != options
+                                         or feed.position != since):
+                    stale = None if feed.dead else feed.sub
+                    feed = self._feed = None
+                fresh = feed is None
+                if fresh:
+                    feed = self._feed = _LiveFeed(next(self._sub_ids), options, since)
+                waiter = feed.waiter = _Waiter()
+                if feed.batches:
+                    waiter.set(feed.batches.popleft())
+        if busy:  # the feed serves another wait: this one subscribes once
+            return self._wait_once(since, options, timeout)
+        if stale is not None:
+            self.connection._send_quietly(wire.unsubscribe(self.ch, stale))
+        if fresh:
+            try:
+                self.connection.send(wire.subscribe(self.ch, feed.sub, since, **options))
+            except BaseException:
+                self._drop_feed(feed)
+                raise
+        waiter.wait(timeout)
+        with self._lock:
+            if feed.waiter is waiter:
+                feed.waiter = None
+            got = waiter._event.is_set()  # a batch set under the lock just now counts
+            msg = waiter.value
+            keep = (got and waiter.error is None and msg.get("pending") == 0
+                    and msg.get("last_seq") is not None and not feed.dead)
+            if keep:
+                feed.position = msg["last_seq"]
+        if got and not keep:
+            # an error ended it; or more is pending (the caller reads on normally, and
+            # batches pushed meanwhile would only be dropped): subscribe afresh next time
+            self._drop_feed(feed)
+        if waiter.error is not None:
+            raise waiter.error
+        return msg if got else None
+
+    def _drop_feed(self, feed: _LiveFeed) -> None:
+        with self._lock:
+            if self._feed is feed:
+                self._feed = None
+            was_dead, feed.dead = feed.dead, True
+            still_open = self.state == "open"
+        if still_open and not was_dead:
+            self.connection._send_quietly(wire.unsubscribe(self.ch, feed.sub))
+
+    def _wait_once(self, since: Any, options: Mapping[str, Any],
+                   timeout: float) -> dict[str, Any] | None:
+        """``wait_changes`` through a one-shot subscription (ended once it delivered)."""
         waiter = _Waiter()
         with self._lock:
             if self.state != "open":
@@ -176,13 +259,44 @@ class Channel:
 
     def _changes(self, msg: Mapping[str, Any]) -> None:
         with self._lock:
-            waiter = self._subs.get(msg.get("sub"))  # type: ignore[arg-type]
+            feed = self._feed
+            if feed is not None and feed.sub == msg.get("sub") and not feed.dead:
+                overflow = self._feed_batch(feed, msg)
+                still_open = self.state == "open"
+            else:
+                feed = None
+                waiter = self._subs.get(msg.get("sub"))  # type: ignore[arg-type]
+        if feed is not None:
+            if overflow and still_open:
+                self.connection._send_quietly(wire.unsubscribe(self.ch, feed.sub))
+            return
         if waiter is None:
             return  # after unsubscribe: ignored, as the protocol says
         if msg.get("error") is not None:
             waiter.fail(error_from_json(msg.get("error")))
         else:
             waiter.set(msg)
+
+    def _feed_batch(self, feed: _LiveFeed, msg: Mapping[str, Any]) -> bool:
+        """A batch (or the error that ended it) for the live feed, under the lock; True
+        when the feed overflowed and was dropped (the caller unsubscribes it)."""
+        if msg.get("error") is not None:
+            feed.dead = True  # the server ended the subscription
+            self._feed = None
+            if feed.waiter is not None:
+                feed.waiter.fail(error_from_json(msg.get("error")))
+            return False
+        if feed.waiter is not None and not feed.waiter._event.is_set():
+            feed.waiter.set(msg)
+            return False
+        if len(feed.batches) < MAX_FEED_BATCHES:
+            feed.batches.append(msg)
+            return False
+        # nobody takes them: drop the feed; the next wait subscribes from its own since
+        self._feed = None
+        feed.dead = True
+        feed.batches.clear()
+        return True
 
     def _unusable(self) -> PouchSyncError:
         if self.state == "denied":
@@ -203,6 +317,7 @@ class Channel:
                 return
             self.state = "closed"
             calls = list(self._calls.values()) + list(self._subs.values())
+            calls += self._end_feed_locked()
             self._calls.clear()
             self._subs.clear()
         error = Cancelled(f"channel for {self.db!r} closed")
@@ -220,8 +335,17 @@ class Channel:
             else:
                 self.state = "closed"
                 calls = list(self._calls.values()) + list(self._subs.values())
+            calls += self._end_feed_locked()
             self._calls.clear()
             self._subs.clear()
         self._open.fail(error)
         for waiter in calls:
             waiter.fail(error)
+
+    def _end_feed_locked(self) -> list[_Waiter]:
+        """The channel ends: its live feed too; its waiter, to be failed."""
+        feed, self._feed = self._feed, None
+        if feed is None:
+            return []
+        feed.dead = True
+        return [feed.waiter] if feed.waiter is not None else []

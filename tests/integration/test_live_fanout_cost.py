@@ -180,3 +180,75 @@ def test_a_live_run_killed_between_checkpoints_resumes_without_losing_docs(local
     assert again.ok and 1 <= again.docs_read <= 4
     assert sorted(r["id"] for r in target.changes()["results"]) == sorted(
         r["id"] for r in source.changes()["results"])
+
+
+def test_live_feed_stays_subscribed_between_waits_and_misses_nothing(hub, server, clients) -> None:
+    client = clients().connect(server.url)
+    remote = client.database("todos", credentials=TOKEN, timeout=WAIT)
+    channel = remote._channel
+    served = hub.db("todos")
+    since = served.changes(since="now")["last_seq"]
+    opts = {"style": "all_docs", "batch": 100}
+    got = []
+
+    def wait_from(seq: Any, timeout: float = WAIT) -> Any:
+        msg = channel.wait_changes(seq, opts, timeout)
+        if msg is not None:
+            got.extend(r["id"] for r in msg["results"])
+        return msg
+
+    writer = threading.Thread(target=lambda: served.put({"_id": "a"}), name="pouchsync-test-w")
+    writer.start()
+    first = wait_from(since)
+    writer.join(WAIT)
+    assert first["pending"] == 0
+    sub = channel._feed.sub
+    served.put({"_id": "b"})  # while nobody waits: held for the next wait
+    served.put({"_id": "c"})
+    seq = first["last_seq"]
+    while got[-1:] != ["c"]:
+        seq = wait_from(seq)["last_seq"]
+    assert got == ["a", "b", "c"]
+    assert channel._feed.sub == sub  # the same subscription all along
+    assert wait_from(seq, timeout=0.3) is None  # a timeout keeps it too
+    served.put({"_id": "d"})
+    seq = wait_from(seq)["last_seq"]
+    assert got[-1] == "d" and channel._feed.sub == sub
+    # a wait from elsewhere (here: from the start) subscribes afresh, from there
+    got.clear()
+    while len(set(got)) < 4:
+        wait_from(0)
+    assert sorted(set(got)) == ["a", "b", "c", "d"] and channel._feed.sub != sub
+
+
+def test_live_feed_concurrent_waits_and_close(hub, server, clients) -> None:
+    from pouchsync_sync.errors import Cancelled
+
+    client = clients().connect(server.url)
+    remote = client.database("todos", credentials=TOKEN, timeout=WAIT)
+    channel = remote._channel
+    served = hub.db("todos")
+    since = served.changes(since="now")["last_seq"]
+    answers: list[Any] = []
+    waits = [threading.Thread(target=lambda: answers.append(
+        channel.wait_changes(since, {"batch": 10}, WAIT)), name=f"pouchsync-test-wait-{i}")
+        for i in range(2)]
+    for t in waits:
+        t.start()
+    served.put({"_id": "both"})
+    for t in waits:
+        t.join(WAIT)
+    assert [[r["id"] for r in a["results"]] for a in answers] == [["both"], ["both"]]
+    errors: list[BaseException] = []
+
+    def wait_until_closed() -> None:
+        try:
+            channel.wait_changes(answers[0]["last_seq"], {"batch": 10}, WAIT)
+        except Cancelled as exc:
+            errors.append(exc)
+
+    waiting = threading.Thread(target=wait_until_closed, name="pouchsync-test-closed")
+    waiting.start()
+    remote.close()
+    waiting.join(WAIT)
+    assert not waiting.is_alive() and len(errors) == 1
