@@ -26,7 +26,9 @@ Theory of operation. ``Replicator.run`` walks the protocol's steps, one method e
 
 Live checkpoints (CouchDB's ``checkpoint_interval``): a batch that a live ``longpoll``
 read delivered and that left the replication caught up is checkpointed only when the
-last checkpoint is ``checkpoint_interval`` seconds old; otherwise its seq is kept as
+last checkpoint is ``checkpoint_interval`` seconds old (give or take a random quarter,
+so that many live replications started together, e.g. 1,000 clients of one server, do
+not all write their checkpoints on the same change); otherwise its seq is kept as
 written but not yet recorded, and recorded by the next batch end past the interval, at
 the end of every backlog (a batch that is not caught up, or came from a normal read),
 and when the run ends (cancel, stop or error; best effort). A replication killed in
@@ -55,6 +57,7 @@ from __future__ import annotations
 import datetime as _dt
 import email.utils
 import logging
+import random
 import threading
 import time
 import uuid
@@ -216,6 +219,7 @@ class Replicator:
         self._docs_in_changes = False  # ask changes for docs (set per batch by the policy)
         self._unsaved: tuple[Any, Any] | None = None  # live: (seq, pending) written, not recorded
         self._saved_at = float("-inf")  # time.monotonic() of the last checkpoint recorded
+        self._next_interval = checkpoint_interval  # this one's, jittered after each record
 
         self._progress = Progress(LOWEST_SEQ)
         self._run_lock = threading.Lock()
@@ -473,7 +477,7 @@ class Replicator:
         """Live, caught up by a live read, and the last checkpoint is recent: wait."""
         return (self.live and self._checkpointer is not None and self.checkpoint_interval > 0
                 and end.live_read and end.caught_up
-                and time.monotonic() - self._saved_at < self.checkpoint_interval)
+                and time.monotonic() - self._saved_at < self._next_interval)
 
     def flush_checkpoint(self) -> None:
         """Record the checkpoint a live run deferred, if any."""
@@ -533,6 +537,7 @@ class Replicator:
                 docs_read=result.docs_read, docs_written=result.docs_written,
                 doc_write_failures=result.doc_write_failures)
             self._saved_at = time.monotonic()
+            self._next_interval = self.checkpoint_interval * random.uniform(0.75, 1.25)
         self._unsaved = None
         self._mark_written(last_seq, pending)
 
