@@ -140,7 +140,8 @@ class RemoteDatabase(Database):
         return self._call("changes", args, deadline)
 
     def _longpoll(self, args: dict[str, Any], timeout: float | None) -> dict[str, Any]:
-        """A longpoll read as a one-shot subscription (see ``Channel.wait_changes``).
+        """A longpoll read as a wait on the channel's live subscription (see
+        ``Channel.wait_changes``: kept open between waits that continue one another).
 
         The answer carries ``pending`` when the server's message did (0 says the read
         was caught up, so a replicator need not read again to learn it); without it the
