@@ -23,7 +23,7 @@ import pytest
 
 from pouchsync_sync import Client, Denied, LocalDatabase
 from pouchsync_sync.cli import main
-from pouchsync_sync.commands.serve import TokenPolicy, start_refusal
+from pouchsync_sync.commands.serve import DEFAULT_DATA_DIR, TokenPolicy, start_refusal
 from pouchsync_sync.datadir import DataDir, check_name
 from pouchsync_sync.display import Snapshot, progress_line
 from pouchsync_sync.errors import BadRequest
@@ -79,10 +79,10 @@ class Served:
         return stop(self.proc, sig)
 
 
-def start_serve(tmp: Path, *extra: str) -> Served:
-    data = tmp / "data"
+def serve_process(tmp: Path, *args: str) -> tuple[subprocess.Popen, str, str]:
+    """Start ``pouchsync serve --port 0 ARGS``; ``(process, ws url, banner line)``."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pouchsync_sync", "serve", "--port", "0", "--data-dir", str(data), *extra],
+        [sys.executable, "-m", "pouchsync_sync", "serve", "--port", "0", *args],
         cwd=tmp, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = read_line(proc)
@@ -91,7 +91,12 @@ def start_serve(tmp: Path, *extra: str) -> Served:
         proc.communicate(timeout=10)
         raise
     assert "serving" in line, line
-    url = next(word for word in line.split() if word.startswith("ws://"))
+    return proc, next(word for word in line.split() if word.startswith("ws://")), line
+
+
+def start_serve(tmp: Path, *extra: str) -> Served:
+    data = tmp / "data"
+    proc, url, line = serve_process(tmp, "--data-dir", str(data), *extra)
     return Served(proc, url, data, line)
 
 
@@ -357,15 +362,9 @@ def test_serve_on_couchdb_and_info_on_a_url(couch_url: str, tmp_path: Path) -> N
     from tests.couchserver import couch_db_name
 
     name = couch_db_name("cli-serve")
-    data = tmp_path / "unused"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pouchsync_sync", "serve", "--port", "0", "--couchdb", couch_url,
-         "--token", TOKEN], cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+    proc, url, line = serve_process(tmp_path, "--couchdb", couch_url, "--token", TOKEN)
     try:
-        line = read_line(proc)
         assert "serving CouchDB" in line, line
-        url = next(w for w in line.split() if w.startswith("ws://"))
         cli("put", "c.sqlite", '{"_id": "on-couch", "v": 2}', cwd=tmp_path)
         done = cli("sync", "c.sqlite", url, "--remote", name, "--token", TOKEN, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
@@ -385,7 +384,7 @@ def test_serve_on_couchdb_and_info_on_a_url(couch_url: str, tmp_path: Path) -> N
             except Exception:
                 pass
     assert code == 0, err
-    assert not data.exists()
+    assert not (tmp_path / DEFAULT_DATA_DIR).exists()  # --couchdb never makes the default data dir
 
 
 def test_info_and_get_never_create_and_report_not_found(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -8,30 +8,19 @@ but CouchDB.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from pouchsync_sync import CouchDB, LocalDatabase
 from tests.couchserver import couch_db_name
-from tests.integration.test_cli import env, read_line, stop
+from tests.integration.test_cli import serve_process, stop
 from tests.sync_fixtures import clients  # noqa: F401 - fixture
 
 TOKEN = "scale-out-token"
 
 
 def serve_on_couch(couch_url: str, tmp: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pouchsync_sync", "serve", "--port", "0", "--couchdb", couch_url,
-         "--token", TOKEN], cwd=tmp, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    try:
-        line = read_line(proc)
-    except BaseException:
-        proc.kill()
-        proc.communicate(timeout=10)
-        raise
-    assert "serving" in line, line
-    return proc, next(word for word in line.split() if word.startswith("ws://"))
+    proc, url, _ = serve_process(tmp, "--couchdb", couch_url, "--token", TOKEN)
+    return proc, url
 
 
 def test_write_through_one_process_reaches_live_client_of_the_other(couch_url, clients, tmp_path):
