@@ -11,24 +11,15 @@ import pytest
 import requests
 
 from pouchsync_sync.replication import ReplicationResult, Replicator, replicate
-from pouchsync_sync.store.local import LocalDatabase
 from tests.integration.test_replication_local import snapshot
 
 pytestmark = pytest.mark.couch
 
 
 @pytest.fixture
-def local():
-    made: list[LocalDatabase] = []
-
-    def make() -> LocalDatabase:
-        db = LocalDatabase(":memory:")
-        made.append(db)
-        return db
-
-    yield make
-    for db in made:
-        db.close()
+def local(backend_local_memory):
+    """Fresh in-memory stores (closed at teardown by the contract backend's factory)."""
+    return lambda: backend_local_memory("local")
 
 
 def seed(db) -> None:

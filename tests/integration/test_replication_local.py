@@ -107,17 +107,9 @@ def make_conflict(a: Database, b: Database, doc_id: str) -> None:
 
 
 @pytest.fixture
-def mem() -> Callable[[str], LocalDatabase]:
-    made: list[LocalDatabase] = []
-
-    def make(name: str = "db") -> LocalDatabase:
-        db = LocalDatabase(":memory:")
-        made.append(db)
-        return db
-
-    yield make
-    for db in made:
-        db.close()
+def mem(backend_local_memory) -> Callable[..., LocalDatabase]:
+    """Fresh in-memory stores (closed at teardown by the contract backend's factory)."""
+    return lambda name="db": backend_local_memory(name)
 
 
 # -- what arrives ------------------------------------------------------------------------
