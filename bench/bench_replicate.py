@@ -65,20 +65,27 @@ def bench_local(count: int, runs: int, batch_size: int, modes: list[int]) -> dic
         fill(source, count)
         print(f"  filled source with {count} docs in {time.perf_counter() - t0:.1f} s", flush=True)
 
-        def one(mode: int, run: int) -> tuple[float, int]:
-            target = LocalDatabase(os.path.join(tmp, f"target{mode}-{run}.sqlite"))
-            try:
-                t = time.perf_counter()
-                result = replicate(source, target, batch_size=batch_size, batches_limit=mode)
-                seconds = time.perf_counter() - t
-                assert result.status == "complete" and result.docs_written == count, result
-                return seconds, result.docs_written
-            finally:
-                target.close()
-
-        medians = interleaved_runs(runs, modes, one)
+        medians = interleaved_runs(runs, modes, one_run(source, tmp, count, batch_size))
         source.close()
     return medians
+
+
+def one_run(source: Any, tmp: str, count: int, batch_size: int
+            ) -> Callable[[int, int], tuple[float, int]]:
+    """``(mode, run) -> (seconds, docs written)``: one replication of ``source`` into a
+    fresh SQLite file in ``tmp`` with ``batches_limit=mode``."""
+    def one(mode: int, run: int) -> tuple[float, int]:
+        target = LocalDatabase(os.path.join(tmp, f"target{mode}-{run}.sqlite"))
+        try:
+            t = time.perf_counter()
+            result = replicate(source, target, batch_size=batch_size, batches_limit=mode)
+            seconds = time.perf_counter() - t
+            assert result.status == "complete" and result.docs_written == count, result
+            return seconds, result.docs_written
+        finally:
+            target.close()
+
+    return one
 
 
 def bench_couch(count: int, runs: int, batch_size: int, modes: list[int]
@@ -98,19 +105,7 @@ def bench_couch(count: int, runs: int, batch_size: int, modes: list[int]
         print(f"  filled the server with {count} docs in {time.perf_counter() - t0:.1f} s",
               flush=True)
         with tempfile.TemporaryDirectory(prefix="pouchsync-bench-") as tmp:
-            def one(mode: int, run: int) -> tuple[float, int]:
-                target = LocalDatabase(os.path.join(tmp, f"target{mode}-{run}.sqlite"))
-                try:
-                    t = time.perf_counter()
-                    result = replicate(source, target, batch_size=batch_size,
-                                       batches_limit=mode)
-                    seconds = time.perf_counter() - t
-                    assert result.status == "complete" and result.docs_written == count, result
-                    return seconds, result.docs_written
-                finally:
-                    target.close()
-
-            medians = interleaved_runs(runs, modes, one)
+            medians = interleaved_runs(runs, modes, one_run(source, tmp, count, batch_size))
         server.close()
     finally:
         stop()
