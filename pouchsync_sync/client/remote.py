@@ -3,7 +3,10 @@
 Each method sends one ``call`` whose ``args`` are the method's own keyword arguments and
 blocks for its ``reply``; many threads may call at once (replies are matched by id).
 Errors come back as the same exception classes (``errors.error_from_json``); a lost
-connection fails in-flight calls with ``TransportError`` (retryable). A longpoll
+connection fails in-flight calls with ``TransportError`` (retryable). A reply of the
+wrong shape (``changes`` without a list of rows, ``revs_diff`` not an object...) raises
+``ProtocolError`` naming the op (``protocol.ops.decode_result``): not retryable, so a
+``Sync`` meeting one ends with state ``error`` rather than retrying forever. A longpoll
 ``changes`` waits on the server (which follows the database once for all channels), so
 its reply deadline is the longpoll timeout plus a margin.
 
@@ -61,7 +64,8 @@ class RemoteDatabase(Database):
         return f"<RemoteDatabase {self.name!r} at {self._url}>"
 
     def _call(self, op: str, args: Mapping[str, Any], timeout: float | None = None) -> Any:
-        return self._channel.call(op, args, timeout=timeout)
+        """One call's result, its shape checked (``ProtocolError`` naming the op)."""
+        return ops.decode_result(op, self._channel.call(op, args, timeout=timeout), args)
 
     # -- identity -----------------------------------------------------------------
     def identity(self) -> str:
@@ -159,7 +163,7 @@ class RemoteDatabase(Database):
             answer = {"results": msg.get("results") or [], "last_seq": msg.get("last_seq")}
             if msg.get("pending") is not None:
                 answer["pending"] = msg["pending"]
-            return answer
+            return ops.decode_result("changes", answer, args)
         normal = {key: value for key, value in args.items() if key != "timeout"}
         normal["feed"] = "normal"
         return self._call("changes", normal)
@@ -181,8 +185,7 @@ class RemoteDatabase(Database):
         return self._call("bulk_get", args)
 
     def get_attachment(self, doc_id: str, name: str, rev: str | None = None) -> bytes:
-        reply = self._call("get_attachment", _given(doc_id=doc_id, name=name, rev=rev))
-        return ops.decode_result("get_attachment", reply)
+        return self._call("get_attachment", _given(doc_id=doc_id, name=name, rev=rev))
 
     # -- lifecycle ----------------------------------------------------------------
     def close(self) -> None:
