@@ -305,6 +305,17 @@ class Channel:
             return TransportError(f"connection lost: {self.connection.lost_error}")
         return Cancelled(f"channel for {self.db!r} is closed")
 
+    def interrupt_waits(self, error: PouchSyncError) -> None:
+        """Fail the ``wait_changes`` in progress with ``error``; the channel stays open
+        for calls (a stopping sync records its checkpoints on it before closing it)."""
+        with self._lock:
+            waiters = list(self._subs.values())
+            feed = self._feed
+            if feed is not None and feed.waiter is not None:
+                waiters.append(feed.waiter)
+        for waiter in waiters:
+            waiter.fail(error)
+
     # -- closing ------------------------------------------------------------------
     def close(self) -> None:
         """Close the channel: fail its waiters with ``Cancelled`` and tell the server.

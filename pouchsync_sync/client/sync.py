@@ -8,18 +8,24 @@ Theory of operation. A sync owns a thread ``pouchsync-sync[<name>]`` that loops 
 3. build fresh ``Replicator``s against a fresh ``RemoteDatabase`` (pull: remote → local,
    push: local → remote). Their checkpoints make them resume where the last round
    stopped, so nothing is replayed. One-shot: pull then push on this thread. Live: each
-   direction on its own thread (``pouchsync-sync[<name>]-pull`` / ``-push``);
+   direction on its own thread (``pouchsync-sync[<name>]-pull`` / ``-push``), which
+   this thread supervises;
 4. the round ends when the replicators finish, fail, or the connection is lost (then
    the round's cancel event stops *both* replicators and their threads are joined before
-   the next round starts: no zombie replications);
+   the next round starts: no zombie replications). A live round stops gracefully: the
+   cancel event is set and the server waits in progress are interrupted, the channel
+   staying open, so each replicator records the checkpoint it deferred
+   (``checkpoint_interval``); what still runs after ``STOP_GRACE`` seconds has the
+   channel closed under it;
 5. a retryable error (transport, server 5xx) → ``offline``, then a new round after the
    client reconnects or, on the same connection, after a backoff delay. Anything else
    ends the sync with state ``error``.
 
-``cancel()`` sets the cancel event, closes the channel (in-flight calls fail at once and
-the server drops the channel's feeds) and wakes every wait; it works before connect,
-mid-batch and after the end (no-op). Signals are sent from the sync's threads, never
-under a lock.
+``cancel()`` sets the cancel event and wakes every wait. One-shot, or before the
+replicators run, it closes the channel (in-flight calls fail at once and the server
+drops the channel's feeds); a running live round stops gracefully (step 4). It works
+before connect, mid-batch and after the end (no-op). Signals are sent from the sync's
+threads, never under a lock.
 
 Thread safety: every public method may be called from any thread.
 """
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -45,7 +52,26 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Sync", "SyncState", "SyncResult", "SyncStatus", "DIRECTIONS"]
+__all__ = ["Sync", "SyncState", "SyncResult", "SyncStatus", "DIRECTIONS",
+           "DEFAULT_CHECKPOINT_INTERVAL", "check_checkpoint_interval"]
+
+#: seconds between the checkpoints of a caught-up live sync (CouchDB's default is 30 s)
+DEFAULT_CHECKPOINT_INTERVAL = 5.0
+#: seconds a stopping live round's replicators get to finish their calls and record
+#: their checkpoints before the channel is closed under them
+STOP_GRACE = 2.0
+#: seconds between the supervisor's looks at a stopping live round
+_STOP_SLICE = 0.05
+
+
+def check_checkpoint_interval(value: Any) -> float:
+    """``value`` as seconds between live checkpoints; ``ValueError`` unless it is a
+    finite number >= 0 (``0``: a checkpoint after every batch)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"checkpoint_interval must be a finite number of seconds >= 0 "
+                         f"(0: after every batch), got {value!r}")
+    return float(value)
 
 
 class _Direction:
@@ -68,11 +94,13 @@ class Sync:
                  credentials: Any = None, live: bool = False, direction: str = "both",
                  doc_ids: Sequence[str] | None = None,
                  selector: Mapping[str, Any] | None = None, batch_size: int = 500,
+                 checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
                  replicator_factory: Callable[..., "Replicator"] | None = None) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        self.checkpoint_interval = check_checkpoint_interval(checkpoint_interval)
         self.client = client
         self.db = db
         self.remote_name = remote_name if remote_name is not None else db.name
@@ -210,9 +238,13 @@ class Sync:
             self._cancel.set()
             self._round_cancel.set()
             channel = self._channel
+            graceful = self.live and bool(self._directions)
             self._cond.notify_all()
         if channel is not None:
-            channel.close()
+            if graceful:  # the round's supervisor closes it once they have stopped
+                channel.interrupt_waits(Cancelled(f"{self!r} was cancelled"))
+            else:
+                channel.close()
         self.client._wake()
         if not self._thread.is_alive() and self._result is None:
             # never started (the client was closed first): finish here
@@ -371,7 +403,7 @@ class Sync:
             self._cond.notify_all()
         self._set_state(SyncState.ACTIVE)
         signals.emit(signals.sync_active, self, direction=None)
-        if not self.live or len(directions) == 1:
+        if not self.live:
             for direction in directions:  # one-shot: pull, then push
                 self._run_direction(direction)
                 if direction.result is not None and direction.result.error is not None:
@@ -384,9 +416,7 @@ class Sync:
                     target=self._run_direction, args=(direction,),
                     name=f"pouchsync-sync[{self.remote_name}]-{direction.name}", daemon=True)
                 direction.thread.start()
-            for direction in directions:
-                assert direction.thread is not None
-                direction.thread.join()  # bounded: the round cancel stops both promptly
+            self._supervise(directions)
         errors = [d.result.error for d in directions
                   if d.result is not None and d.result.error is not None]
         with self._cond:
@@ -407,6 +437,36 @@ class Sync:
             return TransportError("replication interrupted")
         return None
 
+    def _supervise(self, directions: list[_Direction]) -> None:
+        """Join a live round's direction threads, stopping them gracefully (step 4).
+
+        Until the round's cancel event is set (by ``cancel``, a lost connection, or a
+        direction ending), wait for it. Then interrupt the server waits in progress,
+        again every slice (a wait begun just after is caught too): each replicator
+        stops and records its deferred checkpoint on the open channel. After
+        ``STOP_GRACE`` seconds the channel is closed, failing the calls still in flight.
+        """
+        threads = [d.thread for d in directions if d.thread is not None]
+        cancel = self._round_cancel
+        while not cancel.wait(self.client.ping_interval):
+            if not any(t.is_alive() for t in threads):
+                return
+        stop_by = time.monotonic() + STOP_GRACE
+        for thread in threads:
+            while thread.is_alive():
+                with self._cond:
+                    channel = self._channel
+                if time.monotonic() >= stop_by:
+                    if channel is not None:
+                        log.info("%r: replication still running %.1fs after the stop; "
+                                 "closing its channel", self, STOP_GRACE)
+                        channel.close()
+                    thread.join()  # bounded: its calls fail at once on the closed channel
+                    break
+                if channel is not None:
+                    channel.interrupt_waits(Cancelled(f"{self!r}: the round stops"))
+                thread.join(_STOP_SLICE)
+
     def _connection_gone(self) -> bool:
         with self._cond:
             connection = self._connection
@@ -417,7 +477,8 @@ class Sync:
         local_longpoll = self.client.local_poll_interval
         replicator = self._replicator_factory(
             source, target, live=self.live, doc_ids=self.doc_ids, selector=self.selector,
-            batch_size=self.batch_size, cancel=self._round_cancel,
+            batch_size=self.batch_size, checkpoint_interval=self.checkpoint_interval,
+            cancel=self._round_cancel,
             on_batch=lambda info: self._on_batch(holder["d"], info),
             on_state=lambda state: self._on_state(holder["d"], state),
             # the push side waits on the local database: short waits so a cancel or a
@@ -438,15 +499,9 @@ class Sync:
         with self._cond:
             self._last_seq[direction.name] = result.last_seq
         if result.error is not None or self.live:
-            # stop the other direction too: a live round is all or nothing
+            # stop the other direction too: a live round is all or nothing (live: the
+            # supervisor wakes it from its server wait, and closes the channel after)
             self._round_cancel.set()
-            if self.live:
-                # and wake it now: it may be waiting in a server longpoll, which the
-                # round's cancel event does not interrupt (closing the channel does)
-                with self._cond:
-                    channel = self._channel
-                if channel is not None:
-                    channel.close()
 
     # -- replicator callbacks (on direction threads) ------------------------------------
     def _on_batch(self, direction: _Direction, info: Mapping[str, Any]) -> None:
