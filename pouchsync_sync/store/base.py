@@ -16,6 +16,8 @@ from __future__ import annotations
 import abc
 from typing import Any, Mapping, Sequence
 
+from ..errors import BadRequest
+
 Doc = dict[str, Any]
 
 __all__ = ["Database", "Doc"]
@@ -76,6 +78,38 @@ class Database(abc.ABC):
         ``_rev`` and ``_revisions`` and is merged into the revision tree as given;
         CouchDB then returns only the failures (an empty list when all succeeded).
         """
+
+    def write_missing(self, docs: Sequence[Mapping[str, Any]]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Replicate whole docs in: write (``new_edits=False``) the revisions this
+        database lacks, skip the ones it has.
+
+        Each doc carries its ``_rev`` and ``_revisions``, as for ``bulk_docs(docs,
+        new_edits=False)``. Returns ``(written, failures)``: the docs whose revision was
+        new here, and one ``{"id", "rev", "error", "reason"}`` per doc refused. This
+        default asks ``revs_diff`` then writes what is missing (two calls); the embedded
+        store does both in one transaction and the websocket client in one call.
+        """
+        wanted: dict[str, list[str]] = {}
+        for doc in docs:
+            if not isinstance(doc, Mapping):
+                raise BadRequest("Document must be a JSON object")
+            doc_id, rev = doc.get("_id"), doc.get("_rev")
+            if not isinstance(doc_id, str) or not isinstance(rev, str):
+                raise BadRequest("write_missing needs docs with an _id and a _rev")
+            wanted.setdefault(doc_id, []).append(rev)
+        diff = self.revs_diff(wanted) if wanted else {}
+        missing = [doc for doc in docs
+                   if doc["_rev"] in ((diff.get(doc["_id"]) or {}).get("missing") or ())]
+        failures = [{"id": row.get("id"), "rev": row.get("rev"), "error": row["error"],
+                     "reason": row.get("reason", "")}
+                    for row in (self.bulk_docs(missing, new_edits=False) if missing else ())
+                    if row.get("error")]
+        refused = {(f["id"], f["rev"]) for f in failures}
+        refused_ids = {f["id"] for f in failures if f["rev"] is None}
+        written = [doc for doc in missing
+                   if (doc["_id"], doc["_rev"]) not in refused and doc["_id"] not in refused_ids]
+        return written, failures
 
     @abc.abstractmethod
     def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,

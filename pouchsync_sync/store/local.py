@@ -35,9 +35,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from .. import revtree
 from ..errors import BadRequest, Conflict, NotFound, PouchSyncError, PreconditionFailed, ServerError
 from .base import Database
+from .incoming import Prepared, prepare_replicated
 from .notify import POLL_INTERVAL, notifier_for
 from .validate import (
-    ALLOWED_SPECIAL,
     check_all_docs_args,
     check_changes_args,
     check_doc,
@@ -73,20 +73,6 @@ _SQLITE_MAX_INT = 2**63 - 1
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-class _Prepared:
-    """A validated incoming doc with its attachments decoded (before any write)."""
-
-    __slots__ = ("doc", "doc_id", "atts", "path", "body_text")
-
-    def __init__(self, doc: dict[str, Any], doc_id: str, atts: dict[str, tuple[bytes, str]],
-                 path: list[str] | None, body_text: str | None):
-        self.doc = doc
-        self.doc_id = doc_id
-        self.atts = atts
-        self.path = path  # replicated writes: the revision path from _revisions
-        self.body_text = body_text  # the stored JSON, when attachments do not change it
 
 
 class LocalDatabase(Database):
@@ -205,31 +191,22 @@ class LocalDatabase(Database):
             raise BadRequest("new_edits must be a boolean")
         if new_edits:
             return self._bulk_new_edits([self._prepare(doc, require_id=False) for doc in docs])
-        return self._bulk_replicated([self._prepare_replicated(doc) for doc in docs])
+        return self._bulk_replicated(self._prepare_replicated(docs))[1]
 
-    def _prepare_replicated(self, doc: Any) -> _Prepared:
-        """``_prepare`` for a replicated write, in one pass for plain docs (a pull's hot path).
+    def write_missing(self, docs: Sequence[Mapping[str, Any]]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``Database.write_missing`` in one transaction: the rev trees say what is new."""
+        if not isinstance(docs, (list, tuple)):
+            raise BadRequest("docs must be a list")
+        written, failures = self._bulk_replicated(self._prepare_replicated(docs))
+        return [item.doc for item in written], failures
 
-        Anything unusual (not a dict, attachments, a special id, a bad field) takes the
-        general path, which gives the error.
-        """
-        if doc.__class__ is not dict or "_attachments" in doc:
-            return self._prepare(doc, require_id=True, replicated=True)
-        body: dict[str, Any] = {}
-        for key, value in doc.items():
-            if key.__class__ is not str:
-                return self._prepare(doc, require_id=True, replicated=True)
-            if key[:1] != "_":
-                body[key] = value
-            elif key not in ALLOWED_SPECIAL:
-                return self._prepare(doc, require_id=True, replicated=True)
-        doc_id = doc.get("_id")
-        if doc_id.__class__ is not str or doc_id[:1] in ("", "_") or doc.get("_deleted", False).__class__ is not bool:
-            return self._prepare(doc, require_id=True, replicated=True)
-        path = revtree.path_from_revisions(doc.get("_rev"), doc.get("_revisions"))
-        return _Prepared(doc, doc_id, {}, path, dump_json(body))
+    def _prepare_replicated(self, docs: Sequence[Any]) -> list[Prepared]:
+        """Check a replicated batch (plain docs in bulk, the rest one by one)."""
+        return prepare_replicated(
+            docs, lambda doc: self._prepare(doc, require_id=True, replicated=True))
 
-    def _prepare(self, doc: Any, *, require_id: bool, replicated: bool = False) -> _Prepared:
+    def _prepare(self, doc: Any, *, require_id: bool, replicated: bool = False) -> Prepared:
         doc = check_doc(doc, require_id=require_id)
         doc_id = doc.get("_id") or uuid.uuid4().hex
         path = None
@@ -244,9 +221,9 @@ class LocalDatabase(Database):
             elif replicated and att.get("digest") is None:
                 raise BadRequest(f"Attachment stub {name!r} needs its digest")
         body_text = dump_json(split_body(doc))  # refuse non-JSON values before writing anything
-        return _Prepared(doc, doc_id, atts, path, None if "_attachments" in doc else body_text)
+        return Prepared(doc, doc_id, atts, path, None if "_attachments" in doc else body_text)
 
-    def _bulk_new_edits(self, prepared: list[_Prepared]) -> list[dict[str, Any]]:
+    def _bulk_new_edits(self, prepared: list[Prepared]) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         with self._writing() as conn:
             trees = self._load_trees(conn, [p.doc_id for p in prepared if not is_local_id(p.doc_id)])
@@ -264,7 +241,7 @@ class LocalDatabase(Database):
                 results.append({"ok": True, "id": item.doc_id, "rev": rev})
         return results
 
-    def _write_edit(self, conn: sqlite3.Connection, item: _Prepared,
+    def _write_edit(self, conn: sqlite3.Connection, item: Prepared,
                     trees: dict[str, dict[str, revtree.Node]], seq: int) -> str:
         doc, doc_id = item.doc, item.doc_id
         tree = trees.get(doc_id, {})
@@ -329,36 +306,56 @@ class LocalDatabase(Database):
         body["_attachments"] = stubs
         return body
 
-    def _bulk_replicated(self, prepared: list[_Prepared]) -> list[dict[str, Any]]:
+    def _bulk_replicated(self, prepared: list[Prepared]
+                         ) -> tuple[list[Prepared], list[dict[str, Any]]]:
+        """Merge replicated revisions; ``(the items whose revision was new, failures)``."""
+        written: list[Prepared] = []
         failures: list[dict[str, Any]] = []
         with self._writing() as conn:
-            trees = self._load_trees(conn, [p.doc_id for p in prepared if not is_local_id(p.doc_id)])
+            trees = self._load_trees(conn, [p.doc_id for p in prepared if p.path is not None])
             seq = self._update_seq(conn)
             rows: list[tuple[Any, ...]] = []
             regrown: list[tuple[Any, ...]] = []
+            doc_rows: list[tuple[str, int, str, int]] = []  # docs rows known without a tree
             touched: dict[str, int] = {}
+            Node = revtree.Node
             for item in prepared:
-                if is_local_id(item.doc_id):
+                doc_id, path = item.doc_id, item.path
+                if path is None:  # a _local doc
                     local = dict(item.doc)
                     local.pop("_rev", None)
-                    self._write_local(conn, item.doc_id, local, force=True)
+                    self._write_local(conn, doc_id, local, force=True)
+                    written.append(item)
+                    continue
+                if doc_id not in trees and len(path) == 1 and item.body_text is not None:
+                    # the common case of a replication: a doc the target lacks, one revision
+                    rev = path[0]
+                    deleted = int(item.doc.get("_deleted", False))
+                    seq += 1
+                    rows.append((doc_id, rev, None, deleted, item.body_text))
+                    doc_rows.append((doc_id, seq, rev, deleted))
+                    trees[doc_id] = {rev: Node(int(rev.partition("-")[0]), None, bool(deleted))}
+                    written.append(item)
                     continue
                 try:
                     if self._merge_path(conn, item, trees, rows, regrown):
                         seq += 1
-                        touched[item.doc_id] = seq
+                        touched[doc_id] = seq
+                        written.append(item)
                 except PreconditionFailed as exc:
-                    failures.append({"id": item.doc_id, "rev": item.doc.get("_rev"),
+                    failures.append({"id": doc_id, "rev": item.doc.get("_rev"),
                                      "error": exc.error, "reason": exc.reason})
             conn.executemany("INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, ?, ?, ?)", rows)
             if regrown:
                 conn.executemany("UPDATE revs SET parent = ? WHERE id = ? AND rev = ?", regrown)
             for doc_id in touched:
                 trees[doc_id] = self._stem(conn, doc_id, trees[doc_id])
-            self._set_docs(conn, [(doc_id, trees[doc_id], s) for doc_id, s in touched.items()])
-        return failures
+            # a doc both new and merged again in this batch: its later row wins
+            self._set_docs(conn, [(doc_id, trees[doc_id], s) for doc_id, s in touched.items()],
+                           known=doc_rows)
+        return written, failures
 
-    def _merge_path(self, conn: sqlite3.Connection, item: _Prepared,
+    def _merge_path(self, conn: sqlite3.Connection, item: Prepared,
                     trees: dict[str, dict[str, revtree.Node]],
                     rows: list[tuple[Any, ...]], regrown: list[tuple[Any, ...]]) -> bool:
         """Merge one replicated revision into ``trees``, queueing the rows to insert."""
@@ -397,8 +394,10 @@ class LocalDatabase(Database):
         self._set_docs(conn, [(doc_id, tree, seq)])
 
     def _set_docs(self, conn: sqlite3.Connection,
-                  items: Sequence[tuple[str, Mapping[str, revtree.Node], int]]) -> None:
-        rows = []
+                  items: Sequence[tuple[str, Mapping[str, revtree.Node], int]], *,
+                  known: Sequence[tuple[str, int, str, int]] = ()) -> None:
+        """Upsert the docs rows of ``items`` (after the ``known`` rows, given whole)."""
+        rows = list(known)
         for doc_id, tree, seq in items:
             win = revtree.winner(tree)
             rows.append((doc_id, seq, win, int(tree[win].deleted)))

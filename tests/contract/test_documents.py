@@ -243,6 +243,34 @@ def test_revs_diff(db):
     assert db.revs_diff({"c": ["2-bbb"]}) == {}
 
 
+def test_write_missing_writes_what_the_database_lacks(db):
+    db.bulk_docs([{"_id": "had", "_rev": "1-aaa", "_revisions": _history(["aaa"]), "v": 0}],
+                 new_edits=False)
+    docs = [
+        {"_id": "had", "_rev": "1-aaa", "_revisions": _history(["aaa"]), "v": 0},
+        {"_id": "had", "_rev": "1-bbb", "_revisions": _history(["bbb"]), "v": 1},  # a conflict
+        {"_id": "new", "_rev": "1-ccc", "_revisions": _history(["ccc"]), "v": 2},
+        {"_id": "deep", "_rev": "3-fff", "_revisions": _history(["ddd", "eee", "fff"]), "v": 3},
+    ]
+    written, failures = db.write_missing(docs)
+    assert failures == []
+    assert [(d["_id"], d["_rev"]) for d in written] == [("had", "1-bbb"), ("new", "1-ccc"),
+                                                        ("deep", "3-fff")]
+    assert db.get("had", conflicts=True)["_conflicts"] == ["1-aaa"]
+    assert db.get("new")["v"] == 2
+    assert db.get("deep", revs=True)["_revisions"] == {"start": 3, "ids": ["fff", "eee", "ddd"]}
+    assert db.write_missing(docs) == ([], [])  # replaying writes nothing
+
+
+def test_write_missing_refuses_bad_docs_before_writing(db):
+    good = {"_id": "good", "_rev": "1-aaa", "_revisions": _history(["aaa"])}
+    for bad in ({"_id": "norev"}, {"_rev": "1-x"}, "not a doc",
+                {"_id": "x", "_rev": "2-b", "_revisions": "nope"}):
+        with pytest.raises(BadRequest):
+            db.write_missing([good, bad])
+    assert db.revs_diff({"good": ["1-aaa"]}) == {"good": {"missing": ["1-aaa"]}}
+
+
 def test_bulk_get_shapes(db):
     db.bulk_docs([
         {"_id": "c", "_rev": "3-ccc", "_revisions": _history(["aaa", "bbb", "ccc"]), "x": 3},
