@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from pouchsync_sync.protocol import messages as protocol_messages
 from pouchsync_sync.protocol import ops as protocol_ops
+from pouchsync_sync.signals import client_disconnect
 
 from .helpers import TOKEN, RawPeer, missing_writes, thread_stacks, wait_converged
 from .proxy import wait_until
@@ -128,10 +129,16 @@ class ErrorLogs(logging.Handler):
         self.records.append(f"{record.name}: {record.getMessage()}")
 
 
+#: every thread of one server connection: the WSGI thread serving its session (named
+#: ``conn`` until the session has left the server's count), its transport's reader
+#: (``ws``), its worker pool and its longpoll waits
+CONNECTION_THREAD = re.compile(r"pouchsync-server-(?:conn|ws|worker|longpoll)\[(\d+)\]")
+
+
 def _server_threads(exclude: set[int]) -> list[str]:
     out = []
     for t in threading.enumerate():
-        found = re.match(r"pouchsync-server-(?:ws|worker)\[(\d+)\]", t.name)
+        found = CONNECTION_THREAD.match(t.name)
         if found and int(found.group(1)) not in exclude:
             out.append(t.name)
     return out
@@ -232,14 +239,28 @@ class Fuzzer:
         return False
 
 
-def test_fuzz_server_survives_and_bystanders_sync(hub, servers, local, clients, full_run: bool) -> None:
+def test_fuzz_server_survives_and_bystanders_sync(hub, servers, local, clients, recorders,
+                                                  full_run: bool) -> None:
     target = 10_000 if full_run else 500
     server = servers(hub.on_request, max_message_size=MAX_MESSAGE, hello_timeout=2.0,
                      ping_interval=5.0)
     errors = ErrorLogs()
     logging.getLogger("pouchsync_sync").addHandler(errors)
+    try:
+        _fuzz_with_bystanders(hub, server, local, clients, recorders, errors, target)
+    finally:
+        logging.getLogger("pouchsync_sync").removeHandler(errors)
+
+
+def _fuzz_with_bystanders(hub: Any, server: Any, local: Any, clients: Any, recorders: Any,
+                          errors: ErrorLogs, target: int) -> None:
+    """The test's body (``errors`` records every ERROR log until it returns)."""
     a, b = local("bystander"), local("bystander")
-    syncs = [clients().connect(server.url).sync(db, credentials=TOKEN, live=True) for db in (a, b)]
+    bystanders = [clients().connect(server.url) for _ in (a, b)]
+    # the server's connection ids of the bystanders are told apart from the fuzz
+    # sockets' by their threads' names, so a bystander must keep its connection
+    lost = [recorders(client_disconnect, client) for client in bystanders]
+    syncs = [client.sync(db, credentials=TOKEN, live=True) for client, db in zip(bystanders, (a, b))]
     for sync in syncs:
         sync.wait_in_sync(timeout=20)
     bystander_ids = {int(m.group(1)) for t in threading.enumerate()
@@ -265,15 +286,19 @@ def test_fuzz_server_survives_and_bystanders_sync(hub, servers, local, clients, 
     finally:
         stop.set()
         writer.join(10)
-        logging.getLogger("pouchsync_sync").removeHandler(errors)
     # the bystanders finished correctly, with everything they wrote on both sides
     wait_converged({"a": a, "b": b, "server": hub.db("bystander")}, syncs, timeout=60)
     for db in (a, b, hub.db("bystander")):
         assert not missing_writes(db, written)
-    # no thread of a fuzz socket is left on the server
+    assert not any(rec.events for rec in lost), \
+        f"a bystander lost its connection: {[rec.events for rec in lost]}"
+    # every fuzz socket's session ended: no thread of it is left on the server, and it
+    # left the server's count (its own thread does that last, a moment after its
+    # transport and workers stopped: waited for, not read at once)
     assert wait_until(lambda: not _server_threads(bystander_ids), timeout=15), \
         thread_stacks(_server_threads(bystander_ids))
-    assert server.stats()["connections"] == 2
+    assert wait_until(lambda: server.stats()["connections"] == 2, timeout=5), server.stats()
+    # nothing at ERROR, the fuzz sockets' teardowns included
     assert not errors.records, errors.records[:5]
     assert state["errors_checked"] > 0
     print(f"\nfuzz: {state['frames']} frames in {state['inputs']} inputs, {state['answers']} answers, "
