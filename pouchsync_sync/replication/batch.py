@@ -27,13 +27,13 @@ __all__ = [
     "bulk_get_requests",
     "collect_bulk_get",
     "doc_size",
-    "docs_from_changes",
     "failed_writes",
     "is_first_generation",
     "next_fetch_size",
     "prefer_docs_in_changes",
     "revs_diff_request",
     "split_by_bytes",
+    "whole_docs_in_changes",
 ]
 
 LOCAL_PREFIX = "_local/"
@@ -130,47 +130,45 @@ def is_first_generation(doc: Mapping[str, Any]) -> bool:
             and _NOT_FIRST_GENERATION.isdisjoint(doc))
 
 
-def docs_from_changes(rows: Sequence[Mapping[str, Any]], diff: Mapping[str, Mapping[str, Any]]
-                      ) -> tuple[list[dict[str, Any]], dict[str, Mapping[str, Any]]]:
-    """Missing revisions the changes' own docs (``include_docs``) already carry whole.
+def whole_docs_in_changes(rows: Sequence[Mapping[str, Any]]
+                          ) -> tuple[list[dict[str, Any]], list[Mapping[str, Any]]]:
+    """Split change rows into the docs they carry whole and the rows still to diff.
 
-    A first-generation winner (``1-<hash>``, not deleted, no attachments) has the
-    history ``{"start": 1, "ids": [<hash>]}``, so the changes doc plus that
-    ``_revisions`` is exactly what ``bulk_get(revs=True)`` would answer: no fetch
-    needed. Returns those docs and the diff entries still to fetch.
+    A row whose doc (``include_docs``) is a first-generation winner (``1-<hash>``, not
+    deleted, no attachments) and the doc's only leaf carries the revision's whole
+    history, ``{"start": 1, "ids": [<hash>]}``: exactly what ``bulk_get(revs=True)``
+    would answer. Those go to the target's ``write_missing`` as they are (it skips what
+    it has), with no ``revs_diff`` and no fetch. Returns ``(docs with their _revisions,
+    the other rows)``; the rows are not modified.
     """
-    by_id = {}
+    docs: list[dict[str, Any]] = []
+    rest: list[Mapping[str, Any]] = []
     for row in rows:
         doc = row.get("doc")
-        if doc is not None:
-            by_id[row.get("id")] = doc
-    if not by_id:
-        return [], dict(diff)
-    docs: list[dict[str, Any]] = []
-    remaining: dict[str, Mapping[str, Any]] = {}
-    for doc_id, entry in diff.items():
-        missing = entry.get("missing") or ()
-        doc = by_id.get(doc_id)
-        if (doc is not None and len(missing) == 1 and isinstance(doc, dict)
-                and doc.get("_rev") == missing[0] and doc.get("_id") == doc_id
-                and is_first_generation(doc)):
+        changes = row.get("changes")
+        if (doc.__class__ is dict and changes.__class__ is list and len(changes) == 1
+                and changes[0].__class__ is dict and doc.get("_rev") == changes[0].get("rev")
+                and doc.get("_id") == row.get("id") and is_first_generation(doc)
+                and not doc["_id"].startswith(LOCAL_PREFIX)):
             whole = dict(doc)
-            whole["_revisions"] = {"start": 1, "ids": [missing[0][2:]]}
+            whole["_revisions"] = {"start": 1, "ids": [doc["_rev"][2:]]}
             docs.append(whole)
         else:
-            remaining[doc_id] = entry
-    return docs, remaining
+            rest.append(row)
+    return docs, rest
 
 
 def prefer_docs_in_changes(first_generation: int, rows: int, fetched_bytes: int,
-                           fetched_count: int, batch_size: int, max_bytes: int) -> bool:
+                           fetched_count: int, batch_size: int, max_bytes: int,
+                           lacked: float = 1.0) -> bool:
     """Whether the next changes read should ask for docs (``include_docs``).
 
     Pays when most changed docs are new, small docs the target lacks (an initial
-    replication); costs when the target already has them (echoes in a two-way sync)
-    or when a batch of whole docs would pass ``max_bytes``.
+    replication); costs when the target already has them (echoes in a two-way sync:
+    ``lacked``, the share of the docs last offered whole that the target did not
+    have, is below a half) or when a batch of whole docs would pass ``max_bytes``.
     """
-    if rows <= 0 or fetched_count <= 0 or first_generation * 2 < rows:
+    if rows <= 0 or fetched_count <= 0 or first_generation * 2 < rows or lacked * 2 < 1:
         return False
     return (fetched_bytes // fetched_count) * batch_size <= max_bytes
 

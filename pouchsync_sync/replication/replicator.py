@@ -18,8 +18,11 @@ Theory of operation. ``Replicator.run`` walks the protocol's steps, one method e
    with ``bulk_docs(new_edits=False)`` in chunks bounded by bytes, then *Record
    Replication Checkpoint* (target first, then source). Shortcut: when most of the
    last batch was new small docs (an initial replication), the next changes read asks
-   for the docs, and a missing first-generation doc (``1-x``, no attachments, whose
-   whole history is itself) is written from that read without a ``bulk_get``.
+   for the docs, and a first-generation doc (``1-x``, no attachments, the only leaf:
+   its whole history is itself) goes from that read to the target's
+   ``write_missing``, which writes it if it lacks it: no ``revs_diff``, no
+   ``bulk_get``. When the target turns out to have most of them (echoes), the reads
+   stop asking for docs.
 5. One-shot: stop when a read finds nothing new. Live: ``paused``, wait on a
    ``longpoll`` read (at most ``longpoll_timeout`` seconds, so ``cancel`` takes effect
    within one wait), ``active`` again when changes come.
@@ -64,20 +67,20 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterator, Mapping, Sequence
 
-from ..errors import PouchSyncError
+from ..errors import Cancelled, PouchSyncError
 from ..store.base import Database
 from .batch import (
     apply_filter,
     bulk_get_requests,
     collect_bulk_get,
     doc_size,
-    docs_from_changes,
     failed_writes,
     is_first_generation,
     next_fetch_size,
     prefer_docs_in_changes,
     revs_diff_request,
     split_by_bytes,
+    whole_docs_in_changes,
 )
 from .checkpoint import LOWEST_SEQ, Checkpointer
 from .ids import generate_replication_id
@@ -110,11 +113,12 @@ class _BatchStart:
 
 @dataclass
 class _Fetched:
-    """Docs ready to upload (one ``bulk_get`` chunk, or the changes' own docs)."""
+    """Docs ready to upload (one ``bulk_get`` chunk, or the changes' own whole docs)."""
 
     docs: list[dict[str, Any]]
     sizes: list[int]
     errors: list[dict[str, Any]]
+    whole: bool = False  # from the changes read, not diffed: the target writes what it lacks
 
 
 @dataclass
@@ -217,6 +221,7 @@ class Replicator:
         self._seq: Any = LOWEST_SEQ
         self._fetch_size = batch_size
         self._docs_in_changes = False  # ask changes for docs (set per batch by the policy)
+        self._whole_lacked = 1.0  # share of the last whole docs the target lacked (write side)
         self._unsaved: tuple[Any, Any] | None = None  # live: (seq, pending) written, not recorded
         self._saved_at = float("-inf")  # time.monotonic() of the last checkpoint recorded
         self._next_interval = checkpoint_interval  # this one's, jittered after each record
@@ -270,8 +275,14 @@ class Replicator:
             if not self.locate_changed_documents():
                 status = "cancelled"
         except PouchSyncError as exc:
-            status, error = "error", exc
-            log.warning("replication %s -> %s failed: %r", self.source, self.target, exc)
+            if isinstance(exc, Cancelled) and self._cancelled():
+                # our owner cancelled us and closed what the call in flight waited on
+                status = "cancelled"
+                log.debug("replication %s: a call in flight was cancelled: %r",
+                          self.replication_id, exc)
+            else:
+                status, error = "error", exc
+                log.warning("replication %s -> %s failed: %r", self.source, self.target, exc)
         except Exception as exc:  # top frame of the replication: report, don't raise
             status, error = "error", exc
             log.exception("replication %s -> %s crashed", self.source, self.target)
@@ -385,16 +396,20 @@ class Replicator:
                                     ) -> Generator[_Fetched, None, bool]:
         """Filter, compare with the target, and fetch what it lacks, in byte-bounded chunks.
 
-        Missing first-generation docs the changes read already carried (``include_docs``)
-        need no fetch; the rest come from ``bulk_get`` in chunks sized so one answer
-        stays near ``max_batch_bytes``. Returns False when stopped before the end.
+        First-generation docs the changes read carried whole (``include_docs``) go to
+        the target as they are (its ``write_missing`` skips what it has: no diff, no
+        fetch); the other rows are diffed and what is missing comes from ``bulk_get``
+        in chunks sized so one answer stays near ``max_batch_bytes``. Returns False
+        when stopped before the end.
         """
         rows = apply_filter(rows, self.filter)
-        diff = self.calculate_revision_difference(rows)
-        ready, diff = docs_from_changes(rows, diff)
+        whole, rest = whole_docs_in_changes(rows)
         policy = _BatchStats()
-        if ready:
-            yield self._fetched(ready, [], policy, first_generation=len(ready))
+        if whole:
+            item = self._fetched(whole, [], policy, first_generation=len(whole))
+            item.whole = True
+            yield item
+        diff = self.calculate_revision_difference(rest)
         requests = bulk_get_requests(diff)
         start = 0
         while start < len(requests):
@@ -409,7 +424,7 @@ class Replicator:
             yield item
         self._docs_in_changes = prefer_docs_in_changes(
             policy.first_generation, len(rows), policy.bytes, policy.count, self.batch_size,
-            self.max_batch_bytes)
+            self.max_batch_bytes, lacked=self._whole_lacked if whole else 1.0)
         return True
 
     @staticmethod
@@ -443,6 +458,9 @@ class Replicator:
 
     def replicate_changes(self, item: _Fetched, batch: "_BatchStats") -> None:
         """Upload Batch of Changed Documents: one fetched chunk, split by bytes."""
+        if item.whole:
+            self.replicate_whole_docs(item, batch)
+            return
         result = self._result
         result.docs_read += len(item.docs)
         if item.errors:
@@ -455,6 +473,21 @@ class Replicator:
             ok_docs, failed = self.upload_batch_of_changed_documents(part)
             batch.written.extend(ok_docs)
             batch.failures += failed
+
+    def replicate_whole_docs(self, item: _Fetched, batch: "_BatchStats") -> None:
+        """Upload whole docs from the changes read: the target writes those it lacks
+        (``write_missing``); those count as read, and tell the read policy whether
+        asking for docs still pays."""
+        result = self._result
+        lacked = 0
+        for part in split_by_bytes(item.docs, item.sizes, self.max_batch_bytes):
+            written, failures = self.target.write_missing(part)
+            lacked += len(written) + len(failures)
+            result.docs_read += len(written) + len(failures)
+            result.docs_written += len(written)
+            batch.written.extend(written)
+            batch.failures += self._refused(failures)
+        self._whole_lacked = lacked / max(len(item.docs), 1)
 
     def finish_batch(self, end: _BatchEnd, batch: "_BatchStats") -> None:
         """Record Replication Checkpoint after a batch; report it; pause when caught up."""
@@ -511,21 +544,25 @@ class Replicator:
         if not docs:
             return [], 0
         failures = failed_writes(self.target.bulk_docs(docs, new_edits=False))
-        result = self._result
-        result.doc_write_failures += len(failures)
-        result.docs_written += len(docs) - len(failures)
-        if not failures:
+        self._result.docs_written += len(docs) - len(failures)
+        if not self._refused(failures):
             return docs, 0
-        for failure in failures:
-            log.info("replication %s: target refused %s %s: %s %s", self.replication_id,
-                     failure.get("id"), failure.get("rev"), failure.get("error"),
-                     failure.get("reason"))
-        self._keep_errors(failures)
         refused = {(f.get("id"), f.get("rev")) for f in failures}
         refused_ids = {f.get("id") for f in failures if f.get("rev") is None}
         ok_docs = [d for d in docs
                    if (d.get("_id"), d.get("_rev")) not in refused and d.get("_id") not in refused_ids]
         return ok_docs, len(failures)
+
+    def _refused(self, failures: Sequence[Mapping[str, Any]]) -> int:
+        """Count, log and keep the target's refusals; their number."""
+        if failures:
+            self._result.doc_write_failures += len(failures)
+            for failure in failures:
+                log.info("replication %s: target refused %s %s: %s %s", self.replication_id,
+                         failure.get("id"), failure.get("rev"), failure.get("error"),
+                         failure.get("reason"))
+            self._keep_errors(failures)
+        return len(failures)
 
     def record_replication_checkpoint(self, last_seq: Any, pending: Any) -> None:
         """Record Replication Checkpoint on target then source; then the seq is done."""

@@ -7,13 +7,13 @@ from pouchsync_sync.replication.batch import (
     bulk_get_requests,
     collect_bulk_get,
     doc_size,
-    docs_from_changes,
     failed_writes,
     is_first_generation,
     next_fetch_size,
     prefer_docs_in_changes,
     revs_diff_request,
     split_by_bytes,
+    whole_docs_in_changes,
 )
 
 
@@ -98,15 +98,19 @@ def test_first_generation_docs_come_from_changes_whole() -> None:
         {"id": "two", "changes": [{"rev": "1-dd"}, {"rev": "1-ee"}],
          "doc": {"_id": "two", "_rev": "1-ee"}},
         {"id": "nodoc", "changes": [{"rev": "1-ff"}]},
+        {"id": "gone", "changes": [{"rev": "1-gg"}], "deleted": True,
+         "doc": {"_id": "gone", "_rev": "1-gg", "_deleted": True}},
+        {"id": "other", "changes": [{"rev": "1-hh"}], "doc": {"_id": "else", "_rev": "1-hh"}},
+        {"id": "stale", "changes": [{"rev": "1-ii"}], "doc": {"_id": "stale", "_rev": "1-jj"}},
+        {"id": "_local/x", "changes": [{"rev": "1-kk"}], "doc": {"_id": "_local/x", "_rev": "1-kk"}},
+        {"id": "odd", "changes": {"rev": "1-ll"}, "doc": {"_id": "odd", "_rev": "1-ll"}},
     ]
-    diff = {"new": {"missing": ["1-aa"]}, "edited": {"missing": ["2-bb"]},
-            "att": {"missing": ["1-cc"]}, "two": {"missing": ["1-dd", "1-ee"]},
-            "nodoc": {"missing": ["1-ff"]}}
     snapshot = repr(rows)
-    docs, rest = docs_from_changes(rows, diff)
+    docs, rest = whole_docs_in_changes(rows)
     assert docs == [{"_id": "new", "_rev": "1-aa", "v": 1,
                      "_revisions": {"start": 1, "ids": ["aa"]}}]
-    assert sorted(rest) == ["att", "edited", "nodoc", "two"]
+    assert [row["id"] for row in rest] == ["edited", "att", "two", "nodoc", "gone", "other",
+                                           "stale", "_local/x", "odd"]
     assert repr(rows) == snapshot  # inputs untouched
 
 
@@ -125,3 +129,10 @@ def test_prefer_docs_in_changes() -> None:
     assert not prefer_docs_in_changes(0, 100, 0, 0, 100, 8 << 20)  # target had everything
     assert not prefer_docs_in_changes(100, 100, 100 * 1_000_000, 100, 100, 8 << 20)  # too big
     assert not prefer_docs_in_changes(0, 0, 0, 0, 100, 8 << 20)
+
+
+def test_prefer_docs_in_changes_stops_when_the_target_had_the_whole_docs() -> None:
+    assert prefer_docs_in_changes(100, 100, 100 * 300, 100, 100, 8 << 20, lacked=1.0)
+    assert prefer_docs_in_changes(100, 100, 100 * 300, 100, 100, 8 << 20, lacked=0.5)
+    assert not prefer_docs_in_changes(100, 100, 100 * 300, 100, 100, 8 << 20, lacked=0.4)
+    assert not prefer_docs_in_changes(100, 100, 100 * 300, 100, 100, 8 << 20, lacked=0.0)
