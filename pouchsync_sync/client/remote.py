@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from ..errors import BadRequest
 from ..protocol import ops
 from ..store.base import Database
 from .connection import Channel, safe_url
@@ -59,6 +60,7 @@ class RemoteDatabase(Database):
         self._url = safe_url(url if url is not None else channel.connection.url)
         self.uuid = channel.uuid or ""
         self.read_only = channel.read_only
+        self._write_missing_op = True  # until the server says it does not know it
 
     def __repr__(self) -> str:
         return f"<RemoteDatabase {self.name!r} at {self._url}>"
@@ -101,6 +103,22 @@ class RemoteDatabase(Database):
                   new_edits: bool = True) -> list[dict[str, Any]]:
         return self._call("bulk_docs", {"docs": _plain_list(docs),
                                         "new_edits": new_edits})
+
+    def write_missing(self, docs: Sequence[Mapping[str, Any]]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One ``write_missing`` call (the server answers indexes into ``docs``); on a
+        server without that op, ``revs_diff`` then ``bulk_docs`` as any database."""
+        if not self._write_missing_op:
+            return super().write_missing(docs)
+        sent = _plain_list(docs)
+        try:
+            answer = self._call("write_missing", {"docs": sent})
+        except BadRequest as exc:
+            if not exc.reason.startswith("unknown op"):
+                raise
+            self._write_missing_op = False  # an older server: ask it the long way
+            return super().write_missing(docs)
+        return [docs[i] for i in answer["written"]], answer["failures"]
 
     def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,
                  startkey: str | None = None, endkey: str | None = None,

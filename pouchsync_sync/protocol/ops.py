@@ -29,6 +29,7 @@ __all__ = [
     "validate_call",
     "validate_changes_args",
     "written_ids",
+    "write_missing_answer",
     "encode_result",
     "decode_result",
     "reply_problem",
@@ -104,6 +105,7 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     "post": {"doc": (_obj, True)},
     "delete": {"doc_id": (_str, True), "rev": (_str, True)},
     "bulk_docs": {"docs": (_obj_list, True), "new_edits": (_bool, False)},
+    "write_missing": {"docs": (_obj_list, True)},
     "all_docs": {"include_docs": (_bool, False), "keys": (_str_list, False),
                  "startkey": (_str, False), "endkey": (_str, False),
                  "limit": (_nonneg_int, False), "skip": (_nonneg_int, False),
@@ -121,7 +123,7 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
 }
 
 #: ops that write documents (refused on read-only grants except ``_local/`` docs)
-WRITE_OPS = frozenset({"put", "post", "delete", "bulk_docs"})
+WRITE_OPS = frozenset({"put", "post", "delete", "bulk_docs", "write_missing"})
 
 
 def validate_call(op: Any, args: Any) -> dict[str, Any]:
@@ -166,13 +168,23 @@ def written_ids(op: str, kwargs: Mapping[str, Any]) -> list[str | None]:
         return [doc_id if isinstance(doc_id, str) else None]
     if op == "delete":
         return [kwargs["doc_id"]]
-    if op == "bulk_docs":
+    if op in ("bulk_docs", "write_missing"):
         out: list[str | None] = []
         for doc in kwargs["docs"]:
             doc_id = doc.get("_id")
             out.append(doc_id if isinstance(doc_id, str) else None)
         return out
     return []
+
+
+def write_missing_answer(docs: list[Any], written: list[Any], failures: list[Any]) -> dict[str, Any]:
+    """``write_missing``'s reply: ``{"written": [indexes into docs], "failures"}``.
+
+    ``written`` holds doc objects of ``docs`` (``Database.write_missing`` answers the very
+    objects it was given), so their positions are found by identity.
+    """
+    index = {id(doc): i for i, doc in enumerate(docs)}
+    return {"written": [index[id(doc)] for doc in written], "failures": list(failures)}
 
 
 def encode_result(op: str, result: Any) -> Any:
@@ -261,6 +273,17 @@ def _bulk_docs_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
     return _not_objs(ok, "the answer")
 
 
+def _write_missing_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
+    problem = _not_obj(ok, "the answer") or _not_objs(ok.get("failures"), "'failures'")
+    if problem is not None:
+        return problem
+    written = ok.get("written")
+    count = len(args.get("docs") or ())
+    if type(written) is not list or not all(type(i) is int and 0 <= i < count for i in written):
+        return "'written' is not a list of indexes into the docs sent"
+    return None
+
+
 def _all_docs_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
     return _not_obj(ok, "the answer") or _not_objs(ok.get("rows"), "'rows'")
 
@@ -319,7 +342,8 @@ def _bulk_get_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
 #: op -> the check of its reply's ``ok`` (``get_attachment`` is checked while decoded)
 _REPLY_SHAPES: dict[str, Callable[[Any, Mapping[str, Any]], str | None]] = {
     "info": _info_shape, "get": _get_shape, "put": _write_shape, "post": _write_shape,
-    "delete": _write_shape, "bulk_docs": _bulk_docs_shape, "all_docs": _all_docs_shape,
+    "delete": _write_shape, "bulk_docs": _bulk_docs_shape,
+    "write_missing": _write_missing_shape, "all_docs": _all_docs_shape,
     "changes": _changes_shape, "revs_diff": _revs_diff_shape, "bulk_get": _bulk_get_shape,
 }
 

@@ -2,8 +2,8 @@
 
 The op names map to explicit functions (``_METHODS``), never to ``getattr`` on the
 database: the allow-list in ``protocol.ops`` is the whole surface. Write policy comes
-from ``grant.refusal``; in ``bulk_docs`` refusals are per document, in CouchDB's shape,
-and the other documents are written.
+from ``grant.refusal``; in ``bulk_docs`` and ``write_missing`` refusals are per document,
+in CouchDB's shape, and the other documents are written.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ _METHODS: dict[str, Callable[[Database, dict[str, Any]], Any]] = {
     "post": lambda db, kw: db.post(**kw),
     "delete": lambda db, kw: db.delete(**kw),
     "bulk_docs": lambda db, kw: db.bulk_docs(**kw),
+    "write_missing": lambda db, kw: db.write_missing(**kw),
     "all_docs": lambda db, kw: db.all_docs(**kw),
     "changes": lambda db, kw: db.changes(**kw),
     "revs_diff": lambda db, kw: db.revs_diff(**kw),
@@ -40,6 +41,8 @@ def execute(grant: Grant, op: str, kwargs: dict[str, Any]) -> Any:
     """The JSON result of ``op`` (validated by ``ops.validate_call``) on the grant's db."""
     if op == "bulk_docs":
         return ops.encode_result(op, _bulk_docs(grant, kwargs))
+    if op == "write_missing":
+        return _write_missing(grant, kwargs["docs"])
     if op in ops.WRITE_OPS:
         why = refusal(grant, ops.written_ids(op, kwargs)[0])
         if why is not None:
@@ -67,6 +70,25 @@ def _bulk_docs(grant: Grant, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
         return list(written) + list(refused.values())
     results = iter(written)
     return [refused[i] if i in refused else next(results) for i in range(len(docs))]
+
+
+def _write_missing(grant: Grant, docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"written": [indexes into docs], "failures": [...]}``; refusals are failures."""
+    failures: list[dict[str, Any]] = []
+    allowed: list[int] = []
+    for i, doc_id in enumerate(ops.written_ids("write_missing", {"docs": docs})):
+        why = refusal(grant, doc_id)
+        if why is None:
+            allowed.append(i)
+        else:
+            rev = docs[i].get("_rev")
+            failures.append({"id": doc_id, "rev": rev if isinstance(rev, str) else None,
+                             "error": "forbidden", "reason": why})
+    written: list[dict[str, Any]] = []
+    if allowed:
+        written, refused = grant.db.write_missing([docs[i] for i in allowed])
+        failures.extend(refused)
+    return ops.write_missing_answer(docs, written, failures)
 
 
 def error_json(exc: BaseException, *, what: str = "call") -> dict[str, Any]:

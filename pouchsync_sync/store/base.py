@@ -85,8 +85,9 @@ class Database(abc.ABC):
         database lacks, skip the ones it has.
 
         Each doc carries its ``_rev`` and ``_revisions``, as for ``bulk_docs(docs,
-        new_edits=False)``. Returns ``(written, failures)``: the docs whose revision was
-        new here, and one ``{"id", "rev", "error", "reason"}`` per doc refused. This
+        new_edits=False)``. Returns ``(written, failures)``: the doc objects given whose
+        revision was new here (the same objects), and one ``{"id", "rev", "error",
+        "reason"}`` per doc refused. This
         default asks ``revs_diff`` then writes what is missing (two calls); the embedded
         store does both in one transaction and the websocket client in one call.
         """

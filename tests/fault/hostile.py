@@ -3,7 +3,7 @@
 It says welcome, grants every ``open`` and serves calls from a real ``LocalDatabase``,
 except the ops named in ``bad``: those are answered with the given ``ok`` value (the
 wrong shape a buggy or hostile server might send), or with ``bad[op](args)`` when it is
-callable. A subscription gets one ``changes`` message of the database's changes (or
+callable (an error reply when that raises a ``CouchError``). A subscription gets one ``changes`` message of the database's changes (or
 ``bad["subscribe"]``'s results) when there are any, and is then left waiting.
 
 Everything it starts is named ``pouchsync-test-hostile...`` (the thread-leak check sees
@@ -114,12 +114,15 @@ class HostileServer:
     def _answer(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             self.calls.append(op)
-        if op in self.bad:
-            bad = self.bad[op]
-            return {"ok": bad(args) if callable(bad) else bad}
         try:
+            if op in self.bad:
+                bad = self.bad[op]
+                return {"ok": bad(args) if callable(bad) else bad}  # a CouchError: its error
             kwargs = ops.validate_call(op, args)
-            return {"ok": ops.encode_result(op, getattr(self.db, op)(**kwargs))}
+            result = getattr(self.db, op)(**kwargs)
+            if op == "write_missing":
+                return {"ok": ops.write_missing_answer(kwargs["docs"], *result)}
+            return {"ok": ops.encode_result(op, result)}
         except CouchError as exc:
             return {"error": exc.to_json()}
 

@@ -467,6 +467,38 @@ def test_design_writes_refused_unless_granted(clients, dbs) -> None:
     assert client.ok(2, "put", {"doc": design})["ok"]
 
 
+def _replicated(doc_id: str, h: str) -> dict[str, Any]:
+    return {"_id": doc_id, "_rev": f"1-{h}", "_revisions": {"start": 1, "ids": [h]}, "v": h}
+
+
+def test_write_missing_answers_positions_and_refusals(clients, dbs) -> None:
+    dbs.read_only.add("ro")
+    dbs.db("todos").bulk_docs([_replicated("had", "a")], new_edits=False)
+    client = clients()
+    client.open(1, "todos")
+    client.open(2, "ro")
+    docs = [_replicated("had", "a"), _replicated("new", "b"), _replicated("had", "c"),
+            _replicated("_design/d", "e")]
+    answer = client.ok(1, "write_missing", {"docs": docs})
+    assert answer == {"written": [1, 2], "failures": [
+        {"id": "_design/d", "rev": "1-e", "error": "forbidden",
+         "reason": "writes to design documents are not allowed"}]}
+    assert dbs.db("todos").get("had", conflicts=True)["_conflicts"] == ["1-a"]
+    assert client.ok(1, "write_missing", {"docs": docs[:3]}) == {"written": [], "failures": []}
+    # read-only: every doc refused but _local ones, nothing written
+    answer = client.ok(2, "write_missing", {"docs": [_replicated("x", "f"),
+                                                     {"_id": "_local/cp", "seq": 1}]})
+    assert answer["written"] == [1]
+    assert [(f["id"], f["error"]) for f in answer["failures"]] == [("x", "forbidden")]
+    assert dbs.db("ro").info()["doc_count"] == 0
+    # bad input: the whole call is refused, nothing written
+    err = client.error(1, "write_missing", {"docs": [_replicated("ok", "g"), {"_id": "norev"}]})
+    assert (err["status"], err["error"]) == (400, "bad_request")
+    err = client.error(1, "write_missing", {"docs": "nope"})
+    assert err["status"] == 400 and "docs" in err["reason"]
+    assert dbs.db("todos").revs_diff({"ok": ["1-g"]}) == {"ok": {"missing": ["1-g"]}}
+
+
 def test_unexpected_database_error_is_a_generic_500(clients, dbs, caplog) -> None:
     class Exploding(ps.LocalDatabase):
         def info(self) -> dict[str, Any]:

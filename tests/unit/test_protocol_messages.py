@@ -96,7 +96,10 @@ def test_ids_in_javascript_safe_range() -> None:
 
 def test_every_allowed_op_validates_its_arguments() -> None:
     assert set(ops.OPS) == {"info", "get", "put", "post", "delete", "bulk_docs", "all_docs",
-                            "changes", "revs_diff", "bulk_get", "get_attachment"}
+                            "changes", "revs_diff", "bulk_get", "get_attachment",
+                            "write_missing"}
+    assert "write_missing" in ops.WRITE_OPS
+    assert validate_call("write_missing", {"docs": [{"_id": "a"}]}) == {"docs": [{"_id": "a"}]}
     assert validate_call("info", None) == {}
     assert validate_call("get", {"doc_id": "a", "conflicts": True, "rev": None}) == {
         "doc_id": "a", "conflicts": True}

@@ -40,6 +40,10 @@ def test_real_answers_pass(db) -> None:
         ("changes", db.changes(since="now"), {}),
         ("revs_diff", db.revs_diff({"c": ["1-x", "2-y"], "zz": ["1-a"]}), {}),
         ("bulk_get", db.bulk_get([{"id": "c"}, {"id": "zz", "rev": "1-a"}], revs=True), {}),
+        ("write_missing", {"written": [0, 2], "failures": [{"id": "x", "rev": "1-a",
+                                                            "error": "forbidden", "reason": ""}]},
+         {"docs": [{}, {}, {}]}),
+        ("write_missing", {"written": [], "failures": []}, {"docs": []}),
     ]
     for op, answer, args in answers:
         assert ops.reply_problem(op, answer, args) is None, (op, answer)
@@ -64,6 +68,12 @@ def test_real_answers_pass(db) -> None:
     ("revs_diff", {"a": None}, {}, "NoneType, not an object"),
     ("revs_diff", {"a": {"missing": [1]}}, {}, "'missing' holds a int"),
     ("bulk_get", {"results": [{"id": "a", "docs": {}}]}, {}, "'docs' is dict"),
+    ("write_missing", [], {"docs": []}, "list, not an object"),
+    ("write_missing", {"written": [0]}, {"docs": [{}]}, "'failures'"),
+    ("write_missing", {"written": [1], "failures": []}, {"docs": [{}]}, "indexes"),
+    ("write_missing", {"written": [-1], "failures": []}, {"docs": [{}]}, "indexes"),
+    ("write_missing", {"written": ["0"], "failures": []}, {"docs": [{}]}, "indexes"),
+    ("write_missing", {"written": [0], "failures": [5]}, {"docs": [{}]}, "holds a int"),
 ])
 def test_wrong_shapes_are_named(op: str, ok: Any, args: dict[str, Any], words: str) -> None:
     assert words in (ops.reply_problem(op, ok, args) or "")

@@ -1,0 +1,93 @@
+"""``write_missing`` over the websocket: one call per batch of whole docs, and the way
+back to ``revs_diff`` + ``bulk_docs`` against a server that does not know the op."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from pouchsync_sync import BadRequest, Client, LocalDatabase
+from tests.fault.hostile import HostileServer
+
+
+def _replicated(doc_id: str, h: str) -> dict[str, Any]:
+    return {"_id": doc_id, "_rev": f"1-{h}", "_revisions": {"start": 1, "ids": [h]}, "v": h}
+
+
+@pytest.fixture
+def server_db(tmp_path) -> Iterator[LocalDatabase]:
+    with LocalDatabase(tmp_path / "server.sqlite", name="todos") as db:
+        yield db
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    c = Client(initial_delay=0.02, max_delay=0.25, jitter=0.0)
+    yield c
+    c.close()
+
+
+def _unknown_op(args: Any) -> Any:
+    raise BadRequest("unknown op 'write_missing'")
+
+
+def test_remote_write_missing_is_one_call(server_db, client) -> None:
+    server = HostileServer(server_db, {})
+    try:
+        db = client.connect(server.url).database("todos", timeout=10)
+        server_db.bulk_docs([_replicated("had", "a")], new_edits=False)
+        docs = [_replicated("had", "a"), _replicated("new", "b")]
+        written, failures = db.write_missing(docs)
+        assert written == [docs[1]] and written[0] is docs[1] and failures == []
+        assert server.calls.count("write_missing") == 1 and "revs_diff" not in server.calls
+        assert server_db.get("new")["v"] == "b"
+    finally:
+        server.close()
+
+
+def test_an_older_server_is_asked_the_long_way(server_db, client) -> None:
+    server = HostileServer(server_db, {"write_missing": _unknown_op})
+    try:
+        db = client.connect(server.url).database("todos", timeout=10)
+        server_db.bulk_docs([_replicated("had", "a")], new_edits=False)
+        docs = [_replicated("had", "a"), _replicated("new", "b")]
+        assert db.write_missing(docs) == ([docs[1]], [])
+        assert server.calls[-3:] == ["write_missing", "revs_diff", "bulk_docs"]
+        # remembered: the next batch goes straight to revs_diff
+        assert db.write_missing([_replicated("more", "c")]) == ([_replicated("more", "c")], [])
+        assert server.calls[-2:] == ["revs_diff", "bulk_docs"]
+        assert server.calls.count("write_missing") == 1
+        assert server_db.get("more")["v"] == "c"
+    finally:
+        server.close()
+
+
+def test_other_errors_of_the_op_are_not_taken_for_an_older_server(server_db, client) -> None:
+    server = HostileServer(server_db, {"write_missing": lambda args: (_ for _ in ()).throw(
+        BadRequest("Document must be a JSON object"))})
+    try:
+        db = client.connect(server.url).database("todos", timeout=10)
+        with pytest.raises(BadRequest, match="JSON object"):
+            db.write_missing([_replicated("x", "a")])
+        assert "revs_diff" not in server.calls
+    finally:
+        server.close()
+
+
+def test_a_push_of_new_docs_uses_write_missing(server_db, client, tmp_path) -> None:
+    server = HostileServer(server_db, {})
+    try:
+        with LocalDatabase(tmp_path / "local.sqlite", name="local") as local:
+            local.bulk_docs([{"_id": f"d{i:04d}", "n": i} for i in range(600)])
+            sync = client.connect(server.url).sync(local, remote_name="todos", direction="push",
+                                                   batch_size=100)
+            result = sync.wait(timeout=60)
+            assert result.ok and result.docs_pushed == 600 and result.push.docs_read == 600
+            assert server_db.info()["doc_count"] == 600
+            # the first batch is diffed (the read policy learns the docs are new), then
+            # whole docs go in one call per batch
+            assert server.calls.count("write_missing") >= 4
+            assert server.calls.count("revs_diff") <= 2
+    finally:
+        server.close()
