@@ -16,10 +16,11 @@ Sequences are passed through as received, never compared.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from .. import revtree
 from ..errors import BadRequest, CouchError, NotFound, PreconditionFailed
@@ -28,6 +29,7 @@ from .couch_changes import CouchChanges
 from .couch_http import NO_DB_REASON, CouchHTTP
 from .couch_names import (attachment_path, check_db_name, db_path, doc_path,
                           query_string)
+from .couch_readahead import ReadAhead
 from .couch_shapes import bulk_get_results, missing_entry, open_revs_entries, strip_null_docs
 from .validate import check_all_docs_args, check_doc, decode_attachment
 
@@ -43,12 +45,15 @@ class CouchDB:
     password)`` overrides them. They are sent as basic auth, or with
     ``cookie_auth=True`` exchanged for a ``_session`` cookie that is renewed once
     whenever the server answers 401. ``timeout`` bounds every request, in seconds.
+    ``compression``: ask for compressed answers; by default only when the server is not
+    on this machine (see ``CouchHTTP``).
     """
 
     def __init__(self, url: str, *, auth: tuple[str, str] | None = None,
-                 timeout: float = 30.0, cookie_auth: bool = False, pool_size: int = 32) -> None:
+                 timeout: float = 30.0, cookie_auth: bool = False, pool_size: int = 32,
+                 compression: bool | None = None) -> None:
         self.http = CouchHTTP(url, auth=auth, timeout=timeout, cookie_auth=cookie_auth,
-                              pool_size=pool_size)
+                              pool_size=pool_size, compression=compression)
         self.url = self.http.base_url
         self._bulk_get_supported = True
         self._is_couchdb: bool | None = None
@@ -102,7 +107,11 @@ class CouchDB:
 
 class CouchDatabase(CouchChanges, Database):
     """One CouchDB database; thread-safe. ``close()`` closes the server handle only when
-    this database owns it (``owns_server=True``, as ``open_database`` makes it)."""
+    this database owns it (``owns_server=True``, as ``open_database`` makes it).
+
+    ``readahead`` reads the next ``_changes`` page of a caller paging through the feed
+    while it handles the current one (``couch_readahead``; its ``stats()`` count it).
+    """
 
     def __init__(self, server: CouchDB, name: str, *, owns_server: bool = False) -> None:
         self.server = server
@@ -111,6 +120,7 @@ class CouchDatabase(CouchChanges, Database):
         self._path = db_path(name)
         self._owns_server = owns_server
         self._closed = threading.Event()
+        self.readahead = ReadAhead(wait_timeout=self._http.timeout + 5.0)
 
     # -- helpers -------------------------------------------------------------------------
     def _call(self, method: str, sub: str = "", params: Mapping[str, Any] | None = None,
@@ -119,6 +129,16 @@ class CouchDatabase(CouchChanges, Database):
         if body is None:
             return self._http.request(method, path, **kw)
         return self._http.request(method, path, body=body, **kw)
+
+    @contextlib.contextmanager
+    def _writing(self, doc_id: str | None) -> Iterator[None]:
+        """Around a write: changes pages read ahead before it are not served after it
+        (``_local`` docs are not in the changes feed)."""
+        try:
+            yield
+        finally:
+            if doc_id is None or not doc_id.startswith("_local/"):
+                self.readahead.invalidate()
 
     # -- identity ------------------------------------------------------------------------
     def identity(self) -> str:
@@ -130,13 +150,15 @@ class CouchDatabase(CouchChanges, Database):
     # -- documents -----------------------------------------------------------------------
     def put(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         body = _check_doc(doc, require_id=True)
-        return _ok(self._call("PUT", doc_path(body["_id"]), body=body))
+        with self._writing(body["_id"]):
+            return _ok(self._call("PUT", doc_path(body["_id"]), body=body))
 
     def post(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         body = _check_doc(doc, require_id=False)
         if "_id" in body:
             return self.put(body)
-        return _ok(self._call("POST", body=body))
+        with self._writing(None):
+            return _ok(self._call("POST", body=body))
 
     def get(self, doc_id: str, *, rev: str | None = None, revs: bool = False,
             revs_info: bool = False, conflicts: bool = False,
@@ -178,7 +200,8 @@ class CouchDatabase(CouchChanges, Database):
         if not isinstance(rev, str) or not rev:
             raise BadRequest("delete needs the rev of the doc")
         _check_rev(rev)
-        return _ok(self._call("DELETE", path, {"rev": rev}))
+        with self._writing(doc_id):
+            return _ok(self._call("DELETE", path, {"rev": rev}))
 
     def bulk_docs(self, docs: Sequence[Mapping[str, Any]], *,
                   new_edits: bool = True) -> list[dict[str, Any]]:
@@ -195,7 +218,8 @@ class CouchDatabase(CouchChanges, Database):
         body: dict[str, Any] = {"docs": checked}
         if not new_edits:
             body["new_edits"] = False
-        return list(self._call("POST", "_bulk_docs", body=body))
+        with self._writing(None):
+            return list(self._call("POST", "_bulk_docs", body=body))
 
     def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,
                  startkey: str | None = None, endkey: str | None = None,
@@ -293,6 +317,7 @@ class CouchDatabase(CouchChanges, Database):
     def close(self) -> None:
         if not self._closed.is_set():
             self._closed.set()
+            self.readahead.close()
             if self._owns_server:
                 self.server.close()
 

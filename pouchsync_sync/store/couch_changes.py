@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..selector import compile_selector
 from .couch_http import DeadlinePassed
+from .couch_readahead import ReadAhead
 from .validate import check_changes_args
 
 __all__ = ["CouchChanges"]
@@ -31,6 +32,7 @@ class CouchChanges:
     """The ``changes`` part of ``CouchDatabase`` (which provides ``_call``)."""
 
     _call: Callable[..., Any]
+    readahead: ReadAhead
 
     def changes(self, *, since: Any = 0, limit: int | None = None,
                 include_docs: bool = False, conflicts: bool = False,
@@ -83,7 +85,12 @@ class CouchChanges:
         else:
             call = lambda: self._call("GET", "_changes", params, **kw)  # noqa: E731
         if feed != "longpoll":
-            return call()
+            if limit is None or doc_ids is not None or descending:
+                return call()
+            options = (include_docs, conflicts, style, attachments)
+            return self.readahead.read(
+                since, options, limit,
+                lambda at: self._call("GET", "_changes", dict(params, since=at)))
         try:
             return call()
         except DeadlinePassed:

@@ -11,6 +11,7 @@ encoded too, so no client library or proxy can fold them into a parent path.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any, Mapping
@@ -28,6 +29,7 @@ __all__ = [
     "query_string",
     "split_credentials",
     "Credentials",
+    "is_loopback_url",
 ]
 
 #: CouchDB's rule for database names
@@ -136,3 +138,15 @@ def split_credentials(url: str) -> tuple[str, Credentials | None]:
     if parts.username is not None:
         creds = Credentials(unquote(parts.username), unquote(parts.password or ""))
     return base, creds
+
+
+def is_loopback_url(url: str) -> bool:
+    """Does ``url`` name this machine (``localhost``, 127.0.0.0/8, ``::1``)? Over
+    loopback, compressing answers costs CPU on both sides and saves nothing."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

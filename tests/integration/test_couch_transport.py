@@ -289,3 +289,40 @@ def test_threads_share_one_database_and_pool(backend_couch):
     assert not errors, errors[:3]
     assert db.info()["doc_count"] == 8 * 5 * 40
     assert len(db.changes()["results"]) == 8 * 5 * 40
+
+
+# -- compression -----------------------------------------------------------------------------
+
+class RecordingServer(ScriptedServer):
+    """A ScriptedServer that keeps each request's head (lower-cased)."""
+
+    def __init__(self, script: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.heads: list[bytes] = []
+        super().__init__(script)
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(5)
+                self.heads.append(_read_request(conn).partition(b"\r\n\r\n")[0].lower())
+                self.script(conn, self.stop)
+            except OSError:
+                pass
+
+
+@pytest.mark.parametrize("compression, asked", [(None, b"identity"), (False, b"identity"),
+                                                (True, b"gzip")])
+def test_compressed_answers_are_asked_for_only_off_this_machine(compression, asked):
+    with RecordingServer(_answer("200 OK", b'{"couchdb":"Welcome"}')) as server, \
+            CouchDB(server.url, compression=compression) as couch:
+        assert couch.info() == {"couchdb": "Welcome"}
+    [head] = server.heads
+    encoding = [line for line in head.split(b"\r\n") if line.startswith(b"accept-encoding:")]
+    assert len(encoding) == 1 and asked in encoding[0]
+
+
+def test_a_remote_server_is_asked_for_compressed_answers():
+    with CouchDB("http://couch.example.com:5984") as couch:   # no request is made
+        assert couch.http.compression is True
+    with CouchDB("http://localhost:5984") as couch:
+        assert couch.http.compression is False
