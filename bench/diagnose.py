@@ -32,6 +32,8 @@ from common import OUT, print_machine, remove_db, seed_file  # noqa: E402
 
 from pouchsync_sync import LocalDatabase, replicate  # noqa: E402
 from pouchsync_sync.protocol import messages as wire  # noqa: E402
+from pouchsync_sync.protocol import ops  # noqa: E402
+from pouchsync_sync.replication.batch import doc_size, whole_docs_in_changes  # noqa: E402
 
 
 def stages(count: int, batch: int) -> dict[str, float]:
@@ -43,8 +45,11 @@ def stages(count: int, batch: int) -> dict[str, float]:
     remove_db(target_path)
     target = LocalDatabase(str(target_path))
     cost: dict[str, float] = {k: 0.0 for k in (
-        "server: changes(include_docs)", "server: encode reply", "client: decode reply",
-        "client: revs_diff", "client: bulk_docs(new_edits=False)", "client: checkpoint put")}
+        "pull server: changes(include_docs)", "pull server: encode reply",
+        "pull client: decode + check reply", "pull client: whole docs + sizes",
+        "pull client: write_missing", "pull client: checkpoint put",
+        "push server: decode + check call", "push server: write_missing",
+        "push server: encode reply")}
 
     def timed(key: str, fn: Callable[[], Any]) -> Any:
         t0 = time.process_time()
@@ -54,26 +59,29 @@ def stages(count: int, batch: int) -> dict[str, float]:
 
     since: Any = 0
     checkpoint: dict[str, Any] = {"_id": "_local/diagnose"}
+    pushed = LocalDatabase(":memory:")  # the push's server store
     while True:
-        res = timed("server: changes(include_docs)", lambda: source.changes(
+        res = timed("pull server: changes(include_docs)", lambda: source.changes(
             since=since, limit=batch, include_docs=True, style="all_docs"))
         if not res["results"]:
             break
-        text = timed("server: encode reply", lambda: wire.encode(wire.reply_ok(1, 7, res)))
-        msg = timed("client: decode reply", lambda: wire.decode(text, sender="server"))
-        rows = msg["ok"]["results"]
-        timed("client: revs_diff", lambda: target.revs_diff(
-            {r["id"]: [c["rev"] for c in r["changes"]] for r in rows}))
-        docs = []
-        for r in rows:
-            doc = dict(r["doc"])
-            pos, _, rev_hash = doc["_rev"].partition("-")
-            doc["_revisions"] = {"start": int(pos), "ids": [rev_hash]}
-            docs.append(doc)
-        timed("client: bulk_docs(new_edits=False)", lambda: target.bulk_docs(docs, new_edits=False))
+        text = timed("pull server: encode reply", lambda: wire.encode(wire.reply_ok(1, 7, res)))
+        rows = timed("pull client: decode + check reply", lambda: ops.decode_result(
+            "changes", wire.decode(text, sender="server")["ok"]))["results"]
+        docs = timed("pull client: whole docs + sizes", lambda: _whole(rows))
+        timed("pull client: write_missing", lambda: target.write_missing(docs))
         checkpoint["last_seq"] = res["last_seq"]
-        checkpoint["_rev"] = timed("client: checkpoint put", lambda: target.put(checkpoint))["rev"]
+        checkpoint["_rev"] = timed("pull client: checkpoint put", lambda: target.put(checkpoint))["rev"]
+        # the same batch pushed: the call as the server receives and runs it
+        call = wire.encode({"type": "call", "ch": 1, "id": 9, "op": "write_missing",
+                            "args": {"docs": docs}})
+        kwargs = timed("push server: decode + check call", lambda: ops.validate_call(
+            "write_missing", wire.decode(call, sender="client")["args"]))
+        answer = timed("push server: write_missing", lambda: ops.write_missing_answer(
+            kwargs["docs"], *pushed.write_missing(kwargs["docs"])))
+        timed("push server: encode reply", lambda: wire.encode(wire.reply_ok(1, 9, answer)))
         since = res["last_seq"]
+    pushed.close()
     target.close()
     remove_db(target_path)
     per_doc = {k: v / count * 1e6 for k, v in cost.items()}
@@ -88,6 +96,13 @@ def stages(count: int, batch: int) -> dict[str, float]:
     remove_db(target_path)
     source.close()
     return per_doc
+
+
+def _whole(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    docs, _rest = whole_docs_in_changes(rows)
+    for doc in docs:
+        doc_size(doc)
+    return docs
 
 
 def profile_write(count: int, batch: int, top: int = 18) -> str:
@@ -105,10 +120,10 @@ def profile_write(count: int, batch: int, top: int = 18) -> str:
     path = scratch / "profile.sqlite"
     remove_db(path)
     target = LocalDatabase(str(path))
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(time.process_time)
     prof.enable()
     for i in range(0, len(docs), batch):
-        target.bulk_docs(docs[i:i + batch], new_edits=False)
+        target.write_missing(docs[i:i + batch])
     prof.disable()
     target.close()
     remove_db(path)

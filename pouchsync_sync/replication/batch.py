@@ -27,6 +27,7 @@ __all__ = [
     "bulk_get_requests",
     "collect_bulk_get",
     "doc_size",
+    "doc_sizes",
     "failed_writes",
     "is_first_generation",
     "next_fetch_size",
@@ -143,18 +144,21 @@ def whole_docs_in_changes(rows: Sequence[Mapping[str, Any]]
     """
     docs: list[dict[str, Any]] = []
     rest: list[Mapping[str, Any]] = []
+    not_first = _NOT_FIRST_GENERATION
     for row in rows:
         doc = row.get("doc")
-        changes = row.get("changes")
-        if (doc.__class__ is dict and changes.__class__ is list and len(changes) == 1
-                and changes[0].__class__ is dict and doc.get("_rev") == changes[0].get("rev")
-                and doc.get("_id") == row.get("id") and is_first_generation(doc)
-                and not doc["_id"].startswith(LOCAL_PREFIX)):
-            whole = dict(doc)
-            whole["_revisions"] = {"start": 1, "ids": [doc["_rev"][2:]]}
-            docs.append(whole)
-        else:
-            rest.append(row)
+        if doc.__class__ is dict:
+            rev = doc.get("_rev")
+            if (rev.__class__ is str and rev[:2] == "1-" and len(rev) > 2
+                    and row.get("changes") == [{"rev": rev}] and not_first.isdisjoint(doc)):
+                doc_id = doc.get("_id")
+                if doc_id == row.get("id") and doc_id.__class__ is str \
+                        and not doc_id.startswith(LOCAL_PREFIX):
+                    whole = doc.copy()
+                    whole["_revisions"] = {"start": 1, "ids": [rev[2:]]}
+                    docs.append(whole)
+                    continue
+        rest.append(row)
     return docs, rest
 
 
@@ -197,6 +201,18 @@ else:  # pragma: no cover - depends on the environment
     def doc_size(doc: Mapping[str, Any]) -> int:
         """Length of the doc's compact JSON (an estimate of its size on the wire)."""
         return len(json.dumps(doc, separators=(",", ":"), default=str))
+
+
+def doc_sizes(docs: Sequence[Mapping[str, Any]], max_bytes: int) -> list[int]:
+    """``doc_size`` of each doc for ``split_by_bytes``, measured in one piece when the
+    docs together fit in ``max_bytes`` (then each gets the average: no split needed)."""
+    if not docs:
+        return []
+    total = doc_size(list(docs)) - len(docs) - 1  # brackets and commas
+    if total <= max_bytes:
+        average = max(total // len(docs), 1)
+        return [average] * len(docs)
+    return [doc_size(doc) for doc in docs]
 
 
 def split_by_bytes(docs: Sequence[dict[str, Any]], sizes: Sequence[int],

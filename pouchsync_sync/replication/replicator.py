@@ -73,7 +73,7 @@ from .batch import (
     apply_filter,
     bulk_get_requests,
     collect_bulk_get,
-    doc_size,
+    doc_sizes,
     failed_writes,
     is_first_generation,
     next_fetch_size,
@@ -427,10 +427,9 @@ class Replicator:
             self.max_batch_bytes, lacked=self._whole_lacked if whole else 1.0)
         return True
 
-    @staticmethod
-    def _fetched(docs: list[dict[str, Any]], errors: list[dict[str, Any]],
+    def _fetched(self, docs: list[dict[str, Any]], errors: list[dict[str, Any]],
                  policy: "_BatchStats", first_generation: int | None = None) -> _Fetched:
-        sizes = [doc_size(doc) for doc in docs]
+        sizes = doc_sizes(docs, self.max_batch_bytes)
         policy.bytes += sum(sizes)
         policy.count += len(docs)
         if first_generation is None:

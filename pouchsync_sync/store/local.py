@@ -656,10 +656,13 @@ class LocalDatabase(Database):
         page = 1000 if want is None else max(want, 100)
         results: list[dict[str, Any]] = []
         last = since
-        need_trees = style == "all_docs" or conflicts or attachments
+        need_trees = conflicts or attachments
+        # all_docs lists every leaf: only docs with more than one revision need their tree
         columns = "seq, id, winner, deleted, " + (
             "(SELECT body FROM revs WHERE revs.id = docs.id AND revs.rev = docs.winner)"
-            if include_docs else "NULL")
+            if include_docs else "NULL") + (
+            ", (SELECT count(*) FROM revs WHERE revs.id = docs.id)" if style == "all_docs"
+            and not need_trees else ", 1")
         exhausted = False  # ascending: the last page read was the end of the feed
         with self._reading() as conn:
             cursor: int | None = None  # descending: below this seq
@@ -677,13 +680,13 @@ class LocalDatabase(Database):
                 if not rows:
                     exhausted = True
                     break
-                trees = self._load_trees(conn, [r[1] for r in rows]) if need_trees else {}
-                for seq, doc_id, win, deleted, body_text in rows:
+                trees = self._load_trees(conn, [r[1] for r in rows if need_trees or r[5] > 1])
+                for seq, doc_id, win, deleted, body_text, _revs in rows:
                     cursor = seq
                     if not descending:
                         last = seq
                     row: dict[str, Any] = {"seq": seq, "id": doc_id}
-                    if style == "all_docs":
+                    if style == "all_docs" and doc_id in trees:
                         row["changes"] = [{"rev": r} for r in revtree.leaves(trees[doc_id])]
                     else:
                         row["changes"] = [{"rev": win}]

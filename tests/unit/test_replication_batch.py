@@ -136,3 +136,16 @@ def test_prefer_docs_in_changes_stops_when_the_target_had_the_whole_docs() -> No
     assert prefer_docs_in_changes(100, 100, 100 * 300, 100, 100, 8 << 20, lacked=0.5)
     assert not prefer_docs_in_changes(100, 100, 100 * 300, 100, 100, 8 << 20, lacked=0.4)
     assert not prefer_docs_in_changes(100, 100, 100 * 300, 100, 100, 8 << 20, lacked=0.0)
+
+
+def test_doc_sizes_measure_once_when_everything_fits() -> None:
+    from pouchsync_sync.replication.batch import doc_sizes
+    small = [{"_id": f"d{i}", "v": "x" * 10} for i in range(10)]
+    sizes = doc_sizes(small, 1 << 20)
+    assert len(set(sizes)) == 1
+    assert abs(sum(sizes) - sum(doc_size(d) for d in small)) < len(small)
+    mixed = small + [{"_id": "big", "v": "x" * 5000}]
+    exact = doc_sizes(mixed, 2000)  # too big together: each measured, so the split is right
+    assert exact == [doc_size(d) for d in mixed]
+    assert [len(c) for c in split_by_bytes(mixed, exact, 2000)] == [10, 1]
+    assert doc_sizes([], 100) == []
