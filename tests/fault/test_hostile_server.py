@@ -30,6 +30,8 @@ BAD_REPLIES: dict[str, list[Any]] = {
     "post": [None, {"ok": True, "id": "a"}],
     "delete": ["ok", {"ok": True, "rev": 1}],
     "bulk_docs": [{"ok": True}, [1, 2], "x"],
+    "write_missing": [[], {"written": [0]}, {"written": [5], "failures": []},
+                      {"written": ["0"], "failures": []}, {"written": [], "failures": [1]}],
     "all_docs": [[], {"rows": 5}, {"rows": [1]}],
     "changes": [{"results": 5}, [1], {"results": [1, 2]}, {"no": "results"},
                 {"results": [{"id": "a", "changes": "1-x"}]},
@@ -50,6 +52,8 @@ DIRECT_CALLS: dict[str, Callable[[Any], Any]] = {
     "post": lambda db: db.post({"x": 1}),
     "delete": lambda db: db.delete("a", "1-x"),
     "bulk_docs": lambda db: db.bulk_docs([{"_id": "b"}]),
+    "write_missing": lambda db: db.write_missing(
+        [{"_id": "w", "_rev": "1-a", "_revisions": {"start": 1, "ids": ["a"]}}]),
     "all_docs": lambda db: db.all_docs(),
     "changes": lambda db: db.changes(since=0, style="all_docs"),
     "revs_diff": lambda db: db.revs_diff({"a": ["1-x"]}),
