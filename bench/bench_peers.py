@@ -1,6 +1,7 @@
 """Measurement 2: from the CouchDB-protocol server into an embedded store, side by side.
 
     python3 bench/bench_peers.py [--sizes 10000,100000] [--runs 3] [--orig-runs-big 1]
+                                 [--batch-size 500] [--extra-batch N] [--no-original]
 
 The same N docs sit in pouchdb-server 4.2.0 (in memory, 127.0.0.1, tests/couchserver.py).
 - ours: our sync server process (backend CouchDatabase on that db) -> websocket -> our
@@ -10,6 +11,10 @@ The same N docs sit in pouchdb-server 4.2.0 (in memory, 127.0.0.1, tests/couchse
 - the original: pouch-websocket-sync 0.3.0 on pouchdb 5.4.5 + memdown 1.1.2; its server
   (bench/js/orig/server.js, the same N docs seeded into a memdown PouchDB) and its client
   (bench/js/orig/client.js) pulling into a memdown PouchDB until it holds N docs.
+
+Each one runs with its own defaults: ours with the client's ``batch_size`` (500), PouchDB
+with its ``batch_size`` 100. Raw results go to bench/out/peers.json (with the machine,
+versions, git commit, start and end time and load).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,14 +199,21 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--orig-runs-big", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=500,
+                        help="batch_size of our client (500: the client's default)")
     parser.add_argument("--no-original", action="store_true")
     parser.add_argument("--extra-batch", type=int, default=None,
                         help="also measure ours with this batch_size")
     args = parser.parse_args()
-    print_machine()
+    info = print_machine()
+    load_at_start = load()
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     res = measure([int(s) for s in args.sizes.split(",")], args.runs, args.orig_runs_big,
                   args.batch_size, args.no_original, args.extra_batch)
+    res.update(machine=info, started=started, load_at_start=load_at_start,
+               finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+               load_at_end=load(), command="python3 bench/bench_peers.py " + " ".join(sys.argv[1:]))
+    print(f"finished {res['finished']}, load average {res['load_at_end']}", flush=True)
     OUT.mkdir(exist_ok=True)
     (OUT / "peers.json").write_text(json.dumps(res, indent=1, default=str))
 
