@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import websocket
 
 from ..errors import PayloadTooLarge, PouchSyncError, ProtocolError, TransportError, error_from_json
+from .. import gcpause
 from ..protocol import messages as wire
 from .channel import Channel
 
@@ -54,7 +55,8 @@ def _decode(data: bytes | str) -> dict[str, Any]:
             data = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise wire.BadMessage(f"text frame is not UTF-8: {exc}") from exc
-    return wire.decode(data, sender="server")
+    with gcpause.paused_for(data):  # a batch of docs: thousands of objects that stay alive
+        return wire.decode(data, sender="server")
 
 
 def safe_url(url: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from simple_websocket import ConnectionClosed
 from wsproto.utilities import LocalProtocolError  # simple-websocket's, once closing
 
+from .. import gcpause
 from ..errors import BadRequest, CouchError, Denied
 from ..protocol import ChannelState, Connection, choose_version, ops
 from ..protocol import messages as m
@@ -164,7 +165,8 @@ class Session(LiveChannels):
                 return
             try:
                 try:
-                    msg = self.proto.receive(data)
+                    with gcpause.paused_for(data):  # a batch of docs: thousands of objects
+                        msg = self.proto.receive(data)
                 except BadMessage as exc:
                     fatal = self._answer_bad_locked(exc)
                 else:

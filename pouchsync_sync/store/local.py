@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .. import revtree
+from .. import gcpause, revtree
 from ..errors import BadRequest, Conflict, NotFound, PouchSyncError, PreconditionFailed, ServerError
 from .base import Database
 from .incoming import Prepared, prepare_replicated
@@ -191,15 +191,17 @@ class LocalDatabase(Database):
             raise BadRequest("new_edits must be a boolean")
         if new_edits:
             return self._bulk_new_edits([self._prepare(doc, require_id=False) for doc in docs])
-        return self._bulk_replicated(self._prepare_replicated(docs))[1]
+        with gcpause.paused():
+            return self._bulk_replicated(self._prepare_replicated(docs))[1]
 
     def write_missing(self, docs: Sequence[Mapping[str, Any]]
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """``Database.write_missing`` in one transaction: the rev trees say what is new."""
         if not isinstance(docs, (list, tuple)):
             raise BadRequest("docs must be a list")
-        written, failures = self._bulk_replicated(self._prepare_replicated(docs))
-        return [item.doc for item in written], failures
+        with gcpause.paused():  # a batch: thousands of objects alive until it is written
+            written, failures = self._bulk_replicated(self._prepare_replicated(docs))
+            return [item.doc for item in written], failures
 
     def _prepare_replicated(self, docs: Sequence[Any]) -> list[Prepared]:
         """Check a replicated batch (plain docs in bulk, the rest one by one)."""
@@ -617,8 +619,9 @@ class LocalDatabase(Database):
         deadline = time.monotonic() + wait_for
         while True:
             generation = self._notifier.generation
-            result = self._changes_once(position, limit, include_docs or match is not None, conflicts,
-                                        style, doc_ids, match, descending, attachments)
+            with gcpause.paused() if include_docs else contextlib.nullcontext():  # a page of docs
+                result = self._changes_once(position, limit, include_docs or match is not None,
+                                            conflicts, style, doc_ids, match, descending, attachments)
             if match is not None and not include_docs:
                 for row in result["results"]:
                     row.pop("doc", None)
