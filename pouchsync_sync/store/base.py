@@ -100,8 +100,13 @@ class Database(abc.ABC):
                 raise BadRequest("write_missing needs docs with an _id and a _rev")
             wanted.setdefault(doc_id, []).append(rev)
         diff = self.revs_diff(wanted) if wanted else {}
-        missing = [doc for doc in docs
-                   if doc["_rev"] in ((diff.get(doc["_id"]) or {}).get("missing") or ())]
+        missing: list[Mapping[str, Any]] = []
+        seen: set[tuple[str, str]] = set()
+        for doc in docs:
+            key = (doc["_id"], doc["_rev"])
+            if key not in seen and key[1] in ((diff.get(key[0]) or {}).get("missing") or ()):
+                seen.add(key)  # a revision sent twice is written (and counted) once
+                missing.append(doc)
         failures = [{"id": row.get("id"), "rev": row.get("rev"), "error": row["error"],
                      "reason": row.get("reason", "")}
                     for row in (self.bulk_docs(missing, new_edits=False) if missing else ())

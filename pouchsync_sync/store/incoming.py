@@ -36,15 +36,6 @@ class Prepared:
         self.body_text = body_text  # the stored JSON, when attachments do not change it
 
 
-def _first_generation_path(rev: Any, revisions: Any) -> list[str] | None:
-    """``[rev]`` for the common ``1-h`` with ``{"start": 1, "ids": ["h"]}``, else None."""
-    if (rev.__class__ is str and rev[:2] == "1-" and len(rev) > 2 and revisions.__class__ is dict
-            and len(revisions) == 2 and revisions.get("start").__class__ is int
-            and revisions["start"] == 1 and revisions.get("ids") == [rev[2:]]):
-        return [rev]
-    return None
-
-
 def prepare_replicated(docs: Sequence[Any], general: Callable[[Any], Prepared]) -> list[Prepared]:
     """``[general(doc) for doc in docs]``, faster: plain docs are checked here in bulk.
 
@@ -64,7 +55,12 @@ def prepare_replicated(docs: Sequence[Any], general: Callable[[Any], Prepared]) 
             out.append(general(doc))
             continue
         rev, revisions = doc.get("_rev"), doc.get("_revisions")
-        path = _first_generation_path(rev, revisions) or revtree.path_from_revisions(rev, revisions)
+        if (rev.__class__ is str and rev[:2] == "1-" and revisions.__class__ is dict
+                and revisions.get("ids") == [rev[2:]] and len(rev) > 2 and len(revisions) == 2
+                and revisions.get("start").__class__ is int and revisions["start"] == 1):
+            path = [rev]  # the common first generation, fully checked
+        else:
+            path = revtree.path_from_revisions(rev, revisions)
         body = doc.copy()
         for key in ALLOWED_SPECIAL.intersection(doc):
             del body[key]

@@ -319,8 +319,8 @@ class LocalDatabase(Database):
             rows: list[tuple[Any, ...]] = []
             regrown: list[tuple[Any, ...]] = []
             doc_rows: list[tuple[str, int, str, int]] = []  # docs rows known without a tree
+            fresh: dict[str, int] = {}  # id -> its row in doc_rows: new here, one revision
             touched: dict[str, int] = {}
-            Node = revtree.Node
             for item in prepared:
                 doc_id, path = item.doc_id, item.path
                 if path is None:  # a _local doc
@@ -329,16 +329,21 @@ class LocalDatabase(Database):
                     self._write_local(conn, doc_id, local, force=True)
                     written.append(item)
                     continue
-                if doc_id not in trees and len(path) == 1 and item.body_text is not None:
-                    # the common case of a replication: a doc the target lacks, one revision
-                    rev = path[0]
-                    deleted = int(item.doc.get("_deleted", False))
-                    seq += 1
-                    rows.append((doc_id, rev, None, deleted, item.body_text))
-                    doc_rows.append((doc_id, seq, rev, deleted))
-                    trees[doc_id] = {rev: Node(int(rev.partition("-")[0]), None, bool(deleted))}
-                    written.append(item)
-                    continue
+                if doc_id not in trees:
+                    if len(path) == 1 and item.body_text is not None and doc_id not in fresh:
+                        # the common case of a replication: a doc the target lacks, one revision
+                        rev = path[0]
+                        deleted = int(item.doc.get("_deleted", False))
+                        seq += 1
+                        rows.append((doc_id, rev, None, deleted, item.body_text))
+                        fresh[doc_id] = len(doc_rows)
+                        doc_rows.append((doc_id, seq, rev, deleted))
+                        written.append(item)
+                        continue
+                    if doc_id in fresh:  # another revision of a doc new in this batch
+                        _id, _seq, rev, deleted = doc_rows[fresh.pop(doc_id)]
+                        trees[doc_id] = {rev: revtree.Node(int(rev.partition("-")[0]), None,
+                                                           bool(deleted))}
                 try:
                     if self._merge_path(conn, item, trees, rows, regrown):
                         seq += 1

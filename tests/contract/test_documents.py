@@ -262,6 +262,23 @@ def test_write_missing_writes_what_the_database_lacks(db):
     assert db.write_missing(docs) == ([], [])  # replaying writes nothing
 
 
+def test_write_missing_with_one_doc_several_times_in_a_batch(db):
+    docs = [{"_id": "a", "_rev": "1-x", "_revisions": _history(["x"]), "v": 1},
+            {"_id": "a", "_rev": "2-y", "_revisions": _history(["x", "y"]), "v": 2},
+            {"_id": "a", "_rev": "1-z", "_revisions": _history(["z"]), "v": 3},
+            {"_id": "b", "_rev": "1-q", "_revisions": _history(["q"]), "v": 4},
+            {"_id": "b", "_rev": "1-q", "_revisions": _history(["q"]), "v": 4}]
+    written, failures = db.write_missing(docs)
+    assert failures == []
+    assert sorted((d["_id"], d["_rev"]) for d in written) == [
+        ("a", "1-x"), ("a", "1-z"), ("a", "2-y"), ("b", "1-q")]
+    assert db.get("a", conflicts=True)["_conflicts"] == ["1-z"]
+    assert db.get("a")["v"] == 2 and db.get("b")["v"] == 4
+    rows = {row["id"]: sorted(c["rev"] for c in row["changes"])
+            for row in db.changes(style="all_docs")["results"]}
+    assert rows == {"a": ["1-z", "2-y"], "b": ["1-q"]}
+
+
 def test_write_missing_refuses_bad_docs_before_writing(db):
     good = {"_id": "good", "_rev": "1-aaa", "_revisions": _history(["aaa"])}
     for bad in ({"_id": "norev"}, {"_rev": "1-x"}, "not a doc",
