@@ -137,10 +137,11 @@ def whole_docs_in_changes(rows: Sequence[Mapping[str, Any]]
 
     A row whose doc (``include_docs``) is a first-generation winner (``1-<hash>``, not
     deleted, no attachments) and the doc's only leaf carries the revision's whole
-    history, ``{"start": 1, "ids": [<hash>]}``: exactly what ``bulk_get(revs=True)``
-    would answer. Those go to the target's ``write_missing`` as they are (it skips what
-    it has), with no ``revs_diff`` and no fetch. Returns ``(docs with their _revisions,
-    the other rows)``; the rows are not modified.
+    history: it has no ancestor, so ``bulk_docs(new_edits=False)`` needs no
+    ``_revisions`` for it (the revision alone is the path, on CouchDB too). Those docs
+    go to the target's ``write_missing`` as they are (it skips what it has), with no
+    ``revs_diff`` and no fetch. Returns ``(those docs, the other rows)``; nothing is
+    copied or modified.
     """
     docs: list[dict[str, Any]] = []
     rest: list[Mapping[str, Any]] = []
@@ -150,13 +151,12 @@ def whole_docs_in_changes(rows: Sequence[Mapping[str, Any]]
         if doc.__class__ is dict:
             rev = doc.get("_rev")
             if (rev.__class__ is str and rev[:2] == "1-" and len(rev) > 2
-                    and row.get("changes") == [{"rev": rev}] and not_first.isdisjoint(doc)):
+                    and row.get("changes") == [{"rev": rev}] and not_first.isdisjoint(doc)
+                    and "_revisions" not in doc):
                 doc_id = doc.get("_id")
                 if doc_id == row.get("id") and doc_id.__class__ is str \
                         and not doc_id.startswith(LOCAL_PREFIX):
-                    whole = doc.copy()
-                    whole["_revisions"] = {"start": 1, "ids": [rev[2:]]}
-                    docs.append(whole)
+                    docs.append(doc)
                     continue
         rest.append(row)
     return docs, rest
