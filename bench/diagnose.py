@@ -1,18 +1,21 @@
-"""Where a pull's CPU goes, stage by stage, single-threaded and without a network.
+"""Where a pull's and a push's CPU goes, stage by stage, single-threaded, no network.
 
     python3 bench/diagnose.py [--docs 20000] [--batch 100] [--profile]
 
 Times with ``time.process_time`` (CPU seconds of this process, so other processes on a
-busy machine inflate it little) each step a one-shot pull does per batch, on the same
+busy machine inflate it little) each step a one-shot sync does per batch, on the same
 small docs as the sync benchmarks:
 
-- server: ``changes(since, limit, include_docs, style=all_docs)`` on the embedded store,
-  then encoding the reply message (``protocol.messages.encode``);
-- client: decoding that message, ``revs_diff`` on the target, ``bulk_docs(new_edits=False)``
-  into the target, the checkpoint ``put`` (one per batch);
+- pull server: ``changes(since, limit, include_docs, style=all_docs)`` on the embedded
+  store, then encoding the reply message (``protocol.messages.encode``);
+- pull client: decoding that message and checking its shape, picking the whole
+  first-generation docs (``whole_docs_in_changes``) and their sizes,
+  ``write_missing`` into the target, the checkpoint ``put`` (one per batch);
+- push server: decoding the ``write_missing`` call of the same batch, checking its
+  arguments, ``write_missing`` into the server's store, encoding the reply;
 - for reference, the whole ``replicate()`` local -> local in-process (``batches_limit=1``).
 
-``--profile`` adds a cProfile of the client's write (``bulk_docs``) by function.
+``--profile`` adds a cProfile (CPU time) of the client's write (``write_missing``).
 """
 
 from __future__ import annotations
