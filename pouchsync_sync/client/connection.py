@@ -50,13 +50,8 @@ def _agent() -> str:
 
 def _decode(data: bytes | str) -> dict[str, Any]:
     """A server message from a text frame's payload (strict UTF-8, then the schema)."""
-    if isinstance(data, (bytes, bytearray)):
-        try:
-            data = bytes(data).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise wire.BadMessage(f"text frame is not UTF-8: {exc}") from exc
     with gcpause.paused_for(data):  # a batch of docs: thousands of objects that stay alive
-        return wire.decode(data, sender="server")
+        return wire.decode_payload(data, sender="server")
 
 
 def safe_url(url: str) -> str:

@@ -33,6 +33,7 @@ __all__ = [
     "BadMessage",
     "encode",
     "decode",
+    "decode_payload",
     "validate",
     "choose_version",
     "hello",
@@ -110,6 +111,24 @@ def _loads(text: str | bytes) -> Any:
     if _orjson is not None:
         return _orjson.loads(text)
     return _json.loads(text)
+
+
+def decode_payload(payload: bytes | bytearray | str, *, sender: str) -> dict[str, Any]:
+    """``decode`` for the payload of a text frame as received: UTF-8 bytes are parsed as
+    they are (orjson checks the UTF-8 itself: no copy, no str), or decoded strictly
+    first without orjson. ``BadMessage`` for bytes that are not UTF-8."""
+    if isinstance(payload, str):
+        return decode(payload, sender=sender)
+    if _orjson is None:
+        try:
+            return decode(bytes(payload).decode("utf-8"), sender=sender)
+        except UnicodeDecodeError as exc:
+            raise BadMessage(f"text frame is not UTF-8: {exc}") from exc
+    try:
+        msg = _orjson.loads(payload)
+    except (ValueError, TypeError) as exc:
+        raise BadMessage(f"malformed JSON: {exc}") from exc
+    return validate(msg, sender=sender)
 
 
 def decode(text: str | bytes, *, sender: str) -> dict[str, Any]:

@@ -182,3 +182,13 @@ def test_stdlib_json_path_when_orjson_is_absent() -> None:
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == m.call(1, 2, "put", {"doc": {"_id": "é", "n": 1.5}})
+
+
+def test_a_text_frame_payload_is_parsed_as_utf8_bytes() -> None:
+    text = '{"type":"error","status":400,"error":"x","reason":"caf\u00e9"}'
+    for payload in (text, text.encode("utf-8"), bytearray(text.encode("utf-8"))):
+        assert m.decode_payload(payload, sender="server")["reason"] == "caf\u00e9"
+    for bad in (b"\xff\xfe", b'{"type":"error","reason":"\xed\xa0\x80"}', b"{", b"[1]",
+                b'{"type":"nope"}'):
+        with pytest.raises(m.BadMessage):
+            m.decode_payload(bad, sender="server")
