@@ -73,15 +73,30 @@ def _bulk_docs(grant: Grant, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _write_missing(grant: Grant, docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """``{"written": [indexes into docs], "failures": [...]}``; refusals are failures."""
-    failures: list[dict[str, Any]] = []
+    """``{"written": [indexes into docs], "failures": [...]}``. A doc the grant may not
+    write is a ``forbidden`` failure only when the database lacks its revision (one it
+    has, e.g. a doc the client pulled from here, is simply not missing)."""
     allowed: list[int] = []
+    refused: list[tuple[int, str]] = []
     for i, doc_id in enumerate(ops.written_ids("write_missing", {"docs": docs})):
         why = refusal(grant, doc_id)
         if why is None:
             allowed.append(i)
         else:
-            rev = docs[i].get("_rev")
+            refused.append((i, why))
+    failures: list[dict[str, Any]] = []
+    if refused:
+        asked: dict[str, list[str]] = {}
+        for i, _why in refused:
+            doc_id, rev = docs[i].get("_id"), docs[i].get("_rev")
+            if isinstance(doc_id, str) and isinstance(rev, str):
+                asked.setdefault(doc_id, []).append(rev)
+        diff = grant.db.revs_diff(asked) if asked else {}
+        for i, why in refused:
+            doc_id, rev = docs[i].get("_id"), docs[i].get("_rev")
+            if isinstance(doc_id, str) and isinstance(rev, str) \
+                    and rev not in ((diff.get(doc_id) or {}).get("missing") or ()):
+                continue  # already here: not missing, nothing to refuse
             failures.append({"id": doc_id, "rev": rev if isinstance(rev, str) else None,
                              "error": "forbidden", "reason": why})
     written: list[dict[str, Any]] = []

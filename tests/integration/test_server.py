@@ -485,12 +485,15 @@ def test_write_missing_answers_positions_and_refusals(clients, dbs) -> None:
          "reason": "writes to design documents are not allowed"}]}
     assert dbs.db("todos").get("had", conflicts=True)["_conflicts"] == ["1-a"]
     assert client.ok(1, "write_missing", {"docs": docs[:3]}) == {"written": [], "failures": []}
-    # read-only: every doc refused but _local ones, nothing written
+    # read-only: every doc it lacks refused but _local ones, nothing written; one it
+    # has already (e.g. pulled from it) is just not missing
+    dbs.db("ro").bulk_docs([_replicated("there", "h")], new_edits=False)
     answer = client.ok(2, "write_missing", {"docs": [_replicated("x", "f"),
-                                                     {"_id": "_local/cp", "seq": 1}]})
+                                                     {"_id": "_local/cp", "seq": 1},
+                                                     _replicated("there", "h")]})
     assert answer["written"] == [1]
     assert [(f["id"], f["error"]) for f in answer["failures"]] == [("x", "forbidden")]
-    assert dbs.db("ro").info()["doc_count"] == 0
+    assert dbs.db("ro").info()["doc_count"] == 1
     # bad input: the whole call is refused, nothing written
     err = client.error(1, "write_missing", {"docs": [_replicated("ok", "g"), {"_id": "norev"}]})
     assert (err["status"], err["error"]) == (400, "bad_request")
