@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import itertools
 import logging
+import select
 import socket
 import threading
 import time
@@ -208,11 +209,31 @@ class Connection:
             log.debug("could not send %s: %s", msg.get("type"), exc)
 
     def ping(self) -> None:
-        """Send a websocket ping (the keepalive); the pong counts as traffic."""
+        """Send a websocket ping (the keepalive) if the link takes it now; the pong counts
+        as traffic.
+
+        Never blocks the keepalive: while a send is under way (a big batch pushed into a
+        stalled link blocks in the kernel holding the socket's send lock) or the
+        socket's buffer is full, no ping goes out and the keepalive's silence check
+        decides alone.
+        """
+        ws = self._ws
+        if not ws.lock.acquire(blocking=False):
+            return  # a send is under way: a ping would only wait behind it
         try:
-            self._ws.ping()
-        except (OSError, websocket.WebSocketException, AttributeError) as exc:
+            sock = ws.sock
+            if sock is None:
+                return
+            _readable, writable, _errors = select.select((), (sock,), (), 0)
+            if not writable:
+                return
+            data = websocket.ABNF.create_frame(b"", websocket.ABNF.OPCODE_PING).format()
+            while data:  # a few bytes into a socket with room: one send
+                data = data[sock.send(data):]
+        except (OSError, ValueError, websocket.WebSocketException) as exc:
             self._abort(TransportError(f"ping to {safe_url(self.url)} failed: {exc}"))
+        finally:
+            ws.lock.release()
 
     def idle_for(self) -> float:
         """Seconds since the last frame (of any kind) arrived from the server."""
