@@ -90,7 +90,7 @@ class CouchChanges:
             options = (include_docs, conflicts, style, attachments)
             return self.readahead.read(
                 since, options, limit,
-                lambda at: self._call("GET", "_changes", dict(params, since=at)))
+                lambda at, rows: self._call("GET", "_changes", dict(params, since=at, limit=rows)))
         try:
             return call()
         except DeadlinePassed:

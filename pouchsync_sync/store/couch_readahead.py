@@ -5,14 +5,19 @@ previous answer's ``last_seq``. Between two pages the reader does its own work (
 sync server encodes and sends the page, the client decodes and writes it) while the
 CouchDB server sits idle; then the reader waits for the server again. Once a reader
 is seen paging (a request at the ``last_seq`` of a full page this handle answered),
-the next page is requested on a thread as soon as a full page is answered, so the
-server prepares page k+1 while the reader handles page k. CouchDB's own replicator
-overlaps the same way by streaming the feed.
+the following pages are requested on a thread, so the server prepares them while
+the reader handles the current one. They are read in spans of several pages (up to
+``_SPAN_PAGES`` pages, ``_SPAN_ROWS`` rows) in one request, split at row sequences:
+pouchdb-server spends several ms per request besides its per-row work. The next span
+is requested as soon as fewer than a span of pages is left ahead of the reader.
+CouchDB's own replicator overlaps the same way by streaming the feed.
 
 Why a page read ahead is a correct answer (theory of operation):
 
 - Only a *full* page is ever served from read-ahead (``limit`` rows, and not
-  ``pending == 0``). It is the feed's answer at the moment it was read: every change
+  ``pending == 0``). It is the feed's answer at the moment it was read (a page cut
+  from a span ends at its last row's ``seq``, which CouchDB accepts as ``since``;
+  rows without a ``seq`` end the split): every change
   made later gets a sequence after the feed's end at that moment, so after the page's
   ``last_seq``, and the reader's next requests see it. A doc changed meanwhile may
   appear in the page at its older revision and again later at the newer one, as in
@@ -22,7 +27,7 @@ Why a page read ahead is a correct answer (theory of operation):
 - A write through this handle (``invalidate()``) discards every page read before it,
   so a caller that writes and then reads through the same handle sees its write.
 
-Pure decisions (``page_key``, ``is_full_page``) are separate from the thread work in
+Pure decisions (``page_key``, ``is_full_page``, ``split_span``) are separate from the thread work in
 ``ReadAhead``. Sequences are compared for equality only (a key), never ordered.
 """
 
@@ -32,18 +37,19 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from typing import Any, Callable, Hashable, Mapping
 
-__all__ = ["ReadAhead", "is_full_page", "page_key"]
+__all__ = ["ReadAhead", "is_full_page", "page_key", "split_span"]
 
 log = logging.getLogger(__name__)
 
-Fetch = Callable[[Any], dict[str, Any]]  # since -> the feed's answer for that page
+Fetch = Callable[[Any, int], dict[str, Any]]  # (since, limit) -> the feed's answer
 
 _MAX_AGE = 30.0      # seconds a page read ahead may wait for its reader
-_MAX_PAGES = 4       # pages read ahead and not yet claimed (memory bound)
+_MAX_SPANS = 4       # spans read ahead and not yet claimed (memory bound)
 _MAX_CHAINS = 16     # remembered ends of full pages (readers that may be paging)
+_SPAN_PAGES = 4      # pages per read-ahead request ...
+_SPAN_ROWS = 2000    # ... but no more rows than this (unless one page is bigger)
 
 
 def page_key(since: Any, options: Hashable) -> tuple[str, Hashable] | None:
@@ -64,14 +70,46 @@ def is_full_page(answer: Any, limit: int) -> bool:
     return isinstance(rows, list) and len(rows) >= limit > 0 and answer.get("pending") != 0
 
 
-class _Page:
-    """One page being read ahead; ``done`` is set when ``answer`` or ``error`` is."""
+def span_rows(limit: int) -> int:
+    """How many rows one read-ahead request asks for, for pages of ``limit`` rows."""
+    return max(limit, min(limit * _SPAN_PAGES, _SPAN_ROWS // limit * limit))
+
+
+def split_span(since: Any, answer: Any, limit: int) -> list[tuple[Any, dict[str, Any]]]:
+    """A span's answer as consecutive full pages of ``limit`` rows, each with the
+    ``since`` it answers: ``[(since, page), ...]``. A page ends at its last row's
+    ``seq`` (the span's ``last_seq`` for its last row); a trailing partial page and
+    everything after a row without a ``seq`` are left out."""
+    if not isinstance(answer, Mapping) or not isinstance(answer.get("results"), list) \
+            or "last_seq" not in answer:
+        return []
+    rows = answer["results"]
+    pending = answer.get("pending")
+    pages: list[tuple[Any, dict[str, Any]]] = []
+    at = since
+    for end in range(limit, len(rows) + 1, limit):
+        last = answer["last_seq"] if end == len(rows) else (
+            rows[end - 1].get("seq") if isinstance(rows[end - 1], Mapping) else None)
+        if last is None:
+            break
+        page: dict[str, Any] = {"results": rows[end - limit:end], "last_seq": last}
+        if isinstance(pending, int) and not isinstance(pending, bool):
+            page["pending"] = pending + len(rows) - end
+        pages.append((at, page))
+        at = last
+    return pages
+
+
+class _Span:
+    """One read-ahead request; ``done`` is set once ``pages`` (key -> page) or
+    ``error`` is."""
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.started = time.monotonic()
         self.done = threading.Event()
-        self.answer: dict[str, Any] | None = None
+        self.pages: dict[Hashable, dict[str, Any]] = {}
+        self.ends: dict[Hashable, tuple[Hashable, Any]] = {}  # key -> (next key, next since)
         self.error: BaseException | None = None
 
 
@@ -79,55 +117,59 @@ class ReadAhead:
     """Pages read ahead for one database handle. Thread-safe.
 
     ``read(since, options, limit, fetch)`` answers one page request: from a page read
-    ahead when one matches, else with ``fetch(since)`` on the caller's thread; then,
-    for a paging reader, starts reading the next page on a ``pouchsync-couch-readahead``
-    thread. ``invalidate()`` after writes; ``wait_idle()`` until no page is being read;
-    ``close()`` stops reading ahead and joins the threads (idempotent).
+    ahead when one matches, else with ``fetch(since, limit)`` on the caller's thread;
+    then, for a paging reader, makes sure a span of pages is being read ahead on a
+    ``pouchsync-couch-readahead`` thread. ``invalidate()`` after writes;
+    ``wait_idle()`` until nothing is being read; ``close()`` stops reading ahead and
+    joins the threads (idempotent).
     """
 
-    def __init__(self, *, wait_timeout: float, max_pages: int = _MAX_PAGES,
+    def __init__(self, *, wait_timeout: float, max_spans: int = _MAX_SPANS,
                  max_age: float = _MAX_AGE) -> None:
         self._wait_timeout = wait_timeout
-        self._max_pages = max_pages
+        self._max_spans = max_spans
         self._max_age = max_age
         self._lock = threading.Lock()
-        self._pages: OrderedDict[Hashable, _Page] = OrderedDict()
-        self._chains: OrderedDict[Hashable, None] = OrderedDict()
+        self._pages: dict[Hashable, _Span] = {}        # page key -> the span holding it
+        self._chains: dict[Hashable, None] = {}        # insertion-ordered
         self._threads: set[threading.Thread] = set()
         self._generation = 0
         self._closed = False
         self._stats = {"served": 0, "read_ahead": 0, "discarded": 0}
 
     def stats(self) -> dict[str, int]:
-        """Counters: pages ``read_ahead`` (started), ``served`` from them, ``discarded``."""
+        """Counters: spans ``read_ahead`` (requests), pages ``served`` from them, and
+        pages or spans ``discarded``."""
         with self._lock:
             return dict(self._stats)
 
     def read(self, since: Any, options: Hashable, limit: int, fetch: Fetch) -> dict[str, Any]:
         """One page of ``limit`` rows from ``since``; ``options`` (hashable) are the
-        request's other parameters, ``fetch(since)`` reads such a page from the server."""
+        request's other parameters, ``fetch(since, limit)`` reads from the server."""
         key = page_key(since, (options, limit))
         if key is None:
-            return fetch(since)
+            return fetch(since, limit)
         answer = self._claim(key, limit)
         served = answer is not None
         if answer is None:
-            answer = fetch(since)
+            answer = fetch(since, limit)
         if is_full_page(answer, limit):
-            self._after_full_page(key, page_key(answer["last_seq"], (options, limit)),
-                                  answer["last_seq"], fetch, paging=served)
+            next_since = answer["last_seq"]
+            self._after_full_page(key, page_key(next_since, (options, limit)), next_since,
+                                  options, limit, fetch, paging=served)
         return answer
 
     def invalidate(self) -> None:
         """A write went through this handle: pages read before it are not served."""
         with self._lock:
             self._generation += 1
-            for key in [k for k, p in self._pages.items() if p.done.is_set()]:
+            for key in [k for k, span in self._pages.items() if span.done.is_set()]:
                 del self._pages[key]
                 self._stats["discarded"] += 1
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no page is being read ahead; False if one still is at ``timeout``."""
+        """Wait until nothing is being read ahead; False if something still is at
+        ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
@@ -150,28 +192,29 @@ class ReadAhead:
 
     # -- internals -----------------------------------------------------------------------
     def _claim(self, key: Hashable, limit: int) -> dict[str, Any] | None:
-        """The page read ahead for ``key`` if it may be served (waiting for it if it is
-        still being read), else None; either way it is no longer kept."""
+        """The page read ahead for ``key`` if it may be served (waiting for its span if
+        it is still being read), else None; either way it is no longer kept."""
         with self._lock:
-            page = self._pages.pop(key, None)
-            current = page is not None and page.generation == self._generation
-        if page is None:
+            span = self._pages.pop(key, None)
+            current = span is not None and span.generation == self._generation
+        if span is None:
             return None
         if current:
-            page.done.wait(self._wait_timeout)
+            span.done.wait(self._wait_timeout)
         with self._lock:
-            usable = (page.done.is_set() and page.error is None
-                      and page.generation == self._generation
-                      and time.monotonic() - page.started <= self._max_age
-                      and is_full_page(page.answer, limit))
+            page = span.pages.pop(key, None) if span.done.is_set() else None
+            usable = (page is not None and span.generation == self._generation
+                      and time.monotonic() - span.started <= self._max_age
+                      and is_full_page(page, limit))
             self._stats["served" if usable else "discarded"] += 1
-        if page.error is not None:
-            log.debug("changes read-ahead failed (%r); reading the page now", page.error)
-        return page.answer if usable else None
+        if span.error is not None:
+            log.debug("changes read-ahead failed (%r); reading the page now", span.error)
+        return page if usable else None
 
     def _after_full_page(self, key: Hashable, next_key: Hashable | None, next_since: Any,
-                         fetch: Fetch, *, paging: bool) -> None:
-        """Remember where this reader asks next; if it is paging, read that page now."""
+                         options: Hashable, limit: int, fetch: Fetch, *, paging: bool) -> None:
+        """Remember where this reader asks next; if it is paging and less than a span
+        of pages is read ahead of it, read the next span now."""
         if next_key is None:
             return
         with self._lock:
@@ -181,15 +224,23 @@ class ReadAhead:
             self._chains.pop(key, None)
             self._chains[next_key] = None  # where a paging reader asks next
             while len(self._chains) > _MAX_CHAINS:
-                self._chains.popitem(last=False)
+                del self._chains[next(iter(self._chains))]
             if not paging:  # the first full page of this reader: no read-ahead yet
                 return
             self._expire_locked()
-            if next_key in self._pages or len(self._pages) >= self._max_pages:
+            ahead, at_key, at = 0, next_key, next_since
+            while at_key in self._pages:
+                span = self._pages[at_key]
+                if not span.done.is_set() or at_key not in span.ends:
+                    return  # a span is being read, or the pages ahead end here
+                ahead += 1
+                at_key, at = span.ends[at_key]
+            if ahead >= _SPAN_PAGES or len({id(s) for s in self._pages.values()}) >= self._max_spans:
                 return
-            page = _Page(self._generation)
-            self._pages[next_key] = page
-            thread = threading.Thread(target=self._run, args=(page, next_since, fetch),
+            span = _Span(self._generation)
+            self._pages[at_key] = span
+            thread = threading.Thread(target=self._run,
+                                      args=(span, at_key, at, options, limit, fetch),
                                       name="pouchsync-couch-readahead", daemon=True)
             self._threads.add(thread)
             self._stats["read_ahead"] += 1
@@ -198,22 +249,39 @@ class ReadAhead:
         except RuntimeError as exc:  # no thread to be had: the reader reads it itself
             with self._lock:
                 self._threads.discard(thread)
-            page.error = exc
-            page.done.set()
+            span.error = exc
+            span.done.set()
 
     def _expire_locked(self) -> None:
         now = time.monotonic()
-        for key in [k for k, p in self._pages.items() if p.done.is_set() and (
-                now - p.started > self._max_age or p.generation != self._generation)]:
+        for key in [k for k, s in self._pages.items() if s.done.is_set() and (
+                now - s.started > self._max_age or s.generation != self._generation)]:
             del self._pages[key]
             self._stats["discarded"] += 1
 
-    def _run(self, page: _Page, since: Any, fetch: Fetch) -> None:
+    def _run(self, span: _Span, key: Hashable, since: Any, options: Hashable, limit: int,
+             fetch: Fetch) -> None:
         try:
-            page.answer = fetch(since)
+            pages = split_span(since, fetch(since, span_rows(limit)), limit)
         except Exception as exc:  # the thread's top frame: the reader reads the page itself
-            page.error = exc
+            span.error = exc
+            pages = []
+        try:
+            keys = [page_key(at, (options, limit)) for at, _ in pages]
+            with self._lock:
+                for i, (at_key, (_, page)) in enumerate(zip(keys, pages)):
+                    if at_key is None:
+                        break
+                    span.pages[at_key] = page
+                    next_since = page["last_seq"]
+                    next_key = keys[i + 1] if i + 1 < len(keys) else page_key(
+                        next_since, (options, limit))
+                    if next_key is not None:
+                        span.ends[at_key] = (next_key, next_since)
+                    if at_key != key and not self._closed \
+                            and span.generation == self._generation:
+                        self._pages.setdefault(at_key, span)
         finally:
-            page.done.set()
+            span.done.set()
             with self._lock:
                 self._threads.discard(threading.current_thread())

@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from pouchsync_sync.store.couch_readahead import ReadAhead, is_full_page, page_key
+from pouchsync_sync.store.couch_readahead import (ReadAhead, is_full_page, page_key, span_rows,
+                                                  split_span)
 
 OPTS = (True, False, "all_docs", False)
 
@@ -25,13 +26,13 @@ class Feed:
         self.fail_at: int | None = None
         self.lock = threading.Lock()
 
-    def fetch(self, since: int) -> dict:
+    def fetch(self, since: int, limit: int | None = None) -> dict:
         with self.lock:
             self.requests.append(since)
             if since == self.fail_at:
                 self.fail_at = None
                 raise OSError("connection reset")
-            rows = [dict(r) for r in self.rows if r["seq"] > since][:self.limit]
+            rows = [dict(r) for r in self.rows if r["seq"] > since][:limit or self.limit]
         return {"results": rows, "last_seq": rows[-1]["seq"] if rows else since}
 
 
@@ -61,6 +62,21 @@ def test_pure_decisions():
     assert page_key([1, "a"], OPTS) == page_key([1, "a"], OPTS)
     assert page_key(0, OPTS) != page_key("0", OPTS)
     assert page_key(object(), OPTS) is None
+    assert [span_rows(n) for n in (1, 100, 500, 700, 2000, 5000)] == [4, 400, 2000, 1400, 2000, 5000]
+
+
+def test_split_span_cuts_full_pages_at_row_seqs():
+    rows = [{"id": f"d{i}", "seq": f"{i}-x"} for i in range(1, 8)]
+    pages = split_span("0-x", {"results": rows, "last_seq": "7-x", "pending": 5}, 3)
+    assert [(since, [r["id"] for r in p["results"]], p["last_seq"], p["pending"])
+            for since, p in pages] == [("0-x", ["d1", "d2", "d3"], "3-x", 9),
+                                        ("3-x", ["d4", "d5", "d6"], "6-x", 6)]
+    whole = split_span(0, {"results": rows[:6], "last_seq": "end"}, 3)
+    assert [p["last_seq"] for _, p in whole] == ["3-x", "end"] and "pending" not in whole[0][1]
+    no_seq = [dict(r) for r in rows]
+    del no_seq[5]["seq"]
+    assert len(split_span(0, {"results": no_seq, "last_seq": "7-x"}, 3)) == 1
+    assert split_span(0, {"results": rows}, 3) == [] and split_span(0, None, 3) == []
 
 
 def test_a_paging_reader_gets_every_row_once_and_pages_read_ahead(ra):
@@ -69,11 +85,20 @@ def test_a_paging_reader_gets_every_row_once_and_pages_read_ahead(ra):
     assert [r["seq"] for r in rows] == list(range(1, 26))
     stats = ra.stats()
     # pages 1-2 are read on request (page 2's request shows the reader is paging);
-    # pages 3-6 were read ahead and served; page 7 (the end) is read again, fresh
+    # pages 3-6 come from one span read ahead; the span read from 24 holds no full
+    # page, so page 7 (the end) is read again, fresh
     assert stats["served"] == 4
-    assert stats["read_ahead"] == 5
-    assert feed.requests.count(24) == 2
+    assert stats["read_ahead"] == 2
+    assert feed.requests == [0, 4, 8, 24, 24]
     assert ra.wait_idle(5)
+
+
+def test_a_long_feed_takes_fewer_requests_than_pages(ra):
+    feed = Feed(400, 4)
+    rows = read_all(ra, feed)
+    assert [r["seq"] for r in rows] == list(range(1, 401))
+    assert len(feed.requests) < 101 // 2
+    assert ra.stats()["served"] >= 90
 
 
 def test_a_single_full_page_request_reads_nothing_ahead(ra):
@@ -90,7 +115,7 @@ def test_other_limits_or_options_are_not_served_a_page(ra):
     ra.read(0, OPTS, 4, feed.fetch)
     ra.read(4, OPTS, 4, feed.fetch)          # paging: page from 8 is read ahead
     assert ra.wait_idle(5)
-    small = ra.read(8, OPTS, 2, lambda since: Feed(20, 2).fetch(since))
+    small = ra.read(8, OPTS, 2, Feed(20, 2).fetch)
     assert [r["seq"] for r in small["results"]] == [9, 10]
     other = ra.read(8, (False, False, "main_only", False), 4, feed.fetch)
     assert ra.stats()["served"] == 0
@@ -106,7 +131,7 @@ def test_invalidate_discards_pages_read_before_it(ra):
     ra.invalidate()
     page = ra.read(8, OPTS, 4, feed.fetch)
     assert page["results"][1]["changes"] == [{"rev": "2-b"}]
-    assert ra.stats()["served"] == 0 and ra.stats()["discarded"] == 1
+    assert ra.stats()["served"] == 0 and ra.stats()["discarded"] == 3  # the span's 3 pages
 
 
 def test_a_failed_read_ahead_is_read_again_by_the_reader(ra):
