@@ -235,7 +235,8 @@ class ReadAhead:
                     return  # a span is being read, or the pages ahead end here
                 ahead += 1
                 at_key, at = span.ends[at_key]
-            if ahead >= _SPAN_PAGES or len({id(s) for s in self._pages.values()}) >= self._max_spans:
+            spans = len({id(s) for s in self._pages.values()})
+            if ahead >= _SPAN_PAGES or spans >= self._max_spans:
                 return
             span = _Span(self._generation)
             self._pages[at_key] = span

@@ -20,7 +20,8 @@ class Feed:
     """A changes feed of ``n`` rows (seq 1..n); ``fetch`` answers one page like CouchDB."""
 
     def __init__(self, n: int, limit: int) -> None:
-        self.rows = [{"id": f"d{i}", "seq": i, "changes": [{"rev": "1-a"}]} for i in range(1, n + 1)]
+        self.rows = [{"id": f"d{i}", "seq": i, "changes": [{"rev": "1-a"}]}
+                     for i in range(1, n + 1)]
         self.limit = limit
         self.requests: list[int] = []
         self.fail_at: int | None = None
@@ -62,7 +63,8 @@ def test_pure_decisions():
     assert page_key([1, "a"], OPTS) == page_key([1, "a"], OPTS)
     assert page_key(0, OPTS) != page_key("0", OPTS)
     assert page_key(object(), OPTS) is None
-    assert [span_rows(n) for n in (1, 100, 500, 700, 2000, 5000)] == [4, 400, 2000, 1400, 2000, 5000]
+    assert [span_rows(n) for n in (1, 100, 500, 700, 2000, 5000)] == [
+        4, 400, 2000, 1400, 2000, 5000]
 
 
 def test_split_span_cuts_full_pages_at_row_seqs():
