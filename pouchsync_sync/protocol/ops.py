@@ -330,12 +330,9 @@ def _bulk_get_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
     if problem is not None:
         return problem
     for result in ok["results"]:  # on every fetch: kept to a few type checks per doc
-        docs = result.get("docs")
-        if type(docs) is not list:
-            return f"a result's 'docs' is {type(docs).__name__}, not a list"
-        for item in docs:
-            if type(item) is not dict:
-                return f"a result's 'docs' holds a {type(item).__name__}, not an object"
+        problem = _not_objs(result.get("docs"), "a result's 'docs'")
+        if problem is not None:
+            return problem
     return None
 
 
