@@ -122,6 +122,9 @@ def test_interval_zero_records_a_checkpoint_after_every_caught_up_batch(server, 
         a.put({"_id": f"up-{i}"})
         served.put({"_id": f"down-{i}"})
         sync.wait_in_sync(timeout=WAIT)
+        # again: the first wait may end before each side has read back the other's write
+        # (an echo, a change of its own source made during that wait)
+        sync.wait_in_sync(timeout=WAIT)
         push, pull = last_seq(a), last_seq(served)
         assert marks.recorded("push") == (push, push)
         assert marks.recorded("pull") == (pull, pull)
@@ -148,6 +151,7 @@ def test_long_interval_defers_and_the_stop_records_the_checkpoint(server, hub, c
         served.put({"_id": f"down-{i}"})
         sync.wait_in_sync(timeout=WAIT)  # written, not held back by the deferred checkpoint
     assert in_sync(a, served)
+    sync.wait_in_sync(timeout=WAIT)  # and each side has read back the last echo
     # caught-up batches since the backlog: none recorded yet
     assert marks.recorded("push") != (last_seq(a),) * 2
     assert marks.recorded("pull") != (last_seq(served),) * 2
