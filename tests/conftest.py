@@ -34,8 +34,16 @@ def no_leaked_threads():
     yield
     deadline = time.monotonic() + 5.0
     leaked = _library_threads() - before
+    pause = threading.Event()  # never set: a bounded pause between tries
     for thread in leaked:
-        thread.join(max(0.0, deadline - time.monotonic()))
+        while True:
+            try:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                break
+            except RuntimeError:  # started but not running yet ("before it is started")
+                if time.monotonic() >= deadline:
+                    break
+                pause.wait(0.005)
     alive = sorted(t.name for t in leaked if t.is_alive())
     assert not alive, f"test leaked library threads: {alive}"
 
