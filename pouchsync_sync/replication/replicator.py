@@ -27,11 +27,11 @@ Theory of operation. ``Replicator.run`` walks the protocol's steps, one method e
    ``longpoll`` read (at most ``longpoll_timeout`` seconds, so ``cancel`` takes effect
    within one wait), ``active`` again when changes come.
 
-Live checkpoints (CouchDB's ``checkpoint_interval``): a batch that a live ``longpoll``
-read delivered and that left the replication caught up is checkpointed only when the
-last checkpoint is ``checkpoint_interval`` seconds old (give or take a random quarter,
-so that many live replications started together, e.g. 1,000 clients of one server, do
-not all write their checkpoints on the same change); otherwise its seq is kept as
+Live checkpoints (CouchDB's ``checkpoint_interval``, 30 s by default): a batch that a
+live ``longpoll`` read delivered and that left the replication caught up is checkpointed
+only when the last checkpoint is ``checkpoint_interval`` seconds old (give or take a
+random quarter, so that many live replications started together, e.g. 1,000 clients of
+one server, do not all write their checkpoints on the same change); otherwise its seq is kept as
 written but not yet recorded, and recorded by the next batch end past the interval, at
 the end of every backlog (a batch that is not caught up, or came from a normal read),
 and when the run ends (cancel, stop or error; best effort). A replication killed in
@@ -189,7 +189,7 @@ class Replicator:
                  on_state: Callable[[str], Any] | None = None,
                  longpoll_timeout: float = 25.0,
                  max_batch_bytes: int = 8 * 1024 * 1024,
-                 checkpoint_interval: float = 5.0) -> None:
+                 checkpoint_interval: float = 30.0) -> None:
         if batch_size < 1 or batches_limit < 1 or max_batch_bytes < 1:
             raise ValueError("batch_size, batches_limit and max_batch_bytes must be >= 1")
         if longpoll_timeout <= 0:
