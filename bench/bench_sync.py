@@ -46,8 +46,9 @@ def one_run(direction: str, count: int, batch_size: int, run: int,
             sample_rss: bool = False, timeout: float = 900.0) -> dict[str, Any]:
     """One one-shot sync of ``count`` docs in ``direction``, fresh server process."""
     OUT.mkdir(exist_ok=True)
-    srv_path = OUT / f"run-server-{direction}.sqlite"
-    cli_path = OUT / f"run-client-{direction}.sqlite"
+    # per process: two benchmarks running at once must not share (and delete) files
+    srv_path = OUT / f"run-server-{direction}-{os.getpid()}.sqlite"
+    cli_path = OUT / f"run-client-{direction}-{os.getpid()}.sqlite"
     remove_db(cli_path)
     remove_db(srv_path)
     if backend == "local":
@@ -132,7 +133,7 @@ def latency(writes: int, runs: int, backend: str = "local", couch_url: str | Non
             couch_db: str | None = None) -> dict[str, Any]:
     results = []
     for run in range(runs):
-        srv_path = OUT / "run-server-latency.sqlite"
+        srv_path = OUT / f"run-server-latency-{os.getpid()}.sqlite"
         remove_db(srv_path)
         tag = f"latency-{backend}-r{run}"
         server, url = _server(srv_path, max_seconds=600, tag=tag, backend=backend,
@@ -170,7 +171,7 @@ def big(count: int) -> dict[str, Any]:
 
 # -- 5. fan-out to many live syncs ----------------------------------------------------------
 def fanout(clients: int, procs: int, runs: int, changes: int = 3) -> dict[str, Any]:
-    srv_path = OUT / "run-server-fanout.sqlite"
+    srv_path = OUT / f"run-server-fanout-{os.getpid()}.sqlite"
     remove_db(srv_path)
     server, url = _server(srv_path, max_seconds=1200, tag=f"fanout-{clients}")
     before = proc_status(server.pid)
