@@ -145,11 +145,11 @@ class Client:
 
         ``batch_size`` docs travel per message (500: measured ~1.3–2× the docs/s of 100 in
         bench/results.md; each batch stays bounded in bytes by the replicator).
-        ``checkpoint_interval`` (seconds, default the client's): once a live sync has
-        caught up, it records its checkpoint at most that often (±25 % jitter, so many
-        clients do not all write on the same change; 0: after every batch), and when it
-        is cancelled or closed. A sync killed in between re-reads at most that interval's
-        changes (already on the other side: harmless). One-shot syncs checkpoint every batch.
+        ``checkpoint_interval`` (seconds, default the client's): a one-shot sync, and a
+        live sync once caught up, records its checkpoint at most that often (±25 %
+        jitter, so many clients do not all write on the same change; 0: after every
+        batch), and when it ends, is cancelled or closed. A sync killed in between
+        re-reads at most that interval's changes (already on the other side: harmless).
         Bad values raise ``ValueError``.
         """
         if checkpoint_interval is None:

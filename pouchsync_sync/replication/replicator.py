@@ -27,16 +27,18 @@ Theory of operation. ``Replicator.run`` walks the protocol's steps, one method e
    ``longpoll`` read (at most ``longpoll_timeout`` seconds, so ``cancel`` takes effect
    within one wait), ``active`` again when changes come.
 
-Live checkpoints (CouchDB's ``checkpoint_interval``, 30 s by default): a batch that a
-live ``longpoll`` read delivered and that left the replication caught up is checkpointed
-only when the last checkpoint is ``checkpoint_interval`` seconds old (give or take a
-random quarter, so that many live replications started together, e.g. 1,000 clients of
-one server, do not all write their checkpoints on the same change); otherwise its seq is kept as
-written but not yet recorded, and recorded by the next batch end past the interval, at
-the end of every backlog (a batch that is not caught up, or came from a normal read),
-and when the run ends (cancel, stop or error; best effort). A replication killed in
-between resumes from an older checkpoint and re-reads the docs of at most that interval
-(they are already on the target: harmless); none is skipped. ``wait_caught_up`` is
+Checkpoints (CouchDB's ``checkpoint_interval``, 30 s by default): in a one-shot run, and
+for a batch that a live ``longpoll`` read delivered and that left a live replication
+caught up, a checkpoint is recorded only when the last one is ``checkpoint_interval``
+seconds old (give or take a random quarter, so that many live replications started
+together, e.g. 1,000 clients of one server, do not all write their checkpoints on the
+same change); otherwise the batch's seq is kept as written but not yet recorded, and
+recorded by the next batch end past the interval, at the end of every live backlog (a
+batch that is not caught up, or came from a normal read), and when the run ends
+(complete, cancel, stop or error; best effort). ``checkpoint_interval=0`` records one
+after every batch. A replication killed in between resumes from an older checkpoint and
+re-reads the docs of at most that interval (they are already on the target: harmless);
+none is skipped. ``wait_caught_up`` is
 about docs written, so a deferred checkpoint does not delay it.
 
 Steps 3 and the fetch of 4 (the read side, ``changed_batches``) produce a stream of
@@ -506,13 +508,16 @@ class Replicator:
                 self._set_state("paused")
 
     def _defer_checkpoint(self, end: _BatchEnd) -> bool:
-        """Live, caught up by a live read, and the last checkpoint is recent: wait."""
-        return (self.live and self._checkpointer is not None and self.checkpoint_interval > 0
-                and end.live_read and end.caught_up
-                and time.monotonic() - self._saved_at < self._next_interval)
+        """The last checkpoint is recent and this batch's may wait: a one-shot run's (its
+        end records it) or a live run's that a live read left caught up."""
+        if self._checkpointer is None or self.checkpoint_interval <= 0:
+            return False
+        if self.live and not (end.live_read and end.caught_up):
+            return False  # a live run's backlog: every batch
+        return time.monotonic() - self._saved_at < self._next_interval
 
     def flush_checkpoint(self) -> None:
-        """Record the checkpoint a live run deferred, if any."""
+        """Record the checkpoint the run deferred, if any."""
         if self._unsaved is not None:
             seq, pending = self._unsaved
             self.record_replication_checkpoint(seq, pending)

@@ -1,4 +1,7 @@
-"""A replication killed with SIGKILL (no cleanup at all) resumes from its last checkpoint."""
+"""A replication killed with SIGKILL (no cleanup at all) resumes from its last checkpoint.
+
+The child checkpoints after every batch (``checkpoint_interval=0``), so each ``on_batch``
+report is a recorded checkpoint the resumed run must start from."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ CHILD = textwrap.dedent("""
         print(info["docs_written"], flush=True)
 
     source, target = LocalDatabase(sys.argv[1]), LocalDatabase(sys.argv[2])
-    Replicator(source, target, batch_size=250, on_batch=report).run()
+    Replicator(source, target, batch_size=250, on_batch=report, checkpoint_interval=0).run()
     print("done", flush=True)
 """)
 

@@ -526,3 +526,28 @@ def test_bad_arguments_are_refused(mem) -> None:
                 dict(longpoll_timeout=0)):
         with pytest.raises(ValueError):
             Replicator(a, b, **bad)
+
+
+@pytest.mark.parametrize("interval", [0, 600])
+def test_one_shot_checkpoints_at_most_every_interval_and_at_the_end(mem, interval) -> None:
+    source, target = mem("s"), mem("t")
+    source.bulk_docs([{"_id": f"d{i:04d}", "n": i} for i in range(1000)])
+    puts: list[str] = []
+
+    class CountingCheckpoints(Wrapper):
+        def put(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+            if doc["_id"].startswith("_local/"):
+                puts.append(doc["_id"])
+            return super().put(doc)
+
+    result = Replicator(source, CountingCheckpoints(target), batch_size=100,
+                        checkpoint_interval=interval).run()
+    assert result.status == "complete" and result.docs_written == 1000
+    if interval == 0:
+        assert len(puts) == 10  # after every batch
+    else:
+        assert len(puts) == 2  # the first batch, then the end of the run
+    # the end was recorded on both sides: a second run reads nothing
+    again = Replicator(source, target, batch_size=100).run()
+    assert again.status == "complete" and again.docs_read == 0
+    assert again.last_seq == result.last_seq
