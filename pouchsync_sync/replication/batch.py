@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from ..store.base import failed_writes
+
 try:  # optional fast path; the library works without it
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
@@ -145,19 +147,15 @@ def whole_docs_in_changes(rows: Sequence[Mapping[str, Any]]
     """
     docs: list[dict[str, Any]] = []
     rest: list[Mapping[str, Any]] = []
-    not_first = _NOT_FIRST_GENERATION
     for row in rows:
         doc = row.get("doc")
-        if doc.__class__ is dict:
-            rev = doc.get("_rev")
-            if (rev.__class__ is str and rev[:2] == "1-" and len(rev) > 2
-                    and row.get("changes") == [{"rev": rev}] and not_first.isdisjoint(doc)
-                    and "_revisions" not in doc):
-                doc_id = doc.get("_id")
-                if doc_id == row.get("id") and doc_id.__class__ is str \
-                        and not doc_id.startswith(LOCAL_PREFIX):
-                    docs.append(doc)
-                    continue
+        if (doc.__class__ is dict and is_first_generation(doc) and "_revisions" not in doc
+                and row.get("changes") == [{"rev": doc["_rev"]}]):
+            doc_id = doc.get("_id")
+            if doc_id == row.get("id") and doc_id.__class__ is str \
+                    and not doc_id.startswith(LOCAL_PREFIX):
+                docs.append(doc)
+                continue
         rest.append(row)
     return docs, rest
 
@@ -175,19 +173,6 @@ def prefer_docs_in_changes(first_generation: int, rows: int, fetched_bytes: int,
     if rows <= 0 or fetched_count <= 0 or first_generation * 2 < rows or lacked * 2 < 1:
         return False
     return (fetched_bytes // fetched_count) * batch_size <= max_bytes
-
-
-def failed_writes(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The ``{"id","rev","error","reason"}`` entries of a ``bulk_docs(new_edits=False)`` answer.
-
-    CouchDB answers only the failures; other backends answer one row per doc.
-    """
-    failures = []
-    for row in results:
-        if row.get("error"):
-            failures.append({"id": row.get("id"), "rev": row.get("rev"),
-                             "error": row.get("error"), "reason": row.get("reason", "")})
-    return failures
 
 
 if _orjson is not None:

@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterator, Mapping, Sequence
 
 from ..errors import Cancelled, PouchSyncError
-from ..store.base import Database
+from ..store.base import Database, accepted_docs
 from .batch import (
     apply_filter,
     bulk_get_requests,
@@ -551,11 +551,7 @@ class Replicator:
         self._result.docs_written += len(docs) - len(failures)
         if not self._refused(failures):
             return docs, 0
-        refused = {(f.get("id"), f.get("rev")) for f in failures}
-        refused_ids = {f.get("id") for f in failures if f.get("rev") is None}
-        ok_docs = [d for d in docs
-                   if (d.get("_id"), d.get("_rev")) not in refused and d.get("_id") not in refused_ids]
-        return ok_docs, len(failures)
+        return accepted_docs(docs, failures), len(failures)
 
     def _refused(self, failures: Sequence[Mapping[str, Any]]) -> int:
         """Count, log and keep the target's refusals; their number."""

@@ -20,7 +20,31 @@ from ..errors import BadRequest
 
 Doc = dict[str, Any]
 
-__all__ = ["Database", "Doc"]
+__all__ = ["Database", "Doc", "failed_writes", "accepted_docs"]
+
+
+def failed_writes(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The ``{"id","rev","error","reason"}`` entries of a ``bulk_docs(new_edits=False)`` answer.
+
+    CouchDB answers only the failures; other backends answer one row per doc.
+    """
+    failures = []
+    for row in results:
+        if row.get("error"):
+            failures.append({"id": row.get("id"), "rev": row.get("rev"),
+                             "error": row.get("error"), "reason": row.get("reason", "")})
+    return failures
+
+
+def accepted_docs(docs: Sequence[Mapping[str, Any]],
+                  failures: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """``docs`` less those ``failures`` name (by id and rev, or by id alone without rev)."""
+    if not failures:
+        return list(docs)
+    refused = {(f.get("id"), f.get("rev")) for f in failures}
+    refused_ids = {f.get("id") for f in failures if f.get("rev") is None}
+    return [d for d in docs
+            if (d.get("_id"), d.get("_rev")) not in refused and d.get("_id") not in refused_ids]
 
 
 class Database(abc.ABC):
@@ -107,15 +131,8 @@ class Database(abc.ABC):
             if key not in seen and key[1] in ((diff.get(key[0]) or {}).get("missing") or ()):
                 seen.add(key)  # a revision sent twice is written (and counted) once
                 missing.append(doc)
-        failures = [{"id": row.get("id"), "rev": row.get("rev"), "error": row["error"],
-                     "reason": row.get("reason", "")}
-                    for row in (self.bulk_docs(missing, new_edits=False) if missing else ())
-                    if row.get("error")]
-        refused = {(f["id"], f["rev"]) for f in failures}
-        refused_ids = {f["id"] for f in failures if f["rev"] is None}
-        written = [doc for doc in missing
-                   if (doc["_id"], doc["_rev"]) not in refused and doc["_id"] not in refused_ids]
-        return written, failures
+        failures = failed_writes(self.bulk_docs(missing, new_edits=False) if missing else ())
+        return accepted_docs(missing, failures), failures
 
     @abc.abstractmethod
     def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,

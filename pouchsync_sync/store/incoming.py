@@ -54,15 +54,7 @@ def prepare_replicated(docs: Sequence[Any], general: Callable[[Any], Prepared]) 
                 or doc.get("_deleted", False).__class__ is not bool:
             out.append(general(doc))
             continue
-        rev, revisions = doc.get("_rev"), doc.get("_revisions")
-        if rev.__class__ is str and rev[:2] == "1-" and len(rev) > 2 and (
-                revisions is None or (
-                    revisions.__class__ is dict and revisions.get("ids") == [rev[2:]]
-                    and len(revisions) == 2 and revisions.get("start").__class__ is int
-                    and revisions["start"] == 1)):
-            path = [rev]  # the common first generation (with or without _revisions), checked
-        else:
-            path = revtree.path_from_revisions(rev, revisions)
+        path = revtree.path_from_revisions(doc.get("_rev"), doc.get("_revisions"))
         body = doc.copy()
         for key in ALLOWED_SPECIAL.intersection(doc):
             del body[key]

@@ -77,6 +77,17 @@ def _refuse(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
+def _orjson_text(value: Any) -> bytes | None:
+    """orjson's text of ``value``; None when orjson is absent or refuses it (a lone
+    surrogate, a big int, a non-str key, deep nesting, a subclass, a datetime...)."""
+    if _orjson is None:
+        return None
+    try:
+        return _orjson.dumps(value, default=_refuse, option=_ORJSON_OPTS)
+    except TypeError:
+        return None
+
+
 def dump_json(value: Any) -> str:
     """Compact JSON text for storage; ``BadRequest`` for non-JSON values (NaN included).
 
@@ -86,13 +97,9 @@ def dump_json(value: Any) -> str:
     Anything else takes the stdlib encoder, which decides. Five times faster for the
     plain JSON that replication writes.
     """
-    if _orjson is not None:
-        try:
-            text = _orjson.dumps(value, default=_refuse, option=_ORJSON_OPTS)
-            if _orjson.loads(text) == value:
-                return text.decode("utf-8")
-        except TypeError:  # a lone surrogate, a big int, a non-str key, deep nesting...
-            pass
+    text = _orjson_text(value)
+    if text is not None and _orjson.loads(text) == value:
+        return text.decode("utf-8")
     try:
         return _encode(value)
     except (TypeError, ValueError) as exc:
@@ -114,16 +121,10 @@ def exact_json_texts(values: Sequence[Any]) -> list[str | None]:
     string or value, are stored so (they never come out of JSON text; only a Python
     caller can hand them in).
     """
-    if _orjson is None:
-        return [None] * len(values)
     texts: list[str | None] = []
     for value in values:
-        try:
-            text = _orjson.dumps(value, default=_refuse, option=_ORJSON_OPTS)
-        except TypeError:
-            texts.append(None)
-            continue
-        if b"null" in text and _orjson.loads(text) != value:
+        text = _orjson_text(value)
+        if text is None or (b"null" in text and _orjson.loads(text) != value):
             texts.append(None)
         else:
             texts.append(text.decode("utf-8"))
