@@ -17,6 +17,7 @@ import abc
 from typing import Any, Mapping, Sequence
 
 from ..errors import BadRequest
+from .texts import check_text_rows, docs_of_text_rows, texts_answer
 
 Doc = dict[str, Any]
 
@@ -134,6 +135,25 @@ class Database(abc.ABC):
         failures = failed_writes(self.bulk_docs(missing, new_edits=False) if missing else ())
         return accepted_docs(missing, failures), failures
 
+    def write_missing_texts(self, rows: Sequence[Sequence[Any]]
+                            ) -> tuple[list[int], list[dict[str, Any]]]:
+        """``write_missing`` for first-generation docs given as text rows.
+
+        Each row is ``[id, rev, text]`` as ``changes_texts`` reads it: ``rev`` is
+        ``1-<hash>`` and ``text`` the JSON object of the doc's body (no field starting
+        with ``_``). A bad row raises ``BadRequest`` before anything is written.
+        Returns ``(indexes, failures)``: the positions of the rows whose revision was
+        new here (a revision given twice is written and counted once, at its first
+        position), and one ``{"id", "rev", "error", "reason"}`` per row refused. This
+        default writes the rows as docs through ``write_missing``; the embedded store
+        stores the texts as they are.
+        """
+        checked = check_text_rows(rows)
+        docs = list(docs_of_text_rows(checked))
+        written, failures = self.write_missing(docs)
+        position = {id(doc): index for index, doc in enumerate(docs)}
+        return sorted(position[id(doc)] for doc in written), failures
+
     @abc.abstractmethod
     def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,
                  startkey: str | None = None, endkey: str | None = None,
@@ -154,6 +174,26 @@ class Database(abc.ABC):
         ``feed="longpoll"`` returns as soon as a change after ``since`` exists, or
         with no results after ``timeout`` seconds. ``since="now"`` starts at the end.
         """
+
+    def changes_texts(self, *, since: Any = 0, limit: int | None = None,
+                      max_bytes: int | None = None) -> dict[str, Any]:
+        """A one-shot ``changes(since=, limit=, style="all_docs")`` for replication, with
+        the first-generation docs as their JSON text (``write_missing_texts``' rows).
+
+        ``{"results": [[seq, id, leaves, deleted, text], ...], "last_seq", "pending"?}``:
+        the same rows in the same order as that ``changes`` call, each with the list of
+        the doc's leaf revisions, whether its winner is deleted, and ``text``: the
+        compact JSON of the doc's body (the doc less ``_id`` and ``_rev``) when its
+        only revision is its first (``1-…``), not deleted, with no attachments, and the
+        texts given so far with it total at most ``max_bytes`` (UTF-8) when given; None
+        for any other doc. This default reads ``changes(include_docs=True)``; the
+        embedded store gives the texts it holds without reading them.
+        """
+        if max_bytes is not None and (max_bytes.__class__ is bool or not isinstance(max_bytes, int)
+                                      or max_bytes < 0):
+            raise BadRequest("max_bytes must be a non-negative integer")
+        return texts_answer(self.changes(since=since, limit=limit, include_docs=True,
+                                         style="all_docs"), max_bytes)
 
     @abc.abstractmethod
     def revs_diff(self, revs: Mapping[str, Sequence[str]]) -> dict[str, Any]:

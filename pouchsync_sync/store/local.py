@@ -35,7 +35,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from .. import gcpause, revtree
 from ..errors import BadRequest, Conflict, NotFound, PouchSyncError, PreconditionFailed, ServerError
 from .base import Database
+from . import local_texts
 from .incoming import Prepared, prepare_replicated
+from .texts import check_text_rows
 from .notify import POLL_INTERVAL, notifier_for
 from .validate import (
     check_all_docs_args,
@@ -203,6 +205,14 @@ class LocalDatabase(Database):
             written, failures = self._bulk_replicated(self._prepare_replicated(docs))
             return [item.doc for item in written], failures
 
+    def write_missing_texts(self, rows: Sequence[Sequence[Any]]
+                            ) -> tuple[list[int], list[dict[str, Any]]]:
+        """``Database.write_missing_texts``: the checked texts stored as they are."""
+        checked = check_text_rows(rows)
+        with gcpause.paused():
+            with self._writing() as conn:
+                return local_texts.write(self, conn, checked)
+
     def _prepare_replicated(self, docs: Sequence[Any]) -> list[Prepared]:
         """Check a replicated batch (plain docs in bulk, the rest one by one)."""
         return prepare_replicated(
@@ -311,55 +321,60 @@ class LocalDatabase(Database):
     def _bulk_replicated(self, prepared: list[Prepared]
                          ) -> tuple[list[Prepared], list[dict[str, Any]]]:
         """Merge replicated revisions; ``(the items whose revision was new, failures)``."""
+        with self._writing() as conn:
+            return self._merge_replicated(conn, prepared)
+
+    def _merge_replicated(self, conn: sqlite3.Connection, prepared: list[Prepared]
+                          ) -> tuple[list[Prepared], list[dict[str, Any]]]:
+        """``_bulk_replicated`` in the open write transaction ``conn``."""
         written: list[Prepared] = []
         failures: list[dict[str, Any]] = []
-        with self._writing() as conn:
-            trees = self._load_trees(conn, [p.doc_id for p in prepared if p.path is not None])
-            seq = self._update_seq(conn)
-            rows: list[tuple[Any, ...]] = []
-            regrown: list[tuple[Any, ...]] = []
-            doc_rows: list[tuple[str, int, str, int]] = []  # docs rows known without a tree
-            fresh: dict[str, int] = {}  # id -> its row in doc_rows: new here, one revision
-            touched: dict[str, int] = {}
-            for item in prepared:
-                doc_id, path = item.doc_id, item.path
-                if path is None:  # a _local doc
-                    local = dict(item.doc)
-                    local.pop("_rev", None)
-                    self._write_local(conn, doc_id, local, force=True)
+        trees = self._load_trees(conn, [p.doc_id for p in prepared if p.path is not None])
+        seq = self._update_seq(conn)
+        rows: list[tuple[Any, ...]] = []
+        regrown: list[tuple[Any, ...]] = []
+        doc_rows: list[tuple[str, int, str, int]] = []  # docs rows known without a tree
+        fresh: dict[str, int] = {}  # id -> its row in doc_rows: new here, one revision
+        touched: dict[str, int] = {}
+        for item in prepared:
+            doc_id, path = item.doc_id, item.path
+            if path is None:  # a _local doc
+                local = dict(item.doc)
+                local.pop("_rev", None)
+                self._write_local(conn, doc_id, local, force=True)
+                written.append(item)
+                continue
+            if doc_id not in trees:
+                if len(path) == 1 and item.body_text is not None and doc_id not in fresh:
+                    # the common case of a replication: a doc the target lacks, one revision
+                    rev = path[0]
+                    deleted = int(item.doc.get("_deleted", False))
+                    seq += 1
+                    rows.append((doc_id, rev, None, deleted, item.body_text))
+                    fresh[doc_id] = len(doc_rows)
+                    doc_rows.append((doc_id, seq, rev, deleted))
                     written.append(item)
                     continue
-                if doc_id not in trees:
-                    if len(path) == 1 and item.body_text is not None and doc_id not in fresh:
-                        # the common case of a replication: a doc the target lacks, one revision
-                        rev = path[0]
-                        deleted = int(item.doc.get("_deleted", False))
-                        seq += 1
-                        rows.append((doc_id, rev, None, deleted, item.body_text))
-                        fresh[doc_id] = len(doc_rows)
-                        doc_rows.append((doc_id, seq, rev, deleted))
-                        written.append(item)
-                        continue
-                    if doc_id in fresh:  # another revision of a doc new in this batch
-                        _id, _seq, rev, deleted = doc_rows[fresh.pop(doc_id)]
-                        trees[doc_id] = {rev: revtree.Node(int(rev.partition("-")[0]), None,
-                                                           bool(deleted))}
-                try:
-                    if self._merge_path(conn, item, trees, rows, regrown):
-                        seq += 1
-                        touched[doc_id] = seq
-                        written.append(item)
-                except PreconditionFailed as exc:
-                    failures.append({"id": doc_id, "rev": item.doc.get("_rev"),
-                                     "error": exc.error, "reason": exc.reason})
-            conn.executemany("INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, ?, ?, ?)", rows)
-            if regrown:
-                conn.executemany("UPDATE revs SET parent = ? WHERE id = ? AND rev = ?", regrown)
-            for doc_id in touched:
-                trees[doc_id] = self._stem(conn, doc_id, trees[doc_id])
-            # a doc both new and merged again in this batch: its later row wins
-            self._set_docs(conn, [(doc_id, trees[doc_id], s) for doc_id, s in touched.items()],
-                           known=doc_rows)
+                if doc_id in fresh:  # another revision of a doc new in this batch
+                    _id, _seq, rev, deleted = doc_rows[fresh.pop(doc_id)]
+                    trees[doc_id] = {rev: revtree.Node(int(rev.partition("-")[0]), None,
+                                                       bool(deleted))}
+            try:
+                if self._merge_path(conn, item, trees, rows, regrown):
+                    seq += 1
+                    touched[doc_id] = seq
+                    written.append(item)
+            except PreconditionFailed as exc:
+                failures.append({"id": doc_id, "rev": item.doc.get("_rev"),
+                                 "error": exc.error, "reason": exc.reason})
+        conn.executemany("INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, ?, ?, ?)", rows)
+        if regrown:
+            conn.executemany("UPDATE revs SET parent = ? WHERE id = ? AND rev = ?", regrown)
+        for doc_id in touched:
+            trees[doc_id] = self._stem(conn, doc_id, trees[doc_id])
+        # a doc both new and merged again in this batch: its later row wins
+        self._set_docs(conn, [(doc_id, trees[doc_id], s) for doc_id, s in touched.items()],
+                       known=doc_rows)
         return written, failures
 
     def _merge_path(self, conn: sqlite3.Connection, item: Prepared,
@@ -635,6 +650,19 @@ class LocalDatabase(Database):
                 return result
             position = result["last_seq"]
             self._notifier.wait(generation, min(remaining, POLL_INTERVAL))
+
+    def changes_texts(self, *, since: Any = 0, limit: int | None = None,
+                      max_bytes: int | None = None) -> dict[str, Any]:
+        """``Database.changes_texts``: the stored texts, never parsed."""
+        check_changes_args(style="all_docs", feed="normal", limit=limit, timeout=None,
+                           doc_ids=None)
+        if max_bytes is not None and (max_bytes.__class__ is bool or not isinstance(max_bytes, int)
+                                      or max_bytes < 0):
+            raise BadRequest("max_bytes must be a non-negative integer")
+        position = self._parse_since(since)
+        want = None if limit is None else max(min(limit, _SQLITE_MAX_INT), 1)  # as changes
+        with self._reading() as conn:
+            return local_texts.read(self, conn, position, want, max_bytes)
 
     def _parse_since(self, since: Any) -> int:
         if since == "now":

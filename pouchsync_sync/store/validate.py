@@ -17,6 +17,7 @@ from ..errors import BadRequest
 
 __all__ = [
     "ALLOWED_SPECIAL",
+    "exact_json_text",
     "check_doc",
     "check_doc_id",
     "split_body",
@@ -121,14 +122,15 @@ def exact_json_texts(values: Sequence[Any]) -> list[str | None]:
     string or value, are stored so (they never come out of JSON text; only a Python
     caller can hand them in).
     """
-    texts: list[str | None] = []
-    for value in values:
-        text = _orjson_text(value)
-        if text is None or (b"null" in text and _orjson.loads(text) != value):
-            texts.append(None)
-        else:
-            texts.append(text.decode("utf-8"))
-    return texts
+    return [exact_json_text(value) for value in values]
+
+
+def exact_json_text(value: Any) -> str | None:
+    """``exact_json_texts`` of one value."""
+    text = _orjson_text(value)
+    if text is None or (b"null" in text and _orjson.loads(text) != value):
+        return None
+    return text.decode("utf-8")
 
 
 def check_doc(doc: Any, *, require_id: bool = True) -> dict[str, Any]:

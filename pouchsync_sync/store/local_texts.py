@@ -1,0 +1,118 @@
+"""The embedded store's text rows (``store.texts``): read and written as stored.
+
+``read`` answers ``changes_texts`` with the body texts the ``revs`` table holds, never
+parsing them; ``write`` stores checked texts (``texts.check_text_rows``) of docs the
+file lacks with two plain inserts each, and hands anything else (a doc the file
+already has, a second first revision of a doc new in the batch) to the general
+replicated merge, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .. import revtree
+from .incoming import Prepared
+from .texts import text_length
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .local import LocalDatabase
+
+__all__ = ["read", "write"]
+
+_PAGE = 1000
+_IN_CHUNK = 500
+
+# the body only for a possible first generation: the text of nothing else is sent
+_READ = (
+    "SELECT seq, id, winner, deleted, "
+    "CASE WHEN substr(winner, 1, 2) = '1-' AND deleted = 0 THEN "
+    "(SELECT body FROM revs WHERE revs.id = docs.id AND revs.rev = docs.winner) END, "
+    "(SELECT count(*) FROM revs WHERE revs.id = docs.id) "
+    "FROM docs WHERE seq > ? ORDER BY seq LIMIT ?")
+
+
+def read(db: "LocalDatabase", conn: sqlite3.Connection, since: int, want: int | None,
+         max_bytes: int | None) -> dict[str, Any]:
+    """``changes_texts`` from ``since`` (a parsed position), at most ``want`` rows."""
+    results: list[list[Any]] = []
+    last = since
+    total = 0
+    budget = max_bytes
+    exhausted = False
+    while want is None or len(results) < want:
+        size = _PAGE if want is None else min(_PAGE, want - len(results))
+        rows = conn.execute(_READ, (last, size)).fetchall()
+        if not rows:
+            exhausted = True
+            break
+        multi = [row[1] for row in rows if row[5] > 1]
+        trees = db._load_trees(conn, multi) if multi else {}
+        for seq, doc_id, win, deleted, body, count in rows:
+            text = None
+            if count > 1:
+                leaves = revtree.leaves(trees[doc_id])
+            else:
+                leaves = [win]
+                if body is not None and '"_attachments":' not in body:
+                    if budget is None:
+                        text = body
+                    else:
+                        length = text_length(body)
+                        if total + length <= budget:
+                            total += length
+                            text = body
+            results.append([seq, doc_id, leaves, bool(deleted), text])
+        last = rows[-1][0]
+        if len(rows) < size:
+            exhausted = True
+            break
+    pending = 0 if exhausted else db._pending(conn, last, "", [])
+    return {"results": results, "last_seq": last, "pending": pending}
+
+
+def write(db: "LocalDatabase", conn: sqlite3.Connection,
+          rows: Sequence[tuple[str, str, str]]) -> tuple[list[int], list[dict[str, Any]]]:
+    """Store checked text rows in the open write transaction ``conn``:
+    ``(positions written, failures)``."""
+    ids = list(dict.fromkeys(row[0] for row in rows))
+    known: set[str] = set()
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start:start + _IN_CHUNK]
+        known.update(found for (found,) in conn.execute(
+            f"SELECT id FROM docs WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+    seq = db._update_seq(conn)
+    rev_rows: list[tuple[str, str, None, int, str]] = []
+    doc_rows: list[tuple[str, int, str, int]] = []
+    written: list[int] = []
+    fresh: dict[str, str] = {}  # id -> its revision, for the docs new here
+    later: list[int] = []  # rows the general merge decides
+    for index, (doc_id, rev, text) in enumerate(rows):
+        if doc_id in known:
+            later.append(index)
+            continue
+        had = fresh.get(doc_id)
+        if had is None:
+            fresh[doc_id] = rev
+            seq += 1
+            rev_rows.append((doc_id, rev, None, 0, text))
+            doc_rows.append((doc_id, seq, rev, 0))
+            written.append(index)
+        elif had != rev:
+            later.append(index)  # two first revisions of one new doc: a conflict to merge
+    if rev_rows:
+        conn.executemany("INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, ?, ?, ?)",
+                         rev_rows)
+        conn.executemany("INSERT INTO docs (id, seq, winner, deleted) VALUES (?, ?, ?, ?)", doc_rows)
+    failures: list[dict[str, Any]] = []
+    if later:
+        prepared = []
+        for index in later:
+            doc_id, rev, text = rows[index]
+            prepared.append(Prepared({"_id": doc_id, "_rev": rev}, doc_id, {}, [rev], text))
+        position = {id(item): index for item, index in zip(prepared, later)}
+        merged, failures = db._merge_replicated(conn, prepared)
+        written.extend(position[id(item)] for item in merged)
+        written.sort()
+    return written, failures

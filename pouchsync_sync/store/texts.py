@@ -1,0 +1,174 @@
+"""Documents carried as their stored JSON text, pure: the replication fast lane.
+
+An initial replication moves mostly first-generation docs (one revision, ``1-…``, no
+attachments). For those the revision alone is the whole history, so the doc travels as
+``[id, rev, text]``: ``text`` is the compact JSON of its body (the doc without ``_id``
+and ``_rev``), exactly as the embedded store keeps it. The source's store sends the text
+it holds, the wire carries one string, the target's store checks it and writes it: no
+dict of the doc is built or walked on the way, and no ``_revisions`` is needed.
+
+``Database.changes_texts`` reads in this form and ``Database.write_missing_texts``
+writes it; this module holds what every backend shares: the row shapes, the check of
+incoming rows (``check_text_rows``: a bad row refuses the batch before anything is
+written) and the conversions to and from ordinary docs for the backends that have no
+faster way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator, Mapping, Sequence
+
+from .. import revtree
+from ..errors import BadRequest
+from .validate import check_doc_id, dump_json, exact_json_text, is_local_id
+
+try:  # optional fast path; every check below also runs without it
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+__all__ = [
+    "TextRow",
+    "check_text_rows",
+    "docs_of_text_rows",
+    "text_length",
+    "text_of_doc",
+    "texts_answer",
+]
+
+#: ``[id, rev, text]``: a first-generation revision and its body's JSON text
+TextRow = Sequence[Any]
+
+
+def text_length(text: str) -> int:
+    """The UTF-8 length of ``text`` (its length when ASCII, without encoding it)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def is_first_rev(rev: Any) -> bool:
+    """``rev`` is a valid first-generation revision ``1-<hash>``."""
+    if rev.__class__ is not str or rev[:2] != "1-":
+        return False
+    try:
+        revtree.parse_rev(rev)
+    except BadRequest:
+        return False
+    return True
+
+
+def text_of_doc(doc: Mapping[str, Any], leaves: Sequence[str]) -> str | None:
+    """The body text of ``doc`` when it can travel as a text row, else None.
+
+    It can when its only leaf is its revision, a first generation, it is not deleted
+    and has no special field but ``_id``/``_rev`` (no attachments, conflicts,
+    ``_revisions``), and its body is plain JSON.
+    """
+    rev = doc.get("_rev")
+    if len(leaves) != 1 or leaves[0] != rev or not is_first_rev(rev):
+        return None
+    body = {}
+    for key, value in doc.items():
+        if key.__class__ is not str:
+            return None
+        if key[:1] == "_":
+            if key not in ("_id", "_rev"):
+                return None
+        else:
+            body[key] = value
+    return exact_json_text(body)
+
+
+def texts_answer(changes: Mapping[str, Any], max_bytes: int | None) -> dict[str, Any]:
+    """``changes_texts``' answer made from a ``changes(include_docs, style=all_docs)``
+    answer (the default for backends with no faster read)."""
+    rows: list[list[Any]] = []
+    total = 0
+    for row in changes.get("results") or ():
+        leaves = [c.get("rev") for c in row.get("changes") or ()]
+        doc = row.get("doc")
+        text = text_of_doc(doc, leaves) if isinstance(doc, Mapping) and not row.get("deleted") else None
+        if text is not None:
+            size = text_length(text)
+            if max_bytes is not None and total + size > max_bytes:
+                text = None
+            else:
+                total += size
+        rows.append([row.get("seq"), row.get("id"), leaves, bool(row.get("deleted")), text])
+    answer: dict[str, Any] = {"results": rows, "last_seq": changes.get("last_seq")}
+    if "pending" in changes:
+        answer["pending"] = changes["pending"]
+    return answer
+
+
+def _body_of(text: Any, where: str) -> tuple[dict[str, Any], str]:
+    """``(body, canonical text)`` of one row's text; ``BadRequest`` when it is not a JSON
+    object of plain fields. The canonical text is what a ``write_missing`` of the same
+    doc would store."""
+    if text.__class__ is not str:
+        raise BadRequest(f"{where}: the text must be a string")
+    body: Any = None
+    if _orjson is not None:
+        try:
+            body = _orjson.loads(text)
+        except ValueError:
+            body = None  # the stdlib decides (big integers, lone surrogates...) and errs
+    if body is None:
+        try:
+            body = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"{where}: the text is not JSON: {str(exc)[:200]}") from exc
+    if body.__class__ is not dict:
+        raise BadRequest(f"{where}: the text must be a JSON object")
+    canonical = exact_json_text(body)
+    if canonical is None:
+        canonical = dump_json(body)  # BadRequest for what is not JSON (NaN...)
+    if '"_' in canonical:  # also matches nested keys and values, which are fine
+        for key in body:
+            if key[:1] == "_":
+                raise BadRequest(f"{where}: special field {key[:40]!r} is not allowed in a text",
+                                 error="doc_validation")
+    return body, canonical
+
+
+def check_text_rows(rows: Any) -> list[tuple[str, str, str]]:
+    """``[(id, rev, canonical text)]`` for ``write_missing_texts``, or ``BadRequest``
+    naming the first bad row: each row is ``[id, rev, text]`` with a replicable doc id
+    (not ``_local/``), a first-generation ``rev`` and the text of a JSON object with no
+    field starting with ``_``."""
+    if not isinstance(rows, (list, tuple)):
+        raise BadRequest("rows must be a list")
+    checked: list[tuple[str, str, str]] = []
+    append = checked.append
+    for index, row in enumerate(rows):
+        if row.__class__ not in (list, tuple) or len(row) != 3:
+            raise BadRequest(f"row {index}: must be [id, rev, text]")
+        doc_id, rev, text = row
+        if doc_id.__class__ is not str or doc_id[:1] in ("", "_") or not doc_id.isascii():
+            check_doc_id(doc_id)  # BadRequest for what is not a doc id
+            if is_local_id(doc_id):
+                raise BadRequest(f"row {index}: _local docs are not replicated")
+        if not is_first_rev(rev):
+            raise BadRequest(f"row {index}: rev must be a first-generation revision 1-<hash>",
+                             error="bad_request")
+        if _orjson is not None and text.__class__ is str:
+            # the common case, inline: a plain object orjson reads and writes back exactly
+            try:
+                body = _orjson.loads(text)
+            except ValueError:
+                body = None
+            if body.__class__ is dict:
+                out = exact_json_text(body)
+                if out is not None and '"_' not in out:
+                    append((doc_id, rev, out))
+                    continue
+        append((doc_id, rev, _body_of(text, f"row {index}")[1]))
+    return checked
+
+
+def docs_of_text_rows(rows: Sequence[tuple[str, str, str]]) -> Iterator[dict[str, Any]]:
+    """Ordinary docs (``_id``, ``_rev`` and the body) of checked text rows."""
+    for doc_id, rev, text in rows:
+        doc: dict[str, Any] = {"_id": doc_id, "_rev": rev}
+        doc.update(json.loads(text) if _orjson is None else _orjson.loads(text))
+        yield doc
