@@ -18,6 +18,7 @@ replication checkpoints carry over.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 from ..errors import BadRequest
@@ -26,6 +27,8 @@ from ..store.base import Database
 from .connection import Channel, safe_url
 
 __all__ = ["RemoteDatabase"]
+
+log = logging.getLogger(__name__)
 
 #: seconds a longpoll reply may take beyond its own timeout (server and network latency)
 LONGPOLL_MARGIN = 15.0
@@ -61,6 +64,7 @@ class RemoteDatabase(Database):
         self.uuid = channel.uuid or ""
         self.read_only = channel.read_only
         self._write_missing_op = True  # until the server says it does not know it
+        self._unknown_ops: set[str] = set()  # ops an older server said it does not know
 
     def __repr__(self) -> str:
         return f"<RemoteDatabase {self.name!r} at {self._url}>"
@@ -119,6 +123,45 @@ class RemoteDatabase(Database):
             self._write_missing_op = False  # an older server: ask it the long way
             return super().write_missing(docs)
         return [docs[i] for i in answer["written"]], answer["failures"]
+
+    def write_missing_texts(self, rows: Sequence[Sequence[Any]]
+                            ) -> tuple[list[int], list[dict[str, Any]]]:
+        """One ``write_missing_texts`` call; on a server without it, the default
+        (``write_missing`` of the rows as docs)."""
+        if "write_missing_texts" in self._unknown_ops:
+            return super().write_missing_texts(rows)
+        if not isinstance(rows, (list, tuple)):
+            raise BadRequest("rows must be a list")
+        sent = [row if row.__class__ is list else list(row) if isinstance(row, (list, tuple))
+                else row for row in rows]
+        try:
+            answer = self._call("write_missing_texts", {"rows": sent})
+        except BadRequest as exc:
+            if not self._older_server(exc, "write_missing_texts"):
+                raise
+            return super().write_missing_texts(rows)
+        return answer["written"], answer["failures"]
+
+    def changes_texts(self, *, since: Any = 0, limit: int | None = None,
+                      max_bytes: int | None = None) -> dict[str, Any]:
+        """One ``changes_texts`` call; on a server without it, the default (a
+        ``changes(include_docs)`` call)."""
+        if "changes_texts" not in self._unknown_ops:
+            try:
+                return self._call("changes_texts", _given(since=since, limit=limit,
+                                                          max_bytes=max_bytes))
+            except BadRequest as exc:
+                if not self._older_server(exc, "changes_texts"):
+                    raise
+        return super().changes_texts(since=since, limit=limit, max_bytes=max_bytes)
+
+    def _older_server(self, exc: BadRequest, op: str) -> bool:
+        """``exc`` says the server does not know ``op``: remember, and answer True."""
+        if not exc.reason.startswith(f"unknown op {op!r}"):
+            return False
+        log.info("%s: the server does not know %s; using the long way", self._url, op)
+        self._unknown_ops.add(op)
+        return True
 
     def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,
                  startkey: str | None = None, endkey: str | None = None,

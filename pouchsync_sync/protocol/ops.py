@@ -68,6 +68,10 @@ def _obj_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, dict) for x in v)
 
 
+def _text_rows(v: Any) -> bool:
+    return type(v) is list and all(type(r) is list and len(r) == 3 for r in v)
+
+
 def _open_revs(v: Any) -> bool:
     return v == "all" or _str_list(v)
 
@@ -92,6 +96,7 @@ _DESCRIBE: dict[_Check, str] = {
     _str_list: "a list of strings", _obj_list: "a list of objects",
     _open_revs: 'a list of strings or "all"', _revs_map: "an object of id -> list of revs",
     _style: '"main_only" or "all_docs"', _feed: '"normal" or "longpoll"',
+    _text_rows: "a list of [id, rev, text] rows",
 }
 
 #: op -> {argument: (check, required)}
@@ -106,6 +111,7 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     "delete": {"doc_id": (_str, True), "rev": (_str, True)},
     "bulk_docs": {"docs": (_obj_list, True), "new_edits": (_bool, False)},
     "write_missing": {"docs": (_obj_list, True)},
+    "write_missing_texts": {"rows": (_text_rows, True)},
     "all_docs": {"include_docs": (_bool, False), "keys": (_str_list, False),
                  "startkey": (_str, False), "endkey": (_str, False),
                  "limit": (_nonneg_int, False), "skip": (_nonneg_int, False),
@@ -116,6 +122,8 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
                 "selector": (_obj, False), "descending": (_bool, False),
                 "feed": (_feed, False), "timeout": (_number, False),
                 "attachments": (_bool, False)},
+    "changes_texts": {"since": (_any, False), "limit": (_nonneg_int, False),
+                      "max_bytes": (_nonneg_int, False)},
     "revs_diff": {"revs": (_revs_map, True)},
     "bulk_get": {"docs": (_obj_list, True), "revs": (_bool, False),
                  "latest": (_bool, False), "attachments": (_bool, False)},
@@ -123,7 +131,8 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
 }
 
 #: ops that write documents (refused on read-only grants except ``_local/`` docs)
-WRITE_OPS = frozenset({"put", "post", "delete", "bulk_docs", "write_missing"})
+WRITE_OPS = frozenset({"put", "post", "delete", "bulk_docs", "write_missing",
+                       "write_missing_texts"})
 
 
 def validate_call(op: Any, args: Any) -> dict[str, Any]:
@@ -174,6 +183,8 @@ def written_ids(op: str, kwargs: Mapping[str, Any]) -> list[str | None]:
             doc_id = doc.get("_id")
             out.append(doc_id if isinstance(doc_id, str) else None)
         return out
+    if op == "write_missing_texts":
+        return [row[0] if isinstance(row[0], str) else None for row in kwargs["rows"]]
     return []
 
 
@@ -273,15 +284,19 @@ def _bulk_docs_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
     return _not_objs(ok, "the answer")
 
 
-def _write_missing_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
+def _write_missing_shape(ok: Any, args: Mapping[str, Any], sent: str = "docs") -> str | None:
     problem = _not_obj(ok, "the answer") or _not_objs(ok.get("failures"), "'failures'")
     if problem is not None:
         return problem
     written = ok.get("written")
-    count = len(args.get("docs") or ())
+    count = len(args.get(sent) or ())
     if type(written) is not list or not all(type(i) is int and 0 <= i < count for i in written):
-        return "'written' is not a list of indexes into the docs sent"
+        return f"'written' is not a list of indexes into the {sent} sent"
     return None
+
+
+def _write_missing_texts_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
+    return _write_missing_shape(ok, args, "rows")
 
 
 def _all_docs_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
@@ -304,6 +319,29 @@ def _changes_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
         for change in changes:
             if type(change) is not dict:
                 return f"a change row's 'changes' holds a {type(change).__name__}, not an object"
+    pending = ok.get("pending")
+    if pending is not None and type(pending) is not int:
+        return f"'pending' is {type(pending).__name__}, not an integer"
+    return None
+
+
+def _changes_texts_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
+    problem = _not_obj(ok, "the answer")
+    if problem is not None:
+        return problem
+    results = ok.get("results")
+    if type(results) is not list:
+        return f"'results' is {type(results).__name__}, not a list"
+    for row in results:  # on every batch: kept to a few type checks per row
+        if type(row) is not list or len(row) != 5:
+            return "'results' holds a row that is not [seq, id, leaves, deleted, text]"
+        _seq, doc_id, leaves, deleted, text = row
+        if type(doc_id) is not str or type(leaves) is not list or type(deleted) is not bool \
+                or (text is not None and type(text) is not str):
+            return "a row is not [seq, string id, list of leaves, boolean, text or null]"
+        for leaf in leaves:
+            if type(leaf) is not str:
+                return "a row's leaves hold a non-string"
     pending = ok.get("pending")
     if pending is not None and type(pending) is not int:
         return f"'pending' is {type(pending).__name__}, not an integer"
@@ -341,6 +379,7 @@ _REPLY_SHAPES: dict[str, Callable[[Any, Mapping[str, Any]], str | None]] = {
     "info": _info_shape, "get": _get_shape, "put": _write_shape, "post": _write_shape,
     "delete": _write_shape, "bulk_docs": _bulk_docs_shape,
     "write_missing": _write_missing_shape, "all_docs": _all_docs_shape,
+    "write_missing_texts": _write_missing_texts_shape, "changes_texts": _changes_texts_shape,
     "changes": _changes_shape, "revs_diff": _revs_diff_shape, "bulk_get": _bulk_get_shape,
 }
 

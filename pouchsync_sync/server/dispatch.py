@@ -28,6 +28,8 @@ _METHODS: dict[str, Callable[[Database, dict[str, Any]], Any]] = {
     "delete": lambda db, kw: db.delete(**kw),
     "bulk_docs": lambda db, kw: db.bulk_docs(**kw),
     "write_missing": lambda db, kw: db.write_missing(**kw),
+    "write_missing_texts": lambda db, kw: db.write_missing_texts(**kw),
+    "changes_texts": lambda db, kw: db.changes_texts(**kw),
     "all_docs": lambda db, kw: db.all_docs(**kw),
     "changes": lambda db, kw: db.changes(**kw),
     "revs_diff": lambda db, kw: db.revs_diff(**kw),
@@ -43,6 +45,8 @@ def execute(grant: Grant, op: str, kwargs: dict[str, Any]) -> Any:
         return ops.encode_result(op, _bulk_docs(grant, kwargs))
     if op == "write_missing":
         return _write_missing(grant, kwargs["docs"])
+    if op == "write_missing_texts":
+        return _write_missing_texts(grant, kwargs["rows"])
     if op in ops.WRITE_OPS:
         why = refusal(grant, ops.written_ids(op, kwargs)[0])
         if why is not None:
@@ -76,10 +80,33 @@ def _write_missing(grant: Grant, docs: list[dict[str, Any]]) -> dict[str, Any]:
     """``{"written": [indexes into docs], "failures": [...]}``. A doc the grant may not
     write is a ``forbidden`` failure only when the database lacks its revision (one it
     has, e.g. a doc the client pulled from here, is simply not missing)."""
+    allowed, failures = _refusals(grant, [(doc.get("_id"), doc.get("_rev")) for doc in docs])
+    written: list[dict[str, Any]] = []
+    if allowed:
+        written, refused = grant.db.write_missing([docs[i] for i in allowed])
+        failures.extend(refused)
+    return ops.write_missing_answer(docs, written, failures)
+
+
+def _write_missing_texts(grant: Grant, rows: list[list[Any]]) -> dict[str, Any]:
+    """``write_missing`` for text rows: the same answer and the same refusals."""
+    allowed, failures = _refusals(grant, [(row[0], row[1]) for row in rows])
+    written: list[int] = []
+    if allowed:
+        positions, refused = grant.db.write_missing_texts([rows[i] for i in allowed])
+        written = [allowed[j] for j in positions]
+        failures.extend(refused)
+    return {"written": written, "failures": failures}
+
+
+def _refusals(grant: Grant, revisions: list[tuple[Any, Any]]
+              ) -> tuple[list[int], list[dict[str, Any]]]:
+    """``(the positions the grant may write, a forbidden failure for each other one the
+    database lacks)`` for replicated ``(id, rev)`` pairs."""
     allowed: list[int] = []
     refused: list[tuple[int, str]] = []
-    for i, doc_id in enumerate(ops.written_ids("write_missing", {"docs": docs})):
-        why = refusal(grant, doc_id)
+    for i, (doc_id, _rev) in enumerate(revisions):
+        why = refusal(grant, doc_id if isinstance(doc_id, str) else None)
         if why is None:
             allowed.append(i)
         else:
@@ -88,22 +115,18 @@ def _write_missing(grant: Grant, docs: list[dict[str, Any]]) -> dict[str, Any]:
     if refused:
         asked: dict[str, list[str]] = {}
         for i, _why in refused:
-            doc_id, rev = docs[i].get("_id"), docs[i].get("_rev")
+            doc_id, rev = revisions[i]
             if isinstance(doc_id, str) and isinstance(rev, str):
                 asked.setdefault(doc_id, []).append(rev)
         diff = grant.db.revs_diff(asked) if asked else {}
         for i, why in refused:
-            doc_id, rev = docs[i].get("_id"), docs[i].get("_rev")
+            doc_id, rev = revisions[i]
             if isinstance(doc_id, str) and isinstance(rev, str) \
                     and rev not in ((diff.get(doc_id) or {}).get("missing") or ()):
                 continue  # already here: not missing, nothing to refuse
             failures.append({"id": doc_id, "rev": rev if isinstance(rev, str) else None,
                              "error": "forbidden", "reason": why})
-    written: list[dict[str, Any]] = []
-    if allowed:
-        written, refused = grant.db.write_missing([docs[i] for i in allowed])
-        failures.extend(refused)
-    return ops.write_missing_answer(docs, written, failures)
+    return allowed, failures
 
 
 def error_json(exc: BaseException, *, what: str = "call") -> dict[str, Any]:

@@ -97,8 +97,13 @@ def test_ids_in_javascript_safe_range() -> None:
 def test_every_allowed_op_validates_its_arguments() -> None:
     assert set(ops.OPS) == {"info", "get", "put", "post", "delete", "bulk_docs", "all_docs",
                             "changes", "revs_diff", "bulk_get", "get_attachment",
-                            "write_missing"}
+                            "write_missing", "write_missing_texts", "changes_texts"}
     assert "write_missing" in ops.WRITE_OPS
+    assert "write_missing_texts" in ops.WRITE_OPS and "changes_texts" not in ops.WRITE_OPS
+    rows = [["a", "1-x", "{}"], ["b", "1-y", "{\"v\":1}"]]
+    assert validate_call("write_missing_texts", {"rows": rows}) == {"rows": rows}
+    assert validate_call("changes_texts", {"since": 3, "limit": 10, "max_bytes": 0}) == {
+        "since": 3, "limit": 10, "max_bytes": 0}
     assert validate_call("write_missing", {"docs": [{"_id": "a"}]}) == {"docs": [{"_id": "a"}]}
     assert validate_call("info", None) == {}
     assert validate_call("get", {"doc_id": "a", "conflicts": True, "rev": None}) == {
@@ -125,6 +130,14 @@ def test_every_allowed_op_validates_its_arguments() -> None:
     ("put", {"doc": "not a doc"}, "'doc' of put must be an object"),
     ("delete", {"doc_id": "a"}, "needs the argument 'rev'"),
     ("bulk_docs", {"docs": [1]}, "list of objects"),
+    ("write_missing_texts", {}, "needs the argument 'rows'"),
+    ("write_missing_texts", {"rows": {"a": 1}}, "list of [id, rev, text] rows"),
+    ("write_missing_texts", {"rows": [["a", "1-x"]]}, "list of [id, rev, text] rows"),
+    ("write_missing_texts", {"rows": [{"id": "a"}]}, "list of [id, rev, text] rows"),
+    ("changes_texts", {"max_bytes": -1}, "'max_bytes' of changes_texts must be an integer >= 0"),
+    ("changes_texts", {"max_bytes": True}, "'max_bytes' of changes_texts"),
+    ("changes_texts", {"limit": 1.5}, "'limit' of changes_texts"),
+    ("changes_texts", {"include_docs": True}, "unknown argument 'include_docs' for changes_texts"),
     ("all_docs", {"limit": -1}, "integer >= 0"),
     ("all_docs", {"limit": True}, "integer >= 0"),
     ("changes", {"feed": "continuous"}, '"normal" or "longpoll"'),
