@@ -13,6 +13,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .. import revtree
+from ..jsoncodec import loads
 from .incoming import Prepared
 from .texts import text_length
 
@@ -55,7 +56,9 @@ def read(db: "LocalDatabase", conn: sqlite3.Connection, since: int, want: int | 
                 leaves = revtree.leaves(trees[doc_id])
             else:
                 leaves = [win]
-                if body is not None and '"_attachments":' not in body:
+                # the marker may be a nested key (no attachment): the body's top level says
+                if body is not None and ('"_attachments":' not in body
+                                         or "_attachments" not in loads(body)):
                     if budget is None:
                         text = body
                     else:
