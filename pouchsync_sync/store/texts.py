@@ -17,6 +17,7 @@ faster way.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterator, Mapping, Sequence
 
 from .. import revtree
@@ -39,6 +40,10 @@ __all__ = [
 
 #: ``[id, rev, text]``: a first-generation revision and its body's JSON text
 TextRow = Sequence[Any]
+
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a float
+_LONG_NUMBER = re.compile(r"[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]"
+                          r"[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]")
 
 
 def text_length(text: str) -> int:
@@ -101,28 +106,45 @@ def texts_answer(changes: Mapping[str, Any], max_bytes: int | None) -> dict[str,
     return answer
 
 
+def _read_fast(text: str) -> tuple[Any, str | None] | None:
+    """``(value, its exact text)`` as orjson reads ``text`` and writes it back (None for
+    the text when it cannot write it exactly); None when the stdlib must read ``text``:
+    orjson refuses it (big integers, lone surrogates, NaN...) or may have read an integer
+    beyond 64 bits as a float, which it does silently (then the text it writes back
+    differs from ``text``, and ``text`` has 19 digits in a row)."""
+    try:
+        value = _orjson.loads(text)
+    except ValueError:
+        return None
+    out = exact_json_text(value)
+    if out != text and _LONG_NUMBER.search(text) is not None:
+        return None
+    return value, out
+
+
 def _body_of(text: Any, where: str) -> tuple[dict[str, Any], str]:
     """``(body, canonical text)`` of one row's text; ``BadRequest`` when it is not a JSON
     object of plain fields. The canonical text is what a ``write_missing`` of the same
     doc would store."""
     if text.__class__ is not str:
         raise BadRequest(f"{where}: the text must be a string")
-    body: Any = None
-    if _orjson is not None:
-        try:
-            body = _orjson.loads(text)
-        except ValueError:
-            body = None  # the stdlib decides (big integers, lone surrogates...) and errs
-    if body is None:
+    read = None if _orjson is None else _read_fast(text)
+    if read is None:
         try:
             body = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise BadRequest(f"{where}: the text is not JSON: {str(exc)[:200]}") from exc
+    else:
+        body = read[0]
     if body.__class__ is not dict:
         raise BadRequest(f"{where}: the text must be a JSON object")
-    canonical = exact_json_text(body)
+    canonical = read[1] if read is not None else exact_json_text(body)
     if canonical is None:
         canonical = dump_json(body)  # BadRequest for what is not JSON (NaN...)
+        try:
+            canonical.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate (a "\ud800" escape)
+            raise BadRequest(f"{where}: the text is not valid UTF-8 text") from exc
     if '"_' in canonical:  # also matches nested keys and values, which are fine
         for key in body:
             if key[:1] == "_":
@@ -152,13 +174,10 @@ def check_text_rows(rows: Any) -> list[tuple[str, str, str]]:
             raise BadRequest(f"row {index}: rev must be a first-generation revision 1-<hash>",
                              error="bad_request")
         if _orjson is not None and text.__class__ is str:
-            # the common case, inline: a plain object orjson reads and writes back exactly
-            try:
-                body = _orjson.loads(text)
-            except ValueError:
-                body = None
-            if body.__class__ is dict:
-                out = exact_json_text(body)
+            # the common case: a plain object orjson reads and writes back exactly
+            read = _read_fast(text)
+            if read is not None and read[0].__class__ is dict:
+                out = read[1]
                 if out is not None and '"_' not in out:
                     append((doc_id, rev, out))
                     continue
@@ -170,5 +189,6 @@ def docs_of_text_rows(rows: Sequence[tuple[str, str, str]]) -> Iterator[dict[str
     """Ordinary docs (``_id``, ``_rev`` and the body) of checked text rows."""
     for doc_id, rev, text in rows:
         doc: dict[str, Any] = {"_id": doc_id, "_rev": rev}
-        doc.update(json.loads(text) if _orjson is None else _orjson.loads(text))
+        read = None if _orjson is None else _read_fast(text)
+        doc.update(json.loads(text) if read is None else read[0])
         yield doc
