@@ -525,7 +525,7 @@ class Sync:
                       "doc_write_failures": self._failures}
         if signals.sync_change.receivers:
             signals.emit(signals.sync_change, self, direction=direction.name,
-                         docs=info.get("docs", []), counts=counts)
+                         docs=list(info.get("docs", ())), counts=counts)
 
     def _on_state(self, direction: _Direction, state: str) -> None:
         if state not in ("active", "paused"):

@@ -17,6 +17,7 @@ import json
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..store.base import failed_writes
+from ..store.texts import docs_of_text_rows
 
 try:  # optional fast path; the library works without it
     import orjson as _orjson
@@ -37,6 +38,9 @@ __all__ = [
     "revs_diff_request",
     "split_by_bytes",
     "whole_docs_in_changes",
+    "texts_in_changes",
+    "text_sizes",
+    "WrittenDocs",
 ]
 
 LOCAL_PREFIX = "_local/"
@@ -158,6 +162,57 @@ def whole_docs_in_changes(rows: Sequence[Mapping[str, Any]]
                 continue
         rest.append(row)
     return docs, rest
+
+
+def texts_in_changes(rows: Sequence[Sequence[Any]]
+                     ) -> tuple[list[tuple[str, str, str]], list[dict[str, Any]]]:
+    """``changes_texts`` rows split into the text rows ``[id, rev, text]`` the target's
+    ``write_missing_texts`` takes (first-generation docs carried whole: no diff, no
+    fetch), and ordinary change rows (``{"seq", "id", "changes", "deleted"?}``) for the
+    others, which are diffed and fetched."""
+    texts: list[tuple[str, str, str]] = []
+    rest: list[dict[str, Any]] = []
+    for seq, doc_id, leaves, deleted, text in rows:
+        if text is not None and len(leaves) == 1 and not doc_id.startswith(LOCAL_PREFIX):
+            texts.append((doc_id, leaves[0], text))
+            continue
+        row: dict[str, Any] = {"seq": seq, "id": doc_id, "changes": [{"rev": r} for r in leaves]}
+        if deleted:
+            row["deleted"] = True
+        rest.append(row)
+    return texts, rest
+
+
+def text_sizes(rows: Sequence[tuple[str, str, str]]) -> list[int]:
+    """The approximate wire size of each text row, for ``split_by_bytes``."""
+    return [len(doc_id) + len(rev) + len(text) + 12 for doc_id, rev, text in rows]
+
+
+class WrittenDocs(Sequence[dict[str, Any]]):
+    """The docs a batch wrote, for ``on_batch``: whole docs as they are, text rows made
+    docs only when looked at (most runs never do: nobody listens)."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self._items = items
+        self._docs: list[dict[str, Any]] | None = None
+
+    def _all(self) -> list[dict[str, Any]]:
+        if self._docs is None:
+            self._docs = [item if item.__class__ is not tuple else next(docs_of_text_rows((item,)))
+                          for item in self._items]
+        return self._docs
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._all())
+
+    def __repr__(self) -> str:
+        return f"WrittenDocs({len(self._items)} docs)"
 
 
 def prefer_docs_in_changes(first_generation: int, rows: int, fetched_bytes: int,

@@ -81,7 +81,10 @@ from .batch import (
     next_fetch_size,
     prefer_docs_in_changes,
     revs_diff_request,
+    WrittenDocs,
     split_by_bytes,
+    text_sizes,
+    texts_in_changes,
     whole_docs_in_changes,
 )
 from .checkpoint import LOWEST_SEQ, Checkpointer
@@ -121,6 +124,7 @@ class _Fetched:
     sizes: list[int]
     errors: list[dict[str, Any]]
     whole: bool = False  # from the changes read, not diffed: the target writes what it lacks
+    texts: bool = False  # whole, as text rows (id, rev, text) from changes_texts
 
 
 @dataclass
@@ -178,7 +182,9 @@ class Replicator:
 
     Runs once. ``state``, ``pending`` and ``wait_caught_up`` are safe from any thread;
     callbacks run on the running thread, outside any lock, and their exceptions are
-    logged and ignored.
+    logged and ignored. ``on_batch`` gets ``{"docs", "docs_read", "docs_written",
+    "doc_write_failures", "last_seq", "pending"}`` after each batch; ``docs`` (the docs
+    the batch wrote) is a read-only sequence whose docs are built when first read.
     """
 
     def __init__(self, source: Database, target: Database, *, live: bool = False,
@@ -222,7 +228,11 @@ class Replicator:
         self._start_seq: Any = LOWEST_SEQ
         self._seq: Any = LOWEST_SEQ
         self._fetch_size = batch_size
-        self._docs_in_changes = False  # ask changes for docs (set per batch by the policy)
+        # with no filter, first-generation docs may come as text rows (changes_texts)
+        self._texts_ok = filter is None and doc_ids is None and selector is None
+        # ask changes for docs (set per batch by the policy); text rows from the start:
+        # the source bounds their bytes, rows without text are diffed as usual
+        self._docs_in_changes = self._texts_ok
         self._whole_lacked = 1.0  # share of the last whole docs the target lacked (write side)
         self._unsaved: tuple[Any, Any] | None = None  # live: (seq, pending) written, not recorded
         self._saved_at = float("-inf")  # time.monotonic() of the last checkpoint recorded
@@ -383,6 +393,9 @@ class Replicator:
     def read_batch_of_changes(self, since: Any, *, longpoll: bool) -> tuple[dict[str, Any], int]:
         """Read Batch of Changes (``feed=longpoll``: Listen to Changes Feed when caught up)."""
         ticket = self._progress.begin_read()
+        if self._texts_ok and self._docs_in_changes and not longpoll:
+            return self.source.changes_texts(since=since, limit=self.batch_size,
+                                             max_bytes=self.max_batch_bytes), ticket
         kwargs: dict[str, Any] = dict(since=since, limit=self.batch_size, style="all_docs",
                                       include_docs=self.filter is not None or self._docs_in_changes)
         if self.doc_ids is not None:
@@ -404,9 +417,19 @@ class Replicator:
         in chunks sized so one answer stays near ``max_batch_bytes``. Returns False
         when stopped before the end.
         """
+        policy = _BatchStats()
+        read = len(rows)
+        texts: list[tuple[str, str, str]] = []
+        if rows and rows[0].__class__ is list:  # changes_texts' rows
+            texts, rows = texts_in_changes(rows)
+        if texts:
+            sizes = text_sizes(texts)
+            policy.bytes += sum(sizes)
+            policy.count += len(texts)
+            policy.first_generation += len(texts)
+            yield _Fetched(docs=texts, sizes=sizes, errors=[], whole=True, texts=True)  # type: ignore[arg-type]
         rows = apply_filter(rows, self.filter)
         whole, rest = whole_docs_in_changes(rows)
-        policy = _BatchStats()
         if whole:
             item = self._fetched(whole, [], policy, first_generation=len(whole))
             item.whole = True
@@ -425,8 +448,8 @@ class Replicator:
                                                self.max_batch_bytes, self.batch_size)
             yield item
         self._docs_in_changes = prefer_docs_in_changes(
-            policy.first_generation, len(rows), policy.bytes, policy.count, self.batch_size,
-            self.max_batch_bytes, lacked=self._whole_lacked if whole else 1.0)
+            policy.first_generation, read, policy.bytes, policy.count, self.batch_size,
+            self.max_batch_bytes, lacked=self._whole_lacked if whole or texts else 1.0)
         return True
 
     def _fetched(self, docs: list[dict[str, Any]], errors: list[dict[str, Any]],
@@ -482,7 +505,11 @@ class Replicator:
         result = self._result
         lacked = 0
         for part in split_by_bytes(item.docs, item.sizes, self.max_batch_bytes):
-            written, failures = self.target.write_missing(part)
+            if item.texts:
+                positions, failures = self.target.write_missing_texts(part)
+                written = [part[i] for i in positions]
+            else:
+                written, failures = self.target.write_missing(part)
             lacked += len(written) + len(failures)
             result.docs_read += len(written) + len(failures)
             result.docs_written += len(written)
@@ -602,7 +629,7 @@ class Replicator:
             return
         result = self._result
         self._call(self.on_batch, {
-            "docs": written,
+            "docs": WrittenDocs(written),
             "docs_read": result.docs_read,
             "docs_written": result.docs_written,
             "doc_write_failures": result.doc_write_failures,

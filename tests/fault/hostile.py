@@ -122,6 +122,9 @@ class HostileServer:
             result = getattr(self.db, op)(**kwargs)
             if op == "write_missing":
                 return {"ok": ops.write_missing_answer(kwargs["docs"], *result)}
+            if op == "write_missing_texts":
+                written, failures = result
+                return {"ok": {"written": written, "failures": failures}}
             return {"ok": ops.encode_result(op, result)}
         except CouchError as exc:
             return {"error": exc.to_json()}

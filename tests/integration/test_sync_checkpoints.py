@@ -284,7 +284,7 @@ def test_a_server_death_is_still_an_error_with_its_warning(hub, clients, local, 
 
 
 class Stuck(LocalDatabase):
-    """A server store whose ``bulk_docs`` hangs until ``release`` (at most 30 s)."""
+    """A server store whose writes of replicated docs hang until ``release`` (at most 30 s)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -295,6 +295,11 @@ class Stuck(LocalDatabase):
         self.entered.set()
         self.release.wait(30)
         return super().bulk_docs(docs, **kwargs)
+
+    def write_missing_texts(self, rows: Any) -> Any:
+        self.entered.set()
+        self.release.wait(30)
+        return super().write_missing_texts(rows)
 
 
 def test_a_call_stuck_past_the_grace_is_cut_and_the_sync_ends_quietly(tmp_path, clients,
@@ -311,7 +316,7 @@ def test_a_call_stuck_past_the_grace_is_cut_and_the_sync_ends_quietly(tmp_path, 
         a.put({"_id": "x"})
         client = clients().connect(srv.url)
         sync = client.sync(a, live=True, direction="push")
-        assert stuck.entered.wait(WAIT)  # the push's bulk_docs is in flight, unanswered
+        assert stuck.entered.wait(WAIT)  # the push's write is in flight, unanswered
         started = time.monotonic()
         sync.cancel()
         result = sync.wait(timeout=WAIT)

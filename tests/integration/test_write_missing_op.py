@@ -75,7 +75,7 @@ def test_other_errors_of_the_op_are_not_taken_for_an_older_server(server_db, cli
         server.close()
 
 
-def test_a_push_of_new_docs_uses_write_missing(server_db, client, tmp_path) -> None:
+def test_a_push_of_new_docs_goes_as_text_rows(server_db, client, tmp_path) -> None:
     server = HostileServer(server_db, {})
     try:
         with LocalDatabase(tmp_path / "local.sqlite", name="local") as local:
@@ -85,9 +85,8 @@ def test_a_push_of_new_docs_uses_write_missing(server_db, client, tmp_path) -> N
             result = sync.wait(timeout=60)
             assert result.ok and result.docs_pushed == 600 and result.push.docs_read == 600
             assert server_db.info()["doc_count"] == 600
-            # the first batch is diffed (the read policy learns the docs are new), then
-            # whole docs go in one call per batch
-            assert server.calls.count("write_missing") >= 4
-            assert server.calls.count("revs_diff") <= 2
+            # new first-generation docs go whole, as text rows, one call per batch: no diff
+            assert server.calls.count("write_missing_texts") == 6
+            assert "revs_diff" not in server.calls and "bulk_docs" not in server.calls
     finally:
         server.close()
