@@ -81,7 +81,14 @@ def text_of_doc(doc: Mapping[str, Any], leaves: Sequence[str]) -> str | None:
                 return None
         else:
             body[key] = value
-    return exact_json_text(body)
+    text = exact_json_text(body)
+    if text is None:  # orjson is not installed, or refuses the body: the stdlib decides
+        try:
+            text = dump_json(body)
+            text.encode("utf-8")  # a lone surrogate cannot travel
+        except (BadRequest, UnicodeEncodeError):
+            return None
+    return text
 
 
 def texts_answer(changes: Mapping[str, Any], max_bytes: int | None) -> dict[str, Any]:
