@@ -58,15 +58,18 @@ def _fill(db):
                    "side": "b"}], new_edits=False)
     db.put({"_id": "att", "v": 1, "_attachments": {
         "a.txt": {"content_type": "text/plain", "data": base64.b64encode(b"hello").decode()}}})
+    db.bulk_docs([{"_id": "born_deleted", "_rev": REV_A, "_revisions": {"start": 1, "ids": ["a" * 32]},
+                   "_deleted": True}], new_edits=False)
     db.put({"_id": "_local/secret", "v": 1})
+    db.put({"_id": "naïve id ☃/x", "k": "v"})
     db.put({"_id": "last", "empty": ""})
     return {
         "plain": {"n": 1, "s": "x", "list": [1, 2.5, None, True], "o": {"k": {}}},
         "unicode": {"s": "héllo ☃ 𝄞 日本"},
         "nested_underscore": {"o": {"_x": 1, "_attachments": 2}, "l": ["_y"]},
         "_design/app": {"views": {"all": {"map": "function (doc) { emit(doc._id); }"}}},
-        "edited": None, "deleted": None, "conflicted": None, "att": None,
-        "last": {"empty": ""},
+        "edited": None, "deleted": None, "conflicted": None, "att": None, "born_deleted": None,
+        "naïve id ☃/x": {"k": "v"}, "last": {"empty": ""},
     }
 
 
@@ -105,7 +108,9 @@ def test_changes_texts_text_only_for_plain_first_generation_docs(db):
             assert json.loads(text) == body, doc_id
             assert "_id" not in json.loads(text) and "_rev" not in json.loads(text)
             assert rows[doc_id][2] == [db.get(doc_id)["_rev"]]
-    assert rows["deleted"][3] is True and all(not r[3] for i, r in rows.items() if i != "deleted")
+    assert rows["deleted"][3] is True and rows["born_deleted"][3] is True
+    assert rows["born_deleted"][2] == [REV_A]
+    assert all(not r[3] for i, r in rows.items() if i not in ("deleted", "born_deleted"))
     assert sorted(rows["conflicted"][2]) == [REV_A, REV_B]
     assert rows["edited"][2][0].startswith("2-") and rows["att"][2][0].startswith("1-")
 
@@ -153,6 +158,8 @@ def test_changes_texts_agree_with_changes_all_docs(db):
         seen.extend(row[1] for row in page["results"])
         since = page["last_seq"]
     assert seen == [row["id"] for row in db.changes()["results"]]
+    now = _texts(db, since="now")
+    assert now["results"] == [] and now["last_seq"] == db.changes(since="now")["last_seq"]
 
 
 def test_changes_texts_empty_database(db):
@@ -286,6 +293,18 @@ def test_write_missing_texts_two_first_revisions_of_one_new_doc(db):
     assert sorted(row[2]) == [REV_A, REV_B] and row[4] is None
     assert db.info()["doc_count"] == 2
     assert db.write_missing_texts(rows) == ([], [])
+
+
+def test_write_missing_texts_revisions_repeated_in_one_batch(db):
+    rev_c = "1-" + "c" * 32
+    rows = [["c", REV_A, "{}"], ["c", REV_B, '{"b":1}'], ["c", REV_B, '{"b":2}'],
+            ["c", REV_A, "{}"], ["c", rev_c, "{}"]]
+    assert db.write_missing_texts(rows) == ([0, 1, 4], [])
+    doc = db.get("c", conflicts=True)
+    assert doc["_rev"] == rev_c and sorted(doc["_conflicts"]) == [REV_A, REV_B]
+    assert db.get("c", rev=REV_B) == {"_id": "c", "_rev": REV_B, "b": 1}
+    assert db.write_missing_texts([["d", REV_A, "{}"], ["c", rev_c, "{}"], ["d", REV_B, "{}"],
+                                   ["d", REV_B, "{}"]]) == ([0, 2], [])
 
 
 def test_write_missing_texts_new_first_revision_of_a_known_doc_is_a_conflict(db):
