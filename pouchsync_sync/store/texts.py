@@ -52,14 +52,9 @@ def text_length(text: str) -> int:
 
 
 def is_first_rev(rev: Any) -> bool:
-    """``rev`` is a valid first-generation revision ``1-<hash>``."""
-    if rev.__class__ is not str or rev[:2] != "1-":
-        return False
-    try:
-        revtree.parse_rev(rev)
-    except BadRequest:
-        return False
-    return True
+    """``rev`` is a valid first-generation revision ``1-<hash>`` (``revtree.parse_rev``
+    takes any non-empty hash)."""
+    return rev.__class__ is str and rev[:2] == "1-" and len(rev) > 2
 
 
 def text_of_doc(doc: Mapping[str, Any], leaves: Sequence[str]) -> str | None:
@@ -161,14 +156,19 @@ def _body_of(text: Any, where: str) -> tuple[dict[str, Any], str]:
 
 
 def check_text_rows(rows: Any) -> list[tuple[str, str, str]]:
-    """``[(id, rev, canonical text)]`` for ``write_missing_texts``, or ``BadRequest``
+    """``[(id, rev, text to store)]`` for ``write_missing_texts``, or ``BadRequest``
     naming the first bad row: each row is ``[id, rev, text]`` with a replicable doc id
     (not ``_local/``), a first-generation ``rev`` and the text of a JSON object with no
-    field starting with ``_``."""
+    field starting with ``_``.
+
+    The text stored is the compact JSON ``write_missing`` would store for the same doc.
+    """
     if not isinstance(rows, (list, tuple)):
         raise BadRequest("rows must be a list")
     checked: list[tuple[str, str, str]] = []
     append = checked.append
+    loads = None if _orjson is None else _orjson.loads
+    dumps = None if _orjson is None else _orjson.dumps
     for index, row in enumerate(rows):
         if row.__class__ not in (list, tuple) or len(row) != 3:
             raise BadRequest(f"row {index}: must be [id, rev, text]")
@@ -177,15 +177,29 @@ def check_text_rows(rows: Any) -> list[tuple[str, str, str]]:
             check_doc_id(doc_id)  # BadRequest for what is not a doc id
             if is_local_id(doc_id):
                 raise BadRequest(f"row {index}: _local docs are not replicated")
-        if not is_first_rev(rev):
+        if rev.__class__ is not str or rev[:2] != "1-" or len(rev) < 3:
             raise BadRequest(f"row {index}: rev must be a first-generation revision 1-<hash>",
                              error="bad_request")
-        if _orjson is not None and text.__class__ is str:
-            # the common case: a plain object orjson reads and writes back exactly
-            read = _read_fast(text)
-            if read is not None and read[0].__class__ is dict:
-                out = read[1]
-                if out is not None and '"_' not in out:
+        if loads is not None and text.__class__ is str:
+            # the common case: a JSON object orjson reads (it refuses NaN, lone
+            # surrogates, bad UTF-8) and writes back; its compact text is stored (the
+            # text itself when it is already so). Integers beyond 64 bits, which orjson
+            # reads as floats silently, go to the stdlib below.
+            try:
+                body = loads(text)
+            except ValueError:
+                body = None
+            if body.__class__ is dict:
+                try:
+                    out = dumps(body).decode("utf-8")
+                except TypeError:
+                    out = None
+                if out is not None and (out == text or _LONG_NUMBER.search(text) is None):
+                    if '"_' in out:  # also nested keys and values, which are fine
+                        for key in body:
+                            if key[:1] == "_":
+                                raise BadRequest(f"row {index}: special field {key[:40]!r} is "
+                                                 "not allowed in a text", error="doc_validation")
                     append((doc_id, rev, out))
                     continue
         append((doc_id, rev, _body_of(text, f"row {index}")[1]))
