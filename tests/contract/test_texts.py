@@ -396,3 +396,11 @@ def test_write_missing_texts_rows_must_be_a_list(db):
     for rows in ("abc", None, 5, {"good": GOOD}):
         _refused(rows, db.write_missing_texts, rows)
     assert db.info()["doc_count"] == 0
+
+
+def test_changes_texts_large_arguments(db):
+    db.put({"_id": "a", "v": "ü"})
+    db.put({"_id": "b", "v": 1})
+    full = _texts(db)
+    for kwargs in ({"max_bytes": 2**62}, {"limit": 2**62}, {"limit": 2**62, "max_bytes": 2**62}):
+        assert _texts(db, **kwargs)["results"] == full["results"], kwargs

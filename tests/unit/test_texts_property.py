@@ -86,7 +86,8 @@ def test_texts_write_what_write_missing_writes(entries):
                 == _exact(by_docs.changes(include_docs=True, style="all_docs")))
         assert (_exact(by_texts.all_docs(include_docs=True))
                 == _exact(by_docs.all_docs(include_docs=True)))
-        # the same text is stored, and it reads back (stdlib) exactly as the body given
+        # the same text is stored (the compact JSON Database.changes_texts promises, also
+        # for a text sent with spaces), and it reads back (stdlib) exactly as the body given
         stored = _stored_texts(by_texts)
         assert stored == _stored_texts(by_docs)
         for doc_id, (_, body, _) in entries.items():
