@@ -36,6 +36,7 @@ __all__ = [
     "next_fetch_size",
     "prefer_docs_in_changes",
     "revs_diff_request",
+    "slices_by_bytes",
     "split_by_bytes",
     "whole_docs_in_changes",
     "texts_in_changes",
@@ -253,6 +254,25 @@ def doc_sizes(docs: Sequence[Mapping[str, Any]], max_bytes: int) -> list[int]:
         average = max(total // len(docs), 1)
         return [average] * len(docs)
     return [doc_size(doc) for doc in docs]
+
+
+def slices_by_bytes(rows: Sequence[Any], sizes: Sequence[int],
+                    max_bytes: int) -> Iterator[Sequence[Any]]:
+    """``split_by_bytes`` by slicing ``rows`` (which keeps their type): ``rows`` itself
+    when it fits whole."""
+    if not rows:
+        return
+    if sum(sizes) <= max_bytes:
+        yield rows
+        return
+    start = total = 0
+    for end, size in enumerate(sizes):
+        if end > start and total + size > max_bytes:
+            yield rows[start:end]
+            start, total = end, 0
+        total += size
+    if start < len(rows):
+        yield rows[start:]
 
 
 def split_by_bytes(docs: Sequence[dict[str, Any]], sizes: Sequence[int],

@@ -82,6 +82,7 @@ from .batch import (
     prefer_docs_in_changes,
     revs_diff_request,
     WrittenDocs,
+    slices_by_bytes,
     split_by_bytes,
     text_sizes,
     texts_in_changes,
@@ -419,11 +420,12 @@ class Replicator:
         """
         policy = _BatchStats()
         read = len(rows)
-        texts: list[tuple[str, str, str]] = []
+        texts: Sequence[Any] = []
         if rows and rows[0].__class__ is list:  # changes_texts' rows
             texts, rows = texts_in_changes(rows)
         if texts:
             sizes = text_sizes(texts)
+            texts = self.target.check_texts(texts)  # here, ahead of the write (read-ahead thread)
             policy.bytes += sum(sizes)
             policy.count += len(texts)
             policy.first_generation += len(texts)
@@ -504,7 +506,8 @@ class Replicator:
         asking for docs still pays."""
         result = self._result
         lacked = 0
-        for part in split_by_bytes(item.docs, item.sizes, self.max_batch_bytes):
+        split = slices_by_bytes if item.texts else split_by_bytes
+        for part in split(item.docs, item.sizes, self.max_batch_bytes):
             if item.texts:
                 positions, failures = self.target.write_missing_texts(part)
                 written = [part[i] for i in positions]

@@ -154,6 +154,14 @@ class Database(abc.ABC):
         position = {id(doc): index for index, doc in enumerate(docs)}
         return sorted(position[id(doc)] for doc in written), failures
 
+    def check_texts(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+        """Check text rows ahead of ``write_missing_texts`` (a replicator does it on its
+        read-ahead thread): returns what to give ``write_missing_texts`` instead of
+        ``rows``; ``BadRequest`` for a bad row. This default returns ``rows`` (the write
+        checks them); the embedded store checks them here once
+        (``texts.CheckedTexts``)."""
+        return rows
+
     @abc.abstractmethod
     def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,
                  startkey: str | None = None, endkey: str | None = None,

@@ -208,10 +208,14 @@ class LocalDatabase(Database):
     def write_missing_texts(self, rows: Sequence[Sequence[Any]]
                             ) -> tuple[list[int], list[dict[str, Any]]]:
         """``Database.write_missing_texts``: the checked texts stored as they are."""
-        checked = check_text_rows(rows)
+        checked = check_text_rows(rows)  # given CheckedTexts: as they are
         with gcpause.paused():
             with self._writing() as conn:
                 return local_texts.write(self, conn, checked)
+
+    def check_texts(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+        """``Database.check_texts``: ``texts.CheckedTexts`` (written without a second check)."""
+        return check_text_rows(rows)
 
     def _prepare_replicated(self, docs: Sequence[Any]) -> list[Prepared]:
         """Check a replicated batch (plain docs in bulk, the rest one by one)."""

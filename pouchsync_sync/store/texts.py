@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
 __all__ = [
+    "CheckedTexts",
     "TextRow",
     "check_text_rows",
     "docs_of_text_rows",
@@ -44,6 +45,18 @@ TextRow = Sequence[Any]
 #: 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a float
 _LONG_NUMBER = re.compile(r"[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]"
                           r"[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]")
+
+
+class CheckedTexts(tuple):  # type: ignore[type-arg]
+    """Text rows ``check_text_rows`` has checked: immutable ``(id, rev, text)`` tuples
+    a store writes without checking them again (``Database.check_texts``). A slice
+    stays checked."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index: Any) -> Any:
+        item = tuple.__getitem__(self, index)
+        return CheckedTexts(item) if isinstance(index, slice) else item
 
 
 def text_length(text: str) -> int:
@@ -155,7 +168,7 @@ def _body_of(text: Any, where: str) -> tuple[dict[str, Any], str]:
     return body, canonical
 
 
-def check_text_rows(rows: Any) -> list[tuple[str, str, str]]:
+def check_text_rows(rows: Any) -> CheckedTexts:
     """``[(id, rev, text to store)]`` for ``write_missing_texts``, or ``BadRequest``
     naming the first bad row: each row is ``[id, rev, text]`` with a replicable doc id
     (not ``_local/``), a first-generation ``rev`` and the text of a JSON object with no
@@ -163,6 +176,8 @@ def check_text_rows(rows: Any) -> list[tuple[str, str, str]]:
 
     The text stored is the compact JSON ``write_missing`` would store for the same doc.
     """
+    if rows.__class__ is CheckedTexts:
+        return rows
     if not isinstance(rows, (list, tuple)):
         raise BadRequest("rows must be a list")
     checked: list[tuple[str, str, str]] = []
@@ -203,7 +218,7 @@ def check_text_rows(rows: Any) -> list[tuple[str, str, str]]:
                     append((doc_id, rev, out))
                     continue
         append((doc_id, rev, _body_of(text, f"row {index}")[1]))
-    return checked
+    return CheckedTexts(checked)
 
 
 def docs_of_text_rows(rows: Sequence[tuple[str, str, str]]) -> Iterator[dict[str, Any]]:

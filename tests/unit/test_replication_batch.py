@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pouchsync_sync.replication.batch import (
     apply_filter,
     bulk_get_requests,
@@ -149,3 +151,47 @@ def test_doc_sizes_measure_once_when_everything_fits() -> None:
     assert exact == [doc_size(d) for d in mixed]
     assert [len(c) for c in split_by_bytes(mixed, exact, 2000)] == [10, 1]
     assert doc_sizes([], 100) == []
+
+
+# -- text rows ------------------------------------------------------------------------------
+def test_texts_in_changes_splits_text_rows_from_rows_to_diff() -> None:
+    from pouchsync_sync.replication.batch import texts_in_changes
+
+    rows = [[1, "a", ["1-x"], False, '{"v":1}'],
+            [2, "b", ["2-y"], False, None],
+            [3, "c", ["1-p", "1-q"], False, None],
+            [4, "d", ["2-z"], True, None],
+            [5, "_local/e", ["1-e"], False, "{}"]]
+    texts, rest = texts_in_changes(rows)
+    assert texts == [("a", "1-x", '{"v":1}')]
+    assert rest == [{"seq": 2, "id": "b", "changes": [{"rev": "2-y"}]},
+                    {"seq": 3, "id": "c", "changes": [{"rev": "1-p"}, {"rev": "1-q"}]},
+                    {"seq": 4, "id": "d", "changes": [{"rev": "2-z"}], "deleted": True},
+                    {"seq": 5, "id": "_local/e", "changes": [{"rev": "1-e"}]}]
+
+
+@pytest.mark.parametrize("sizes, limit, expected", [
+    ([2] * 7, 100, [7]),
+    ([2] * 7, 5, [2, 2, 2, 1]),
+    ([2] * 7, 1, [1] * 7),  # a row bigger than the limit goes alone
+    ([9, 1, 1, 9], 10, [2, 2]),
+    ([], 10, []),
+])
+def test_slices_by_bytes_cuts_where_split_by_bytes_does(sizes, limit, expected) -> None:
+    from pouchsync_sync.replication.batch import slices_by_bytes, split_by_bytes
+
+    rows = tuple(range(len(sizes)))
+    parts = list(slices_by_bytes(rows, sizes, limit))
+    assert [len(p) for p in parts] == expected
+    assert [list(p) for p in parts] == list(split_by_bytes(list(rows), sizes, limit))
+    assert all(p.__class__ is tuple for p in parts)  # slices keep the rows' type
+
+
+def test_written_docs_are_built_only_when_read() -> None:
+    from pouchsync_sync.replication.batch import WrittenDocs
+
+    whole = {"_id": "w", "_rev": "1-w", "v": 0}
+    docs = WrittenDocs([whole, ("t", "1-t", '{"v":1,"o":{"_x":2}}')])
+    assert len(docs) == 2 and docs._docs is None
+    assert list(docs) == [whole, {"_id": "t", "_rev": "1-t", "v": 1, "o": {"_x": 2}}]
+    assert docs[0] is whole and docs[-1]["v"] == 1

@@ -281,3 +281,34 @@ def test_get_gives_back_integers_beyond_64_bits():
         by_texts.write_missing_texts([["n", "1-" + "a" * 32, '{"n":18446744073709551617}']])
         assert _stored_texts(by_texts)["n"] == '{"n":18446744073709551617}'
         assert by_texts.get("n")["n"] == 2**64 + 1 and isinstance(by_texts.get("n")["n"], int)
+
+
+# -- checked ahead (Database.check_texts) ------------------------------------------------
+def test_check_texts_checks_once_and_slices_stay_checked(tmp_path) -> None:
+    from pouchsync_sync.errors import BadRequest
+    from pouchsync_sync.store.texts import CheckedTexts, check_text_rows
+
+    db = LocalDatabase(str(tmp_path / "c.sqlite"))
+    try:
+        rows = [[f"d{i}", f"1-{i:032x}", '{"v": %d}' % i] for i in range(5)]
+        checked = db.check_texts(rows)
+        assert checked.__class__ is CheckedTexts
+        assert list(checked) == [(f"d{i}", f"1-{i:032x}", '{"v":%d}' % i) for i in range(5)]
+        assert check_text_rows(checked) is checked  # not checked twice
+        assert checked[1:3].__class__ is CheckedTexts and checked[0].__class__ is tuple
+        assert db.write_missing_texts(checked[3:]) == ([0, 1], [])
+        assert db.write_missing_texts(checked) == ([0, 1, 2], [])
+        assert db.get("d4")["v"] == 4
+        with pytest.raises(BadRequest):
+            db.check_texts([["d9", "2-x", "{}"]])
+        with pytest.raises(TypeError):
+            checked[0] = ("x", "1-y", "{}")  # immutable: what was checked stays so
+    finally:
+        db.close()
+
+
+def test_the_default_check_texts_leaves_rows_to_the_write() -> None:
+    from pouchsync_sync.store.base import Database
+
+    rows = [["a", "1-x", "{}"]]
+    assert Database.check_texts(None, rows) is rows  # type: ignore[arg-type]
