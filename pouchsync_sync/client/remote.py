@@ -57,6 +57,8 @@ def _given(**kwargs: Any) -> dict[str, Any]:
 class RemoteDatabase(Database):
     """A database on a sync server, reached through one channel of a client connection."""
 
+    write_round_trip = True
+
     def __init__(self, channel: Channel, *, url: str | None = None) -> None:
         self._channel = channel
         self.name = channel.db

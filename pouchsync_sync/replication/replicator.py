@@ -91,6 +91,7 @@ from .batch import (
 from .checkpoint import LOWEST_SEQ, Checkpointer
 from .ids import generate_replication_id
 from .pipeline import Prefetcher
+from .writebehind import WriteBehind
 from .progress import STATES, Progress
 
 __all__ = ["ReplicationResult", "Replicator", "replicate", "STATES"]
@@ -99,6 +100,9 @@ log = logging.getLogger(__name__)
 
 #: at most this many per-document errors are kept in a result (the counts stay exact)
 MAX_ERRORS_KEPT = 1000
+#: whole-doc chunks at least this big go up behind (``WriteBehind``) to a remote target;
+#: smaller ones (a live change or two) are written at once
+WRITE_BEHIND_MIN = 50
 
 
 @dataclass
@@ -235,6 +239,7 @@ class Replicator:
         # the source bounds their bytes, rows without text are diffed as usual
         self._docs_in_changes = self._texts_ok
         self._whole_lacked = 1.0  # share of the last whole docs the target lacked (write side)
+        self._behind: WriteBehind | None = None  # uploads in flight to a remote target
         self._unsaved: tuple[Any, Any] | None = None  # live: (seq, pending) written, not recorded
         self._saved_at = float("-inf")  # time.monotonic() of the last checkpoint recorded
         self._next_interval = checkpoint_interval  # this one's, jittered after each record
@@ -465,22 +470,72 @@ class Replicator:
         return _Fetched(docs=docs, sizes=sizes, errors=errors)
 
     def _consume(self, items: Iterator[Any]) -> bool:
-        """The write side: upload each chunk, record the checkpoint at each batch end."""
+        """The write side: upload each chunk, record the checkpoint at each batch end.
+
+        Whole docs for a target across a round trip go up two writes at a time
+        (``WriteBehind``); a batch end then waits for the writes before it.
+        """
         batch = _BatchStats()
-        for item in items:
-            if self._cancelled():
-                return False
-            if isinstance(item, _Fetched):
-                self.replicate_changes(item, batch)
-            elif isinstance(item, _BatchStart):
-                self._set_state("active")
-                batch = _BatchStats()
-            elif isinstance(item, _BatchEnd):
-                self.finish_batch(item, batch)
-                batch = _BatchStats()
-            elif isinstance(item, _Done):
-                return True
-        return False
+        try:
+            for item in items:
+                if self._cancelled():
+                    return False
+                if isinstance(item, _Fetched):
+                    if item.whole and self._write_behind(item):
+                        self._upload_behind(item, batch)
+                    else:
+                        if self._behind is not None:
+                            self._behind.drain()
+                        self.replicate_changes(item, batch)
+                elif isinstance(item, _BatchStart):
+                    self._set_state("active")
+                    batch = _BatchStats()
+                elif isinstance(item, _BatchEnd):
+                    if self._behind is not None and self._behind.busy:
+                        if item.caught_up:  # no read follows at once: nothing to overlap
+                            self._behind.drain()
+                        self._behind.end((item, batch))
+                    else:
+                        self.finish_batch(item, batch)
+                    batch = _BatchStats()
+                elif isinstance(item, _Done):
+                    if self._behind is not None:
+                        self._behind.drain()
+                    return True
+            return False
+        finally:
+            if self._behind is not None:
+                self._behind.close()  # after an error or a cancel: what is held is dropped
+                self._behind = None
+
+    def _write_behind(self, item: _Fetched) -> bool:
+        """Upload ``item`` behind: a big whole-doc chunk for a target across a round trip."""
+        return bool(getattr(self.target, "write_round_trip", False)) \
+            and len(item.docs) >= WRITE_BEHIND_MIN
+
+    def _upload_behind(self, item: _Fetched, batch: "_BatchStats") -> None:
+        if self._behind is None:
+            self._behind = WriteBehind(
+                f"pouchsync-upload[{self.source.name}->{self.target.name}]",
+                on_done=self._whole_written, on_end=lambda held: self.finish_batch(*held))
+        split = slices_by_bytes if item.texts else split_by_bytes
+        write = self.target.write_missing_texts if item.texts else self.target.write_missing
+        for part in split(item.docs, item.sizes, self.max_batch_bytes):
+            self._behind.submit(write, part, (item, batch, part))
+
+    def _whole_written(self, tag: tuple[_Fetched, "_BatchStats", Sequence[Any]],
+                       answer: tuple[list[Any], list[dict[str, Any]]]) -> None:
+        """Count one whole-doc write's answer (on the replicating thread, in order)."""
+        item, batch, part = tag
+        written, failures = answer
+        if item.texts:
+            written = [part[i] for i in written]
+        result = self._result
+        result.docs_read += len(written) + len(failures)
+        result.docs_written += len(written)
+        batch.written.extend(written)
+        batch.failures += self._refused(failures)
+        self._whole_lacked = (len(written) + len(failures)) / max(len(part), 1)
 
     def replicate_changes(self, item: _Fetched, batch: "_BatchStats") -> None:
         """Upload Batch of Changed Documents: one fetched chunk, split by bytes."""
@@ -504,21 +559,13 @@ class Replicator:
         """Upload whole docs from the changes read: the target writes those it lacks
         (``write_missing``); those count as read, and tell the read policy whether
         asking for docs still pays."""
-        result = self._result
-        lacked = 0
         split = slices_by_bytes if item.texts else split_by_bytes
         for part in split(item.docs, item.sizes, self.max_batch_bytes):
             if item.texts:
-                positions, failures = self.target.write_missing_texts(part)
-                written = [part[i] for i in positions]
+                answer = self.target.write_missing_texts(part)
             else:
-                written, failures = self.target.write_missing(part)
-            lacked += len(written) + len(failures)
-            result.docs_read += len(written) + len(failures)
-            result.docs_written += len(written)
-            batch.written.extend(written)
-            batch.failures += self._refused(failures)
-        self._whole_lacked = lacked / max(len(item.docs), 1)
+                answer = self.target.write_missing(part)
+            self._whole_written((item, batch, part), answer)
 
     def finish_batch(self, end: _BatchEnd, batch: "_BatchStats") -> None:
         """Record Replication Checkpoint after a batch; report it; pause when caught up."""

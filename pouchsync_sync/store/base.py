@@ -54,6 +54,10 @@ class Database(abc.ABC):
     #: short name (the SQLite file's stem, the CouchDB database name)
     name: str
 
+    #: a write waits on a round trip to another process (a server): a replicator keeps
+    #: two big writes in flight to it so it always has the next one
+    write_round_trip: bool = False
+
     # -- identity -----------------------------------------------------------------
     @abc.abstractmethod
     def identity(self) -> str:

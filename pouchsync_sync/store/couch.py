@@ -113,6 +113,8 @@ class CouchDatabase(CouchChanges, Database):
     while it handles the current one (``couch_readahead``; its ``stats()`` count it).
     """
 
+    write_round_trip = True
+
     def __init__(self, server: CouchDB, name: str, *, owns_server: bool = False) -> None:
         self.server = server
         self.name = check_db_name(name)

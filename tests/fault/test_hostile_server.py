@@ -38,6 +38,16 @@ BAD_REPLIES: dict[str, list[Any]] = {
                 {"results": [{"id": "a", "changes": [5]}]},
                 {"results": [{"changes": [{"rev": "1-x"}]}]},
                 {"results": [], "last_seq": 1, "pending": "0"}],
+    "changes_texts": [{"results": 5}, [1], {"results": [1, 2]}, {"no": "results"},
+                      {"results": [[1, "a", ["1-x"], False]]},
+                      {"results": [[1, 5, ["1-x"], False, None]]},
+                      {"results": [[1, "a", "1-x", False, None]]},
+                      {"results": [[1, "a", [5], False, None]]},
+                      {"results": [[1, "a", ["1-x"], 0, None]]},
+                      {"results": [[1, "a", ["1-x"], False, {"x": 1}]]},
+                      {"results": [], "last_seq": 1, "pending": "0"}],
+    "write_missing_texts": [[], {"written": [0]}, {"written": [5], "failures": []},
+                            {"written": ["0"], "failures": []}, {"written": [], "failures": [1]}],
     "revs_diff": ["abc", [], {"a": [1]}, {"a": {"missing": "1-x"}},
                   {"a": {"missing": ["1-x"], "possible_ancestors": [1]}}],
     "bulk_get": [{"results": [1, 2]}, [], {"results": 5},
@@ -56,6 +66,8 @@ DIRECT_CALLS: dict[str, Callable[[Any], Any]] = {
         [{"_id": "w", "_rev": "1-a", "_revisions": {"start": 1, "ids": ["a"]}}]),
     "all_docs": lambda db: db.all_docs(),
     "changes": lambda db: db.changes(since=0, style="all_docs"),
+    "changes_texts": lambda db: db.changes_texts(since=0),
+    "write_missing_texts": lambda db: db.write_missing_texts([["w", "1-a", "{}"]]),
     "revs_diff": lambda db: db.revs_diff({"a": ["1-x"]}),
     "bulk_get": lambda db: db.bulk_get([{"id": "a"}], revs=True),
     "get_attachment": lambda db: db.get_attachment("a", "att.txt"),
@@ -113,23 +125,33 @@ def test_good_replies_pass_the_checks(hostile, client) -> None:
     assert [row["id"] for row in db.all_docs()["rows"]] == ["a", "b"]
     assert len(db.changes(since=0, style="all_docs")["results"]) == 3
     assert db.revs_diff({"a": ["9-x"]})["a"]["missing"] == ["9-x"]
+    assert [row[1] for row in db.changes_texts(since=0)["results"]] == ["a", "new", "b"]
+    assert db.write_missing_texts([["t", "1-t", '{"v":1}']]) == ([0], [])
     assert db.bulk_get([{"id": "a"}], revs=True)["results"][0]["docs"][0]["ok"]["_id"] == "a"
 
 
-# one bad reply per op a sync calls on the remote side; each is reached by a one-shot
-# sync of a local database holding "l" with the server's holding "a" (pull reads the
-# server's changes, fetches "a" and checkpoints there; push asks revs_diff, uploads)
-SYNC_CASES = [("info", []), ("get", 5), ("changes", {"results": [1, 2]}),
-              ("changes", {"results": 5}), ("bulk_get", {"results": [1, 2]}),
-              ("revs_diff", "abc"), ("bulk_docs", {"ok": True}), ("put", [])]
+# one bad reply per op a sync calls on the remote side; each is reached by a sync of a
+# local database holding "t" (first generation) and "l" (second) with the server's
+# holding "a" (second): pull reads the server's changes_texts, diffs and fetches "a",
+# checkpoints; push uploads "t" as a text row, diffs "l" and uploads it with bulk_docs;
+# only a live sync reads changes (its longpoll once caught up)
+SYNC_CASES = [("info", []), ("get", 5), ("changes_texts", {"results": [1, 2]}),
+              ("changes_texts", {"results": 5}), ("write_missing_texts", {"written": [9]}),
+              ("bulk_get", {"results": [1, 2]}), ("revs_diff", "abc"),
+              ("bulk_docs", {"ok": True}), ("put", [])]
+LIVE_ONLY = [("changes", {"results": [1, 2]}), ("changes", {"results": 5})]
+SYNC_PARAMS = [pytest.param(op, bad, live, id=f"{'live' if live else 'one-shot'}-{op}-{i}")
+               for live in (False, True)
+               for i, (op, bad) in enumerate(SYNC_CASES + (LIVE_ONLY if live else []))]
 
 
-@pytest.mark.parametrize("op,bad", SYNC_CASES, ids=[f"{op}-{i}" for i, (op, _) in enumerate(SYNC_CASES)])
-@pytest.mark.parametrize("live", [False, True], ids=["one-shot", "live"])
+@pytest.mark.parametrize("op,bad,live", SYNC_PARAMS)
 def test_a_sync_ends_with_the_protocol_error(hostile, client, tmp_path, caplog, op: str,
                                              bad: Any, live: bool) -> None:
     caplog.set_level(logging.WARNING, logger="pouchsync_sync")
     server = hostile({op: bad})
+    rev = server.db.get("a")["_rev"]
+    server.db.put({"_id": "a", "_rev": rev, "x": 2})
     local = LocalDatabase(tmp_path / "local.sqlite", name="hostile")
     signalled: list[tuple[Any, Any]] = []
 
@@ -138,7 +160,8 @@ def test_a_sync_ends_with_the_protocol_error(hostile, client, tmp_path, caplog, 
 
     sync_error.connect(on_error, weak=False)  # before the sync exists: it may end at once
     try:
-        local.put({"_id": "l"})
+        local.put({"_id": "l", "_rev": local.put({"_id": "l"})["rev"], "v": 2})
+        local.put({"_id": "t"})
         sync = client.connect(server.url).sync(local, live=live)
         with pytest.raises(ProtocolError, match=f"reply to {op} ") as raised:
             sync.wait(timeout=30)

@@ -3,6 +3,7 @@ back to ``revs_diff`` + ``bulk_docs`` against a server that does not know the op
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterator
 
 import pytest
@@ -90,3 +91,47 @@ def test_a_push_of_new_docs_goes_as_text_rows(server_db, client, tmp_path) -> No
             assert "revs_diff" not in server.calls and "bulk_docs" not in server.calls
     finally:
         server.close()
+
+
+class Overlapping(LocalDatabase):
+    """A server store whose first text write waits (at most 10 s) for a second to arrive."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.second = threading.Event()
+        self.calls = 0
+        self.overlapped = False
+        self._count = threading.Lock()
+
+    def write_missing_texts(self, rows: Any) -> Any:
+        with self._count:
+            self.calls += 1
+            first = self.calls == 1
+        if first:
+            self.overlapped = self.second.wait(10)
+        else:
+            self.second.set()
+        return super().write_missing_texts(rows)
+
+
+def test_a_push_keeps_two_writes_in_flight_and_converges(tmp_path, client) -> None:
+    from pouchsync_sync.server import create_server
+
+    store = Overlapping(tmp_path / "server.sqlite", name="todos")
+    srv = create_server(lambda credentials, name: store).start()
+    try:
+        with LocalDatabase(tmp_path / "local.sqlite", name="local") as local:
+            local.bulk_docs([{"_id": f"d{i:04d}", "n": i} for i in range(600)])
+            sync = client.connect(srv.url).sync(local, remote_name="todos", direction="push",
+                                                batch_size=100, checkpoint_interval=0)
+            result = sync.wait(timeout=60)
+            assert result.ok and result.docs_pushed == 600
+            assert store.overlapped  # the second write reached the server before the first ended
+            assert store.calls == 6 and store.info()["doc_count"] == 600
+            assert store.all_docs()["rows"] == local.all_docs()["rows"]
+            # the checkpoint covers every batch: a second push has nothing to write
+            again = client.sync(local, remote_name="todos", direction="push", batch_size=100)
+            assert again.wait(timeout=60).ok and store.calls == 6
+    finally:
+        srv.stop()
+        store.close()
