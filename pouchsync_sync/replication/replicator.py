@@ -66,6 +66,7 @@ import random
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterator, Mapping, Sequence
 
@@ -100,6 +101,8 @@ log = logging.getLogger(__name__)
 
 #: at most this many per-document errors are kept in a result (the counts stay exact)
 MAX_ERRORS_KEPT = 1000
+#: the longest wait for a read of changes made ahead (each call has its own timeout)
+_AHEAD_TIMEOUT = 3600.0
 #: whole-doc chunks at least this big go up behind (``WriteBehind``) to a remote target;
 #: smaller ones (a live change or two) are written at once
 WRITE_BEHIND_MIN = 50
@@ -370,31 +373,49 @@ class Replicator:
         Revision Difference and Fetch Changed Documents, as a stream of items.
 
         One-shot: until a read finds nothing new (then ``_Done``). Live: then on
-        longpoll reads until cancelled or ``stop`` is set.
+        longpoll reads until cancelled or ``stop`` is set. With read-ahead
+        (``batches_limit`` > 1) the next batch of changes is read while this one is
+        diffed and handed over, as long as the source says more is pending.
         """
         seq = self._start_seq
         caught_up = False
-        while True:
-            if stop.is_set() or self._cancelled():
-                return
-            if caught_up and not self.live:
-                yield _Done()
-                return
-            changes, ticket = self.read_batch_of_changes(seq, longpoll=caught_up)
-            rows = changes.get("results") or []
-            last_seq = changes.get("last_seq")
-            if last_seq is None:
-                last_seq = seq
-            pending = changes.get("pending")
-            if rows:
-                yield _BatchStart()
-                if not (yield from self.locate_changed_documents_in(rows, stop)):
-                    return  # stopped half way: never checkpoint past what was not fetched
-            yield _BatchEnd(ticket=ticket, last_seq=last_seq, pending=pending,
-                            caught_up=not rows or pending == 0, had_rows=bool(rows),
-                            live_read=caught_up)
-            caught_up = not rows or pending == 0
-            seq = last_seq
+        ahead: Future[tuple[dict[str, Any], int]] | None = None
+        pool: ThreadPoolExecutor | None = None
+        try:
+            while True:
+                if stop.is_set() or self._cancelled():
+                    return
+                if caught_up and not self.live:
+                    yield _Done()
+                    return
+                if ahead is not None:
+                    changes, ticket = ahead.result(timeout=_AHEAD_TIMEOUT)
+                    ahead = None
+                else:
+                    changes, ticket = self.read_batch_of_changes(seq, longpoll=caught_up)
+                rows = changes.get("results") or []
+                last_seq = changes.get("last_seq")
+                if last_seq is None:
+                    last_seq = seq
+                pending = changes.get("pending")
+                if rows and pending != 0 and self.batches_limit > 1:
+                    if pool is None:
+                        pool = ThreadPoolExecutor(
+                            max_workers=1, thread_name_prefix=f"pouchsync-changes-ahead"
+                            f"[{self.source.name}->{self.target.name}]")
+                    ahead = pool.submit(self.read_batch_of_changes, last_seq, longpoll=False)
+                if rows:
+                    yield _BatchStart()
+                    if not (yield from self.locate_changed_documents_in(rows, stop)):
+                        return  # stopped half way: never checkpoint past what was not fetched
+                yield _BatchEnd(ticket=ticket, last_seq=last_seq, pending=pending,
+                                caught_up=not rows or pending == 0, had_rows=bool(rows),
+                                live_read=caught_up)
+                caught_up = not rows or pending == 0
+                seq = last_seq
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)  # a read in flight ends by its own timeout
 
     def read_batch_of_changes(self, since: Any, *, longpoll: bool) -> tuple[dict[str, Any], int]:
         """Read Batch of Changes (``feed=longpoll``: Listen to Changes Feed when caught up)."""

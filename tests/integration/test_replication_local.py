@@ -554,3 +554,38 @@ def test_one_shot_checkpoints_at_most_every_interval_and_at_the_end(mem, interva
     again = Replicator(source, target, batch_size=100).run()
     assert again.status == "complete" and again.docs_read == 0
     assert again.last_seq == result.last_seq
+
+
+def test_the_next_batch_of_changes_is_read_while_this_one_is_written(mem) -> None:
+    """With read-ahead, the read of batch N+1 starts before batch N is written."""
+    import threading
+
+    a, inner = mem("a"), mem("b")
+    fill(a, 50)
+    reads: list[Any] = []
+    second_read = threading.Event()
+    overlapped: list[bool] = []
+
+    class Source(Wrapper):
+        def changes_texts(self, **kwargs: Any) -> dict[str, Any]:
+            reads.append(kwargs["since"])
+            if len(reads) == 2:
+                second_read.set()
+            return self.inner.changes_texts(**kwargs)
+
+    class Target(Wrapper):
+        def write_missing_texts(self, rows: Any) -> Any:
+            if not overlapped:  # the first write waits for the second read to begin
+                overlapped.append(second_read.wait(10))
+            return self.inner.write_missing_texts(rows)
+
+    result = Replicator(Source(a), Target(inner), batch_size=10, batches_limit=4,
+                        checkpoint_interval=0).run()
+    assert result.ok and result.docs_written == 50
+    assert overlapped == [True]
+    assert reads[:2] == [0, 10] and len(reads) >= 5
+    assert snapshot(a) == snapshot(inner)
+    # inline (batches_limit=1): no read-ahead thread, one read after the other
+    reads.clear()
+    assert Replicator(Source(a), mem("c"), batch_size=10, batches_limit=1).run().ok
+    assert reads == [0, 10, 20, 30, 40]  # the last said nothing is pending
