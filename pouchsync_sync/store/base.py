@@ -195,7 +195,8 @@ class Database(abc.ABC):
         ``{"results": [[seq, id, leaves, deleted, text], ...], "last_seq", "pending"?}``:
         the same rows in the same order as that ``changes`` call, each with the list of
         the doc's leaf revisions, whether its winner is deleted, and ``text``: the
-        compact JSON of the doc's body (the doc less ``_id`` and ``_rev``) when its
+        JSON text of the doc's body as stored (the doc less ``_id`` and ``_rev``;
+        compact JSON unless a text row came in otherwise written) when its
         only revision is its first (``1-…``), not deleted, with no attachments, and the
         texts given so far with it total at most ``max_bytes`` (UTF-8) when given; None
         for any other doc. This default reads ``changes(include_docs=True)``; the

@@ -174,7 +174,10 @@ def check_text_rows(rows: Any) -> CheckedTexts:
     (not ``_local/``), a first-generation ``rev`` and the text of a JSON object with no
     field starting with ``_``.
 
-    The text stored is the compact JSON ``write_missing`` would store for the same doc.
+    A text orjson reads as an object is stored as it came (the source store's own
+    text: compact JSON from any of our stores; integers beyond 64 bits keep their
+    digits); any other text is read by the stdlib and stored as ``write_missing``
+    would store the doc, or refused.
     """
     if rows.__class__ is CheckedTexts:
         return rows
@@ -183,7 +186,6 @@ def check_text_rows(rows: Any) -> CheckedTexts:
     checked: list[tuple[str, str, str]] = []
     append = checked.append
     loads = None if _orjson is None else _orjson.loads
-    dumps = None if _orjson is None else _orjson.dumps
     for index, row in enumerate(rows):
         if row.__class__ not in (list, tuple) or len(row) != 3:
             raise BadRequest(f"row {index}: must be [id, rev, text]")
@@ -196,27 +198,21 @@ def check_text_rows(rows: Any) -> CheckedTexts:
             raise BadRequest(f"row {index}: rev must be a first-generation revision 1-<hash>",
                              error="bad_request")
         if loads is not None and text.__class__ is str:
-            # the common case: a JSON object orjson reads (it refuses NaN, lone
-            # surrogates, bad UTF-8) and writes back; its compact text is stored (the
-            # text itself when it is already so). Integers beyond 64 bits, which orjson
-            # reads as floats silently, go to the stdlib below.
+            # the common case: a JSON object orjson reads (it refuses NaN, infinities,
+            # lone surrogates) is stored as it came, unless a key of it may start with
+            # "_" (also escaped, \u005f): then its keys are looked at
             try:
                 body = loads(text)
             except ValueError:
                 body = None
             if body.__class__ is dict:
-                try:
-                    out = dumps(body).decode("utf-8")
-                except TypeError:
-                    out = None
-                if out is not None and (out == text or _LONG_NUMBER.search(text) is None):
-                    if '"_' in out:  # also nested keys and values, which are fine
-                        for key in body:
-                            if key[:1] == "_":
-                                raise BadRequest(f"row {index}: special field {key[:40]!r} is "
-                                                 "not allowed in a text", error="doc_validation")
-                    append((doc_id, rev, out))
-                    continue
+                if '"_' in text or "\\u" in text:
+                    for key in body:
+                        if key[:1] == "_":
+                            raise BadRequest(f"row {index}: special field {key[:40]!r} is "
+                                             "not allowed in a text", error="doc_validation")
+                append((doc_id, rev, text))
+                continue
         append((doc_id, rev, _body_of(text, f"row {index}")[1]))
     return CheckedTexts(checked)
 
