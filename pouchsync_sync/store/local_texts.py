@@ -62,7 +62,7 @@ def read(db: "LocalDatabase", conn: sqlite3.Connection, since: int, want: int | 
                     if budget is None:
                         text = body
                     else:
-                        length = text_length(body)
+                        length = len(body) if body.isascii() else text_length(body)
                         if total + length <= budget:
                             total += length
                             text = body

@@ -502,6 +502,45 @@ def test_write_missing_answers_positions_and_refusals(clients, dbs) -> None:
     assert dbs.db("todos").revs_diff({"ok": ["1-g"]}) == {"ok": {"missing": ["1-g"]}}
 
 
+def test_write_missing_texts_answers_positions_and_refusals(clients, dbs) -> None:
+    dbs.read_only.add("ro")
+    dbs.db("todos").bulk_docs([_replicated("had", "a")], new_edits=False)
+    client = clients()
+    client.open(1, "todos")
+    client.open(2, "ro")
+    rows = [["had", "1-a", '{"v":"a"}'], ["new", "1-b", '{"v":"b"}'],
+            ["had", "1-c", '{"v":"c"}'], ["_design/d", "1-e", "{}"]]
+    answer = client.ok(1, "write_missing_texts", {"rows": rows})
+    assert answer == {"written": [1, 2], "failures": [
+        {"id": "_design/d", "rev": "1-e", "error": "forbidden",
+         "reason": "writes to design documents are not allowed"}]}
+    assert dbs.db("todos").get("had", conflicts=True)["_conflicts"] == ["1-a"]
+    assert dbs.db("todos").get("new")["v"] == "b"
+    # without a design doc nothing is refused: the rows go to the store as they are
+    assert client.ok(1, "write_missing_texts", {"rows": rows[:3]}) == {"written": [],
+                                                                        "failures": []}
+    # read-only: every revision it lacks refused, nothing written; one it has is not missing
+    dbs.db("ro").bulk_docs([_replicated("there", "h")], new_edits=False)
+    answer = client.ok(2, "write_missing_texts", {"rows": [["x", "1-f", "{}"],
+                                                           ["there", "1-h", '{"v":"h"}']]})
+    assert answer["written"] == []
+    assert [(f["id"], f["error"]) for f in answer["failures"]] == [("x", "forbidden")]
+    assert dbs.db("ro").info()["doc_count"] == 1
+    # bad input: the whole call is refused, nothing written
+    err = client.error(1, "write_missing_texts", {"rows": [["ok", "1-g", "{}"], ["bad", "2-x", "{}"]]})
+    assert (err["status"], err["error"]) == (400, "bad_request") and "row 1" in err["reason"]
+    err = client.error(1, "write_missing_texts", {"rows": [["ok", "1-g", '{"_x": 1}']]})
+    assert err["status"] == 400 and "_x" in err["reason"]
+    err = client.error(1, "write_missing_texts", {"rows": "nope"})
+    assert err["status"] == 400 and "rows" in err["reason"]
+    assert dbs.db("todos").revs_diff({"ok": ["1-g"]}) == {"ok": {"missing": ["1-g"]}}
+    # and the read: texts for the first-generation docs, leaves for the others
+    answer = client.ok(1, "changes_texts", {"since": 0, "max_bytes": 1000})
+    assert [(row[1], row[4]) for row in answer["results"]] == [("new", '{"v":"b"}'),
+                                                               ("had", None)]
+    assert client.error(1, "changes_texts", {"max_bytes": -1})["status"] == 400
+
+
 def test_unexpected_database_error_is_a_generic_500(clients, dbs, caplog) -> None:
     class Exploding(ps.LocalDatabase):
         def info(self) -> dict[str, Any]:
