@@ -36,6 +36,7 @@ from ..errors import PayloadTooLarge, PouchSyncError, ProtocolError, TransportEr
 from .. import gcpause
 from ..protocol import messages as wire
 from .channel import Channel
+from .frames import text_frame
 
 log = logging.getLogger(__name__)
 
@@ -184,19 +185,16 @@ class Connection:
     # -- sending ----------------------------------------------------------------------
     def send(self, msg: Mapping[str, Any]) -> None:
         """Send one message; ``TransportError`` when the socket is gone."""
-        text = wire.encode(msg)
-        if self.max_message_size is not None and len(text) > self.max_message_size:
-            # bytes >= chars; a cheap check first, the exact one only when close
-            size = len(text.encode("utf-8"))
-            if size > self.max_message_size:
-                raise PayloadTooLarge(f"message of {size} bytes exceeds the server's "
-                                      f"max_message_size {self.max_message_size}")
+        payload = wire.encode_bytes(msg)
+        if self.max_message_size is not None and len(payload) > self.max_message_size:
+            raise PayloadTooLarge(f"message of {len(payload)} bytes exceeds the server's "
+                                  f"max_message_size {self.max_message_size}")
         if self.lost.is_set():
             raise TransportError(f"connection lost: {self.lost_error}")
         if log.isEnabledFor(logging.DEBUG) and msg.get("type") != "open":
-            log.debug("send %s", _short(text))
+            log.debug("send %s", _short(payload.decode("utf-8", "replace")))
         try:
-            self._ws.send(text)
+            self._ws.send_frame(text_frame(payload))
         except (OSError, websocket.WebSocketException, AttributeError) as exc:
             error = TransportError(f"send to {safe_url(self.url)} failed: {exc}")
             self._abort(error)

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_ID",
     "BadMessage",
     "encode",
+    "encode_bytes",
     "decode",
     "decode_payload",
     "validate",
@@ -96,6 +97,16 @@ class BadMessage(ProtocolError):
 
 
 # -- JSON ------------------------------------------------------------------------------
+
+def encode_bytes(msg: Mapping[str, Any]) -> bytes:
+    """``encode`` as the UTF-8 bytes of the frame's payload."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(msg)
+        except TypeError:
+            pass  # the stdlib says what is wrong
+    return encode(msg).encode("utf-8")
+
 
 def encode(msg: Mapping[str, Any]) -> str:
     """One message as the text of one frame."""
