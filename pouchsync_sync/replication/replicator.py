@@ -550,7 +550,8 @@ class Replicator:
         item, batch, part = tag
         written, failures = answer
         if item.texts:
-            written = [part[i] for i in written]
+            rows = list(part)
+            written = rows if len(written) == len(rows) else [rows[i] for i in written]
         result = self._result
         result.docs_read += len(written) + len(failures)
         result.docs_written += len(written)

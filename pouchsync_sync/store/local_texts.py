@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["read", "write"]
 
 _PAGE = 1000
+_INSERT_REV = "INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, NULL, 0, ?)"
+_INSERT_DOC = "INSERT INTO docs (id, seq, winner, deleted) VALUES (?, ?, ?, 0)"
 _IN_CHUNK = 500
 
 # the body only for a possible first generation: the text of nothing else is sent
@@ -79,15 +81,21 @@ def write(db: "LocalDatabase", conn: sqlite3.Connection,
           rows: Sequence[tuple[str, str, str]]) -> tuple[list[int], list[dict[str, Any]]]:
     """Store checked text rows in the open write transaction ``conn``:
     ``(positions written, failures)``."""
-    ids = list(dict.fromkeys(row[0] for row in rows))
+    ids = list(dict.fromkeys([row[0] for row in rows]))
     known: set[str] = set()
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start:start + _IN_CHUNK]
         known.update(found for (found,) in conn.execute(
             f"SELECT id FROM docs WHERE id IN ({','.join('?' * len(chunk))})", chunk))
     seq = db._update_seq(conn)
-    rev_rows: list[tuple[str, str, None, int, str]] = []
-    doc_rows: list[tuple[str, int, str, int]] = []
+    if not known and len(ids) == len(rows):
+        # the common case of an initial replication: every doc new, each once; the
+        # rows are bound as they are
+        conn.executemany(_INSERT_REV, rows)
+        conn.executemany(_INSERT_DOC, [(row[0], s, row[1]) for s, row in enumerate(rows, seq + 1)])
+        return list(range(len(rows))), []
+    rev_rows: list[tuple[str, str, str]] = []
+    doc_rows: list[tuple[str, int, str]] = []
     written: list[int] = []
     fresh: dict[str, str] = {}  # id -> its revision, for the docs new here
     later: list[int] = []  # rows the general merge decides
@@ -99,15 +107,14 @@ def write(db: "LocalDatabase", conn: sqlite3.Connection,
         if had is None:
             fresh[doc_id] = rev
             seq += 1
-            rev_rows.append((doc_id, rev, None, 0, text))
-            doc_rows.append((doc_id, seq, rev, 0))
+            rev_rows.append((doc_id, rev, text))
+            doc_rows.append((doc_id, seq, rev))
             written.append(index)
         elif had != rev:
             later.append(index)  # two first revisions of one new doc: a conflict to merge
     if rev_rows:
-        conn.executemany("INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, ?, ?, ?)",
-                         rev_rows)
-        conn.executemany("INSERT INTO docs (id, seq, winner, deleted) VALUES (?, ?, ?, ?)", doc_rows)
+        conn.executemany(_INSERT_REV, rev_rows)
+        conn.executemany(_INSERT_DOC, doc_rows)
     failures: list[dict[str, Any]] = []
     if later:
         prepared = []
