@@ -135,3 +135,43 @@ def test_a_push_keeps_two_writes_in_flight_and_converges(tmp_path, client) -> No
     finally:
         srv.stop()
         store.close()
+
+
+def _unknown(op: str) -> Any:
+    def answer(args: Any) -> Any:
+        raise BadRequest(f"unknown op {op!r}")
+    return answer
+
+
+def test_a_server_without_the_text_ops_is_synced_the_long_way(server_db, client,
+                                                                 tmp_path) -> None:
+    server = HostileServer(server_db, {"changes_texts": _unknown("changes_texts"),
+                                       "write_missing_texts": _unknown("write_missing_texts")})
+    try:
+        server_db.bulk_docs([{"_id": f"s{i:03d}", "n": i} for i in range(120)])
+        with LocalDatabase(tmp_path / "local.sqlite", name="local") as local:
+            local.bulk_docs([{"_id": f"l{i:03d}", "n": i} for i in range(130)])
+            sync = client.connect(server.url).sync(local, remote_name="todos", batch_size=50)
+            result = sync.wait(timeout=60)
+            assert result.ok and result.docs_pulled == 120 and result.docs_pushed == 130
+            assert local.info()["doc_count"] == server_db.info()["doc_count"] == 250
+            # each text op was tried once (the writes twice at most: two are in flight
+            # before the first answer), then the RemoteDatabase went the long way
+            assert server.calls.count("changes_texts") == 1
+            assert 1 <= server.calls.count("write_missing_texts") <= 2
+            assert "changes" in server.calls and "write_missing" in server.calls
+    finally:
+        server.close()
+
+
+def test_other_errors_of_a_text_op_are_not_taken_for_an_older_server(server_db, client) -> None:
+    server = HostileServer(server_db, {"write_missing_texts": lambda args: (_ for _ in ()).throw(
+        BadRequest("row 0: must be [id, rev, text]"))})
+    try:
+        db = client.connect(server.url).database("todos", timeout=10)
+        with pytest.raises(BadRequest, match="row 0"):
+            db.write_missing_texts([["x", "1-a", "{}"]])
+        assert "write_missing" not in server.calls and "revs_diff" not in server.calls
+        assert server.calls.count("write_missing_texts") == 1
+    finally:
+        server.close()
