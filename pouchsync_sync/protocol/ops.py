@@ -303,29 +303,9 @@ def _all_docs_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
     return _not_obj(ok, "the answer") or _not_objs(ok.get("rows"), "'rows'")
 
 
-def _changes_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
-    problem = _not_obj(ok, "the answer")
-    if problem is not None:
-        return problem
-    results = ok.get("results")
-    if type(results) is not list:
-        return f"'results' is {type(results).__name__}, not a list"
-    for row in results:  # on every live batch: kept to a few type checks per row
-        if type(row) is not dict:
-            return f"'results' holds a {type(row).__name__}, not a change row"
-        changes = row.get("changes")
-        if type(row.get("id")) is not str or type(changes) is not list:
-            return "a change row has no string 'id' and list 'changes'"
-        for change in changes:
-            if type(change) is not dict:
-                return f"a change row's 'changes' holds a {type(change).__name__}, not an object"
-    pending = ok.get("pending")
-    if pending is not None and type(pending) is not int:
-        return f"'pending' is {type(pending).__name__}, not an integer"
-    return None
-
-
-def _changes_texts_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
+def _feed_shape(ok: Any, row_problem: Callable[[Any], str | None]) -> str | None:
+    """A changes feed answer: an object with a list ``results`` of rows that
+    ``row_problem`` accepts, and an integer ``pending`` if any."""
     problem = _not_obj(ok, "the answer")
     if problem is not None:
         return problem
@@ -333,19 +313,46 @@ def _changes_texts_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
     if type(results) is not list:
         return f"'results' is {type(results).__name__}, not a list"
     for row in results:  # on every batch: kept to a few type checks per row
-        if type(row) is not list or len(row) != 5:
-            return "'results' holds a row that is not [seq, id, leaves, deleted, text]"
-        _seq, doc_id, leaves, deleted, text = row
-        if type(doc_id) is not str or type(leaves) is not list or type(deleted) is not bool \
-                or (text is not None and type(text) is not str):
-            return "a row is not [seq, string id, list of leaves, boolean, text or null]"
-        for leaf in leaves:
-            if type(leaf) is not str:
-                return "a row's leaves hold a non-string"
+        problem = row_problem(row)
+        if problem is not None:
+            return problem
     pending = ok.get("pending")
     if pending is not None and type(pending) is not int:
         return f"'pending' is {type(pending).__name__}, not an integer"
     return None
+
+
+def _change_row_problem(row: Any) -> str | None:
+    if type(row) is not dict:
+        return f"'results' holds a {type(row).__name__}, not a change row"
+    changes = row.get("changes")
+    if type(row.get("id")) is not str or type(changes) is not list:
+        return "a change row has no string 'id' and list 'changes'"
+    for change in changes:
+        if type(change) is not dict:
+            return f"a change row's 'changes' holds a {type(change).__name__}, not an object"
+    return None
+
+
+def _text_row_problem(row: Any) -> str | None:
+    if type(row) is not list or len(row) != 5:
+        return "'results' holds a row that is not [seq, id, leaves, deleted, text]"
+    _seq, doc_id, leaves, deleted, text = row
+    if type(doc_id) is not str or type(leaves) is not list or type(deleted) is not bool \
+            or (text is not None and type(text) is not str):
+        return "a row is not [seq, string id, list of leaves, boolean, text or null]"
+    for leaf in leaves:
+        if type(leaf) is not str:
+            return "a row's leaves hold a non-string"
+    return None
+
+
+def _changes_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
+    return _feed_shape(ok, _change_row_problem)
+
+
+def _changes_texts_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
+    return _feed_shape(ok, _text_row_problem)
 
 
 def _revs_diff_shape(ok: Any, args: Mapping[str, Any]) -> str | None:
