@@ -15,14 +15,17 @@ Theory of operation. ``Replicator.run`` walks the protocol's steps, one method e
 4. **Replicate Changes** – *Fetch Changed Documents* with ``bulk_get(revs=True,
    latest=True, attachments=True)`` and ``atts_since`` (attachments the target already
    has come back as stubs and are kept by digest), *Upload Batch of Changed Documents*
-   with ``bulk_docs(new_edits=False)`` in chunks bounded by bytes, then *Record
-   Replication Checkpoint* (target first, then source). Shortcut: when most of the
-   last batch was new small docs (an initial replication), the next changes read asks
-   for the docs, and a first-generation doc (``1-x``, no attachments, the only leaf:
-   its whole history is itself) goes from that read to the target's
-   ``write_missing``, which writes it if it lacks it: no ``revs_diff``, no
-   ``bulk_get``. When the target turns out to have most of them (echoes), the reads
-   stop asking for docs.
+   with ``bulk_docs(new_edits=False)`` in chunks bounded by bytes (``writeside.py``),
+   then *Record Replication Checkpoint* (target first, then source). Shortcut: a
+   first-generation doc (``1-x``, no attachments, the only leaf: its whole history is
+   itself) comes from the changes read itself as a text row (``changes_texts``, the
+   body's stored JSON text, at most ``max_batch_bytes`` of them per read) and goes to
+   the target's ``write_missing_texts``, which writes it if it lacks it: no
+   ``revs_diff``, no ``bulk_get``, no dict of the doc on the way. With a ``filter``,
+   ``doc_ids`` or a ``selector`` the read asks ``changes`` for the docs instead
+   (``include_docs``) and the same docs go to ``write_missing``. When the target turns
+   out to have most of them (echoes), the reads stop asking for docs until a batch of
+   new ones comes again.
 5. One-shot: stop when a read finds nothing new. Live: ``paused``, wait on a
    ``longpoll`` read (at most ``longpoll_timeout`` seconds, so ``cancel`` takes effect
    within one wait), ``active`` again when changes come.
@@ -45,9 +48,11 @@ Steps 3 and the fetch of 4 (the read side, ``changed_batches``) produce a stream
 items: batch start, byte-bounded chunks of docs, batch end. The running thread consumes
 it (the write side: upload, checkpoint, state, callbacks). With ``batches_limit > 1`` the
 read side runs ahead on a reader thread (``pipeline.Prefetcher``), at most
-``batches_limit`` items ahead, so network waits overlap with writes; with 1 it runs
-inline. Either way checkpoints are recorded in order, only after everything before
-them is written.
+``batches_limit`` items ahead, so network waits overlap with writes, and it reads the
+next batch of changes while it diffs and hands over this one; with 1 it runs inline.
+To a target across a round trip (``Database.write_round_trip``) the write side keeps
+two whole-doc writes in flight (``writebehind.py``). Either way checkpoints are
+recorded in order, only after everything before them is written.
 
 Sequences are opaque: stored and sent back as received, compared only for equality.
 A document the target refuses counts in ``doc_write_failures``; a revision the source
@@ -71,29 +76,28 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterator, Mapping, Sequence
 
 from ..errors import Cancelled, PouchSyncError
-from ..store.base import Database, accepted_docs
+from ..store.base import Database
 from .batch import (
+    WrittenDocs,
     apply_filter,
     bulk_get_requests,
     collect_bulk_get,
     doc_sizes,
-    failed_writes,
     is_first_generation,
     next_fetch_size,
     prefer_docs_in_changes,
     revs_diff_request,
-    WrittenDocs,
-    slices_by_bytes,
-    split_by_bytes,
     text_sizes,
     texts_in_changes,
     whole_docs_in_changes,
 )
 from .checkpoint import LOWEST_SEQ, Checkpointer
 from .ids import generate_replication_id
+from .items import BatchEnd, BatchStart, BatchStats, Done, Fetched
 from .pipeline import Prefetcher
-from .writebehind import WriteBehind
 from .progress import STATES, Progress
+from .writebehind import WriteBehind
+from .writeside import WriteSide
 
 __all__ = ["ReplicationResult", "Replicator", "replicate", "STATES"]
 
@@ -103,52 +107,6 @@ log = logging.getLogger(__name__)
 MAX_ERRORS_KEPT = 1000
 #: the longest wait for a read of changes made ahead (each call has its own timeout)
 _AHEAD_TIMEOUT = 3600.0
-#: whole-doc chunks at least this big go up behind (``WriteBehind``) to a remote target;
-#: smaller ones (a live change or two) are written at once
-WRITE_BEHIND_MIN = 50
-
-
-@dataclass
-class _BatchStats:
-    """What one batch wrote (for ``on_batch``) or fetched (for the read policy)."""
-
-    written: list[dict[str, Any]] = field(default_factory=list)
-    failures: int = 0
-    bytes: int = 0
-    count: int = 0
-    first_generation: int = 0
-
-
-# -- items from the read side to the write side --------------------------------------------
-class _BatchStart:
-    """A changes read found rows: the replicator is active."""
-
-
-@dataclass
-class _Fetched:
-    """Docs ready to upload (one ``bulk_get`` chunk, or the changes' own whole docs)."""
-
-    docs: list[dict[str, Any]]
-    sizes: list[int]
-    errors: list[dict[str, Any]]
-    whole: bool = False  # from the changes read, not diffed: the target writes what it lacks
-    texts: bool = False  # whole, as text rows (id, rev, text) from changes_texts
-
-
-@dataclass
-class _BatchEnd:
-    """Everything of one changes read has been handed over: checkpoint ``last_seq``."""
-
-    ticket: int
-    last_seq: Any
-    pending: Any
-    caught_up: bool
-    had_rows: bool
-    live_read: bool = False  # the read was a live longpoll (not a backlog read)
-
-
-class _Done:
-    """One-shot: a read found nothing new; the replication is complete."""
 
 
 @dataclass
@@ -185,7 +143,7 @@ def _rfc5322(moment: _dt.datetime) -> str:
     return email.utils.format_datetime(moment, usegmt=True)
 
 
-class Replicator:
+class Replicator(WriteSide):
     """One replication from ``source`` to ``target``; ``run()`` blocks on the caller's thread.
 
     Runs once. ``state``, ``pending`` and ``wait_caught_up`` are safe from any thread;
@@ -372,7 +330,7 @@ class Replicator:
         """The read side: Listen to Changes Feed, Read Batch of Changes, Calculate
         Revision Difference and Fetch Changed Documents, as a stream of items.
 
-        One-shot: until a read finds nothing new (then ``_Done``). Live: then on
+        One-shot: until a read finds nothing new (then ``Done``). Live: then on
         longpoll reads until cancelled or ``stop`` is set. With read-ahead
         (``batches_limit`` > 1) the next batch of changes is read while this one is
         diffed and handed over, as long as the source says more is pending.
@@ -386,7 +344,7 @@ class Replicator:
                 if stop.is_set() or self._cancelled():
                     return
                 if caught_up and not self.live:
-                    yield _Done()
+                    yield Done()
                     return
                 if ahead is not None:
                     changes, ticket = ahead.result(timeout=_AHEAD_TIMEOUT)
@@ -405,10 +363,10 @@ class Replicator:
                             f"[{self.source.name}->{self.target.name}]")
                     ahead = pool.submit(self.read_batch_of_changes, last_seq, longpoll=False)
                 if rows:
-                    yield _BatchStart()
+                    yield BatchStart()
                     if not (yield from self.locate_changed_documents_in(rows, stop)):
                         return  # stopped half way: never checkpoint past what was not fetched
-                yield _BatchEnd(ticket=ticket, last_seq=last_seq, pending=pending,
+                yield BatchEnd(ticket=ticket, last_seq=last_seq, pending=pending,
                                 caught_up=not rows or pending == 0, had_rows=bool(rows),
                                 live_read=caught_up)
                 caught_up = not rows or pending == 0
@@ -435,7 +393,7 @@ class Replicator:
 
     def locate_changed_documents_in(self, rows: Sequence[Mapping[str, Any]],
                                     stop: threading.Event
-                                    ) -> Generator[_Fetched, None, bool]:
+                                    ) -> Generator[Fetched, None, bool]:
         """Filter, compare with the target, and fetch what it lacks, in byte-bounded chunks.
 
         First-generation docs the changes read carried whole (``include_docs``) go to
@@ -444,7 +402,7 @@ class Replicator:
         in chunks sized so one answer stays near ``max_batch_bytes``. Returns False
         when stopped before the end.
         """
-        policy = _BatchStats()
+        policy = BatchStats()
         read = len(rows)
         texts: Sequence[Any] = []
         if rows and rows[0].__class__ is list:  # changes_texts' rows
@@ -455,7 +413,7 @@ class Replicator:
             policy.bytes += sum(sizes)
             policy.count += len(texts)
             policy.first_generation += len(texts)
-            yield _Fetched(docs=texts, sizes=sizes, errors=[], whole=True, texts=True)  # type: ignore[arg-type]
+            yield Fetched(docs=texts, sizes=sizes, errors=[], whole=True, texts=True)  # type: ignore[arg-type]
         rows = apply_filter(rows, self.filter)
         whole, rest = whole_docs_in_changes(rows)
         if whole:
@@ -481,115 +439,16 @@ class Replicator:
         return True
 
     def _fetched(self, docs: list[dict[str, Any]], errors: list[dict[str, Any]],
-                 policy: "_BatchStats", first_generation: int | None = None) -> _Fetched:
+                 policy: "BatchStats", first_generation: int | None = None) -> Fetched:
         sizes = doc_sizes(docs, self.max_batch_bytes)
         policy.bytes += sum(sizes)
         policy.count += len(docs)
         if first_generation is None:
             first_generation = sum(1 for doc in docs if is_first_generation(doc))
         policy.first_generation += first_generation
-        return _Fetched(docs=docs, sizes=sizes, errors=errors)
+        return Fetched(docs=docs, sizes=sizes, errors=errors)
 
-    def _consume(self, items: Iterator[Any]) -> bool:
-        """The write side: upload each chunk, record the checkpoint at each batch end.
-
-        Whole docs for a target across a round trip go up two writes at a time
-        (``WriteBehind``); a batch end then waits for the writes before it.
-        """
-        batch = _BatchStats()
-        try:
-            for item in items:
-                if self._cancelled():
-                    return False
-                if isinstance(item, _Fetched):
-                    if item.whole and self._write_behind(item):
-                        self._upload_behind(item, batch)
-                    else:
-                        if self._behind is not None:
-                            self._behind.drain()
-                        self.replicate_changes(item, batch)
-                elif isinstance(item, _BatchStart):
-                    self._set_state("active")
-                    batch = _BatchStats()
-                elif isinstance(item, _BatchEnd):
-                    if self._behind is not None and self._behind.busy:
-                        if item.caught_up:  # no read follows at once: nothing to overlap
-                            self._behind.drain()
-                        self._behind.end((item, batch))
-                    else:
-                        self.finish_batch(item, batch)
-                    batch = _BatchStats()
-                elif isinstance(item, _Done):
-                    if self._behind is not None:
-                        self._behind.drain()
-                    return True
-            return False
-        finally:
-            if self._behind is not None:
-                self._behind.close()  # after an error or a cancel: what is held is dropped
-                self._behind = None
-
-    def _write_behind(self, item: _Fetched) -> bool:
-        """Upload ``item`` behind: a big whole-doc chunk for a target across a round trip."""
-        return bool(getattr(self.target, "write_round_trip", False)) \
-            and len(item.docs) >= WRITE_BEHIND_MIN
-
-    def _upload_behind(self, item: _Fetched, batch: "_BatchStats") -> None:
-        if self._behind is None:
-            self._behind = WriteBehind(
-                f"pouchsync-upload[{self.source.name}->{self.target.name}]",
-                on_done=self._whole_written, on_end=lambda held: self.finish_batch(*held))
-        split = slices_by_bytes if item.texts else split_by_bytes
-        write = self.target.write_missing_texts if item.texts else self.target.write_missing
-        for part in split(item.docs, item.sizes, self.max_batch_bytes):
-            self._behind.submit(write, part, (item, batch, part))
-
-    def _whole_written(self, tag: tuple[_Fetched, "_BatchStats", Sequence[Any]],
-                       answer: tuple[list[Any], list[dict[str, Any]]]) -> None:
-        """Count one whole-doc write's answer (on the replicating thread, in order)."""
-        item, batch, part = tag
-        written, failures = answer
-        if item.texts:
-            rows = list(part)
-            written = rows if len(written) == len(rows) else [rows[i] for i in written]
-        result = self._result
-        result.docs_read += len(written) + len(failures)
-        result.docs_written += len(written)
-        batch.written.extend(written)
-        batch.failures += self._refused(failures)
-        self._whole_lacked = (len(written) + len(failures)) / max(len(part), 1)
-
-    def replicate_changes(self, item: _Fetched, batch: "_BatchStats") -> None:
-        """Upload Batch of Changed Documents: one fetched chunk, split by bytes."""
-        if item.whole:
-            self.replicate_whole_docs(item, batch)
-            return
-        result = self._result
-        result.docs_read += len(item.docs)
-        if item.errors:
-            log.info("replication %s: %d revisions could not be read from the source",
-                     self.replication_id, len(item.errors))
-            result.doc_write_failures += len(item.errors)
-            self._keep_errors(item.errors)
-            batch.failures += len(item.errors)
-        for part in split_by_bytes(item.docs, item.sizes, self.max_batch_bytes):
-            ok_docs, failed = self.upload_batch_of_changed_documents(part)
-            batch.written.extend(ok_docs)
-            batch.failures += failed
-
-    def replicate_whole_docs(self, item: _Fetched, batch: "_BatchStats") -> None:
-        """Upload whole docs from the changes read: the target writes those it lacks
-        (``write_missing``); those count as read, and tell the read policy whether
-        asking for docs still pays."""
-        split = slices_by_bytes if item.texts else split_by_bytes
-        for part in split(item.docs, item.sizes, self.max_batch_bytes):
-            if item.texts:
-                answer = self.target.write_missing_texts(part)
-            else:
-                answer = self.target.write_missing(part)
-            self._whole_written((item, batch, part), answer)
-
-    def finish_batch(self, end: _BatchEnd, batch: "_BatchStats") -> None:
+    def finish_batch(self, end: BatchEnd, batch: "BatchStats") -> None:
         """Record Replication Checkpoint after a batch; report it; pause when caught up."""
         if end.had_rows or end.last_seq != self._seq:
             if self._defer_checkpoint(end):
@@ -606,7 +465,7 @@ class Replicator:
             if self.live:
                 self._set_state("paused")
 
-    def _defer_checkpoint(self, end: _BatchEnd) -> bool:
+    def _defer_checkpoint(self, end: BatchEnd) -> bool:
         """The last checkpoint is recent and this batch's may wait: a one-shot run's (its
         end records it) or a live run's that a live read left caught up."""
         if self._checkpointer is None or self.checkpoint_interval <= 0:
@@ -640,28 +499,6 @@ class Replicator:
             return [], []
         answer = self.source.bulk_get(requests, revs=True, latest=True, attachments=True)
         return collect_bulk_get(answer)
-
-    def upload_batch_of_changed_documents(self, docs: list[dict[str, Any]]
-                                          ) -> tuple[list[dict[str, Any]], int]:
-        """Upload Batch of Changed Documents with ``new_edits=False``; refusals are counted."""
-        if not docs:
-            return [], 0
-        failures = failed_writes(self.target.bulk_docs(docs, new_edits=False))
-        self._result.docs_written += len(docs) - len(failures)
-        if not self._refused(failures):
-            return docs, 0
-        return accepted_docs(docs, failures), len(failures)
-
-    def _refused(self, failures: Sequence[Mapping[str, Any]]) -> int:
-        """Count, log and keep the target's refusals; their number."""
-        if failures:
-            self._result.doc_write_failures += len(failures)
-            for failure in failures:
-                log.info("replication %s: target refused %s %s: %s %s", self.replication_id,
-                         failure.get("id"), failure.get("rev"), failure.get("error"),
-                         failure.get("reason"))
-            self._keep_errors(failures)
-        return len(failures)
 
     def record_replication_checkpoint(self, last_seq: Any, pending: Any) -> None:
         """Record Replication Checkpoint on target then source; then the seq is done."""

@@ -1,0 +1,162 @@
+"""The write side of a replication: upload what the read side fetched, in order.
+
+``WriteSide`` is the part of ``Replicator`` that runs on the replicating thread: it
+consumes the read side's items (``items``), uploads each chunk of docs (*Upload Batch
+of Changed Documents*: ``bulk_docs(new_edits=False)`` for fetched revisions,
+``write_missing_texts`` / ``write_missing`` for whole docs from the changes read, which
+the target writes only if it lacks them), counts and keeps refusals, and hands each
+batch end to ``finish_batch`` (the checkpoint). To a target across a round trip,
+whole-doc chunks go up two at a time (``WriteBehind``); a batch end then waits for
+every write before it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator, Mapping, Sequence
+
+from ..store.base import Database, accepted_docs
+from .batch import failed_writes, slices_by_bytes, split_by_bytes
+from .items import BatchEnd, BatchStart, BatchStats, Done, Fetched
+from .writebehind import WriteBehind
+
+__all__ = ["WRITE_BEHIND_MIN", "WriteSide"]
+
+log = logging.getLogger("pouchsync_sync.replication.replicator")
+
+#: whole-doc chunks at least this big go up behind (``WriteBehind``) to a remote target;
+#: smaller ones (a live change or two) are written at once
+WRITE_BEHIND_MIN = 50
+
+
+class WriteSide:
+    """``Replicator``'s write side (a mixin on the replicator's state, below; the
+    replicator gives ``finish_batch``, ``_cancelled``, ``_set_state``, ``_keep_errors``)."""
+
+    target: Database
+    max_batch_bytes: int
+    replication_id: str | None
+    _result: Any  # the run's ReplicationResult
+    _behind: WriteBehind | None
+    _whole_lacked: float
+
+    def _consume(self, items: Iterator[Any]) -> bool:
+        """The write side: upload each chunk, record the checkpoint at each batch end.
+
+        Whole docs for a target across a round trip go up two writes at a time
+        (``WriteBehind``); a batch end then waits for the writes before it.
+        """
+        batch = BatchStats()
+        try:
+            for item in items:
+                if self._cancelled():
+                    return False
+                if isinstance(item, Fetched):
+                    if item.whole and self._write_behind(item):
+                        self._upload_behind(item, batch)
+                    else:
+                        if self._behind is not None:
+                            self._behind.drain()
+                        self.replicate_changes(item, batch)
+                elif isinstance(item, BatchStart):
+                    self._set_state("active")
+                    batch = BatchStats()
+                elif isinstance(item, BatchEnd):
+                    if self._behind is not None and self._behind.busy:
+                        if item.caught_up:  # no read follows at once: nothing to overlap
+                            self._behind.drain()
+                        self._behind.end((item, batch))
+                    else:
+                        self.finish_batch(item, batch)
+                    batch = BatchStats()
+                elif isinstance(item, Done):
+                    if self._behind is not None:
+                        self._behind.drain()
+                    return True
+            return False
+        finally:
+            if self._behind is not None:
+                self._behind.close()  # after an error or a cancel: what is held is dropped
+                self._behind = None
+
+    def _write_behind(self, item: Fetched) -> bool:
+        """Upload ``item`` behind: a big whole-doc chunk for a target across a round trip."""
+        return bool(getattr(self.target, "write_round_trip", False)) \
+            and len(item.docs) >= WRITE_BEHIND_MIN
+
+    def _upload_behind(self, item: Fetched, batch: "BatchStats") -> None:
+        if self._behind is None:
+            self._behind = WriteBehind(
+                f"pouchsync-upload[{self.source.name}->{self.target.name}]",
+                on_done=self._whole_written, on_end=lambda held: self.finish_batch(*held))
+        split = slices_by_bytes if item.texts else split_by_bytes
+        write = self.target.write_missing_texts if item.texts else self.target.write_missing
+        for part in split(item.docs, item.sizes, self.max_batch_bytes):
+            self._behind.submit(write, part, (item, batch, part))
+
+    def _whole_written(self, tag: tuple[Fetched, "BatchStats", Sequence[Any]],
+                       answer: tuple[list[Any], list[dict[str, Any]]]) -> None:
+        """Count one whole-doc write's answer (on the replicating thread, in order)."""
+        item, batch, part = tag
+        written, failures = answer
+        if item.texts:
+            rows = list(part)
+            written = rows if len(written) == len(rows) else [rows[i] for i in written]
+        result = self._result
+        result.docs_read += len(written) + len(failures)
+        result.docs_written += len(written)
+        batch.written.extend(written)
+        batch.failures += self._refused(failures)
+        self._whole_lacked = (len(written) + len(failures)) / max(len(part), 1)
+
+    def replicate_changes(self, item: Fetched, batch: "BatchStats") -> None:
+        """Upload Batch of Changed Documents: one fetched chunk, split by bytes."""
+        if item.whole:
+            self.replicate_whole_docs(item, batch)
+            return
+        result = self._result
+        result.docs_read += len(item.docs)
+        if item.errors:
+            log.info("replication %s: %d revisions could not be read from the source",
+                     self.replication_id, len(item.errors))
+            result.doc_write_failures += len(item.errors)
+            self._keep_errors(item.errors)
+            batch.failures += len(item.errors)
+        for part in split_by_bytes(item.docs, item.sizes, self.max_batch_bytes):
+            ok_docs, failed = self.upload_batch_of_changed_documents(part)
+            batch.written.extend(ok_docs)
+            batch.failures += failed
+
+    def replicate_whole_docs(self, item: Fetched, batch: "BatchStats") -> None:
+        """Upload whole docs from the changes read: the target writes those it lacks
+        (``write_missing``); those count as read, and tell the read policy whether
+        asking for docs still pays."""
+        split = slices_by_bytes if item.texts else split_by_bytes
+        for part in split(item.docs, item.sizes, self.max_batch_bytes):
+            if item.texts:
+                answer = self.target.write_missing_texts(part)
+            else:
+                answer = self.target.write_missing(part)
+            self._whole_written((item, batch, part), answer)
+
+    def upload_batch_of_changed_documents(self, docs: list[dict[str, Any]]
+                                          ) -> tuple[list[dict[str, Any]], int]:
+        """Upload Batch of Changed Documents with ``new_edits=False``; refusals are counted."""
+        if not docs:
+            return [], 0
+        failures = failed_writes(self.target.bulk_docs(docs, new_edits=False))
+        self._result.docs_written += len(docs) - len(failures)
+        if not self._refused(failures):
+            return docs, 0
+        return accepted_docs(docs, failures), len(failures)
+
+    def _refused(self, failures: Sequence[Mapping[str, Any]]) -> int:
+        """Count, log and keep the target's refusals; their number."""
+        if failures:
+            self._result.doc_write_failures += len(failures)
+            for failure in failures:
+                log.info("replication %s: target refused %s %s: %s %s", self.replication_id,
+                         failure.get("id"), failure.get("rev"), failure.get("error"),
+                         failure.get("reason"))
+            self._keep_errors(failures)
+        return len(failures)
