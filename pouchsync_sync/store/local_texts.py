@@ -25,6 +25,7 @@ __all__ = ["read", "write"]
 _PAGE = 1000
 _INSERT_REV = "INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, NULL, 0, ?)"
 _INSERT_DOC = "INSERT INTO docs (id, seq, winner, deleted) VALUES (?, ?, ?, 0)"
+_INSERT_NEW_DOC = "INSERT OR IGNORE INTO docs (id, seq, winner, deleted) VALUES (?, ?, ?, 0)"
 _IN_CHUNK = 500
 
 # the body only for a possible first generation: the text of nothing else is sent
@@ -81,19 +82,27 @@ def write(db: "LocalDatabase", conn: sqlite3.Connection,
           rows: Sequence[tuple[str, str, str]]) -> tuple[list[int], list[dict[str, Any]]]:
     """Store checked text rows in the open write transaction ``conn``:
     ``(positions written, failures)``."""
+    if not rows:
+        return [], []
+    seq = db._update_seq(conn)
+    # the common case of an initial replication: every doc new here, each once. Tried
+    # first, whole: the docs rows go in unless an id is there (or twice); if one was,
+    # undone, and the rows go the general way below.
+    conn.execute("SAVEPOINT texts")
+    added = conn.executemany(
+        _INSERT_NEW_DOC, [(row[0], s, row[1]) for s, row in enumerate(rows, seq + 1)]).rowcount
+    if added == len(rows):
+        conn.executemany(_INSERT_REV, rows)  # bound as they are
+        conn.execute("RELEASE texts")
+        return list(range(len(rows))), []
+    conn.execute("ROLLBACK TO texts")
+    conn.execute("RELEASE texts")
     ids = list(dict.fromkeys([row[0] for row in rows]))
     known: set[str] = set()
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start:start + _IN_CHUNK]
         known.update(found for (found,) in conn.execute(
             f"SELECT id FROM docs WHERE id IN ({','.join('?' * len(chunk))})", chunk))
-    seq = db._update_seq(conn)
-    if not known and len(ids) == len(rows):
-        # the common case of an initial replication: every doc new, each once; the
-        # rows are bound as they are
-        conn.executemany(_INSERT_REV, rows)
-        conn.executemany(_INSERT_DOC, [(row[0], s, row[1]) for s, row in enumerate(rows, seq + 1)])
-        return list(range(len(rows))), []
     rev_rows: list[tuple[str, str, str]] = []
     doc_rows: list[tuple[str, int, str]] = []
     written: list[int] = []
