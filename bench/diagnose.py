@@ -6,16 +6,19 @@ Times with ``time.process_time`` (CPU seconds of this process, so other processe
 busy machine inflate it little) each step a one-shot sync does per batch, on the same
 small docs as the sync benchmarks:
 
-- pull server: ``changes(since, limit, include_docs, style=all_docs)`` on the embedded
-  store, then encoding the reply message (``protocol.messages.encode``);
-- pull client: decoding that message and checking its shape, picking the whole
-  first-generation docs (``whole_docs_in_changes``) and their sizes,
-  ``write_missing`` into the target, the checkpoint ``put`` (one per batch);
-- push server: decoding the ``write_missing`` call of the same batch, checking its
-  arguments, ``write_missing`` into the server's store, encoding the reply;
+- pull server: ``changes_texts(since, limit, max_bytes)`` on the embedded store (the
+  first-generation docs as their stored JSON text), then encoding the reply message
+  (``protocol.messages.encode``);
+- pull client: decoding that message and checking its shape, splitting off the text
+  rows and their sizes (``texts_in_changes``, ``text_sizes``), ``check_texts`` (the
+  replicator's read-ahead thread does it) and ``write_missing_texts`` into the target,
+  the checkpoint ``put`` (one per batch);
+- push server: decoding the ``write_missing_texts`` call of the same batch, checking its
+  arguments, ``write_missing_texts`` into the server's store (rows checked there), encoding
+  the reply;
 - for reference, the whole ``replicate()`` local -> local in-process (``batches_limit=1``).
 
-``--profile`` adds a cProfile (CPU time) of the client's write (``write_missing``).
+``--profile`` adds a cProfile (CPU time) of the client's write (``write_missing_texts``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from common import OUT, print_machine, remove_db, seed_file  # noqa: E402
 from pouchsync_sync import LocalDatabase, replicate  # noqa: E402
 from pouchsync_sync.protocol import messages as wire  # noqa: E402
 from pouchsync_sync.protocol import ops  # noqa: E402
-from pouchsync_sync.replication.batch import doc_size, whole_docs_in_changes  # noqa: E402
+from pouchsync_sync.replication.batch import text_sizes, texts_in_changes  # noqa: E402
 
 
 def stages(count: int, batch: int) -> dict[str, float]:
@@ -48,10 +51,11 @@ def stages(count: int, batch: int) -> dict[str, float]:
     remove_db(target_path)
     target = LocalDatabase(str(target_path))
     cost: dict[str, float] = {k: 0.0 for k in (
-        "pull server: changes(include_docs)", "pull server: encode reply",
-        "pull client: decode + check reply", "pull client: whole docs + sizes",
-        "pull client: write_missing", "pull client: checkpoint put",
-        "push server: decode + check call", "push server: write_missing",
+        "pull server: changes_texts", "pull server: encode reply",
+        "pull client: decode + check reply", "pull client: text rows + sizes",
+        "pull client: check_texts", "pull client: write_missing_texts",
+        "pull client: checkpoint put",
+        "push server: decode + check call", "push server: write_missing_texts",
         "push server: encode reply")}
 
     def timed(key: str, fn: Callable[[], Any]) -> Any:
@@ -64,25 +68,27 @@ def stages(count: int, batch: int) -> dict[str, float]:
     checkpoint: dict[str, Any] = {"_id": "_local/diagnose"}
     pushed = LocalDatabase(":memory:")  # the push's server store
     while True:
-        res = timed("pull server: changes(include_docs)", lambda: source.changes(
-            since=since, limit=batch, include_docs=True, style="all_docs"))
+        res = timed("pull server: changes_texts", lambda: source.changes_texts(
+            since=since, limit=batch, max_bytes=8 * 1024 * 1024))
         if not res["results"]:
             break
         text = timed("pull server: encode reply", lambda: wire.encode(wire.reply_ok(1, 7, res)))
         rows = timed("pull client: decode + check reply", lambda: ops.decode_result(
-            "changes", wire.decode(text, sender="server")["ok"]))["results"]
-        docs = timed("pull client: whole docs + sizes", lambda: _whole(rows))
-        timed("pull client: write_missing", lambda: target.write_missing(docs))
+            "changes_texts", wire.decode(text, sender="server")["ok"]))["results"]
+        texts = timed("pull client: text rows + sizes", lambda: _texts(rows))
+        checked = timed("pull client: check_texts", lambda: target.check_texts(texts))
+        timed("pull client: write_missing_texts", lambda: target.write_missing_texts(checked))
         checkpoint["last_seq"] = res["last_seq"]
         checkpoint["_rev"] = timed("pull client: checkpoint put", lambda: target.put(checkpoint))["rev"]
         # the same batch pushed: the call as the server receives and runs it
-        call = wire.encode({"type": "call", "ch": 1, "id": 9, "op": "write_missing",
-                            "args": {"docs": docs}})
+        call = wire.encode({"type": "call", "ch": 1, "id": 9, "op": "write_missing_texts",
+                            "args": {"rows": texts}})
         kwargs = timed("push server: decode + check call", lambda: ops.validate_call(
-            "write_missing", wire.decode(call, sender="client")["args"]))
-        answer = timed("push server: write_missing", lambda: ops.write_missing_answer(
-            kwargs["docs"], *pushed.write_missing(kwargs["docs"])))
-        timed("push server: encode reply", lambda: wire.encode(wire.reply_ok(1, 9, answer)))
+            "write_missing_texts", wire.decode(call, sender="client")["args"]))
+        answer = timed("push server: write_missing_texts",
+                       lambda: pushed.write_missing_texts(kwargs["rows"]))
+        timed("push server: encode reply", lambda: wire.encode(wire.reply_ok(
+            1, 9, {"written": answer[0], "failures": answer[1]})))
         since = res["last_seq"]
     pushed.close()
     target.close()
@@ -101,32 +107,25 @@ def stages(count: int, batch: int) -> dict[str, float]:
     return per_doc
 
 
-def _whole(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    docs, _rest = whole_docs_in_changes(rows)
-    for doc in docs:
-        doc_size(doc)
-    return docs
+def _texts(rows: list[list[Any]]) -> list[tuple[str, str, str]]:
+    texts, _rest = texts_in_changes(rows)
+    text_sizes(texts)
+    return texts
 
 
 def profile_write(count: int, batch: int, top: int = 18) -> str:
     scratch = OUT / "diagnose"
     scratch.mkdir(parents=True, exist_ok=True)
     source = LocalDatabase(str(seed_file(count)))
-    res = source.changes(limit=count, include_docs=True, style="all_docs")
-    docs = []
-    for r in res["results"]:
-        doc = dict(r["doc"])
-        pos, _, rev_hash = doc["_rev"].partition("-")
-        doc["_revisions"] = {"start": int(pos), "ids": [rev_hash]}
-        docs.append(doc)
+    rows, _rest = texts_in_changes(source.changes_texts(limit=count)["results"])
     source.close()
     path = scratch / "profile.sqlite"
     remove_db(path)
     target = LocalDatabase(str(path))
     prof = cProfile.Profile(time.process_time)
     prof.enable()
-    for i in range(0, len(docs), batch):
-        target.write_missing(docs[i:i + batch])
+    for i in range(0, len(rows), batch):
+        target.write_missing_texts(target.check_texts(rows[i:i + batch]))
     prof.disable()
     target.close()
     remove_db(path)
