@@ -371,6 +371,9 @@ class Replicator(WriteSide):
                                 live_read=caught_up)
                 caught_up = not rows or pending == 0
                 seq = last_seq
+                if caught_up and pool is not None and ahead is None:
+                    pool.shutdown(wait=True)  # a live run waits on longpolls now: no thread idle
+                    pool = None
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)  # a read in flight ends by its own timeout

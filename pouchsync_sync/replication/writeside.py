@@ -66,6 +66,9 @@ class WriteSide:
                         if item.caught_up:  # no read follows at once: nothing to overlap
                             self._behind.drain()
                         self._behind.end((item, batch))
+                        if item.caught_up:  # live: its threads end until the next backlog
+                            self._behind.close()
+                            self._behind = None
                     else:
                         self.finish_batch(item, batch)
                     batch = BatchStats()

@@ -175,3 +175,29 @@ def test_other_errors_of_a_text_op_are_not_taken_for_an_older_server(server_db, 
         assert server.calls.count("write_missing_texts") == 1
     finally:
         server.close()
+
+
+def test_a_live_sync_ends_its_pipeline_threads_once_caught_up(tmp_path, client) -> None:
+    from pouchsync_sync.server import create_server
+
+    store = LocalDatabase(tmp_path / "server.sqlite", name="todos")
+    srv = create_server(lambda credentials, name: store).start()
+    try:
+        with LocalDatabase(tmp_path / "local.sqlite", name="local") as local:
+            local.bulk_docs([{"_id": f"d{i:04d}", "n": i} for i in range(600)])
+            sync = client.connect(srv.url).sync(local, remote_name="todos", direction="push",
+                                                live=True, batch_size=100)
+            assert sync.wait_in_sync(60)
+            assert store.info()["doc_count"] == 600
+            pipeline = [t for t in threading.enumerate()
+                        if t.name.startswith(("pouchsync-upload", "pouchsync-changes-ahead"))]
+            for thread in pipeline:  # ending, if not ended yet: the backlog is done
+                thread.join(10)
+            assert not [t.name for t in pipeline if t.is_alive()]
+            local.put({"_id": "later"})  # the live sync goes on without them
+            assert sync.wait_in_sync(60) and store.get("later")["_id"] == "later"
+            sync.cancel()
+            sync.wait(timeout=30)
+    finally:
+        srv.stop()
+        store.close()
