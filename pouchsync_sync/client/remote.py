@@ -71,6 +71,11 @@ class RemoteDatabase(Database):
     def __repr__(self) -> str:
         return f"<RemoteDatabase {self.name!r} at {self._url}>"
 
+    @property
+    def max_message_size(self) -> int | None:
+        """The largest message the server takes (its welcome's limit), None if it set none."""
+        return self._channel.connection.max_message_size
+
     def _call(self, op: str, args: Mapping[str, Any], timeout: float | None = None) -> Any:
         """One call's result, its shape checked (``ProtocolError`` naming the op)."""
         return ops.decode_result(op, self._channel.call(op, args, timeout=timeout), args)

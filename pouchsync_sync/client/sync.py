@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .. import signals
 from ..errors import Cancelled, Denied, NotFound, PouchSyncError, Timeout, TransportError
+from ..replication.replicator import MAX_BATCH_BYTES
 from ..store.base import Database
 from .connection import Channel, Connection
 from .remote import RemoteDatabase
@@ -87,6 +88,14 @@ class _Direction:
         self.thread: threading.Thread | None = None
         self.docs_written_seen = 0
         self.failures_seen = 0
+
+
+def batch_bytes_for(max_message_size: int) -> int:
+    """The bytes of docs one write may carry to a server taking messages of at most
+    ``max_message_size`` bytes: half of it (JSON escaping can double a text row), less
+    room for the message around the docs; never above ``MAX_BATCH_BYTES``."""
+    room = max_message_size // 2 - min(65536, max_message_size // 8)
+    return max(1, min(MAX_BATCH_BYTES, room))
 
 
 class Sync:
@@ -478,6 +487,11 @@ class Sync:
     def _direction(self, name: str, source: Database, target: Database) -> _Direction:
         holder: dict[str, _Direction] = {}
         local_longpoll = self.client.local_poll_interval
+        remote = target if name == "push" else source
+        extra: dict[str, Any] = {}
+        limit = getattr(remote, "max_message_size", None)
+        if isinstance(limit, int) and limit > 0:
+            extra["max_batch_bytes"] = batch_bytes_for(limit)
         replicator = self._replicator_factory(
             source, target, live=self.live, doc_ids=self.doc_ids, selector=self.selector,
             batch_size=self.batch_size, checkpoint_interval=self.checkpoint_interval,
@@ -487,7 +501,8 @@ class Sync:
             # the push side waits on the local database: short waits so a cancel or a
             # lost connection stops it promptly (the local store wakes it on writes);
             # the pull side's longpoll is woken by the channel closing.
-            longpoll_timeout=local_longpoll if name == "push" else self.client.longpoll_timeout)
+            longpoll_timeout=local_longpoll if name == "push" else self.client.longpoll_timeout,
+            **extra)
         holder["d"] = direction = _Direction(name, replicator)
         return direction
 

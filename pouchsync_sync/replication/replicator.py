@@ -105,6 +105,8 @@ log = logging.getLogger(__name__)
 
 #: at most this many per-document errors are kept in a result (the counts stay exact)
 MAX_ERRORS_KEPT = 1000
+#: the default bound on the bytes of docs one write carries (``max_batch_bytes``)
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 #: the longest wait for a read of changes made ahead (each call has its own timeout)
 _AHEAD_TIMEOUT = 3600.0
 
@@ -162,7 +164,7 @@ class Replicator(WriteSide):
                  on_batch: Callable[[dict[str, Any]], Any] | None = None,
                  on_state: Callable[[str], Any] | None = None,
                  longpoll_timeout: float = 25.0,
-                 max_batch_bytes: int = 8 * 1024 * 1024,
+                 max_batch_bytes: int = MAX_BATCH_BYTES,
                  checkpoint_interval: float = 30.0) -> None:
         if batch_size < 1 or batches_limit < 1 or max_batch_bytes < 1:
             raise ValueError("batch_size, batches_limit and max_batch_bytes must be >= 1")

@@ -13,8 +13,9 @@ every write before it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from ..errors import PayloadTooLarge
 from ..store.base import Database, accepted_docs
 from .batch import failed_writes, slices_by_bytes, split_by_bytes
 from .items import BatchEnd, BatchStart, BatchStats, Done, Fetched
@@ -93,9 +94,15 @@ class WriteSide:
                 f"pouchsync-upload[{self.source.name}->{self.target.name}]",
                 on_done=self._whole_written, on_end=lambda held: self.finish_batch(*held))
         split = slices_by_bytes if item.texts else split_by_bytes
-        write = self.target.write_missing_texts if item.texts else self.target.write_missing
+        write = self._whole_writer(item.texts)
         for part in split(item.docs, item.sizes, self.max_batch_bytes):
             self._behind.submit(write, part, (item, batch, part))
+
+    def _whole_writer(self, texts: bool) -> Callable[[Sequence[Any]], tuple[list[Any], list[dict[str, Any]]]]:
+        """The target's write of whole docs (text rows or docs), fitted to its message size."""
+        if texts:
+            return lambda part: _fitted(self.target.write_missing_texts, part, True)
+        return lambda part: _fitted(self.target.write_missing, part, False)
 
     def _whole_written(self, tag: tuple[Fetched, "BatchStats", Sequence[Any]],
                        answer: tuple[list[Any], list[dict[str, Any]]]) -> None:
@@ -135,19 +142,18 @@ class WriteSide:
         (``write_missing``); those count as read, and tell the read policy whether
         asking for docs still pays."""
         split = slices_by_bytes if item.texts else split_by_bytes
+        write = self._whole_writer(item.texts)
         for part in split(item.docs, item.sizes, self.max_batch_bytes):
-            if item.texts:
-                answer = self.target.write_missing_texts(part)
-            else:
-                answer = self.target.write_missing(part)
-            self._whole_written((item, batch, part), answer)
+            self._whole_written((item, batch, part), write(part))
 
     def upload_batch_of_changed_documents(self, docs: list[dict[str, Any]]
                                           ) -> tuple[list[dict[str, Any]], int]:
         """Upload Batch of Changed Documents with ``new_edits=False``; refusals are counted."""
         if not docs:
             return [], 0
-        failures = failed_writes(self.target.bulk_docs(docs, new_edits=False))
+        failures = failed_writes(_fitted(
+            lambda part: ([], failed_writes(self.target.bulk_docs(part, new_edits=False))),
+            docs, False)[1])
         self._result.docs_written += len(docs) - len(failures)
         if not self._refused(failures):
             return docs, 0
@@ -163,3 +169,24 @@ class WriteSide:
                          failure.get("reason"))
             self._keep_errors(failures)
         return len(failures)
+
+
+def _fitted(write: Callable[[Sequence[Any]], tuple[list[Any], list[dict[str, Any]]]],
+            part: Sequence[Any], texts: bool) -> tuple[list[Any], list[dict[str, Any]]]:
+    """``write(part)``; when the message is too big for the target (``PayloadTooLarge``:
+    a server's ``max_message_size``), each half on its own, and a single doc too big is
+    a refusal (``too_large``) rather than the end of the replication. Positions in the
+    answer (text rows) stay relative to ``part``."""
+    try:
+        return write(part)
+    except PayloadTooLarge as exc:
+        if len(part) <= 1:
+            row = part[0]
+            doc_id, rev = (row[0], row[1]) if texts else (row.get("_id"), row.get("_rev"))
+            return [], [{"id": doc_id, "rev": rev, "error": "too_large", "reason": exc.reason}]
+    half = len(part) // 2
+    first_written, first_failures = _fitted(write, part[:half], texts)
+    written, failures = _fitted(write, part[half:], texts)
+    if texts:
+        written = [half + i for i in written]
+    return first_written + written, first_failures + failures

@@ -201,3 +201,35 @@ def test_a_live_sync_ends_its_pipeline_threads_once_caught_up(tmp_path, client) 
     finally:
         srv.stop()
         store.close()
+
+
+def test_a_push_fits_the_servers_message_size_and_refuses_only_a_doc_too_big(tmp_path,
+                                                                             client) -> None:
+    from pouchsync_sync.client.sync import batch_bytes_for
+    from pouchsync_sync.server import create_server
+
+    limit = 256 * 1024
+    store = LocalDatabase(tmp_path / "server.sqlite", name="todos")
+    srv = create_server(lambda credentials, name: store, max_message_size=limit).start()
+    try:
+        with LocalDatabase(tmp_path / "local.sqlite", name="local") as local:
+            local.bulk_docs([{"_id": f"d{i:04d}", "text": "x" * 3000} for i in range(300)])
+            big = local.put({"_id": "huge", "text": "y" * (limit + 1)})
+            # second generation: goes by revs_diff + bulk_docs, as one big doc would
+            edited = local.get("d0001")
+            local.put({**edited, "text": "edited"})
+            sync = client.connect(srv.url).sync(local, remote_name="todos", direction="push")
+            result = sync.wait(timeout=60)
+            # everything but the one doc no message can carry; that one is a refusal
+            assert result.state.value == "complete"
+            assert result.docs_pushed == 300 and result.doc_write_failures == 1
+            assert result.push.errors == [{"id": "huge", "rev": big["rev"], "error": "too_large",
+                                           "reason": result.push.errors[0]["reason"]}]
+            assert "max_message_size" in result.push.errors[0]["reason"]
+            assert store.info()["doc_count"] == 300 and store.get("d0001")["text"] == "edited"
+    finally:
+        srv.stop()
+        store.close()
+    assert batch_bytes_for(limit) < limit // 2
+    assert batch_bytes_for(64 * 1024 * 1024) == 8 * 1024 * 1024
+    assert batch_bytes_for(1 << 20) == (1 << 19) - 65536 and batch_bytes_for(10) >= 1
