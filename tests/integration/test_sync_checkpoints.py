@@ -332,3 +332,42 @@ def test_a_call_stuck_past_the_grace_is_cut_and_the_sync_ends_quietly(tmp_path, 
     warnings = [r for r in captured.records if r.levelno >= logging.WARNING
                 and r.name.startswith("pouchsync_sync.replication")]
     assert warnings == [], [r.getMessage() for r in warnings]
+
+
+def test_a_cancel_with_two_writes_in_flight_ends_them_and_their_threads(tmp_path, clients,
+                                                                        local, captured):
+    import threading
+    import time
+
+    from pouchsync_sync.client.sync import STOP_GRACE
+    from pouchsync_sync.server import create_server
+
+    stuck = Stuck(tmp_path / "stuck.sqlite", name="todos")
+    srv = create_server(lambda credentials, name: stuck).start()
+    try:
+        a = local("todos")
+        a.bulk_docs([{"_id": f"d{i:04d}"} for i in range(600)])
+        client = clients().connect(srv.url)
+        sync = client.sync(a, live=True, direction="push", batch_size=100)
+        assert stuck.entered.wait(WAIT)  # a big write is in flight, unanswered
+        uploads = [t for t in threading.enumerate() if t.name.startswith("pouchsync-upload")]
+        assert uploads  # the write-behind threads carry it
+        started = time.monotonic()
+        sync.cancel()
+        result = sync.wait(timeout=WAIT)
+        took = time.monotonic() - started
+        client.close()
+        for thread in uploads:
+            thread.join(WAIT)
+        assert not [t.name for t in uploads if t.is_alive()]
+    finally:
+        stuck.release.set()
+        srv.stop()
+        stuck.close()
+    assert result.state is SyncState.CANCELLED
+    assert took < STOP_GRACE + 3
+    assert result.push is not None and result.push.status == "cancelled"
+    assert result.push.docs_written == 0  # nothing was answered
+    warnings = [r for r in captured.records if r.levelno >= logging.WARNING
+                and r.name.startswith("pouchsync_sync.replication")]
+    assert warnings == [], [r.getMessage() for r in warnings]
