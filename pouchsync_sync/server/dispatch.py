@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 from ..errors import CouchError, Denied, Forbidden, TransportError
 from ..protocol import ops
 from ..store.base import Database
-from .grant import Grant, refusal
+from .grant import Grant, refusal, refusals
 
 __all__ = ["execute", "error_json"]
 
@@ -44,9 +44,9 @@ def execute(grant: Grant, op: str, kwargs: dict[str, Any]) -> Any:
     if op == "bulk_docs":
         return ops.encode_result(op, _bulk_docs(grant, kwargs))
     if op == "write_missing":
-        return _write_missing(grant, kwargs["docs"])
+        return _write_missing(grant, kwargs)
     if op == "write_missing_texts":
-        return _write_missing_texts(grant, kwargs["rows"])
+        return _write_missing_texts(grant, kwargs)
     if op in ops.WRITE_OPS:
         why = refusal(grant, ops.written_ids(op, kwargs)[0])
         if why is not None:
@@ -57,15 +57,14 @@ def execute(grant: Grant, op: str, kwargs: dict[str, Any]) -> Any:
 def _bulk_docs(grant: Grant, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     docs = kwargs["docs"]
     new_edits = kwargs.get("new_edits", True)
+    ids = ops.written_ids("bulk_docs", kwargs)
     refused: dict[int, dict[str, Any]] = {}
-    for i, doc_id in enumerate(ops.written_ids("bulk_docs", kwargs)):
-        why = refusal(grant, doc_id)
-        if why is not None:
-            row: dict[str, Any] = {"id": doc_id, "error": "forbidden", "reason": why}
-            rev = docs[i].get("_rev")
-            if isinstance(rev, str):
-                row["rev"] = rev
-            refused[i] = row
+    for i, why in refusals(grant, ids):
+        row: dict[str, Any] = {"id": ids[i], "error": "forbidden", "reason": why}
+        rev = docs[i].get("_rev")
+        if isinstance(rev, str):
+            row["rev"] = rev
+        refused[i] = row
     if not refused:
         return grant.db.bulk_docs(**kwargs)
     allowed = [doc for i, doc in enumerate(docs) if i not in refused]
@@ -76,61 +75,59 @@ def _bulk_docs(grant: Grant, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     return [refused[i] if i in refused else next(results) for i in range(len(docs))]
 
 
-def _write_missing(grant: Grant, docs: list[dict[str, Any]]) -> dict[str, Any]:
+def _write_missing(grant: Grant, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``{"written": [indexes into docs], "failures": [...]}``. A doc the grant may not
     write is a ``forbidden`` failure only when the database lacks its revision (one it
     has, e.g. a doc the client pulled from here, is simply not missing)."""
-    allowed, failures = _refusals(grant, [(doc.get("_id"), doc.get("_rev")) for doc in docs])
+    docs = kwargs["docs"]
+    allowed, failures = _refusals(grant, ops.written_ids("write_missing", kwargs),
+                                  lambda i: docs[i].get("_rev"))
     written: list[dict[str, Any]] = []
     if allowed:
-        written, refused = grant.db.write_missing([docs[i] for i in allowed])
+        written, refused = grant.db.write_missing(
+            docs if len(allowed) == len(docs) else [docs[i] for i in allowed])
         failures.extend(refused)
     return ops.write_missing_answer(docs, written, failures)
 
 
-def _write_missing_texts(grant: Grant, rows: list[list[Any]]) -> dict[str, Any]:
+def _write_missing_texts(grant: Grant, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``write_missing`` for text rows: the same answer and the same refusals."""
-    if not grant.read_only and (grant.allow_design or not any(
-            row[0].__class__ is str and row[0][:8] == "_design/" for row in rows)):
-        # nothing refused (the common case): no refusal call per row
-        written, failures = grant.db.write_missing_texts(rows)
-        return {"written": written, "failures": failures}
-    allowed, failures = _refusals(grant, [(row[0], row[1]) for row in rows])
+    rows = kwargs["rows"]
+    allowed, failures = _refusals(grant, ops.written_ids("write_missing_texts", kwargs),
+                                  lambda i: rows[i][1])
     written: list[int] = []
-    if allowed:
+    if len(allowed) == len(rows):  # nothing refused (the common case): the rows as sent
+        written, failures = grant.db.write_missing_texts(rows)
+    elif allowed:
         positions, refused = grant.db.write_missing_texts([rows[i] for i in allowed])
         written = [allowed[j] for j in positions]
         failures.extend(refused)
     return {"written": written, "failures": failures}
 
 
-def _refusals(grant: Grant, revisions: list[tuple[Any, Any]]
+def _refusals(grant: Grant, ids: list[str | None], rev_at: Callable[[int], Any]
               ) -> tuple[list[int], list[dict[str, Any]]]:
     """``(the positions the grant may write, a forbidden failure for each other one the
-    database lacks)`` for replicated ``(id, rev)`` pairs."""
-    allowed: list[int] = []
-    refused: list[tuple[int, str]] = []
-    for i, (doc_id, _rev) in enumerate(revisions):
-        why = refusal(grant, doc_id if isinstance(doc_id, str) else None)
-        if why is None:
-            allowed.append(i)
-        else:
-            refused.append((i, why))
+    database lacks)`` for replicated revisions: ``ids[i]`` and its revision ``rev_at(i)``."""
+    refused = refusals(grant, ids)
+    if not refused:
+        return list(range(len(ids))), []
+    skip = {i for i, _why in refused}
+    allowed = [i for i in range(len(ids)) if i not in skip]
+    asked: dict[str, list[str]] = {}
+    for i, _why in refused:
+        doc_id, rev = ids[i], rev_at(i)
+        if doc_id is not None and isinstance(rev, str):
+            asked.setdefault(doc_id, []).append(rev)
+    diff = grant.db.revs_diff(asked) if asked else {}
     failures: list[dict[str, Any]] = []
-    if refused:
-        asked: dict[str, list[str]] = {}
-        for i, _why in refused:
-            doc_id, rev = revisions[i]
-            if isinstance(doc_id, str) and isinstance(rev, str):
-                asked.setdefault(doc_id, []).append(rev)
-        diff = grant.db.revs_diff(asked) if asked else {}
-        for i, why in refused:
-            doc_id, rev = revisions[i]
-            if isinstance(doc_id, str) and isinstance(rev, str) \
-                    and rev not in ((diff.get(doc_id) or {}).get("missing") or ()):
-                continue  # already here: not missing, nothing to refuse
-            failures.append({"id": doc_id, "rev": rev if isinstance(rev, str) else None,
-                             "error": "forbidden", "reason": why})
+    for i, why in refused:
+        doc_id, rev = ids[i], rev_at(i)
+        if doc_id is not None and isinstance(rev, str) \
+                and rev not in ((diff.get(doc_id) or {}).get("missing") or ()):
+            continue  # already here: not missing, nothing to refuse
+        failures.append({"id": doc_id, "rev": rev if isinstance(rev, str) else None,
+                         "error": "forbidden", "reason": why})
     return allowed, failures
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import Denied
 from ..store.base import Database
 
-__all__ = ["Grant", "as_grant", "refusal", "database_uuid"]
+__all__ = ["Grant", "as_grant", "refusal", "refusals", "database_uuid"]
 
 LOCAL_PREFIX = "_local/"
 DESIGN_PREFIX = "_design/"
@@ -56,6 +56,20 @@ def refusal(grant: Grant, doc_id: str | None) -> str | None:
     if doc_id is not None and doc_id.startswith(DESIGN_PREFIX) and not grant.allow_design:
         return "writes to design documents are not allowed"
     return None
+
+
+def refusals(grant: Grant, doc_ids: Sequence[str | None]) -> list[tuple[int, str]]:
+    """``(position, why)`` for each of ``doc_ids`` that ``refusal`` forbids. A read-write
+    grant forbids only ``_design/`` ids, so a batch without one passes in a single scan."""
+    if not grant.read_only and (grant.allow_design or not any(
+            doc_id is not None and doc_id.startswith(DESIGN_PREFIX) for doc_id in doc_ids)):
+        return []
+    out: list[tuple[int, str]] = []
+    for position, doc_id in enumerate(doc_ids):
+        why = refusal(grant, doc_id)
+        if why is not None:
+            out.append((position, why))
+    return out
 
 
 def database_uuid(identity: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 import pouchsync_sync as ps
 from pouchsync_sync.server.follower import FollowerRegistry
-from pouchsync_sync.server.grant import Grant, as_grant, database_uuid, refusal
+from pouchsync_sync.server.grant import Grant, as_grant, database_uuid, refusal, refusals
 from pouchsync_sync.server.pool import WorkerPool
 
 WAIT = 10.0
@@ -217,6 +217,12 @@ def test_grant_policy() -> None:
         assert refusal(ro, "a") == refusal(ro, None) == "this database is granted read-only"
         assert refusal(ro, "_design/x") is not None
         assert refusal(ro, "_local/checkpoint") is None and refusal(plain, "_local/x") is None
+        # a batch: the refusals of each id, in one call
+        ids = ["a", "_design/x", None, "_local/cp"]
+        for grant in (plain, ro, design):
+            assert refusals(grant, ids) == [(i, refusal(grant, doc_id)) for i, doc_id in enumerate(ids)
+                                            if refusal(grant, doc_id) is not None]
+        assert refusals(plain, ["a", "b"]) == [] and refusals(ro, []) == []
         with pytest.raises(ps.Denied, match="not allowed"):
             as_grant(None)
         with pytest.raises(TypeError, match="Database, a Grant or None"):
