@@ -65,7 +65,6 @@ class RemoteDatabase(Database):
         self._url = safe_url(url if url is not None else channel.connection.url)
         self.uuid = channel.uuid or ""
         self.read_only = channel.read_only
-        self._write_missing_op = True  # until the server says it does not know it
         self._unknown_ops: set[str] = set()  # ops an older server said it does not know
 
     def __repr__(self) -> str:
@@ -119,15 +118,14 @@ class RemoteDatabase(Database):
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One ``write_missing`` call (the server answers indexes into ``docs``); on a
         server without that op, ``revs_diff`` then ``bulk_docs`` as any database."""
-        if not self._write_missing_op:
+        if "write_missing" in self._unknown_ops:
             return super().write_missing(docs)
         sent = _plain_list(docs)
         try:
             answer = self._call("write_missing", {"docs": sent})
         except BadRequest as exc:
-            if not exc.reason.startswith("unknown op"):
+            if not self._older_server(exc, "write_missing"):
                 raise
-            self._write_missing_op = False  # an older server: ask it the long way
             return super().write_missing(docs)
         return [docs[i] for i in answer["written"]], answer["failures"]
 

@@ -56,10 +56,9 @@ log = logging.getLogger(__name__)
 __all__ = ["Sync", "SyncState", "SyncResult", "SyncStatus", "DIRECTIONS",
            "DEFAULT_CHECKPOINT_INTERVAL", "check_checkpoint_interval"]
 
-#: seconds between the checkpoints of a caught-up live sync (CouchDB's default is 30 s)
-#: seconds between a caught-up live sync's checkpoints: CouchDB's replicator default
-#: (30 s). Each is a write on the server; 1,000 live clients at 5 s wrote hundreds per
-#: change, the bulk of the server's work in the fan-out benchmark.
+#: seconds between the checkpoints of a one-shot sync and of a caught-up live sync:
+#: CouchDB's replicator default (30 s). Each is a write on the server; 1,000 live clients
+#: at 5 s wrote hundreds per change, the bulk of the server's work in the fan-out benchmark.
 DEFAULT_CHECKPOINT_INTERVAL = 30.0
 #: seconds a stopping live round's replicators get to finish their calls and record
 #: their checkpoints before the channel is closed under them
