@@ -361,7 +361,7 @@ class Replicator(WriteSide):
                 if rows and pending != 0 and self.batches_limit > 1:
                     if pool is None:
                         pool = ThreadPoolExecutor(
-                            max_workers=1, thread_name_prefix=f"pouchsync-changes-ahead"
+                            max_workers=1, thread_name_prefix="pouchsync-changes-ahead"
                             f"[{self.source.name}->{self.target.name}]")
                     ahead = pool.submit(self.read_batch_of_changes, last_seq, longpoll=False)
                 if rows:
@@ -414,17 +414,13 @@ class Replicator(WriteSide):
             texts, rows = texts_in_changes(rows)
         if texts:
             sizes = text_sizes(texts)
-            texts = self.target.check_texts(texts)  # here, ahead of the write (read-ahead thread)
-            policy.bytes += sum(sizes)
-            policy.count += len(texts)
-            policy.first_generation += len(texts)
-            yield Fetched(docs=texts, sizes=sizes, errors=[], whole=True, texts=True)  # type: ignore[arg-type]
+            # checked here, ahead of the write (on the read-ahead thread)
+            yield self._fetched(self.target.check_texts(texts), [], policy, len(texts),
+                                sizes=sizes, whole=True, texts=True)
         rows = apply_filter(rows, self.filter)
         whole, rest = whole_docs_in_changes(rows)
         if whole:
-            item = self._fetched(whole, [], policy, first_generation=len(whole))
-            item.whole = True
-            yield item
+            yield self._fetched(whole, [], policy, len(whole), whole=True)
         diff = self.calculate_revision_difference(rest)
         requests = bulk_get_requests(diff)
         start = 0
@@ -443,15 +439,20 @@ class Replicator(WriteSide):
             self.max_batch_bytes, lacked=self._whole_lacked if whole or texts else 1.0)
         return True
 
-    def _fetched(self, docs: list[dict[str, Any]], errors: list[dict[str, Any]],
-                 policy: "BatchStats", first_generation: int | None = None) -> Fetched:
-        sizes = doc_sizes(docs, self.max_batch_bytes)
+    def _fetched(self, docs: Sequence[Any], errors: list[dict[str, Any]],
+                 policy: "BatchStats", first_generation: int | None = None, *,
+                 sizes: list[int] | None = None, whole: bool = False,
+                 texts: bool = False) -> Fetched:
+        """``docs`` as an item for the write side, counted for the read policy."""
+        if sizes is None:
+            sizes = doc_sizes(docs, self.max_batch_bytes)
         policy.bytes += sum(sizes)
         policy.count += len(docs)
         if first_generation is None:
             first_generation = sum(1 for doc in docs if is_first_generation(doc))
         policy.first_generation += first_generation
-        return Fetched(docs=docs, sizes=sizes, errors=errors)
+        return Fetched(docs=docs, sizes=sizes, errors=errors, whole=whole,  # type: ignore[arg-type]
+                       texts=texts)
 
     def finish_batch(self, end: BatchEnd, batch: "BatchStats") -> None:
         """Record Replication Checkpoint after a batch; report it; pause when caught up."""

@@ -72,9 +72,7 @@ class WriteBehind:
     def close(self) -> None:
         """Wait for the writes in flight (their results are dropped) and end the threads."""
         while self._flight:
-            _ticket, future, _tag = self._flight.popleft()
-            while not wait_futures([future], timeout=_WAIT_SLICE).done:
-                pass
+            _wait(self._flight.popleft()[1])
         self._held.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -82,8 +80,7 @@ class WriteBehind:
 
     def _take_oldest(self) -> None:
         ticket, future, tag = self._flight[0]
-        while not wait_futures([future], timeout=_WAIT_SLICE).done:
-            pass
+        _wait(future)
         self._flight.popleft()
         try:
             result = future.result(timeout=0)
@@ -98,3 +95,9 @@ class WriteBehind:
     def _release(self) -> None:
         while self._held and self._held[0][0] <= self._done:
             self._on_end(self._held.popleft()[1])
+
+
+def _wait(future: Future[Any]) -> None:
+    """Until ``future`` is done, in slices (the write in it has its own timeouts)."""
+    while not wait_futures([future], timeout=_WAIT_SLICE).done:
+        pass

@@ -12,6 +12,7 @@ every write before it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -63,14 +64,14 @@ class WriteSide:
                     self._set_state("active")
                     batch = BatchStats()
                 elif isinstance(item, BatchEnd):
-                    if self._behind is not None and self._behind.busy:
-                        if item.caught_up:  # no read follows at once: nothing to overlap
-                            self._behind.drain()
-                        self._behind.end((item, batch))
-                        if item.caught_up:  # live: its threads end until the next backlog
-                            self._behind.close()
-                            self._behind = None
-                    else:
+                    if self._behind is None or not self._behind.busy:
+                        self.finish_batch(item, batch)
+                    elif not item.caught_up:
+                        self._behind.end((item, batch))  # once the writes before it are done
+                    else:  # no read follows at once: nothing to overlap; the threads end
+                        self._behind.drain()          # until the next backlog
+                        self._behind.close()
+                        self._behind = None
                         self.finish_batch(item, batch)
                     batch = BatchStats()
                 elif isinstance(item, Done):
@@ -93,16 +94,20 @@ class WriteSide:
             self._behind = WriteBehind(
                 f"pouchsync-upload[{self.source.name}->{self.target.name}]",
                 on_done=self._whole_written, on_end=lambda held: self.finish_batch(*held))
-        split = slices_by_bytes if item.texts else split_by_bytes
-        write = self._whole_writer(item.texts)
-        for part in split(item.docs, item.sizes, self.max_batch_bytes):
+        write = functools.partial(self._write_whole, texts=item.texts)
+        for part in self._whole_parts(item):
             self._behind.submit(write, part, (item, batch, part))
 
-    def _whole_writer(self, texts: bool) -> Callable[[Sequence[Any]], tuple[list[Any], list[dict[str, Any]]]]:
+    def _whole_parts(self, item: Fetched) -> Iterator[Sequence[Any]]:
+        """``item``'s whole docs in byte-bounded parts (text rows stay checked)."""
+        split = slices_by_bytes if item.texts else split_by_bytes
+        return split(item.docs, item.sizes, self.max_batch_bytes)
+
+    def _write_whole(self, part: Sequence[Any], texts: bool
+                     ) -> tuple[list[Any], list[dict[str, Any]]]:
         """The target's write of whole docs (text rows or docs), fitted to its message size."""
-        if texts:
-            return lambda part: _fitted(self.target.write_missing_texts, part, True)
-        return lambda part: _fitted(self.target.write_missing, part, False)
+        return _fitted(self.target.write_missing_texts if texts else self.target.write_missing,
+                       part, texts)
 
     def _whole_written(self, tag: tuple[Fetched, "BatchStats", Sequence[Any]],
                        answer: tuple[list[Any], list[dict[str, Any]]]) -> None:
@@ -141,19 +146,17 @@ class WriteSide:
         """Upload whole docs from the changes read: the target writes those it lacks
         (``write_missing``); those count as read, and tell the read policy whether
         asking for docs still pays."""
-        split = slices_by_bytes if item.texts else split_by_bytes
-        write = self._whole_writer(item.texts)
-        for part in split(item.docs, item.sizes, self.max_batch_bytes):
-            self._whole_written((item, batch, part), write(part))
+        for part in self._whole_parts(item):
+            self._whole_written((item, batch, part), self._write_whole(part, item.texts))
 
     def upload_batch_of_changed_documents(self, docs: list[dict[str, Any]]
                                           ) -> tuple[list[dict[str, Any]], int]:
         """Upload Batch of Changed Documents with ``new_edits=False``; refusals are counted."""
         if not docs:
             return [], 0
-        failures = failed_writes(_fitted(
+        failures = _fitted(
             lambda part: ([], failed_writes(self.target.bulk_docs(part, new_edits=False))),
-            docs, False)[1])
+            docs, False)[1]
         self._result.docs_written += len(docs) - len(failures)
         if not self._refused(failures):
             return docs, 0
