@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import BadRequest
 from .texts import check_text_rows, docs_of_text_rows, texts_answer
+from .validate import check_count
 
 Doc = dict[str, Any]
 
@@ -202,9 +203,7 @@ class Database(abc.ABC):
         for any other doc. This default reads ``changes(include_docs=True)``; the
         embedded store gives the texts it holds without reading them.
         """
-        if max_bytes is not None and (max_bytes.__class__ is bool or not isinstance(max_bytes, int)
-                                      or max_bytes < 0):
-            raise BadRequest("max_bytes must be a non-negative integer")
+        check_count("max_bytes", max_bytes)
         return texts_answer(self.changes(since=since, limit=limit, include_docs=True,
                                          style="all_docs"), max_bytes)
 

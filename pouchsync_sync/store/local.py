@@ -42,6 +42,7 @@ from .notify import POLL_INTERVAL, notifier_for
 from .validate import (
     check_all_docs_args,
     check_changes_args,
+    check_count,
     check_doc,
     check_doc_id,
     decode_attachment,
@@ -660,9 +661,7 @@ class LocalDatabase(Database):
         """``Database.changes_texts``: the stored texts, never parsed."""
         check_changes_args(style="all_docs", feed="normal", limit=limit, timeout=None,
                            doc_ids=None)
-        if max_bytes is not None and (max_bytes.__class__ is bool or not isinstance(max_bytes, int)
-                                      or max_bytes < 0):
-            raise BadRequest("max_bytes must be a non-negative integer")
+        check_count("max_bytes", max_bytes)
         position = self._parse_since(since)
         want = None if limit is None else max(min(limit, _SQLITE_MAX_INT), 1)  # as changes
         with self._reading() as conn:

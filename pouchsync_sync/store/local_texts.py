@@ -43,7 +43,6 @@ def read(db: "LocalDatabase", conn: sqlite3.Connection, since: int, want: int | 
     results: list[list[Any]] = []
     last = since
     total = 0
-    budget = max_bytes
     exhausted = False
     while want is None or len(results) < want:
         size = _PAGE if want is None else min(_PAGE, want - len(results))
@@ -62,11 +61,11 @@ def read(db: "LocalDatabase", conn: sqlite3.Connection, since: int, want: int | 
                 # the marker may be a nested key (no attachment): the body's top level says
                 if body is not None and ('"_attachments":' not in body
                                          or "_attachments" not in loads(body)):
-                    if budget is None:
+                    if max_bytes is None:
                         text = body
                     else:
-                        length = len(body) if body.isascii() else text_length(body)
-                        if total + length <= budget:
+                        length = text_length(body)
+                        if total + length <= max_bytes:
                             total += length
                             text = body
             results.append([seq, doc_id, leaves, bool(deleted), text])

@@ -20,7 +20,6 @@ import json
 import re
 from typing import Any, Iterator, Mapping, Sequence
 
-from .. import revtree
 from ..errors import BadRequest
 from .validate import check_doc_id, dump_json, exact_json_text, is_local_id
 
@@ -161,11 +160,16 @@ def _body_of(text: Any, where: str) -> tuple[dict[str, Any], str]:
         except UnicodeEncodeError as exc:  # a lone surrogate (a "\ud800" escape)
             raise BadRequest(f"{where}: the text is not valid UTF-8 text") from exc
     if '"_' in canonical:  # also matches nested keys and values, which are fine
-        for key in body:
-            if key[:1] == "_":
-                raise BadRequest(f"{where}: special field {key[:40]!r} is not allowed in a text",
-                                 error="doc_validation")
+        _refuse_special_fields(body, where)
     return body, canonical
+
+
+def _refuse_special_fields(body: dict[str, Any], where: str) -> None:
+    """``BadRequest`` when a top-level key of ``body`` starts with ``_``."""
+    for key in body:
+        if key[:1] == "_":
+            raise BadRequest(f"{where}: special field {key[:40]!r} is not allowed in a text",
+                             error="doc_validation")
 
 
 def check_text_rows(rows: Any) -> CheckedTexts:
@@ -194,7 +198,7 @@ def check_text_rows(rows: Any) -> CheckedTexts:
             check_doc_id(doc_id)  # BadRequest for what is not a doc id
             if is_local_id(doc_id):
                 raise BadRequest(f"row {index}: _local docs are not replicated")
-        if rev.__class__ is not str or rev[:2] != "1-" or len(rev) < 3:
+        if not is_first_rev(rev):
             raise BadRequest(f"row {index}: rev must be a first-generation revision 1-<hash>",
                              error="bad_request")
         if loads is not None and text.__class__ is str:
@@ -207,10 +211,7 @@ def check_text_rows(rows: Any) -> CheckedTexts:
                 body = None
             if body.__class__ is dict:
                 if '"_' in text or "\\u" in text:
-                    for key in body:
-                        if key[:1] == "_":
-                            raise BadRequest(f"row {index}: special field {key[:40]!r} is "
-                                             "not allowed in a text", error="doc_validation")
+                    _refuse_special_fields(body, f"row {index}")
                 append((doc_id, rev, text))
                 continue
         append((doc_id, rev, _body_of(text, f"row {index}")[1]))

@@ -27,6 +27,7 @@ __all__ = [
     "md5_digest",
     "is_local_id",
     "check_changes_args",
+    "check_count",
     "check_all_docs_args",
     "CHANGES_STYLES",
     "CHANGES_FEEDS",
@@ -200,7 +201,8 @@ def decode_attachment(name: str, att: Mapping[str, Any]) -> tuple[bytes, str]:
     return raw, digest
 
 
-def _check_count(name: str, value: Any) -> None:
+def check_count(name: str, value: Any) -> None:
+    """``BadRequest`` unless ``value`` is None or an integer >= 0 (not a bool)."""
     if value is not None and (value.__class__ is bool or not isinstance(value, int) or value < 0):
         raise BadRequest(f"{name} must be a non-negative integer")
 
@@ -211,7 +213,7 @@ def check_changes_args(*, style: Any, feed: Any, limit: Any, timeout: Any, doc_i
         raise BadRequest(f"style must be one of {CHANGES_STYLES}")
     if feed not in CHANGES_FEEDS:
         raise BadRequest(f"feed must be one of {CHANGES_FEEDS}")
-    _check_count("limit", limit)
+    check_count("limit", limit)
     if timeout is not None and (timeout.__class__ is bool or not isinstance(timeout, (int, float))
                                 or timeout < 0):
         raise BadRequest("timeout must be a non-negative number of seconds")
@@ -222,7 +224,7 @@ def check_changes_args(*, style: Any, feed: Any, limit: Any, timeout: Any, doc_i
 
 def check_all_docs_args(*, limit: Any, skip: Any) -> None:
     """The argument checks every backend's ``all_docs`` makes."""
-    _check_count("limit", limit)
+    check_count("limit", limit)
     if skip is None:
         raise BadRequest("skip must be a non-negative integer")
-    _check_count("skip", skip)
+    check_count("skip", skip)
