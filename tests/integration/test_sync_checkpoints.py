@@ -302,72 +302,73 @@ class Stuck(LocalDatabase):
         return super().write_missing_texts(rows)
 
 
-def test_a_call_stuck_past_the_grace_is_cut_and_the_sync_ends_quietly(tmp_path, clients,
+@pytest.fixture
+def stuck_server(tmp_path) -> Iterator[tuple[Stuck, str]]:
+    """A server whose store's replicated writes hang until released (at teardown)."""
+    from pouchsync_sync.server import create_server
+
+    stuck = Stuck(tmp_path / "stuck.sqlite", name="todos")
+    srv = create_server(lambda credentials, name: stuck).start()
+    try:
+        yield stuck, srv.url
+    finally:
+        stuck.release.set()
+        srv.stop()
+        stuck.close()
+
+
+def _replication_warnings(captured: Capture) -> list[str]:
+    return [r.getMessage() for r in captured.records if r.levelno >= logging.WARNING
+            and r.name.startswith("pouchsync_sync.replication")]
+
+
+def test_a_call_stuck_past_the_grace_is_cut_and_the_sync_ends_quietly(stuck_server, clients,
                                                                        local, captured):
     import time
 
     from pouchsync_sync.client.sync import STOP_GRACE
-    from pouchsync_sync.server import create_server
 
-    stuck = Stuck(tmp_path / "stuck.sqlite", name="todos")
-    srv = create_server(lambda credentials, name: stuck).start()
-    try:
-        a = local("todos")
-        a.put({"_id": "x"})
-        client = clients().connect(srv.url)
-        sync = client.sync(a, live=True, direction="push")
-        assert stuck.entered.wait(WAIT)  # the push's write is in flight, unanswered
-        started = time.monotonic()
-        sync.cancel()
-        result = sync.wait(timeout=WAIT)
-        took = time.monotonic() - started
-        client.close()
-    finally:
-        stuck.release.set()
-        srv.stop()
-        stuck.close()
+    stuck, url = stuck_server
+    a = local("todos")
+    a.put({"_id": "x"})
+    client = clients().connect(url)
+    sync = client.sync(a, live=True, direction="push")
+    assert stuck.entered.wait(WAIT)  # the push's write is in flight, unanswered
+    started = time.monotonic()
+    sync.cancel()
+    result = sync.wait(timeout=WAIT)
+    took = time.monotonic() - started
+    client.close()
     assert result.state is SyncState.CANCELLED
     assert result.push is not None and result.push.status == "cancelled"
     assert STOP_GRACE - 0.5 <= took < STOP_GRACE + 3  # waited the grace, then cut the call
-    warnings = [r for r in captured.records if r.levelno >= logging.WARNING
-                and r.name.startswith("pouchsync_sync.replication")]
-    assert warnings == [], [r.getMessage() for r in warnings]
+    assert _replication_warnings(captured) == []
 
 
-def test_a_cancel_with_two_writes_in_flight_ends_them_and_their_threads(tmp_path, clients,
+def test_a_cancel_with_two_writes_in_flight_ends_them_and_their_threads(stuck_server, clients,
                                                                         local, captured):
-    import threading
     import time
 
     from pouchsync_sync.client.sync import STOP_GRACE
-    from pouchsync_sync.server import create_server
 
-    stuck = Stuck(tmp_path / "stuck.sqlite", name="todos")
-    srv = create_server(lambda credentials, name: stuck).start()
-    try:
-        a = local("todos")
-        a.bulk_docs([{"_id": f"d{i:04d}"} for i in range(600)])
-        client = clients().connect(srv.url)
-        sync = client.sync(a, live=True, direction="push", batch_size=100)
-        assert stuck.entered.wait(WAIT)  # a big write is in flight, unanswered
-        uploads = [t for t in threading.enumerate() if t.name.startswith("pouchsync-upload")]
-        assert uploads  # the write-behind threads carry it
-        started = time.monotonic()
-        sync.cancel()
-        result = sync.wait(timeout=WAIT)
-        took = time.monotonic() - started
-        client.close()
-        for thread in uploads:
-            thread.join(WAIT)
-        assert not [t.name for t in uploads if t.is_alive()]
-    finally:
-        stuck.release.set()
-        srv.stop()
-        stuck.close()
+    stuck, url = stuck_server
+    a = local("todos")
+    a.bulk_docs([{"_id": f"d{i:04d}"} for i in range(600)])
+    client = clients().connect(url)
+    sync = client.sync(a, live=True, direction="push", batch_size=100)
+    assert stuck.entered.wait(WAIT)  # a big write is in flight, unanswered
+    uploads = [t for t in threading.enumerate() if t.name.startswith("pouchsync-upload")]
+    assert uploads  # the write-behind threads carry it
+    started = time.monotonic()
+    sync.cancel()
+    result = sync.wait(timeout=WAIT)
+    took = time.monotonic() - started
+    client.close()
+    for thread in uploads:
+        thread.join(WAIT)
+    assert not [t.name for t in uploads if t.is_alive()]
     assert result.state is SyncState.CANCELLED
     assert took < STOP_GRACE + 3
     assert result.push is not None and result.push.status == "cancelled"
     assert result.push.docs_written == 0  # nothing was answered
-    warnings = [r for r in captured.records if r.levelno >= logging.WARNING
-                and r.name.startswith("pouchsync_sync.replication")]
-    assert warnings == [], [r.getMessage() for r in warnings]
+    assert _replication_warnings(captured) == []
