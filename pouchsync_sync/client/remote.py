@@ -118,14 +118,8 @@ class RemoteDatabase(Database):
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One ``write_missing`` call (the server answers indexes into ``docs``); on a
         server without that op, ``revs_diff`` then ``bulk_docs`` as any database."""
-        if "write_missing" in self._unknown_ops:
-            return super().write_missing(docs)
-        sent = _plain_list(docs)
-        try:
-            answer = self._call("write_missing", {"docs": sent})
-        except BadRequest as exc:
-            if not self._older_server(exc, "write_missing"):
-                raise
+        answer = self._call_if_known("write_missing", {"docs": _plain_list(docs)})
+        if answer is None:
             return super().write_missing(docs)
         return [docs[i] for i in answer["written"]], answer["failures"]
 
@@ -133,17 +127,12 @@ class RemoteDatabase(Database):
                             ) -> tuple[list[int], list[dict[str, Any]]]:
         """One ``write_missing_texts`` call; on a server without it, the default
         (``write_missing`` of the rows as docs)."""
-        if "write_missing_texts" in self._unknown_ops:
-            return super().write_missing_texts(rows)
         if not isinstance(rows, (list, tuple)):
             raise BadRequest("rows must be a list")
         sent = [row if row.__class__ is list else list(row) if isinstance(row, (list, tuple))
                 else row for row in rows]
-        try:
-            answer = self._call("write_missing_texts", {"rows": sent})
-        except BadRequest as exc:
-            if not self._older_server(exc, "write_missing_texts"):
-                raise
+        answer = self._call_if_known("write_missing_texts", {"rows": sent})
+        if answer is None:
             return super().write_missing_texts(rows)
         return answer["written"], answer["failures"]
 
@@ -151,22 +140,25 @@ class RemoteDatabase(Database):
                       max_bytes: int | None = None) -> dict[str, Any]:
         """One ``changes_texts`` call; on a server without it, the default (a
         ``changes(include_docs)`` call)."""
-        if "changes_texts" not in self._unknown_ops:
-            try:
-                return self._call("changes_texts", _given(since=since, limit=limit,
-                                                          max_bytes=max_bytes))
-            except BadRequest as exc:
-                if not self._older_server(exc, "changes_texts"):
-                    raise
-        return super().changes_texts(since=since, limit=limit, max_bytes=max_bytes)
+        answer = self._call_if_known("changes_texts", _given(since=since, limit=limit,
+                                                             max_bytes=max_bytes))
+        if answer is None:
+            return super().changes_texts(since=since, limit=limit, max_bytes=max_bytes)
+        return answer
 
-    def _older_server(self, exc: BadRequest, op: str) -> bool:
-        """``exc`` says the server does not know ``op``: remember, and answer True."""
-        if not exc.reason.startswith(f"unknown op {op!r}"):
-            return False
+    def _call_if_known(self, op: str, args: Mapping[str, Any]) -> Any:
+        """``_call(op, args)``, or None when the server does not know ``op`` (an older
+        server: remembered, it is not asked again)."""
+        if op in self._unknown_ops:
+            return None
+        try:
+            return self._call(op, args)
+        except BadRequest as exc:
+            if not exc.reason.startswith(f"unknown op {op!r}"):
+                raise
         log.info("%s: the server does not know %s; using the long way", self._url, op)
         self._unknown_ops.add(op)
-        return True
+        return None
 
     def all_docs(self, *, include_docs: bool = False, keys: Sequence[str] | None = None,
                  startkey: str | None = None, endkey: str | None = None,
