@@ -1,8 +1,6 @@
 """Hostile frames, one kind at a time, each with the exact answer it must get.
 
-Run against two servers: in-process (JSON through orjson, as installed here) and a
-server process without orjson (the library's stdlib JSON path, which must behave the
-same). Each bad frame gets a 400-class error (never a 500, never a crash) and the socket
+Run against an in-process server. Each bad frame gets a 400-class error (never a 500, never a crash) and the socket
 keeps serving, or the transport closes it with the documented code (1007 invalid UTF-8,
 1009 too big).
 """
@@ -16,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from .helpers import TOKEN, RawPeer, ServerProcess
+from .helpers import TOKEN, RawPeer
 from .proxy import wait_until
 
 DB = "fuzz"
@@ -66,8 +64,8 @@ CASES: dict[str, tuple[Any, Any]] = {
     "since deeply nested": (_call("changes", '{"since":%s}' % DEEP_OBJ), "400"),
     "selector unknown operator": (_call("changes", '{"selector":{"a":{"$frob":1}}}'), "400"),
     "selector deeply nested": (_call("changes", '{"selector":%s}' % ('{"$and":[' * 1500 + '{"a":1}' + "]}" * 1500)), "400"),
-    # orjson refuses integers beyond 64 bits (400); the stdlib path reads them, and a
-    # limit that large means "all" (a normal reply)
+    # integers beyond 64 bits are read exactly, and a limit that large means "all" (a
+    # normal reply)
     "limit huge": (_call("changes", '{"limit":%s}' % BIG_INT), "answered"),
     "timeout NaN": (_call("changes", '{"feed":"longpoll","timeout":NaN}'), "400"),
     "deep nesting message": (DEEP, "400"),
@@ -91,28 +89,20 @@ def _is_400(msg: Any) -> bool:
     return msg.get("type") in ("error", "reply", "changes", "denied") and err.get("status") == 400
 
 
-@pytest.fixture(scope="module", params=["orjson", "stdlib"])
-def bad_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Callable[[], bool]]]:
+@pytest.fixture(scope="module")
+def bad_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Callable[[], bool]]]:
     """(url, alive) of a server granting ``fuzz`` to TOKEN."""
-    root = Path(tmp_path_factory.mktemp(f"bad-{request.param}"))
-    if request.param == "orjson":
-        from pouchsync_sync import create_server
-        from tests.sync_fixtures import Hub
+    from pouchsync_sync import create_server
+    from tests.sync_fixtures import Hub
 
-        hub = Hub(root, TOKEN)
-        server = create_server(hub.on_request, max_message_size=MAX_MESSAGE, hello_timeout=5.0).start()
-        try:
-            yield server.url, lambda: True
-        finally:
-            server.stop()
-            hub.close()
-    else:
-        proc = ServerProcess(root, extra_args=["--no-orjson", "--max-message-size", str(MAX_MESSAGE)])
-        url = proc.start()
-        try:
-            yield url, lambda: proc.alive
-        finally:
-            proc.stop()
+    root = Path(tmp_path_factory.mktemp("bad"))
+    hub = Hub(root, TOKEN)
+    server = create_server(hub.on_request, max_message_size=MAX_MESSAGE, hello_timeout=5.0).start()
+    try:
+        yield server.url, lambda: True
+    finally:
+        server.stop()
+        hub.close()
 
 
 @pytest.mark.parametrize("case", list(CASES))

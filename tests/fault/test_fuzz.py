@@ -148,9 +148,8 @@ class Fuzzer:
     """Sends Hypothesis inputs to a server at ``url`` and checks each answer (see the
     module docstring). ``state`` holds the counts."""
 
-    def __init__(self, url: str, *, stdlib_json: bool = False) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        self.stdlib_json = stdlib_json  # the server parses with json, not orjson
         self.state: dict[str, Any] = {"peer": None, "frames": 0, "inputs": 0, "closes": {},
                                       "answers": 0, "errors_checked": 0}
 
@@ -226,14 +225,7 @@ class Fuzzer:
     def _refuses(self, frame: str) -> bool:
         """Does the protocol's pure decoder refuse this frame (as the server parses)?"""
         try:
-            if self.stdlib_json:
-                try:
-                    msg = json.loads(frame)
-                except (ValueError, RecursionError):
-                    return True
-                protocol_messages.validate(msg, sender="client")
-            else:
-                protocol_messages.decode(frame, sender="client")
+            protocol_messages.decode(frame, sender="client")
         except protocol_messages.BadMessage:
             return True
         return False
@@ -304,35 +296,3 @@ def _fuzz_with_bystanders(hub: Any, server: Any, local: Any, clients: Any, recor
     print(f"\nfuzz: {state['frames']} frames in {state['inputs']} inputs, {state['answers']} answers, "
           f"{state['errors_checked']} malformed frames each answered with an error, "
           f"closes {state['closes']}, server threads leaked 0, bystander writes {len(written)}, 0 lost")
-
-
-def test_fuzz_server_process_without_orjson(tmp_path, clients, local, full_run: bool) -> None:
-    """The same fuzzer against a server process on the stdlib JSON path (where deep
-    nesting and huge numbers once escaped as RecursionError/OverflowError), with a
-    bystander sync; the process stays up and serving."""
-    from pouchsync_sync import LocalDatabase
-
-    from .helpers import ServerProcess
-
-    target = 3_000 if full_run else 300
-    proc = ServerProcess(tmp_path / "server", extra_args=["--no-orjson", "--max-message-size",
-                                                          str(MAX_MESSAGE)])
-    url = proc.start()
-    server_db = LocalDatabase(tmp_path / "server" / "bystander.sqlite", name="bystander")
-    try:
-        a = local("bystander")
-        sync = clients().connect(url).sync(a, credentials=TOKEN, live=True)
-        a.put({"_id": "before"})
-        sync.wait_in_sync(timeout=20)
-        state = Fuzzer(url, stdlib_json=True).run_until(target)
-        a.put({"_id": "after"})
-        server_db.put({"_id": "server-side"})
-        wait_converged({"a": a, "server": server_db}, [sync], timeout=60)
-        assert proc.alive
-        assert state["errors_checked"] > 0
-        print(f"\nfuzz (stdlib JSON process): {state['frames']} frames in {state['inputs']} inputs, "
-              f"{state['errors_checked']} malformed frames each answered with an error, "
-              f"closes {state['closes']}, process alive, bystander in sync")
-    finally:
-        server_db.close()
-        proc.stop()
