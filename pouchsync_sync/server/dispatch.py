@@ -134,12 +134,19 @@ def _refusals(grant: Grant, ids: list[str | None], rev_at: Callable[[int], Any]
 def error_json(exc: BaseException, *, what: str = "call") -> dict[str, Any]:
     """``{status, error, reason}`` for an exception raised while serving ``what``.
 
-    CouchDB-shaped errors travel as they are; a backend that cannot be reached is a
-    retryable 503; anything else is a 500 with a generic reason (the traceback goes to
-    the server's log, never to the client).
+    CouchDB-shaped 4xx errors travel as they are; a backend that cannot be reached is
+    a retryable 503; a 5xx of the backend (say ``SQLite error: ...``) and anything else
+    is a 500 with a generic reason: the cause goes to the server's log, never its text
+    to the client.
     """
     if isinstance(exc, (CouchError, Denied)):
-        return exc.to_json()
+        body = exc.to_json()
+        status = body.get("status")
+        if not isinstance(status, int) or status < 500 or status == 503:
+            return body
+        log.error("server error during %s: %s", what, exc, exc_info=exc)
+        return {"status": status, "error": body.get("error") or "internal_server_error",
+                "reason": "internal server error"}
     if isinstance(exc, TransportError):
         log.warning("database unavailable during %s: %s", what, exc)
         return {"status": 503, "error": "unavailable", "reason": "database unavailable"}

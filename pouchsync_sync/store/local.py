@@ -21,6 +21,7 @@ the file's shared ``Notifier`` (same process) or by re-reading (other processes)
 from __future__ import annotations
 
 import base64
+import json
 import contextlib
 import logging
 import os
@@ -690,8 +691,9 @@ class LocalDatabase(Database):
         want = None if limit is None else max(limit, 1)  # CouchDB treats limit=0 as 1
         if doc_ids is not None and not doc_ids:
             return {"results": [], "last_seq": since, "pending": 0}
-        id_filter = f" AND id IN ({','.join('?' * len(doc_ids))})" if doc_ids else ""
-        id_args: list[Any] = list(doc_ids or ())
+        # one bound parameter whatever the number of ids (SQLite allows 32,766 at most)
+        id_filter = " AND id IN (SELECT value FROM json_each(?))" if doc_ids else ""
+        id_args: list[Any] = [json.dumps(list(doc_ids))] if doc_ids else []
         page = 1000 if want is None else max(want, 100)
         results: list[dict[str, Any]] = []
         last = since
@@ -703,9 +705,9 @@ class LocalDatabase(Database):
             ", (SELECT count(*) FROM revs WHERE revs.id = docs.id)" if style == "all_docs"
             and not need_trees else ", 1")
         exhausted = False  # ascending: the last page read was the end of the feed
-        with self._reading() as conn:
-            cursor: int | None = None  # descending: below this seq
-            while want is None or len(results) < want:
+        cursor: int | None = None  # descending: below this seq
+        while want is None or len(results) < want:
+            with self._reading() as conn:
                 if descending:
                     bound = "" if cursor is None else " AND seq < ?"
                     rows = conn.execute(
@@ -719,39 +721,53 @@ class LocalDatabase(Database):
                 if not rows:
                     exhausted = True
                     break
-                trees = self._load_trees(conn, [r[1] for r in rows if need_trees or r[5] > 1])
-                for seq, doc_id, win, deleted, body_text, _revs in rows:
-                    cursor = seq
-                    if not descending:
-                        last = seq
-                    row: dict[str, Any] = {"seq": seq, "id": doc_id}
-                    if style == "all_docs" and doc_id in trees:
-                        row["changes"] = [{"rev": r} for r in revtree.leaves(trees[doc_id])]
-                    else:
-                        row["changes"] = [{"rev": win}]
-                    if deleted:
-                        row["deleted"] = True
-                    if include_docs:
-                        tree = trees[doc_id] if need_trees else {win: revtree.Node(0, None, bool(deleted))}
-                        row["doc"] = self._render(conn, doc_id, win, tree,
-                                                  loads(body_text) if body_text else {},
-                                                  conflicts=conflicts, attachments=attachments)
-                    if match is not None and not match(row["doc"]):
-                        continue
-                    results.append(row)
-                    if want is not None and len(results) >= want:
-                        break
-                if len(rows) < page:
-                    exhausted = last == rows[-1][0]
+                page_rows = self._change_rows(conn, rows, include_docs, conflicts, style,
+                                              need_trees, attachments)
+            # the selector runs outside the database's lock: a slow $regex must not
+            # hold every other reader and writer of this database
+            for row in page_rows:
+                cursor = row["seq"]
+                if not descending:
+                    last = row["seq"]
+                if match is not None and not match(row["doc"]):
+                    continue
+                results.append(row)
+                if want is not None and len(results) >= want:
                     break
-            if descending:
-                last = results[-1]["seq"] if results else since
-                pending = 0
-            elif exhausted:
-                pending = 0
-            else:
+            if len(rows) < page:
+                exhausted = last == rows[-1][0]
+                break
+        if descending:
+            last = results[-1]["seq"] if results else since
+            pending = 0
+        elif exhausted:
+            pending = 0
+        else:
+            with self._reading() as conn:
                 pending = self._pending(conn, last, id_filter, id_args)
         return {"results": results, "last_seq": last, "pending": pending}
+
+    def _change_rows(self, conn: sqlite3.Connection, rows: list[Any], include_docs: bool,
+                     conflicts: bool, style: str, need_trees: bool,
+                     attachments: bool) -> list[dict[str, Any]]:
+        """The ``changes`` rows of one page read from ``docs``."""
+        trees = self._load_trees(conn, [r[1] for r in rows if need_trees or r[5] > 1])
+        out: list[dict[str, Any]] = []
+        for seq, doc_id, win, deleted, body_text, _revs in rows:
+            row: dict[str, Any] = {"seq": seq, "id": doc_id}
+            if style == "all_docs" and doc_id in trees:
+                row["changes"] = [{"rev": r} for r in revtree.leaves(trees[doc_id])]
+            else:
+                row["changes"] = [{"rev": win}]
+            if deleted:
+                row["deleted"] = True
+            if include_docs:
+                tree = trees[doc_id] if need_trees else {win: revtree.Node(0, None, bool(deleted))}
+                row["doc"] = self._render(conn, doc_id, win, tree,
+                                          loads(body_text) if body_text else {},
+                                          conflicts=conflicts, attachments=attachments)
+            out.append(row)
+        return out
 
     @staticmethod
     def _pending(conn: sqlite3.Connection, last: int, id_filter: str, id_args: list[Any]) -> int:
