@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .. import gcpause, revtree
-from ..errors import BadRequest, Conflict, NotFound, PouchSyncError, PreconditionFailed, ServerError
+from ..errors import (BadRequest, Conflict, NotFound, PayloadTooLarge, PouchSyncError, PreconditionFailed,
+                      ServerError)
 from .base import Database
 from . import local_texts
 from .incoming import Prepared, prepare_replicated
@@ -83,13 +84,19 @@ class LocalDatabase(Database):
     """The embedded store. Thread-safe: any number of threads may share one object."""
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:", *, name: str | None = None,
-                 revs_limit: int = revtree.DEFAULT_REVS_LIMIT) -> None:
+                 revs_limit: int = revtree.DEFAULT_REVS_LIMIT,
+                 max_leaves: int = revtree.DEFAULT_MAX_LEAVES) -> None:
         self.path = str(path)
         memory = self.path == ":memory:" or self.path.startswith("file::memory:")
         self.name = name or ("memory" if memory else Path(self.path).stem)
         if revs_limit < 1:
             raise BadRequest("revs_limit must be at least 1")
         self.revs_limit = revs_limit
+        if type(max_leaves) is not int or max_leaves < 1:
+            raise BadRequest("max_leaves must be a positive integer")
+        #: most leaf revisions (open conflicts) one document may have; a replicated
+        #: revision that would add one more is refused (413) instead of merged
+        self.max_leaves = max_leaves
         self._lock = threading.RLock()
         self._closed = False
         try:
@@ -342,6 +349,7 @@ class LocalDatabase(Database):
         doc_rows: list[tuple[str, int, str, int]] = []  # docs rows known without a tree
         fresh: dict[str, int] = {}  # id -> its row in doc_rows: new here, one revision
         touched: dict[str, int] = {}
+        leafsets: dict[str, set[str]] = {}  # the leaves of each doc merged here
         for item in prepared:
             doc_id, path = item.doc_id, item.path
             if path is None:  # a _local doc
@@ -366,11 +374,11 @@ class LocalDatabase(Database):
                     trees[doc_id] = {rev: revtree.Node(int(rev.partition("-")[0]), None,
                                                        bool(deleted))}
             try:
-                if self._merge_path(conn, item, trees, rows, regrown):
+                if self._merge_path(conn, item, trees, rows, regrown, leafsets):
                     seq += 1
                     touched[doc_id] = seq
                     written.append(item)
-            except PreconditionFailed as exc:
+            except (PreconditionFailed, PayloadTooLarge) as exc:
                 failures.append({"id": doc_id, "rev": item.doc.get("_rev"),
                                  "error": exc.error, "reason": exc.reason})
         conn.executemany("INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, ?, ?, ?)", rows)
@@ -385,12 +393,15 @@ class LocalDatabase(Database):
 
     def _merge_path(self, conn: sqlite3.Connection, item: Prepared,
                     trees: dict[str, dict[str, revtree.Node]],
-                    rows: list[tuple[Any, ...]], regrown: list[tuple[Any, ...]]) -> bool:
+                    rows: list[tuple[Any, ...]], regrown: list[tuple[Any, ...]],
+                    leafsets: dict[str, set[str]]) -> bool:
         """Merge one replicated revision into ``trees``, queueing the rows to insert."""
         doc, doc_id, path = item.doc, item.doc_id, item.path
         assert path is not None
         rev = path[0]
-        tree = trees.get(doc_id, {})
+        tree = trees.get(doc_id)
+        if tree is None:
+            tree = {}
         if rev in tree:
             return False
         if item.body_text is not None:
@@ -399,11 +410,19 @@ class LocalDatabase(Database):
             body = self._attach(conn, split_body(doc), item.atts, revtree.parse_rev(rev)[0], None,
                                 replicated=True)
             body_text = dump_json(body)
-        merged, added = revtree.merge(tree, path, bool(doc.get("_deleted", False)))
-        rows.extend((doc_id, r, merged[r].parent, int(merged[r].deleted), body_text if r == rev else None)
+        leaf_set = leafsets.get(doc_id)
+        if leaf_set is None:
+            leaf_set = leafsets[doc_id] = set(revtree.leaves(tree)) if tree else set()
+        if len(leaf_set) + revtree.leaf_growth(tree, leaf_set, path) > self.max_leaves:
+            raise PayloadTooLarge(f"document {doc_id[:100]!r} would have more than {self.max_leaves} "
+                                  f"leaf revisions (conflicts); refused (max_leaves)")
+        # the batch's own copy of the tree, merged in place: O(len(path)), not O(tree)
+        trees[doc_id] = tree
+        added, regrew = revtree.merge_into(tree, path, bool(doc.get("_deleted", False)))
+        revtree.update_leaves(tree, leaf_set, path, added)
+        rows.extend((doc_id, r, tree[r].parent, int(tree[r].deleted), body_text if r == rev else None)
                     for r in added)
-        regrown.extend((merged[r].parent, doc_id, r) for r in tree if merged[r].parent != tree[r].parent)
-        trees[doc_id] = merged
+        regrown.extend((tree[r].parent, doc_id, r) for r in regrew)
         return True
 
     def _stem(self, conn: sqlite3.Connection, doc_id: str, tree: dict[str, revtree.Node]) -> dict[str, revtree.Node]:
