@@ -16,12 +16,11 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-import simple_websocket
-
 from .follower import FollowerRegistry
 from .options import ServerOptions
 from .session import Session
-from .transport import serialized_environ
+from .handler import request_handler
+from .transport import WebSocketServer, serialized_environ
 
 __all__ = ["SyncServer", "create_server"]
 
@@ -78,13 +77,14 @@ class SyncServer:
             sock = environ.get("werkzeug.socket")
             if sock is not None:  # upgraded: simple-websocket sends with send(), never time out
                 sock.settimeout(None)
-            ws = simple_websocket.Server(
+            ws = WebSocketServer(  # frames before the welcome: max_hello_size at most
                 serialized_environ(environ), ping_interval=opts.ping_interval,
-                max_message_size=opts.max_message_size,
+                max_message_size=opts.max_hello_size,
                 receive_bytes=opts.receive_bytes, thread_class=_thread_class(conn_id))
         except Exception as exc:  # a broken handshake: nothing to serve
             log.info("connection from %s: WebSocket handshake failed: %s", peer, exc)
-            raise ConnectionError("websocket handshake failed") from exc
+            return _plain(start_response, "400 Bad Request",
+                          b"pouchsync_sync: bad WebSocket handshake\n")
         session = Session(ws, conn_id=conn_id, peer=peer, options=opts,
                           on_request=self.on_request, followers=self.followers,
                           server_stopping=self._stopping, agent=self.agent)
@@ -136,7 +136,7 @@ class SyncServer:
             if self._stopping.is_set():
                 raise RuntimeError("a stopped server cannot be started again")
             self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=_request_handler(self.options.hello_timeout))
+                                     request_handler=request_handler(self.options.hello_timeout))
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="pouchsync-server", daemon=True)
@@ -153,7 +153,7 @@ class SyncServer:
             if self._http is not None:
                 raise RuntimeError("this server is already running")
             self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=_request_handler(self.options.hello_timeout))
+                                     request_handler=request_handler(self.options.hello_timeout))
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         log.info("serving on %s", self.url)
         try:
@@ -251,18 +251,10 @@ def _no_delay(environ: dict[str, Any]) -> None:
         log.debug("TCP_NODELAY not set: %s", exc)
 
 
-def _request_handler(timeout: float) -> Any:
-    """werkzeug's request handler with a read timeout until the WebSocket upgrade, so a
-    socket that sends nothing (or half a request) cannot hold a thread forever; and once
-    a WebSocket ended (the app raised ConnectionError), the connection is closed rather
-    than its leftover frames read as the next HTTP request (a 400 and an ERROR log)."""
-    from werkzeug.serving import WSGIRequestHandler
-
-    def connection_dropped(self: Any, error: BaseException, environ: Any = None) -> None:
-        self.close_connection = True
-
-    return type("SyncRequestHandler", (WSGIRequestHandler,),
-                {"timeout": timeout, "connection_dropped": connection_dropped})
+def _plain(start_response: StartResponse, status: str, body: bytes) -> Iterable[bytes]:
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                            ("Connection", "close")])
+    return [body]
 
 
 def _url_host(host: str) -> str:

@@ -14,6 +14,13 @@ class ServerOptions:
 
     #: largest message accepted, bytes (simple-websocket closes 1009 above it)
     max_message_size: int = 64 * 1024 * 1024
+    #: largest frame accepted before the welcome (the hello), bytes, inflated size
+    max_hello_size: int = 8192
+    #: largest reply to one call, bytes (larger: 413 too_large; ask with a limit)
+    max_reply_size: int = 16 * 1024 * 1024
+    #: bytes of replies the server holds for all its sockets at once, unsent (a peer
+    #: that does not read); past it the socket holding the most is closed (1008)
+    reply_memory: int = 256 * 1024 * 1024
     #: channels open or opening at once per socket
     max_channels: int = 100
     #: calls in flight at once per socket (more are answered 429)
@@ -46,7 +53,8 @@ class ServerOptions:
     agent: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_message_size", "max_channels", "max_calls", "max_subscriptions", "workers",
+        for name in ("max_message_size", "max_hello_size", "max_reply_size", "reply_memory",
+                     "max_channels", "max_calls", "max_subscriptions", "workers",
                      "live_batch", "max_errors", "receive_bytes"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:

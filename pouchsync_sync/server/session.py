@@ -147,6 +147,8 @@ class Session(LiveChannels):
                         code = 1002
                     else:
                         welcome = m.welcome(version, self.options.limits(), agent=self.agent)
+                        # the hello limit ends with the welcome (clients wait for it)
+                        self.ws.max_message_size = self.options.max_message_size
                         self._send_locked(self.proto.send(welcome))
                         log.info("connection %s: hello from %r, protocol v%d", self.name,
                                  hello.get("agent"), version)
