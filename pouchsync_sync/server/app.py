@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
+from .budget import ReplyBudget
 from .follower import FollowerRegistry
 from .options import ServerOptions
 from .session import Session
@@ -49,6 +50,8 @@ class SyncServer:
         self.url: str | None = None
         self.followers = FollowerRegistry(poll_timeout=self.options.follow_timeout,
                                           limit=self.options.live_batch)
+        #: bytes of unsent replies over all sockets (``reply_memory``)
+        self.budget = ReplyBudget(self.options.reply_memory)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sessions: set[Session] = set()
@@ -87,7 +90,7 @@ class SyncServer:
                           b"pouchsync_sync: bad WebSocket handshake\n")
         session = Session(ws, conn_id=conn_id, peer=peer, options=opts,
                           on_request=self.on_request, followers=self.followers,
-                          server_stopping=self._stopping, agent=self.agent)
+                          server_stopping=self._stopping, agent=self.agent, budget=self.budget)
         with self._lock:
             self._sessions.add(session)
             self._connections_total += 1
@@ -217,6 +220,8 @@ class SyncServer:
             "workers": sum(p["workers"] for p in per),
             "followers": self.followers.active(),
             "followers_started": self.followers.started_total,
+            "reply_bytes_held": self.budget.total,
+            "evictions": self.budget.evictions,
         }
 
     def __repr__(self) -> str:

@@ -16,8 +16,11 @@ class ServerOptions:
     max_message_size: int = 64 * 1024 * 1024
     #: largest frame accepted before the welcome (the hello), bytes, inflated size
     max_hello_size: int = 8192
-    #: largest reply to one call, bytes (larger: 413 too_large; ask with a limit)
-    max_reply_size: int = 16 * 1024 * 1024
+    #: largest reply to one call, bytes (larger: 413 too_large); None: max_message_size
+    max_reply_size: int | None = None
+    #: most rows a changes, changes_texts or all_docs call returns (a smaller limit
+    #: is kept; the caller pages on, from last_seq or startkey)
+    max_rows: int = 10000
     #: bytes of replies the server holds for all its sockets at once, unsent (a peer
     #: that does not read); past it the socket holding the most is closed (1008)
     reply_memory: int = 256 * 1024 * 1024
@@ -53,7 +56,11 @@ class ServerOptions:
     agent: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_message_size", "max_hello_size", "max_reply_size", "reply_memory",
+        if self.max_reply_size is not None and (type(self.max_reply_size) is not int
+                                                or self.max_reply_size < 1):
+            raise ValueError(f"max_reply_size must be a positive integer or None, "
+                             f"not {self.max_reply_size!r}")
+        for name in ("max_message_size", "max_hello_size", "max_rows", "reply_memory",
                      "max_channels", "max_calls", "max_subscriptions", "workers",
                      "live_batch", "max_errors", "receive_bytes"):
             value = getattr(self, name)

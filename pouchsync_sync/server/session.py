@@ -31,6 +31,7 @@ from ..errors import BadRequest, CouchError, Denied
 from ..protocol import ChannelState, Connection, choose_version, ops
 from ..protocol import messages as m
 from ..protocol.messages import BadMessage
+from .budget import ReplyBudget
 from .dispatch import error_json, execute
 from .follower import FollowerRegistry
 from .grant import Grant, as_grant, database_uuid
@@ -46,6 +47,9 @@ _DEBUG_CHARS = 300
 _RECEIVE_SLICE = 1.0     # the reader re-checks closing and stuck sends this often
 _CLOSE_GRACE = 1.0       # time for the peer to answer our close frame
 _LOCK_GRACE = 2.0        # time to wait for a sender before forcing the socket down
+_EVICT_SEND = 0.5        # longest an evicted socket's close frame may take to send
+#: ops whose reply grows with the database: at most ``max_rows`` rows per call
+_PAGED_OPS = frozenset({"changes", "changes_texts", "all_docs"})
 
 
 def _short(data: Any) -> str:
@@ -69,7 +73,8 @@ class Session(LiveChannels):
 
     def __init__(self, ws: Any, *, conn_id: int, peer: str, options: ServerOptions,
                  on_request: Callable[[Any, str], Any], followers: FollowerRegistry,
-                 server_stopping: threading.Event, agent: str) -> None:
+                 server_stopping: threading.Event, agent: str,
+                 budget: ReplyBudget | None = None) -> None:
         self.ws = ws
         self.conn_id = conn_id
         self.peer = peer
@@ -79,6 +84,8 @@ class Session(LiveChannels):
         self.followers = followers
         self.server_stopping = server_stopping
         self.agent = agent
+        self.budget = budget or ReplyBudget(options.reply_memory)
+        self.max_reply_size = options.max_reply_size or options.max_message_size
         self.proto = Connection("server")
         self.pool = WorkerPool(options.workers, f"pouchsync-server-worker[{conn_id}]")
         #: longpoll calls wait here, so waiting ones never starve the other calls
@@ -253,6 +260,8 @@ class Session(LiveChannels):
                    "reason": f"at most {self.options.max_calls} calls in flight per socket"}
             self._send_locked(self.proto.send(m.reply_error(ch, call_id, err)))
             return
+        if msg["op"] in _PAGED_OPS and "keys" not in kwargs:  # a page, not the whole db
+            kwargs["limit"] = min(kwargs.get("limit", self.options.max_rows), self.options.max_rows)
         self._calls += 1
         pool = self.longpolls if msg["op"] == "changes" and kwargs.get("feed") == "longpoll" else self.pool
         if not pool.submit(self._call_task, ctx, call_id, msg["op"], kwargs):
@@ -335,17 +344,54 @@ class Session(LiveChannels):
                 result = execute(ctx.grant, op, kwargs)
             reply = m.reply_ok(ctx.ch, call_id, result)
             text = m.encode(reply)
+            if len(text) > self.max_reply_size:
+                reply, text = self._too_large(ctx, call_id, op, len(text)), None
         except ChannelGone:
             reply = None
         except Exception as exc:
             reply = m.reply_error(ctx.ch, call_id, error_json(exc, what=op))
             text = None
-        with self._lock:
-            self._calls -= 1
-            if reply is not None:
-                sendable = self.proto.send_if_current(reply, ctx, text)
-                if sendable is not None:
-                    self._send_locked(sendable)
+        held = len(text) if text is not None else 0
+        if held:  # waits whole in memory until sent: counted server-wide
+            self.budget.hold(self, held)
+        try:
+            with self._lock:
+                self._calls -= 1
+                if reply is not None and not self._closing.is_set():
+                    sendable = self.proto.send_if_current(reply, ctx, text)
+                    if sendable is not None:
+                        self._send_locked(sendable)
+        finally:
+            if held:
+                self.budget.release(self, held)
+
+    def _too_large(self, ctx: ChannelContext, call_id: int, op: str, size: int) -> dict[str, Any]:
+        log.info("connection %s: %s reply of %d bytes over max_reply_size (%d): refused",
+                 self.name, op, size, self.max_reply_size)
+        return m.reply_error(ctx.ch, call_id, {
+            "status": 413, "error": "too_large",
+            "reason": f"the reply to {op} would be {size} bytes, over the server's "
+                      f"max_reply_size of {self.max_reply_size}; ask for less (limit)"})
+
+    def evict(self, reason: str) -> None:
+        """Drop this socket now, from any thread, without waiting on its sends (the
+        reply budget's choice: its peer does not read). A close frame goes out only if
+        no send is in progress; either way the socket is shut down at once."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        if self._lock.acquire(timeout=0):  # nothing is being sent: a close can go out
+            try:
+                sock = getattr(self.ws, "sock", None)
+                if sock is not None:
+                    sock.settimeout(_EVICT_SEND)  # the socket is shut down right after
+                if self.ws.connected:
+                    self.ws.close(1008, reason[:120])
+            except (ConnectionClosed, LocalProtocolError, OSError) as exc:
+                log.debug("connection %s: close frame not sent: %s", self.name, exc)
+            finally:
+                self._lock.release()
+        self._shutdown_socket()
 
     # -- sending and closing ------------------------------------------------------------
     def _send_locked(self, text: str) -> None:
