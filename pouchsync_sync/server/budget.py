@@ -33,6 +33,7 @@ class ReplyBudget:
         self._lock = threading.Lock()
         self._held: dict[Any, int] = {}
         self._total = 0
+        self._evicted: set[Any] = set()
         self.evictions = 0
 
     @property
@@ -46,9 +47,13 @@ class ReplyBudget:
         with self._lock:
             self._held[holder] = self._held.get(holder, 0) + size
             self._total += size
-            if self._total > self.limit:
-                victim = max(self._held, key=self._held.__getitem__)
+            # bytes of sockets already evicted are on their way out: not counted again
+            candidates = [h for h in self._held if h not in self._evicted]
+            live = sum(self._held[h] for h in candidates)
+            if live > self.limit and candidates:
+                victim = max(candidates, key=self._held.__getitem__)
                 held, total = self._held[victim], self._total
+                self._evicted.add(victim)  # its bytes go once its sends return
                 self.evictions += 1
         if victim is not None:
             log.warning("connection %s: holds %d bytes of unsent replies; all sockets hold %d, "
@@ -64,6 +69,7 @@ class ReplyBudget:
                 self._held[holder] = left
             else:
                 self._held.pop(holder, None)
+                self._evicted.discard(holder)
 
     def held(self, holder: Holder) -> int:
         with self._lock:
