@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from .budget import ReplyBudget
 from .follower import FollowerRegistry
+from .localquota import LocalQuota
 from .options import ServerOptions
 from .session import Session
 from .handler import request_handler
@@ -52,6 +53,7 @@ class SyncServer:
                                           limit=self.options.live_batch)
         #: bytes of unsent replies over all sockets (``reply_memory``)
         self.budget = ReplyBudget(self.options.reply_memory)
+        self.local_quota = LocalQuota(self.options.max_local_doc_size, self.options.max_local_docs)
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sessions: set[Session] = set()
@@ -90,7 +92,8 @@ class SyncServer:
                           b"pouchsync_sync: bad WebSocket handshake\n")
         session = Session(ws, conn_id=conn_id, peer=peer, options=opts,
                           on_request=self.on_request, followers=self.followers,
-                          server_stopping=self._stopping, agent=self.agent, budget=self.budget)
+                          server_stopping=self._stopping, agent=self.agent, budget=self.budget,
+                          local_quota=self.local_quota)
         with self._lock:
             self._sessions.add(session)
             self._connections_total += 1

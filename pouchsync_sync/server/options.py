@@ -24,6 +24,10 @@ class ServerOptions:
     #: bytes of replies the server holds for all its sockets at once, unsent (a peer
     #: that does not read); past it the socket holding the most is closed (1008)
     reply_memory: int = 256 * 1024 * 1024
+    #: largest ``_local/`` document a read-only grant may write, bytes of JSON
+    max_local_doc_size: int = 64 * 1024
+    #: new ``_local/`` ids read-only grants may create per database (and process)
+    max_local_docs: int = 100
     #: channels open or opening at once per socket
     max_channels: int = 100
     #: calls in flight at once per socket (more are answered 429)
@@ -61,6 +65,7 @@ class ServerOptions:
             raise ValueError(f"max_reply_size must be a positive integer or None, "
                              f"not {self.max_reply_size!r}")
         for name in ("max_message_size", "max_hello_size", "max_rows", "reply_memory",
+                     "max_local_doc_size", "max_local_docs",
                      "max_channels", "max_calls", "max_subscriptions", "workers",
                      "live_batch", "max_errors", "receive_bytes"):
             value = getattr(self, name)

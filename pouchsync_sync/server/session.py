@@ -35,6 +35,7 @@ from .budget import ReplyBudget
 from .dispatch import error_json, execute
 from .follower import FollowerRegistry
 from .grant import Grant, as_grant, database_uuid
+from .localquota import LocalQuota
 from .live import ChannelContext, ChannelGone, LiveChannels, Subscription
 from .options import ServerOptions
 from .pool import WorkerPool
@@ -74,7 +75,7 @@ class Session(LiveChannels):
     def __init__(self, ws: Any, *, conn_id: int, peer: str, options: ServerOptions,
                  on_request: Callable[[Any, str], Any], followers: FollowerRegistry,
                  server_stopping: threading.Event, agent: str,
-                 budget: ReplyBudget | None = None) -> None:
+                 budget: ReplyBudget | None = None, local_quota: LocalQuota | None = None) -> None:
         self.ws = ws
         self.conn_id = conn_id
         self.peer = peer
@@ -85,6 +86,7 @@ class Session(LiveChannels):
         self.server_stopping = server_stopping
         self.agent = agent
         self.budget = budget or ReplyBudget(options.reply_memory)
+        self.local_quota = local_quota or LocalQuota(options.max_local_doc_size, options.max_local_docs)
         self.max_reply_size = options.max_reply_size or options.max_message_size
         self.proto = Connection("server")
         self.pool = WorkerPool(options.workers, f"pouchsync-server-worker[{conn_id}]")
@@ -341,6 +343,7 @@ class Session(LiveChannels):
             if op == "changes" and kwargs.get("feed") == "longpoll":
                 result = self._longpoll(ctx, dict(kwargs))
             else:
+                self.local_quota.check(ctx.grant, op, kwargs)
                 result = execute(ctx.grant, op, kwargs)
             reply = m.reply_ok(ctx.ch, call_id, result)
             text = m.encode(reply)

@@ -415,3 +415,37 @@ def test_client_misbehaviour_is_not_logged_at_error(hub, servers, caplog) -> Non
     assert not errors, errors[:3]
     http = [r for r in caplog.records if r.name == "pouchsync_sync.server.http"]
     assert 0 < len(http) <= 20  # rate-limited: 20 lines a minute
+
+
+# -- also seen: _local/ documents on read-only grants -------------------------------------------
+
+def test_local_docs_of_read_only_grants_are_capped(hub, servers, public) -> None:
+    server = servers(public, max_local_docs=3)
+    db = hub.db("public-local")
+    db.put({"_id": "_local/existing", "n": 1})
+    peer = RawPeer(server.url)
+    _open(peer, "public-local", credentials=None)
+    big = _call(peer, "put", {"doc": {"_id": "_local/big", "blob": "x" * 10 * MB}})
+    assert big["error"]["status"] == 413 and "max_local_doc_size" in big["error"]["reason"], big
+    revs = []
+    for n in range(3):
+        ok = _call(peer, "put", {"doc": {"_id": f"_local/cp{n}", "n": n}}, call_id=10 + n)
+        assert ok["ok"]["ok"] is True, ok
+        revs.append(ok["ok"]["rev"])
+    over = _call(peer, "put", {"doc": {"_id": "_local/cp3"}}, call_id=20)
+    assert over["error"]["status"] == 403 and "max_local_docs" in over["error"]["reason"], over
+    # rewriting existing ones stays allowed (checkpoints are rewritten every batch)
+    again = _call(peer, "put", {"doc": {"_id": "_local/cp0", "_rev": revs[0], "n": 9}}, call_id=21)
+    existing = _call(peer, "put", {"doc": {"_id": "_local/existing", "n": 2,
+                                           "_rev": db.get("_local/existing")["_rev"]}}, call_id=22)
+    assert again["ok"]["ok"] is True and existing["ok"]["ok"] is True, (again, existing)
+    peer.close()
+    with pytest.raises(Exception):
+        db.get("_local/big")
+    # a read-write grant is not capped
+    writer = RawPeer(server.url)
+    _open(writer, "rw-local")
+    fine = _call(writer, "put", {"doc": {"_id": "_local/big", "blob": "x" * MB}})
+    writer.close()
+    assert fine["ok"]["ok"] is True
+    _left_cleanly(server)
