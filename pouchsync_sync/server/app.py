@@ -21,7 +21,7 @@ from .follower import FollowerRegistry
 from .localquota import LocalQuota
 from .options import ServerOptions
 from .session import Session
-from .handler import request_handler
+from .handler import RateLimit, request_handler
 from .transport import WebSocketServer, serialized_environ
 
 __all__ = ["SyncServer", "create_server"]
@@ -54,6 +54,7 @@ class SyncServer:
         #: bytes of unsent replies over all sockets (``reply_memory``)
         self.budget = ReplyBudget(self.options.reply_memory)
         self.local_quota = LocalQuota(self.options.max_local_doc_size, self.options.max_local_docs)
+        self.complaints = RateLimit()  # INFO lines about clients' mistakes, server-wide
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sessions: set[Session] = set()
@@ -93,7 +94,7 @@ class SyncServer:
         session = Session(ws, conn_id=conn_id, peer=peer, options=opts,
                           on_request=self.on_request, followers=self.followers,
                           server_stopping=self._stopping, agent=self.agent, budget=self.budget,
-                          local_quota=self.local_quota)
+                          local_quota=self.local_quota, complaints=self.complaints)
         with self._lock:
             self._sessions.add(session)
             self._connections_total += 1
@@ -142,7 +143,7 @@ class SyncServer:
             if self._stopping.is_set():
                 raise RuntimeError("a stopped server cannot be started again")
             self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=request_handler(self.options.hello_timeout))
+                                     request_handler=request_handler(self.options.hello_timeout, self.complaints))
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="pouchsync-server", daemon=True)
@@ -159,7 +160,7 @@ class SyncServer:
             if self._http is not None:
                 raise RuntimeError("this server is already running")
             self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=request_handler(self.options.hello_timeout))
+                                     request_handler=request_handler(self.options.hello_timeout, self.complaints))
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         log.info("serving on %s", self.url)
         try:

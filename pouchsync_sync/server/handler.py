@@ -7,7 +7,8 @@
 - A client's misbehaviour is not a server fault: werkzeug and ``http.server`` log
   timeouts, bad request lines and oversized headers (408/400/414/431) at ERROR; here
   they go to ``pouchsync_sync.server.http`` at INFO, at most ``_BURST`` lines per
-  ``_WINDOW`` seconds (then one line counting what was left out).
+  ``_WINDOW`` seconds (then one line counting what was left out). The server shares
+  the same ``RateLimit`` with its sessions' lines about clients' mistakes.
 - Once a WebSocket ended, the connection is closed rather than its leftover frames
   read as a next HTTP request.
 """

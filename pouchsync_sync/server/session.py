@@ -35,6 +35,7 @@ from .budget import ReplyBudget
 from .dispatch import error_json, execute
 from .follower import FollowerRegistry
 from .grant import Grant, as_grant, database_uuid
+from .handler import RateLimit
 from .localquota import LocalQuota
 from .live import ChannelContext, ChannelGone, LiveChannels, Subscription
 from .options import ServerOptions
@@ -75,7 +76,8 @@ class Session(LiveChannels):
     def __init__(self, ws: Any, *, conn_id: int, peer: str, options: ServerOptions,
                  on_request: Callable[[Any, str], Any], followers: FollowerRegistry,
                  server_stopping: threading.Event, agent: str,
-                 budget: ReplyBudget | None = None, local_quota: LocalQuota | None = None) -> None:
+                 budget: ReplyBudget | None = None, local_quota: LocalQuota | None = None,
+                 complaints: RateLimit | None = None) -> None:
         self.ws = ws
         self.conn_id = conn_id
         self.peer = peer
@@ -87,6 +89,8 @@ class Session(LiveChannels):
         self.agent = agent
         self.budget = budget or ReplyBudget(options.reply_memory)
         self.local_quota = local_quota or LocalQuota(options.max_local_doc_size, options.max_local_docs)
+        #: the server-wide rate of INFO lines about clients' mistakes (any client can cause them)
+        self.complaints = complaints or RateLimit()
         self.max_reply_size = options.max_reply_size or options.max_message_size
         self.proto = Connection("server")
         self.pool = WorkerPool(options.workers, f"pouchsync-server-worker[{conn_id}]")
@@ -216,7 +220,7 @@ class Session(LiveChannels):
             msg["reason"] = f"{exc.reason} (too many errors: {self._errors}, closing)"
             msg["fatal"] = True
             close = (1008, "too many errors")
-        log.info("connection %s: %s %s", self.name, exc.error, exc.reason)
+        self._complain("connection %s: %s %s", self.name, exc.error, exc.reason)
         self._send_locked(self.proto.send(msg))
         return close
 
@@ -234,7 +238,7 @@ class Session(LiveChannels):
             refusal = {"status": 429, "error": "too_many_channels",
                        "reason": f"at most {self.options.max_channels} channels per socket"}
         if refusal is not None:
-            log.info("connection %s: channel %d refused: %s", self.name, ch, refusal["reason"])
+            self._complain("connection %s: channel %d refused: %s", self.name, ch, refusal["reason"])
             self._send_locked(self.proto.send(m.denied(ch, refusal)))
             return
         ctx = ChannelContext(ch, msg["db"])
@@ -324,7 +328,7 @@ class Session(LiveChannels):
             if err is not None:
                 text = self.proto.send_if_current(m.denied(ctx.ch, err), ctx)
                 if text is not None:
-                    log.info("connection %s: channel %d denied %r: %s", self.name, ctx.ch,
+                    self._complain("connection %s: channel %d denied %r: %s", self.name, ctx.ch,
                              ctx.db_name, err["reason"])
                     self._send_locked(text)
                 return
@@ -368,8 +372,15 @@ class Session(LiveChannels):
             if held:
                 self.budget.release(self, held)
 
+    def _complain(self, fmt: str, *args: Any) -> None:
+        """An INFO line about a client's mistake, rate-limited server-wide."""
+        allowed, suppressed = self.complaints.allow()
+        if allowed:
+            log.info(fmt + ("%s" if suppressed else ""), *args,
+                     *([f" ({suppressed} similar lines left out)"] if suppressed else []))
+
     def _too_large(self, ctx: ChannelContext, call_id: int, op: str, size: int) -> dict[str, Any]:
-        log.info("connection %s: %s reply of %d bytes over max_reply_size (%d): refused",
+        self._complain("connection %s: %s reply of %d bytes over max_reply_size (%d): refused",
                  self.name, op, size, self.max_reply_size)
         return m.reply_error(ctx.ch, call_id, {
             "status": 413, "error": "too_large",
