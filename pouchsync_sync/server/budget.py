@@ -47,19 +47,25 @@ class ReplyBudget:
         with self._lock:
             self._held[holder] = self._held.get(holder, 0) + size
             self._total += size
-            # bytes of sockets already evicted are on their way out: not counted again
-            candidates = [h for h in self._held if h not in self._evicted]
-            live = sum(self._held[h] for h in candidates)
-            if live > self.limit and candidates:
-                victim = max(candidates, key=self._held.__getitem__)
-                held, total = self._held[victim], self._total
-                self._evicted.add(victim)  # its bytes go once its sends return
-                self.evictions += 1
+            if self._total > self.limit:  # the common case stops here
+                victim = self._victim_locked()
+                if victim is not None:
+                    held, total = self._held[victim], self._total
+                    self._evicted.add(victim)  # its bytes go once its sends return
+                    self.evictions += 1
         if victim is not None:
             log.warning("connection %s: holds %d bytes of unsent replies; all sockets hold %d, "
                         "over reply_memory (%d): closing it (the slowest reader)",
                         victim.name, held, total, self.limit)
             victim.evict(f"too many unread replies (reply_memory {self.limit} bytes)")
+
+    def _victim_locked(self) -> Any:
+        """The socket holding the most, if the bytes not already on their way out (of
+        sockets evicted before) are over the limit; else None."""
+        candidates = [h for h in self._held if h not in self._evicted]
+        if not candidates or sum(self._held[h] for h in candidates) <= self.limit:
+            return None
+        return max(candidates, key=self._held.__getitem__)
 
     def release(self, holder: Holder, size: int) -> None:
         with self._lock:
