@@ -32,7 +32,7 @@ from ..protocol import ChannelState, Connection, choose_version, ops
 from ..protocol import messages as m
 from ..protocol.messages import BadMessage
 from .budget import ReplyBudget
-from .dispatch import error_json, execute
+from .dispatch import bounded, error_json, execute
 from .follower import FollowerRegistry
 from .grant import Grant, as_grant, database_uuid
 from .handler import RateLimit
@@ -50,8 +50,6 @@ _RECEIVE_SLICE = 1.0     # the reader re-checks closing and stuck sends this oft
 _CLOSE_GRACE = 1.0       # time for the peer to answer our close frame
 _LOCK_GRACE = 2.0        # time to wait for a sender before forcing the socket down
 _EVICT_SEND = 0.5        # longest an evicted socket's close frame may take to send
-#: ops whose reply grows with the database: at most ``max_rows`` rows per call
-_PAGED_OPS = frozenset({"changes", "changes_texts", "all_docs"})
 
 
 def _short(data: Any) -> str:
@@ -257,7 +255,7 @@ class Session(LiveChannels):
         ctx = self.proto.channel(msg["ch"]).context
         ch, call_id = msg["ch"], msg["id"]
         try:
-            kwargs = ops.validate_call(msg["op"], msg["args"])
+            kwargs = bounded(msg["op"], ops.validate_call(msg["op"], msg["args"]), self.options.max_rows)
         except BadRequest as exc:
             self._send_locked(self.proto.send(m.reply_error(ch, call_id, exc.to_json())))
             return
@@ -266,8 +264,6 @@ class Session(LiveChannels):
                    "reason": f"at most {self.options.max_calls} calls in flight per socket"}
             self._send_locked(self.proto.send(m.reply_error(ch, call_id, err)))
             return
-        if msg["op"] in _PAGED_OPS and "keys" not in kwargs:  # a page, not the whole db
-            kwargs["limit"] = min(kwargs.get("limit", self.options.max_rows), self.options.max_rows)
         self._calls += 1
         pool = self.longpolls if msg["op"] == "changes" and kwargs.get("feed") == "longpoll" else self.pool
         if not pool.submit(self._call_task, ctx, call_id, msg["op"], kwargs):

@@ -356,8 +356,14 @@ def test_doc_ids_beyond_sqlites_variable_limit(hub, servers, full_run) -> None:
     peer.send({"type": "subscribe", "ch": 1, "sub": 1, "since": 0, "doc_ids": ids})
     pushed, _ = peer.until(lambda m: m.get("sub") == 1, timeout=30)
     assert pushed["type"] == "changes" and len(pushed["results"]) == 10, pushed
-    keys = _call(peer, "all_docs", {"keys": ids[:35_000]}, call_id=2)
-    assert len(keys["ok"]["rows"]) == 35_000
+    keys = _call(peer, "all_docs", {"keys": ids[:10_000]}, call_id=2)
+    assert len(keys["ok"]["rows"]) == 10_000
+    # a read whose reply grows with its list is refused past max_rows, naming it
+    for call_id, (op, args) in enumerate([("all_docs", {"keys": ids[:10_001]}),
+                                          ("bulk_get", {"docs": [{"id": i} for i in ids[:10_001]]})], 3):
+        refused = _call(peer, op, args, call_id=call_id)
+        assert refused["error"]["status"] == 400 and "max_rows" in refused["error"]["reason"], refused
+    assert len(db.all_docs(keys=ids[:35_000])["rows"]) == 35_000  # the store itself: chunked
     peer.close()
     _left_cleanly(server)
 

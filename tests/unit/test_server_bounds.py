@@ -71,3 +71,19 @@ def test_a_regex_over_its_budget_is_a_400_naming_the_pattern() -> None:
         compile_selector({"t": {"$regex": "a" * 1001}})
     with pytest.raises(BadRequest, match="bad regular expression"):
         compile_selector({"t": {"$regex": "("}})
+
+
+def test_bounded_pages_reads_and_refuses_long_lists() -> None:
+    from pouchsync_sync.server.dispatch import bounded
+
+    assert bounded("changes", {}, 10) == {"limit": 10}
+    assert bounded("changes", {"limit": 3}, 10) == {"limit": 3}
+    assert bounded("changes_texts", {"limit": 30}, 10) == {"limit": 10}
+    assert bounded("all_docs", {"include_docs": True}, 10) == {"include_docs": True, "limit": 10}
+    assert bounded("all_docs", {"keys": ["a"] * 10}, 10) == {"keys": ["a"] * 10}  # as asked
+    assert bounded("get", {"doc_id": "a"}, 10) == {"doc_id": "a"}
+    args = {"docs": [{"id": "a"}] * 10}
+    assert bounded("bulk_get", args, 10) is args
+    for op, listed in (("all_docs", {"keys": ["a"] * 11}), ("bulk_get", {"docs": [{"id": "a"}] * 11})):
+        with pytest.raises(BadRequest, match=r"asks for 11 .*at most 10 per call \(max_rows\)"):
+            bounded(op, listed, 10)
