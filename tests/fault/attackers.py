@@ -29,20 +29,6 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def trim_malloc() -> None:
-    """Give freed heap memory back to the OS (glibc's ``malloc_trim``), so RSS shows what
-    is still in use rather than what the allocator keeps in its per-thread arenas."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name:
-        try:
-            ctypes.CDLL(name).malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc: RSS is then an upper bound
-            pass
-
-
 class Bystander:
     """Another client on another database, calling ``info`` in a loop on its own
     thread while an attack runs; ``stop()`` returns ``(calls answered, worst latency
