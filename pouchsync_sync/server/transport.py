@@ -84,7 +84,7 @@ class _BoundedDeflate(PerMessageDeflate):
         return out
 
     def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
-        if fin:
+        if fin and self._inbound_is_compressible:  # a message ends (not a ping inside it)
             self.inflated = 0
         return super().frame_inbound_complete(proto, fin)
 
