@@ -18,10 +18,10 @@ from typing import Any, Callable, Iterable
 
 from .budget import ReplyBudget
 from .follower import FollowerRegistry
+from .handler import RateLimit, request_handler
 from .localquota import LocalQuota
 from .options import ServerOptions
 from .session import Session
-from .handler import RateLimit, request_handler
 from .transport import WebSocketServer, serialized_environ
 
 __all__ = ["SyncServer", "create_server"]
@@ -143,7 +143,7 @@ class SyncServer:
             if self._stopping.is_set():
                 raise RuntimeError("a stopped server cannot be started again")
             self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=request_handler(self.options.hello_timeout, self.complaints))
+                                     request_handler=self._request_handler())
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="pouchsync-server", daemon=True)
@@ -160,7 +160,7 @@ class SyncServer:
             if self._http is not None:
                 raise RuntimeError("this server is already running")
             self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=request_handler(self.options.hello_timeout, self.complaints))
+                                     request_handler=self._request_handler())
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         log.info("serving on %s", self.url)
         try:
@@ -169,6 +169,9 @@ class SyncServer:
             pass
         finally:
             self.stop()
+
+    def _request_handler(self) -> Any:
+        return request_handler(self.options.hello_timeout, self.complaints)
 
     def stop(self) -> None:
         """Close every socket (1001), stop the followers, join every thread. Idempotent."""

@@ -36,8 +36,8 @@ from .dispatch import bounded, error_json, execute
 from .follower import FollowerRegistry
 from .grant import Grant, as_grant, database_uuid
 from .handler import RateLimit
-from .localquota import LocalQuota
 from .live import ChannelContext, ChannelGone, LiveChannels, Subscription
+from .localquota import LocalQuota
 from .options import ServerOptions
 from .pool import WorkerPool
 
@@ -325,7 +325,7 @@ class Session(LiveChannels):
                 text = self.proto.send_if_current(m.denied(ctx.ch, err), ctx)
                 if text is not None:
                     self._complain("connection %s: channel %d denied %r: %s", self.name, ctx.ch,
-                             ctx.db_name, err["reason"])
+                                   ctx.db_name, err["reason"])
                     self._send_locked(text)
                 return
             ctx.grant = grant
@@ -377,7 +377,7 @@ class Session(LiveChannels):
 
     def _too_large(self, ctx: ChannelContext, call_id: int, op: str, size: int) -> dict[str, Any]:
         self._complain("connection %s: %s reply of %d bytes over max_reply_size (%d): refused",
-                 self.name, op, size, self.max_reply_size)
+                       self.name, op, size, self.max_reply_size)
         return m.reply_error(ctx.ch, call_id, {
             "status": 413, "error": "too_large",
             "reason": f"the reply to {op} would be {size} bytes, over the server's "

@@ -481,3 +481,19 @@ def test_local_docs_of_read_only_grants_are_capped(hub, servers, public) -> None
     writer.close()
     assert fine["ok"]["ok"] is True
     _left_cleanly(server)
+
+
+def test_pulls_past_max_local_docs_still_complete(hub, servers, public, clients, local, caplog) -> None:
+    """Past the cap a client's checkpoint on a read-only source is refused (403); the
+    replicator then treats the source as read-only and the pull completes anyway."""
+    caplog.set_level(logging.WARNING, logger="pouchsync_sync.replication.checkpoint")
+    server = servers(public, max_local_docs=1)
+    hub.db("public-many").bulk_docs([{"_id": f"d{i}"} for i in range(20)])
+    client = clients().connect(server.url)
+    for n in range(3):
+        mine = local(f"reader{n}")
+        result = client.sync(mine, remote_name="public-many", direction="pull").wait(timeout=30)
+        assert mine.info()["doc_count"] == 20, (n, result)
+    refused = [r.getMessage() for r in caplog.records if "refuses checkpoint writes" in r.getMessage()]
+    assert refused and "max_local_docs" in refused[0], refused
+    _left_cleanly(server, connections=1)
