@@ -21,8 +21,8 @@ the file's shared ``Notifier`` (same process) or by re-reading (other processes)
 from __future__ import annotations
 
 import base64
-import json
 import contextlib
+import json
 import logging
 import os
 import reprlib
