@@ -39,7 +39,7 @@ package's ``search`` (Python ``re`` syntax), not PCRE; ``$text`` is not supporte
 
 ``$regex`` is a client's code running on the server, so it is bounded: a pattern is at
 most ``MAX_REGEX_LENGTH`` characters, and each search runs with a time budget
-(``regex_timeout``, default ``REGEX_TIMEOUT``) and without the GIL, so a pattern with
+(``REGEX_TIMEOUT`` seconds) and without the GIL, so a pattern with
 catastrophic backtracking is a :class:`BadRequest` (400) after that budget instead of
 freezing every other thread (docs/reliability.md, "hostile clients").  Conditions on ``_id`` compare
 strings by code point (CouchDB's raw order), not by collation.
