@@ -149,7 +149,7 @@ def test_bad_frame_gets_a_clear_answer(bad_server, case: str) -> None:
 def test_anything_before_the_hello_is_refused_and_closed(bad_server) -> None:
     url, alive = bad_server
     for frame in ('{"type":"open","ch":1,"db":"fuzz","credentials":%s}' % json.dumps(TOKEN),
-                  _call("info", "{}"), "garbage", b"\x00\x01", DEEP,
+                  _call("info", "{}"), "garbage", b"\x00\x01", "[" * 2000 + "]" * 2000,
                   '{"type":"hello","versions":[]}', '{"type":"hello","versions":[99]}'):
         peer = RawPeer(url, hello=False)
         peer.send(frame)
@@ -158,6 +158,13 @@ def test_anything_before_the_hello_is_refused_and_closed(bad_server) -> None:
         assert answer == ("close", 1002), (frame[:40], answer, seen)
         assert len(seen) == 1 and seen[0]["type"] == "error" and seen[0]["fatal"] is True, seen
         assert seen[0]["status"] == 400
+    # a frame over max_hello_size (8 KiB) before the welcome: closed 1009, unread
+    for frame in (DEEP, '{"type":"hello","versions":[1],"agent":"%s"}' % ("x" * 9000)):
+        peer = RawPeer(url, hello=False)
+        peer.send(frame)
+        answer, seen = peer.until(lambda msg: False)
+        peer.close()
+        assert answer in (("close", 1009), ("gone", None)) and not seen, (frame[:40], answer, seen)
     assert alive()
 
 
