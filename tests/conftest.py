@@ -12,7 +12,8 @@ from pouchsync_sync import LocalDatabase
 # the plugin users get through the pytest11 entry point; listed here too because our
 # suite runs from a checkout. The entry point's name is the module's, so when the package
 # is installed pytest sees it registered already and does not load it twice.
-pytest_plugins = ["pouchsync_sync.testing.plugin", "tests.couchserver", "tests.remote_backend"]
+pytest_plugins = ["pouchsync_sync.testing.plugin", "pytester", "tests.couchserver",
+                  "tests.remote_backend"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
