@@ -118,5 +118,5 @@ def pouchsync_client(pouchsync_server: Any) -> Iterator[Any]:
         thread.join(max(0.0, deadline - time.monotonic()))
     alive = sorted(t.name for t in left if t.is_alive())
     if alive:
-        pytest.fail(f"pouchsync_client left threads running after close(): {alive}",
-                    pytrace=False)
+        pytest.fail(f"client threads still running 5 s after pouchsync_client.close() (this "
+                    f"client's, or another Client the test left open): {alive}", pytrace=False)
