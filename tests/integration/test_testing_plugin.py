@@ -310,3 +310,35 @@ def test_the_entry_point_registers_the_plugin_once(pytester: pytest.Pytester,
     '''))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
     result.assert_outcomes(passed=1)
+
+
+class _LeakBox:
+    """A plugin object for the inner run: hands its test a list that outlives the run,
+    so this test can close the client the inner test leaves open."""
+
+    def __init__(self) -> None:
+        self.clients: list = []
+
+    @pytest.fixture
+    def leak_box(self) -> list:
+        return self.clients
+
+
+def test_pouchsync_client_fails_a_test_that_leaves_a_client_running(
+        pytester: pytest.Pytester) -> None:
+    box = _LeakBox()
+    pytester.makepyfile(test_user='''
+import pouchsync_sync as ps
+
+def test_forgets_a_client(pouchsync_server, pouchsync_client, leak_box):
+    forgotten = ps.Client(initial_delay=0.02, jitter=0.0)
+    leak_box.append(forgotten)
+    forgotten.connect(pouchsync_server.url).wait_connected(10)
+''')
+    try:
+        result = pytester.runpytest("-p", PLUGIN, "-p", "no:cacheprovider", plugins=[box])
+    finally:
+        for client in box.clients:
+            client.close()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*client threads still running*pouchsync-client*"])
