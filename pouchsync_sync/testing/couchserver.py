@@ -22,7 +22,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess

@@ -95,7 +95,8 @@ class RunningServer:
         self.server_options = dict(server_options)
         self.credentials: dict[str, str] = {"token": secrets.token_urlsafe(16)}
         self.on_request: OnRequest = on_request or self.grant_token
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()        # guards the fields below, held briefly
+        self._lifecycle = threading.Lock()   # one start/stop/close at a time
         self._server: SyncServer | None = None
         self._port = 0
         self._closed = False
@@ -155,14 +156,16 @@ class RunningServer:
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> "RunningServer":
         """Start serving (on the same port as before, if it ran already)."""
-        with self._lock:
-            if self._closed:
-                raise PouchSyncError("the test server is closed")
-            if self._server is not None:
-                raise PouchSyncError("the test server is already running")
+        with self._lifecycle:
+            with self._lock:
+                if self._closed:
+                    raise PouchSyncError("the test server is closed")
+                if self._server is not None:
+                    raise PouchSyncError("the test server is already running")
             server = self._listen()
-            self._server = server
-            self._port = int(server.url.rstrip("/").rsplit(":", 1)[1])
+            with self._lock:
+                self._server = server
+                self._port = int(server.url.rstrip("/").rsplit(":", 1)[1])
         return self
 
     def _listen(self) -> SyncServer:
@@ -181,10 +184,11 @@ class RunningServer:
     def stop(self) -> None:
         """Stop serving (clients see the socket close and start reconnecting); the data
         stays. Idempotent."""
-        with self._lock:
-            server, self._server = self._server, None
-        if server is not None:
-            server.stop()
+        with self._lifecycle:
+            with self._lock:
+                server, self._server = self._server, None
+            if server is not None:
+                server.stop()
 
     def restart(self) -> "RunningServer":
         """``stop()`` then ``start()``: same URL, same data."""
@@ -194,13 +198,14 @@ class RunningServer:
     def close(self) -> None:
         """Stop, close the databases, remove what this server made. Idempotent."""
         self.stop()
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._databases.close()
-        if self._made_dir is not None:
-            shutil.rmtree(self._made_dir, ignore_errors=True)
+        with self._lifecycle:
+            with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+            self._databases.close()
+            if self._made_dir is not None:
+                shutil.rmtree(self._made_dir, ignore_errors=True)
 
     def _dispatch(self, credentials: Any, db_name: str) -> Any:
         return self.on_request(credentials, db_name)
