@@ -5,6 +5,7 @@ network_fault, running_server, with their error cases. Real stores, real servers
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import tempfile
 import threading
@@ -390,3 +391,29 @@ def test_the_couch_backend_prefixes_names_and_deletes_its_databases(couchdb_url:
 def test_the_packaged_guard_is_the_ci_guard() -> None:
     packaged = REPO / "pouchsync_sync" / "testing" / "couch-guard.js"
     assert packaged.read_bytes() == (REPO / ".ci" / "couch-guard.js").read_bytes()
+
+
+def test_the_helpers_need_no_pytest(tmp_path: Path) -> None:
+    """``pouchsync_sync.testing`` works in a script or unittest where pytest is absent."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_pytest.py"
+    script.write_text(
+        "import sys\n"
+        "sys.modules['pytest'] = None  # any import of pytest now fails\n"
+        "import pouchsync_sync as ps\n"
+        "from pouchsync_sync.testing import assert_converged, running_server, wait_for\n"
+        "with running_server() as server, ps.Client() as client:\n"
+        "    client.connect(server.url)\n"
+        "    with ps.LocalDatabase(':memory:', name='notes') as notes:\n"
+        "        notes.put({'_id': 'n'})\n"
+        "        assert client.sync(notes, credentials=server.credentials).wait(30).ok\n"
+        "        wait_for(server.database('notes'), 'n')\n"
+        "        assert_converged(notes, server.database('notes'))\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "ok"
