@@ -270,7 +270,7 @@ def test_stall_hangs_the_link_until_heal(tmp_path: Path) -> None:
                 phone.put({"_id": "a"})
                 wait_for(server.database("todos"), "a", timeout=30)
                 assert fault.stall() == 1
-                assert lost.wait(1), "the client never noticed the hung link"
+                assert lost.wait(10), "the client never noticed the hung link"
                 phone.put({"_id": "b"})
                 with pytest.raises(WaitTimeout):
                     wait_for(server.database("todos"), "b", timeout=0.5)
@@ -287,24 +287,30 @@ def test_drop_resets_once_and_the_client_comes_back_alone() -> None:
         back = _Events(signals.client_connect, client)
         try:
             fault.connect(client)
-            assert back.wait(1)
+            assert back.wait(10)
             assert fault.drop() == 1
-            assert back.wait(2), "no reconnect after a drop"
+            assert back.wait(10), "no reconnect after a drop"
             assert fault.connections_total == 2
         finally:
             back.close()
+
+
+def _refused(port: int) -> bool:
+    """True when a connection to ``port`` is accepted and reset or closed at once (the
+    reset may surface at connect, as EPIPE or ECONNRESET, or at the first read)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.settimeout(5)  # a stalled (not refused) link raises socket.timeout
+            return sock.recv(1) == b""
+    except ConnectionError:
+        return True
 
 
 def test_cut_refuses_new_connections_until_heal() -> None:
     with running_server() as server, network_fault(server) as fault:
         fault.cut()
         port = int(fault.url.rstrip("/").rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.settimeout(5)
-            try:
-                assert sock.recv(1) == b""
-            except ConnectionResetError:
-                pass
+        assert _refused(port)
         fault.heal()
         with ps.Client(initial_delay=0.02, jitter=0.0) as client:
             fault.connect(client).wait_connected(10)
