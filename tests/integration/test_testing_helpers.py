@@ -270,7 +270,7 @@ def test_stall_hangs_the_link_until_heal(tmp_path: Path) -> None:
                 phone.put({"_id": "a"})
                 wait_for(server.database("todos"), "a", timeout=30)
                 assert fault.stall() == 1
-                assert lost.wait(10), "the client never noticed the hung link"
+                assert lost.wait(1, timeout=10), "the client never noticed the hung link"
                 phone.put({"_id": "b"})
                 with pytest.raises(WaitTimeout):
                     wait_for(server.database("todos"), "b", timeout=0.5)
@@ -287,9 +287,9 @@ def test_drop_resets_once_and_the_client_comes_back_alone() -> None:
         back = _Events(signals.client_connect, client)
         try:
             fault.connect(client)
-            assert back.wait(10)
+            assert back.wait(1, timeout=10)
             assert fault.drop() == 1
-            assert back.wait(10), "no reconnect after a drop"
+            assert back.wait(2, timeout=10), "no reconnect after a drop"
             assert fault.connections_total == 2
         finally:
             back.close()
