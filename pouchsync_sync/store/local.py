@@ -37,6 +37,7 @@ from .. import gcpause, revtree
 from ..errors import (BadRequest, Conflict, NotFound, PayloadTooLarge, PouchSyncError, PreconditionFailed,
                       ServerError)
 from .base import Database
+from .groupcommit import GroupCommit
 from . import local_texts
 from .incoming import Prepared, prepare_replicated
 from .texts import check_text_rows
@@ -110,6 +111,7 @@ class LocalDatabase(Database):
         except sqlite3.Error as exc:
             raise ServerError(f"cannot open {self.path!r}: {exc}") from exc
         self._notifier = notifier_for(None if memory else os.path.realpath(self.path))
+        self._local_writes: GroupCommit[Prepared] = GroupCommit(self._lock, self._write_locals)
 
     # -- plumbing ----------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
@@ -134,7 +136,9 @@ class LocalDatabase(Database):
                 raise BadRequest("Document is not valid UTF-8 text") from exc
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
+    def _writing(self, *, notify: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``notify`` wakes the changes feed's waiters after it
+        (not needed for ``_local`` docs, which are not in the feed)."""
         with self._reading() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -143,7 +147,8 @@ class LocalDatabase(Database):
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        self._notifier.notify()
+        if notify:
+            self._notifier.notify()
 
     def _load_trees(self, conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, dict[str, revtree.Node]]:
         trees: dict[str, dict[str, revtree.Node]] = {}
@@ -177,7 +182,11 @@ class LocalDatabase(Database):
 
     # -- writes --------------------------------------------------------------------------
     def put(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        result = self._bulk_new_edits([self._prepare(doc, require_id=True)])[0]
+        prepared = self._prepare(doc, require_id=True)
+        if is_local_id(prepared.doc_id):  # checkpoints: concurrent ones share a commit
+            result = self._local_writes.write(prepared)
+        else:
+            result = self._bulk_new_edits([prepared])[0]
         if "error" in result:
             raise _error_from_result(result)
         return result
@@ -454,6 +463,11 @@ class LocalDatabase(Database):
             "deleted = excluded.deleted", rows)
 
     # -- local docs ----------------------------------------------------------------------
+    def _write_locals(self, prepared: Sequence[Prepared]) -> list[dict[str, Any]]:
+        """``_local`` docs written in one transaction (``GroupCommit``'s batch), in order."""
+        with self._writing(notify=False) as conn:
+            return [self._write_local(conn, item.doc_id, item.doc) for item in prepared]
+
     def _write_local(self, conn: sqlite3.Connection, doc_id: str, doc: Mapping[str, Any],
                      *, force: bool = False) -> dict[str, Any]:
         row = conn.execute("SELECT rev FROM local_docs WHERE id = ?", (doc_id,)).fetchone()
