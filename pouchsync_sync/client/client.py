@@ -30,6 +30,7 @@ from ..errors import PouchSyncError, Timeout, TransportError
 from ..store.base import Database
 from .backoff import Backoff
 from .connection import Connection, safe_url
+from .failures import gave_up, worth_retrying
 from .remote import RemoteDatabase
 from .sync import DEFAULT_CHECKPOINT_INTERVAL, Sync, check_checkpoint_interval
 
@@ -88,6 +89,8 @@ class Client:
         self._connection: Connection | None = None
         self._connecting: Any = None  # the websocket being opened, to abort on close
         self._failure: PouchSyncError | None = None
+        self._last_error: PouchSyncError | None = None
+        self._next_attempt_at: float | None = None
         self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,6 +105,21 @@ class Client:
     def url(self) -> str | None:
         """The server URL, without credentials."""
         return safe_url(self._url) if self._url else None
+
+    @property
+    def retry_in(self) -> float | None:
+        """Seconds until the next connection attempt while waiting out a backoff delay
+        (offline), else ``None``: what a progress display shows."""
+        with self._cond:
+            at = self._next_attempt_at
+        return None if at is None else max(0.0, at - self._clock())
+
+    @property
+    def last_error(self) -> PouchSyncError | None:
+        """Why the last connection attempt failed or the last connection was lost
+        (``None`` once connected again)."""
+        with self._cond:
+            return self._last_error
 
     @property
     def connected(self) -> bool:
@@ -277,13 +295,17 @@ class Client:
                     call_timeout=self.call_timeout, on_socket=self._opening)
             except PouchSyncError as exc:
                 self._opening(None)
+                with self._cond:
+                    self._last_error = exc
                 if self._stop.is_set():
                     return
                 failures += 1
                 log.warning("connecting to %s failed (attempt %d): %s", shown, failures, exc)
+                if not worth_retrying(exc):
+                    self._give_up(exc)  # a wrong URL or setup: no retry fixes it
+                    return
                 if self.backoff.exhausted(failures):
-                    self._give_up(TransportError(
-                        f"gave up connecting to {shown} after {failures} attempts: {exc}"))
+                    self._give_up(gave_up(exc, failures))
                     return
                 retries += 1
                 if not self._retry_after(retries):
@@ -296,6 +318,7 @@ class Client:
                 else:
                     stopped = False
                     self._connection = connection
+                    self._last_error = None
                     self._cond.notify_all()
             if stopped:
                 connection.close()
@@ -305,6 +328,7 @@ class Client:
             self._keepalive(connection)
             with self._cond:
                 self._connection = None
+                self._last_error = connection.lost_error
                 syncs = list(self._syncs)
                 self._cond.notify_all()
             for sync in syncs:
@@ -323,8 +347,14 @@ class Client:
     def _retry_after(self, attempt: int) -> bool:
         """Wait the backoff delay before ``attempt``; False when stopped meanwhile."""
         delay = self.backoff.delay(attempt, self._random)
+        with self._cond:
+            self._next_attempt_at = self._clock() + delay
         signals.emit(signals.client_reconnect, self, attempt=attempt, delay=delay)
-        return not self._stop.wait(delay)
+        try:
+            return not self._stop.wait(delay)
+        finally:
+            with self._cond:
+                self._next_attempt_at = None
 
     def _keepalive(self, connection: Connection) -> None:
         """Ping every ``ping_interval``; drop the connection after ``dead_timeout`` of

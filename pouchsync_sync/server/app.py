@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 import simple_websocket
 
 from .follower import FollowerRegistry
+from .listen import make_http_server
 from .options import ServerOptions
 from .session import Session
 from .transport import serialized_environ
@@ -128,15 +129,13 @@ class SyncServer:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> "SyncServer":
         """Serve in a background thread (``pouchsync-server``); returns at once with
         ``url`` set. Stop with ``stop()`` or by leaving a ``with`` block."""
-        from werkzeug.serving import make_server
-
         with self._lock:
             if self._http is not None:
                 raise RuntimeError("this server is already running")
             if self._stopping.is_set():
                 raise RuntimeError("a stopped server cannot be started again")
-            self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=_request_handler(self.options.hello_timeout))
+            self._http = make_http_server(
+                host, port, self, request_handler=_request_handler(self.options.hello_timeout))
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="pouchsync-server", daemon=True)
@@ -147,13 +146,11 @@ class SyncServer:
     def serve_forever(self, host: str = "127.0.0.1", port: int = 3000) -> None:
         """Serve on werkzeug's threaded server until ``stop()`` (from another thread)
         or Ctrl-C."""
-        from werkzeug.serving import make_server
-
         with self._lock:
             if self._http is not None:
                 raise RuntimeError("this server is already running")
-            self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=_request_handler(self.options.hello_timeout))
+            self._http = make_http_server(
+                host, port, self, request_handler=_request_handler(self.options.hello_timeout))
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         log.info("serving on %s", self.url)
         try:
@@ -170,7 +167,7 @@ class SyncServer:
             self._stopping.set()
             http, self._http = self._http, None
             sessions = list(self._sessions)
-        if first:
+        if first and http is not None:
             log.info("stopping (%d connections)", len(sessions))
         if http is not None:
             http.shutdown()
