@@ -26,8 +26,8 @@ import sys
 import traceback
 from typing import Sequence
 
-from .errors import (CouchError, Denied, NotASyncServer, PouchSyncError, TLSError,
-                     TransportError, UnsupportedProtocol)
+from .errors import (CouchError, Denied, ListenError, NotASyncServer, PouchSyncError,
+                     TLSError, TransportError, UnsupportedProtocol)
 
 __all__ = ["main", "build_parser", "describe", "UsageError", "EXIT_OK", "EXIT_ERROR",
            "EXIT_USAGE", "EXIT_DENIED", "EXIT_UNREACHABLE", "EXIT_WRONG_SERVER",
@@ -89,7 +89,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return f"protocol version: {exc}", EXIT_WRONG_SERVER
     if isinstance(exc, TransportError):
         return f"unreachable: {exc}", EXIT_UNREACHABLE
-    if isinstance(exc, CouchError) or type(exc) is PouchSyncError:
+    if isinstance(exc, (CouchError, ListenError)) or type(exc) is PouchSyncError:
         return f"error: {exc}", EXIT_ERROR
     if isinstance(exc, PouchSyncError):
         return f"error: {type(exc).__name__}: {exc}", EXIT_ERROR
