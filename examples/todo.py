@@ -96,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
 
     alice_db = ps.LocalDatabase(":memory:", name="alice")
     bob_db = ps.LocalDatabase(":memory:", name="bob")
-    alice, bob = ps.create_client(), ps.create_client()
+    # a live sync rides out a lost server for ever by default; this demo gives up after
+    # five attempts in a row (a few seconds) instead
+    alice, bob = (ps.create_client(max_attempts=5, initial_delay=0.2, max_delay=2.0)
+                  for _ in range(2))
     try:
         alice.connect(args.url)
         bob.connect(args.url)
