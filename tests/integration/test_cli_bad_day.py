@@ -152,3 +152,42 @@ def test_my_todos_syncs_with_remote(tmp_path: Path) -> None:
     with LocalDatabase(tmp_path / "data" / "my-todos.sqlite") as db:
         assert db.get("milk")["_id"] == "milk"
     assert json.loads(cli("get", "My-Todos.sqlite", "milk", cwd=tmp_path).stdout)["_id"] == "milk"
+
+
+# -- the progress line, pure ----------------------------------------------------------------
+class _Status:
+    def __init__(self, state: str, pulled: int) -> None:
+        self.state, self.docs_pulled, self.docs_pushed, self.pending = state, pulled, 0, None
+
+
+class _Client:
+    retry_in: float | None = None
+
+
+class _Sync:
+    """What a Meter reads of a Sync: its status and its client's retry_in."""
+
+    def __init__(self) -> None:
+        self.status = _Status("active", 0)
+        self.client = _Client()
+
+
+def test_an_idle_live_sync_keeps_its_rate_and_offline_shows_the_wait() -> None:
+    from pouchsync_sync.display import Meter, progress_line
+
+    now = [100.0]
+    sync = _Sync()
+    meter = Meter(sync, clock=lambda: now[0])
+    now[0] += 2.0
+    sync.status = _Status("active", 1000)
+    assert "500 docs/s" in progress_line(meter.snapshot())
+    now[0] += 60.0  # a minute paused: the rate of the last burst, not a falling average
+    sync.status = _Status("paused", 1000)
+    assert progress_line(meter.snapshot()).endswith("500 docs/s  paused")
+    sync.status = _Status("offline", 1000)
+    sync.client.retry_in = 1.64
+    assert progress_line(meter.snapshot()).endswith("offline, next attempt in 1.6s")
+    sync.status = _Status("connecting", 1000)
+    assert progress_line(meter.snapshot()).endswith("offline, next attempt in 1.6s")
+    sync.client.retry_in = None  # attempting now
+    assert progress_line(meter.snapshot()).endswith("connecting")
