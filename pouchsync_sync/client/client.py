@@ -40,7 +40,22 @@ __all__ = ["Client", "create_client"]
 
 
 class Client:
-    """A sync client. Thread-safe; see the module docstring.
+    """A connection to one sync server, shared by any number of syncs: ``connect(url)``,
+    then ``sync(db)`` for each database (the original's ``createClient``). Thread-safe;
+    the module docstring tells how it reconnects.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        shared = ps.LocalDatabase(":memory:", name="todos")
+        server = ps.create_server(lambda credentials, name: shared).start(port=0)
+        db = ps.LocalDatabase(":memory:", name="todos")
+        db.put({"_id": "milk", "title": "Buy milk"})
+        with ps.create_client() as client:                  # ps.Client(max_attempts=5, ...)
+            client.connect(server.url)                      # returns at once; reconnects
+            print(client.sync(db).wait(timeout=30).docs_pushed)   # 1
+        server.stop()
 
     Options (seconds): ``backoff`` (a ``Backoff``) or its fields ``initial_delay``,
     ``factor``, ``max_delay``, ``max_attempts``, ``jitter``; ``ping_interval`` and

@@ -36,7 +36,24 @@ _CLOSE_GRACE = 1.0  # for clients to answer our close frames
 
 
 class SyncServer:
-    """The sync server. A WSGI app; thread-safe; ``stop()`` is idempotent."""
+    """The sync server: asks ``on_request(credentials, db_name)`` which database each
+    client may sync, and serves the replication protocol on it over WebSockets. A WSGI
+    app (``start``, ``serve_forever``, ``init_app``); thread-safe; ``stop()`` is idempotent.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        data = ps.DataDir("server-data")
+        def on_request(credentials, db_name):              # grant a Database, or deny
+            if credentials == {"token": "s3cret"}:
+                return data.database(db_name)
+            raise ps.Denied("a valid token is required")
+        server = ps.create_server(on_request)              # a SyncServer
+        with server.start(host="127.0.0.1", port=0):        # or serve_forever, or init_app(flask_app)
+            print(server.url.startswith("ws://127.0.0.1:"))   # True
+        data.close()
+    """
 
     def __init__(self, on_request: OnRequest, options: ServerOptions | None = None) -> None:
         if not callable(on_request):
