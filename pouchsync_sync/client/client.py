@@ -29,7 +29,7 @@ from .. import signals
 from ..errors import PouchSyncError, Timeout, TransportError
 from ..store.base import Database
 from .backoff import Backoff
-from .connection import Connection, safe_url
+from .connection import Connection, abort_opening, safe_url
 from .failures import gave_up, worth_retrying
 from .remote import RemoteDatabase
 from .sync import DEFAULT_CHECKPOINT_INTERVAL, Sync, check_checkpoint_interval
@@ -123,16 +123,14 @@ class Client:
 
     @property
     def retry_in(self) -> float | None:
-        """Seconds until the next connection attempt while waiting out a backoff delay
-        (offline), else ``None``: what a progress display shows."""
+        """Seconds until the next connection attempt while offline, else ``None``."""
         with self._cond:
             at = self._next_attempt_at
         return None if at is None else max(0.0, at - self._clock())
 
     @property
     def last_error(self) -> PouchSyncError | None:
-        """Why the last connection attempt failed or the last connection was lost
-        (``None`` once connected again)."""
+        """Why the last attempt failed or connection was lost; ``None`` once connected."""
         with self._cond:
             return self._last_error
 
@@ -245,7 +243,7 @@ class Client:
         with self._cond:
             connection, connecting = self._connection, self._connecting
             self._cond.notify_all()
-        _abort_opening(connecting)
+        abort_opening(connecting)
         if connection is not None:
             connection.close()
         thread = self._thread
@@ -303,6 +301,7 @@ class Client:
         url, shown = self._url, safe_url(self._url)
         failures = 0  # failed attempts in a row (max_attempts counts these)
         retries = 0   # reconnects scheduled since the last good connection
+        worked = False  # this URL led to our server once: a 404 later is a deploy, not a typo
         while not self._stop.is_set():
             try:
                 connection = Connection.open(
@@ -316,7 +315,7 @@ class Client:
                     return
                 failures += 1
                 log.warning("connecting to %s failed (attempt %d): %s", shown, failures, exc)
-                if not worth_retrying(exc):
+                if not worked and not worth_retrying(exc):
                     self._give_up(exc)  # a wrong URL or setup: no retry fixes it
                     return
                 if self.backoff.exhausted(failures):
@@ -339,6 +338,7 @@ class Client:
                 connection.close()
                 return
             failures = retries = 0
+            worked = True
             signals.emit(signals.client_connect, self, url=shown, version=connection.version)
             self._keepalive(connection)
             with self._cond:
@@ -390,24 +390,13 @@ class Client:
             self._connecting = ws
             stop = self._stop.is_set()
         if stop and ws is not None:
-            _abort_opening(ws)
+            abort_opening(ws)
 
     def _give_up(self, error: TransportError) -> None:
         log.error("%s", error)
         with self._cond:
             self._failure = error
             self._cond.notify_all()
-
-
-def _abort_opening(ws: Any) -> None:
-    """Wake a connection attempt blocked in the handshake (best effort)."""
-    sock = getattr(ws, "sock", None) if ws is not None else None
-    if sock is not None:
-        try:
-            import socket
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 def create_client(**options: Any) -> Client:

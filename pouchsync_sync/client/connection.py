@@ -42,7 +42,7 @@ from .frames import text_frame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Connection", "Channel", "safe_url"]
+__all__ = ["Connection", "Channel", "abort_opening", "safe_url"]
 
 
 
@@ -357,4 +357,14 @@ class Connection:
         try:
             self._ws.shutdown()
         except Exception:  # noqa: BLE001
+            pass
+
+
+def abort_opening(ws: Any) -> None:
+    """Wake a connection attempt blocked in the handshake (best effort)."""
+    sock = getattr(ws, "sock", None) if ws is not None else None
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
             pass

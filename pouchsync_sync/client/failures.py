@@ -84,7 +84,9 @@ def worth_retrying(error: PouchSyncError) -> bool:
     """Whether a failed connection attempt is worth another: a transport error that says
     so (a down or restarting server), or another error as before (a server that broke
     the protocol may come back fixed). A wrong URL, a TLS setup or a protocol version
-    fails the same way every time: not retried, even by a live sync."""
+    fails the same way every time: not retried, even by a live sync (unless the URL
+    worked before: then the client retries as for any loss, a proxy may be between
+    deploys)."""
     return not isinstance(error, TransportError) or error.retryable
 
 

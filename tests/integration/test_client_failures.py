@@ -191,3 +191,51 @@ def test_the_tree() -> None:
     for name in ("Unreachable", "NotASyncServer", "TLSError", "UnsupportedProtocol",
                  "ListenError"):
         assert name in (errors.__doc__ or "")  # the diagram stays complete
+
+
+def test_a_url_that_worked_is_retried_through_a_404_window(site: Any) -> None:
+    """A proxy between two deploys may answer 404 for a while: a live sync on a URL that
+    led to a sync server once keeps retrying, and resumes on the next server."""
+    shared = ps.LocalDatabase(":memory:", name="todos")
+    servers = [ps.create_server(lambda credentials, name: shared, follow_timeout=0.1)]
+    window = threading.Event()  # set: the site answers 404 instead of the sync server
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if window.is_set():
+            return http_answer("404 NOT FOUND")(environ, start_response)
+        return servers[-1](environ, start_response)
+
+    s = site(app)
+    db = ps.LocalDatabase(":memory:", name="todos")
+    client = ps.create_client(initial_delay=0.01, max_delay=0.05, jitter=0.0)
+    retried = threading.Event()
+    attempts: list[Any] = []
+
+    def on_reconnect(sender: Any, attempt: int, **_: Any) -> None:
+        attempts.append(attempt)
+        if attempt >= 5:
+            retried.set()
+
+    signals.client_reconnect.connect(on_reconnect, sender=client)
+    try:
+        client.connect(s.url)
+        live = client.sync(db, live=True)
+        live.wait_in_sync(WAIT)
+        window.set()
+        servers[-1].stop()  # every socket closed: the client reconnects into the 404s
+        assert retried.wait(WAIT), attempts
+        assert isinstance(client.last_error, ps.NotASyncServer)
+        assert client.last_error.status == 404
+        servers.append(ps.create_server(lambda credentials, name: shared, follow_timeout=0.1))
+        window.clear()
+        shared.put({"_id": "after-the-deploy"})
+        live.wait_in_sync(WAIT)  # reconnected to the next server, and caught up
+        assert db.get("after-the-deploy")["_id"] == "after-the-deploy"
+        assert not live.state.final
+        live.cancel()
+        assert live.join(WAIT)
+    finally:
+        signals.client_reconnect.disconnect(on_reconnect, sender=client)
+        client.close()
+        for server in servers:
+            server.stop()
