@@ -6,7 +6,9 @@ then keeps the connection alive: every ``ping_interval`` it pings the server, an
 nothing at all arrived for ``dead_timeout`` seconds it drops the connection (a hung
 server or a silent network loss is never seen otherwise). After any loss, or a failed
 attempt, it waits ``backoff.delay(n)`` (exponential, jittered, reset after a good
-connection) and tries again; ``max_attempts`` failures in a row fail every sync.
+connection) and tries again; ``max_attempts`` failures in a row fail every sync, and so
+does at once a URL that never led to a sync server and fails as no retry fixes (a
+wrong path, TLS, protocol version: ``failures.worth_retrying``).
 
 Syncs wait on the client's condition for a live connection (``_wait_connection``), so a
 sync made before ``connect`` or while offline starts as soon as there is one. The
@@ -340,7 +342,7 @@ class Client:
             failures = retries = 0
             worked = True
             signals.emit(signals.client_connect, self, url=shown, version=connection.version)
-            self._keepalive(connection)
+            connection.keep_alive(self._stop, self.ping_interval, self.dead_timeout)
             with self._cond:
                 self._connection = None
                 self._last_error = connection.lost_error
@@ -370,20 +372,6 @@ class Client:
         finally:
             with self._cond:
                 self._next_attempt_at = None
-
-    def _keepalive(self, connection: Connection) -> None:
-        """Ping every ``ping_interval``; drop the connection after ``dead_timeout`` of
-        silence. Returns once the connection is lost or the client stops."""
-        interval = min(self.ping_interval, self.dead_timeout)
-        while not connection.lost.wait(interval):
-            if self._stop.is_set():
-                return
-            idle = connection.idle_for()
-            if idle >= self.dead_timeout:
-                connection.abort(Timeout(f"no traffic from {safe_url(connection.url)} for "
-                                         f"{idle:.1f}s (dead_timeout {self.dead_timeout}s)"))
-                return
-            connection.ping()
 
     def _opening(self, ws: Any) -> None:
         with self._cond:

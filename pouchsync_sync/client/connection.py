@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import websocket
 
-from ..errors import (PayloadTooLarge, PouchSyncError, ProtocolError, TransportError,
+from ..errors import (PayloadTooLarge, PouchSyncError, ProtocolError, Timeout, TransportError,
                       UnsupportedProtocol, error_from_json)
 from .. import gcpause
 from ..protocol import messages as wire
@@ -167,8 +167,9 @@ class Connection:
             try:
                 welcome = _decode(data)
             except wire.BadMessage as exc:
-                raise not_a_sync_server(shown, None, "a WebSocket server that answered "
-                                        f"hello with a message not in the protocol ({exc})") from exc
+                raise not_a_sync_server(
+                    shown, None, "a WebSocket server that answered hello with a message "
+                    f"not in the protocol ({exc})") from exc
             _check_welcome(welcome, shown)
             ws.settimeout(None)  # the keepalive detects a dead server, not socket timeouts
         except PouchSyncError:
@@ -249,6 +250,22 @@ class Connection:
             self._abort(TransportError(f"ping to {safe_url(self.url)} failed: {exc}"))
         finally:
             ws.lock.release()
+
+    def keep_alive(self, stop: threading.Event, ping_interval: float,
+                   dead_timeout: float) -> None:
+        """Ping every ``ping_interval``; drop the connection after ``dead_timeout`` of
+        silence. Returns once the connection is lost or ``stop`` is set (the owner's
+        connection thread runs this)."""
+        interval = min(ping_interval, dead_timeout)
+        while not self.lost.wait(interval):
+            if stop.is_set():
+                return
+            idle = self.idle_for()
+            if idle >= dead_timeout:
+                self.abort(Timeout(f"no traffic from {safe_url(self.url)} for "
+                                   f"{idle:.1f}s (dead_timeout {dead_timeout}s)"))
+                return
+            self.ping()
 
     def idle_for(self) -> float:
         """Seconds since the last frame (of any kind) arrived from the server."""

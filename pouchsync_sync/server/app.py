@@ -50,7 +50,7 @@ class SyncServer:
                 return data.database(db_name)
             raise ps.Denied("a valid token is required")
         server = ps.create_server(on_request)              # a SyncServer
-        with server.start(host="127.0.0.1", port=0):        # or serve_forever, or init_app(flask_app)
+        with server.start(host="127.0.0.1", port=0):        # or serve_forever, or init_app
             print(server.url.startswith("ws://127.0.0.1:"))   # True
         data.close()
     """

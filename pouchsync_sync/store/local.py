@@ -86,7 +86,7 @@ class LocalDatabase(Database):
         import pouchsync_sync as ps
 
         db = ps.LocalDatabase("todos.sqlite")              # ":memory:" for in-memory
-        todo = db.post({"title": "Buy milk"})               # {"ok": True, "id": ..., "rev": "1-..."}
+        todo = db.post({"title": "Buy milk"})               # {"ok": True, "id": …, "rev": "1-…"}
         db.put({"_id": todo["id"], "_rev": todo["rev"], "title": "Buy oat milk"})
         print(db.name, db.get(todo["id"])["title"])         # todos Buy oat milk
         db.close()

@@ -425,7 +425,8 @@ def console_script() -> str | None:
     schemes = [None] + [f"{os.name}_user"]
     for scheme in schemes:
         try:
-            folder = sysconfig.get_path("scripts", scheme) if scheme else sysconfig.get_path("scripts")
+            folder = (sysconfig.get_path("scripts", scheme) if scheme
+                      else sysconfig.get_path("scripts"))
         except KeyError:
             continue
         found = shutil.which("pouchsync", path=folder)
