@@ -24,7 +24,7 @@ import argparse
 import logging
 import sys
 import traceback
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .errors import (CouchError, Denied, ListenError, NotASyncServer, PouchSyncError,
                      TLSError, TransportError, UnsupportedProtocol)
@@ -42,10 +42,17 @@ class UsageError(PouchSyncError):
     """A bad command-line argument found after parsing (exit status 2)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line, like every other failure (usage: ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"pouchsync: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .commands import demo, peek, serve, sync
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pouchsync",
         description="Sync CouchDB-style document databases through WebSockets.",
         epilog="Start with: pouchsync demo")

@@ -191,3 +191,21 @@ def test_an_idle_live_sync_keeps_its_rate_and_offline_shows_the_wait() -> None:
     assert progress_line(meter.snapshot()).endswith("offline, next attempt in 1.6s")
     sync.client.retry_in = None  # attempting now
     assert progress_line(meter.snapshot()).endswith("connecting")
+
+
+def test_argument_errors_are_one_line_too(tmp_path: Path) -> None:
+    for args, line in [
+        (["sync", "x.sqlite"], "pouchsync: error: the following arguments are required: WS_URL "
+                               "(see: pouchsync sync --help)"),
+        (["sync", "x.sqlite", "ws://127.0.0.1:1/", "--retries", "x"],
+         "pouchsync: error: argument --retries: invalid int value: 'x' "
+         "(see: pouchsync sync --help)"),
+    ]:
+        done = cli(*args, cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.splitlines() == [line], done.stderr
+    done = cli("frobnicate", cwd=tmp_path)  # how argparse lists the choices varies by version
+    [line] = done.stderr.splitlines()
+    assert done.returncode == 2
+    assert line.startswith("pouchsync: error: argument COMMAND: invalid choice: 'frobnicate'")
+    assert line.endswith("(see: pouchsync --help)") and "demo" in line
+    assert list(tmp_path.iterdir()) == []
