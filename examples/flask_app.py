@@ -136,6 +136,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="todos: a Flask app with a sync endpoint")
+    parser.error = lambda message: parser.exit(2, f"flask_app.py: error: {message}\n")  # one line
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--data-dir", default=None,

@@ -49,6 +49,7 @@ def put_over(db: ps.LocalDatabase, doc: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.error = lambda message: parser.exit(2, f"todo.py: error: {message}\n")  # one line
     parser.add_argument("--url", help="a running sync server (default: start one here)")
     parser.add_argument("--token", default="todo-token")
     parser.add_argument("--list", default="todos", help="database name on the server")

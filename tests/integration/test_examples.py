@@ -145,6 +145,9 @@ def test_todo_example_failures_are_one_line(tmp_path: Path) -> None:
     finally:
         code, _, err = stop(serve)
     assert code == 0, err
+    bad = run_todo(tmp_path, "--frobnicate")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == ["todo.py: error: unrecognized arguments: --frobnicate"]
     port = url.rsplit(":", 1)[1].strip("/")  # the server is gone: unreachable, bounded retries
     gone = run_todo(tmp_path, "--url", f"ws://127.0.0.1:{port}/", "--token", TOKEN)
     assert gone.returncode == 4, gone.stderr
@@ -281,6 +284,11 @@ def test_flask_example_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         f"flask_app.py: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    bad = subprocess.run([sys.executable, str(EXAMPLES / "flask_app.py"), "--port", "x"],
+                         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [
+        "flask_app.py: error: argument --port: invalid int value: 'x'"]
 
 
 def test_sync_to_a_wrong_path_says_so_without_retrying(tmp_path: Path) -> None:
