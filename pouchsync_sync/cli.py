@@ -101,8 +101,10 @@ def describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, PouchSyncError):
         return f"error: {type(exc).__name__}: {exc}", EXIT_ERROR
     if isinstance(exc, OSError):
-        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
-        return f"error: {exc.strerror or exc}{':' + where if where else ''}", EXIT_ERROR
+        detail = exc.strerror or str(exc)
+        if exc.filename:
+            detail += f": {exc.filename!r}"
+        return f"error: {detail}", EXIT_ERROR
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted", EXIT_INTERRUPTED
     first = (str(exc).splitlines() or [""])[0][:200]

@@ -209,3 +209,22 @@ def test_argument_errors_are_one_line_too(tmp_path: Path) -> None:
     assert line.startswith("pouchsync: error: argument COMMAND: invalid choice: 'frobnicate'")
     assert line.endswith("(see: pouchsync --help)") and "demo" in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_describe_gives_every_failure_one_line_and_a_status() -> None:
+    import pouchsync_sync as ps
+    from pouchsync_sync.cli import describe
+
+    assert describe(FileNotFoundError(2, "No such file or directory", "x.txt")) == (
+        "error: No such file or directory: 'x.txt'", 1)
+    assert describe(ps.ListenError("cannot listen on h:1: taken")) == (
+        "error: cannot listen on h:1: taken", 1)
+    assert describe(ps.Conflict()) == ("error: 409 conflict: Document update conflict", 1)
+    assert describe(ps.Denied("no")) == ("denied: no", 3)
+    assert describe(ps.Timeout("slow")) == ("unreachable: slow", 4)
+    assert describe(ps.ProtocolError("bad")) == ("error: ProtocolError: bad", 1)
+    assert describe(KeyboardInterrupt()) == ("interrupted", 130)
+    line, status = describe(ValueError("boom\nsecond line"))  # a bug: one line, and how to report
+    assert status == 1 and "\n" not in line
+    assert line == ("internal error: ValueError: boom (a bug: please report it with the "
+                    "traceback that -v prints)")
