@@ -100,48 +100,64 @@ def _rebuild(cls: type, reason: str, status: int, error: str) -> CouchError:
 
 
 class BadRequest(CouchError):
+    """400: the input is invalid (a bad document, id or argument); nothing was written."""
+
     status = 400
     error = "bad_request"
     default_reason = "Bad request"
 
 
 class Unauthorized(CouchError):
+    """401: the CouchDB server wants other credentials."""
+
     status = 401
     error = "unauthorized"
     default_reason = "Name or password is incorrect."
 
 
 class Forbidden(CouchError):
+    """403: not allowed (a write on a read-only grant, a _design/ write, CouchDB rights)."""
+
     status = 403
     error = "forbidden"
     default_reason = "Forbidden"
 
 
 class NotFound(CouchError):
+    """404: no such document, revision or database (``reason`` "missing" or "deleted")."""
+
     status = 404
     error = "not_found"
     default_reason = "missing"
 
 
 class Conflict(CouchError):
+    """409: the write does not name the current revision (give ``_rev``)."""
+
     status = 409
     error = "conflict"
     default_reason = "Document update conflict"
 
 
 class PreconditionFailed(CouchError):
+    """412: the database exists already, or an attachment stub is missing."""
+
     status = 412
     error = "precondition_failed"
     default_reason = "Precondition failed"
 
 
 class PayloadTooLarge(CouchError):
+    """413: a document or message is larger than the peer accepts."""
+
     status = 413
     error = "too_large"
     default_reason = "Request entity too large"
 
 
 class ServerError(CouchError):
+    """5xx: the server or its database failed; trying again later may work."""
+
     status = 500
     error = "internal_server_error"
     default_reason = "Internal server error"
