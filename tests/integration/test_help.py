@@ -99,3 +99,12 @@ def test_open_database_is_documented() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "ps.open_database(" in readme
     assert (ps.open_database.__doc__ or "").startswith("Open the database ``spec`` names.")
+
+
+def test_every_public_error_says_what_it_means() -> None:
+    errors = [getattr(ps, name) for name in ps.__all__ if inspect.isclass(getattr(ps, name))
+              and issubclass(getattr(ps, name), BaseException)]
+    assert len(errors) >= 20
+    for cls in errors:
+        own = cls.__dict__.get("__doc__") or ""
+        assert len(own.strip()) > 20, f"{cls.__name__} has no docstring of its own"
