@@ -47,7 +47,12 @@ def test_live_sync_waits_out_a_server_restart_until_ctrl_c(tmp_path: Path) -> No
         assert cli("sync", "other.sqlite", url, "--remote", "todos", "--token", TOKEN,
                    cwd=tmp_path).returncode == 0
         while "pulled 1" not in seen[-1]:  # the live sync is back and brings the change
-            seen.append(read_line(live))
+            try:
+                seen.append(read_line(live))
+            except AssertionError:
+                live.kill()
+                _, err = live.communicate(timeout=10)
+                raise AssertionError("".join(seen[-15:]) + err[-3000:]) from None
     finally:
         code, out, err = stop(live, signal.SIGINT)
         if restarted is not None:
