@@ -60,10 +60,13 @@ class Snapshot:
 
     @property
     def state_text(self) -> str:
-        """The state, with the wait before the next attempt while offline."""
-        if self.retry_in is None:
-            return self.state
-        return f"offline, next attempt in {self.retry_in:.1f}s"
+        """The state; while offline, the wait before the next attempt (or that one is
+        under way)."""
+        if self.retry_in is not None:
+            return f"offline, next attempt in {self.retry_in:.1f}s"
+        if self.state == "offline":
+            return "offline, connecting"
+        return self.state
 
     @property
     def fraction(self) -> float | None:
