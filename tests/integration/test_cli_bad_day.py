@@ -198,7 +198,7 @@ def test_an_idle_live_sync_keeps_its_rate_and_offline_shows_the_wait() -> None:
     sync.status = _Status("connecting", 1000)
     assert progress_line(meter.snapshot()).endswith("offline, next attempt in 1.6s")
     sync.client.retry_in = None  # attempting now
-    assert progress_line(meter.snapshot()).endswith("1,000  500 docs/s  connecting")
+    assert progress_line(meter.snapshot()).endswith("pushed 0  500 docs/s  connecting")
     sync.status = _Status("offline", 1000)
     assert progress_line(meter.snapshot()).endswith("offline, connecting")
 
