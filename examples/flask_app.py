@@ -19,6 +19,10 @@ Run it::
 and sync from anywhere::
 
     pouchsync sync todos.sqlite ws://127.0.0.1:5000/sync --token dev-token
+
+The data directory is relative to where you run it, never inside this checkout. A
+failure (a taken port, a CouchDB that cannot be reached) is one line on stderr with the
+exit status of ``pouchsync`` (``-v``: the traceback too).
 """
 
 from __future__ import annotations
@@ -27,13 +31,16 @@ import argparse
 import hmac
 import os
 import signal
+import socket
 import sys
 import threading
+import traceback
 from typing import Any
 
 from flask import Flask, abort, jsonify, request
 
 import pouchsync_sync as ps
+from pouchsync_sync.cli import describe
 
 
 def create_app(*, data_dir: str | None = None, couchdb_url: str | None = None,
@@ -113,25 +120,58 @@ def shutdown(app: Flask) -> None:
         databases.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    from werkzeug.serving import make_server
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a taken port is one clear error (werkzeug's
+    ``make_server`` prints several lines and exits by itself)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ps.ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
 
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="todos: a Flask app with a sync endpoint")
+    parser.error = lambda message: parser.exit(2, f"flask_app.py: error: {message}\n")  # one line
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--data-dir", default=None,
+                        help="where the SQLite files go (default $POUCHSYNC_DATA or ./data)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print the traceback of a failure")
     args = parser.parse_args(argv)
+    try:
+        return serve(args)
+    except Exception as exc:  # noqa: BLE001 - the script's top frame: one line, a status
+        message, status = describe(exc)  # the same lines and statuses as `pouchsync`
+        if args.verbose:
+            traceback.print_exc()
+        print(f"flask_app.py: {message}", file=sys.stderr)
+        return status
 
-    app = create_app(data_dir=args.data_dir)
-    http = make_server(args.host, args.port, app, threaded=True)
+
+def serve(args: argparse.Namespace) -> int:
+    from werkzeug.serving import make_server
+
+    sock = listen(args.host, args.port)
+    try:
+        app = create_app(data_dir=args.data_dir)
+        http = make_server(args.host, args.port, app, threaded=True, fd=sock.fileno())
+    finally:
+        sock.close()  # werkzeug serves on its own copy of the descriptor
+    port = http.socket.getsockname()[1]
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     thread = threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.2},
                               name="flask-example-http", daemon=True)
     thread.start()
-    print(f"listening on http://{args.host}:{http.server_port}/ "
-          f"(sync: ws://{args.host}:{http.server_port}/sync)", flush=True)
+    print(f"listening on http://{args.host}:{port}/ "
+          f"(sync: ws://{args.host}:{port}/sync)", flush=True)
     try:
         while not stop.wait(1.0):
             pass

@@ -19,7 +19,9 @@ import os
 import signal
 import threading
 
-chdir = os.path.dirname(os.path.abspath(__file__))
+# flask_app.py is imported from beside this file, but the working directory stays where
+# gunicorn was started: the data directory (POUCHSYNC_DATA, default ./data) is there.
+pythonpath = os.path.dirname(os.path.abspath(__file__))
 wsgi_app = "flask_app:create_app()"
 bind = [os.environ.get("BIND", "127.0.0.1:8000")]
 worker_class = "gthread"

@@ -1,6 +1,37 @@
-"""pouchsync_sync: sync CouchDB-style document databases through WebSockets.
+"""Sync CouchDB-style document databases through WebSockets, from Python.
 
-See README.md for the quickstart and docs/ for the protocol.
+An app that works offline keeps its data in a local database and syncs it with a
+server when it can; CouchDB's replication protocol makes that safe (revision trees,
+the same winner of a conflict on every side, nothing lost). pouchsync_sync gives
+Python scripts, Flask apps and notebooks an embedded SQLite store with CouchDB's
+semantics (``LocalDatabase``, the PouchDB of Python), a CouchDB backend
+(``CouchDB``), and a WebSocket sync server and client: one socket per client, any
+number of databases over it, with negotiation, authentication and reconnection.
+Every call blocks the calling thread; every wait takes a ``timeout`` in seconds.
+
+The five calls a user needs::
+
+    import pouchsync_sync as ps
+
+    db = ps.LocalDatabase("todos.sqlite")                  # 1. a local store
+    db.post({"title": "Buy milk"})
+    server = ps.create_server(lambda credentials, name: ps.LocalDatabase(":memory:", name=name))
+    server.start(port=0)                                   # 2. a server (or init_app(flask_app))
+    client = ps.create_client()                            # 3. a client ...
+    client.connect(server.url)                             # 4. ... connected to it
+    result = client.sync(db).wait(timeout=30)              # 5. a sync: one-shot, or live=True
+    client.close(); server.stop()
+
+``on_request(credentials, db_name)`` decides who may sync which database: return a
+``Database`` (or ``Grant``) to allow it, raise ``Denied`` to refuse. Errors derive
+from ``PouchSyncError`` (the tree is in ``pouchsync_sync.errors``); events are blinker
+signals in ``pouchsync_sync.signals``; the ``pouchsync`` command serves, syncs and
+inspects stores from a shell.
+
+Read on: README.md (quickstart, command line, deployment), ``help(ps.Client)``,
+``help(ps.Sync)``, ``help(ps.SyncServer)``, ``help(ps.LocalDatabase)``, and
+docs/protocol.md for the wire protocol. ``open_database(spec)`` opens a store file or
+a CouchDB URL as a ``Database``.
 """
 
 from __future__ import annotations
@@ -14,15 +45,20 @@ from .errors import (
     CouchError,
     Denied,
     Forbidden,
+    ListenError,
     NotFound,
     PayloadTooLarge,
     PouchSyncError,
     PreconditionFailed,
     ProtocolError,
     ServerError,
+    TLSError,
+    NotASyncServer,
     Timeout,
     TransportError,
     Unauthorized,
+    Unreachable,
+    UnsupportedProtocol,
 )
 from .client import Backoff, Client, RemoteDatabase, Sync, SyncState, create_client
 from .replication import ReplicationResult, Replicator, replicate
@@ -52,7 +88,9 @@ __all__ = [
     "Denied",
     "Forbidden",
     "Grant",
+    "ListenError",
     "LocalDatabase",
+    "NotASyncServer",
     "NotFound",
     "PayloadTooLarge",
     "PouchSyncError",
@@ -65,9 +103,12 @@ __all__ = [
     "Sync",
     "SyncServer",
     "SyncState",
+    "TLSError",
     "Timeout",
     "TransportError",
     "Unauthorized",
+    "Unreachable",
+    "UnsupportedProtocol",
     "__version__",
     "create_client",
     "create_server",

@@ -41,6 +41,17 @@ def check_name(name: Any) -> str:
 class DataDir:
     """One ``LocalDatabase`` per name, in ``<root>/<name>.sqlite``. Thread-safe.
 
+    Example::
+
+        import pouchsync_sync as ps
+
+        data = ps.DataDir("server-data")                   # created if missing
+        def on_request(credentials, db_name):
+            return data.database(db_name)   # server-data/<db_name>.sqlite; BadRequest for "../x"
+        server = ps.create_server(on_request)
+        print(data.database("todos").name)                  # todos
+        data.close()
+
     Each database is opened once and shared by every channel that asks for it;
     ``close()`` closes them all (idempotent).
     """
@@ -98,7 +109,19 @@ class DataDir:
 
 class CouchDir:
     """The databases of one CouchDB server by name, created on first use. Thread-safe;
-    ``close()`` closes the connection pool."""
+    ``close()`` closes the connection pool.
+
+    Example::
+
+        import pouchsync_sync as ps
+        import os
+
+        couches = ps.CouchDir(os.environ["COUCHDB_URL"])  # for a server's on_request
+        db = couches.database("help-couchdir")              # names checked, then created
+        print(db.info()["db_name"])                         # help-couchdir
+        couches.couch.delete_database("help-couchdir")
+        couches.close()
+    """
 
     def __init__(self, url: str, *, timeout: float = 30.0) -> None:
         from .store.couch import CouchDB

@@ -42,6 +42,10 @@ class Snapshot:
     pushed: int
     elapsed: float
     pending: int | None = None
+    #: seconds from the start to the last document counted (``None``: ``elapsed``)
+    busy: float | None = None
+    #: seconds until the next connection attempt while offline, else ``None``
+    retry_in: float | None = None
 
     @property
     def done(self) -> int:
@@ -49,7 +53,20 @@ class Snapshot:
 
     @property
     def rate(self) -> float:
-        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+        """Documents per second while there were documents to move: an idle live sync
+        keeps the rate of its last burst instead of a falling average."""
+        span = self.elapsed if self.busy is None else self.busy
+        return self.done / span if span > 0 else 0.0
+
+    @property
+    def state_text(self) -> str:
+        """The state; while offline, the wait before the next attempt (or that one is
+        under way)."""
+        if self.retry_in is not None:
+            return f"offline, next attempt in {self.retry_in:.1f}s"
+        if self.state == "offline":
+            return "offline, connecting"
+        return self.state
 
     @property
     def fraction(self) -> float | None:
@@ -75,7 +92,7 @@ def progress_line(snap: Snapshot, *, bar_width: int = 0) -> str:
     parts.append(f"{snap.rate:,.0f} docs/s")
     if snap.pending is not None:
         parts.append(f"pending {snap.pending:,}")
-    parts.append(snap.state)
+    parts.append(snap.state_text)
     return "  ".join(parts)
 
 
@@ -153,18 +170,29 @@ def database_html(db: Any) -> str:
 
 # -- watching a live object ----------------------------------------------------------------
 class Meter:
-    """Snapshots of one sync for a progress display (rate since the meter started)."""
+    """Snapshots of one sync for a progress display: the rate over the time documents
+    were moving, and while the client is offline, the wait before its next attempt."""
 
     def __init__(self, sync: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.sync = sync
         self.clock = clock
         self.started = clock()
+        self._done = 0
+        self._busy = 0.0
 
     def snapshot(self) -> Snapshot:
         status = self.sync.status
-        return Snapshot(state=str(status.state), pulled=status.docs_pulled,
-                        pushed=status.docs_pushed, elapsed=self.clock() - self.started,
-                        pending=getattr(status, "pending", None))
+        now = self.clock() - self.started
+        done = status.docs_pulled + status.docs_pushed
+        if done != self._done:
+            self._done, self._busy = done, now
+        state = str(status.state)
+        retry_in = None
+        if state in ("connecting", "offline"):
+            retry_in = getattr(getattr(self.sync, "client", None), "retry_in", None)
+        return Snapshot(state=state, pulled=status.docs_pulled, pushed=status.docs_pushed,
+                        elapsed=now, pending=getattr(status, "pending", None),
+                        busy=self._busy, retry_in=retry_in)
 
 
 def _ipython_display() -> Any:

@@ -14,8 +14,16 @@
      │    └── ServerError           5xx, retryable
      ├── Denied                     a database request refused by the server's on_request
      ├── TransportError             the link failed (refused, reset, closed); retryable
-     │    └── Timeout               a deadline passed without an answer; retryable
+     │    ├── Timeout               a deadline passed without an answer; retryable
+     │    ├── Unreachable           no TCP connection: DNS, refused, no route; retryable
+     │    ├── NotASyncServer        an HTTP answer without the WebSocket upgrade (a wrong
+     │    │                         path or port): status and a hint; retried on 5xx only
+     │    ├── TLSError              TLS or proxy failure (certificate, wss:// to http);
+     │    │                         not retried
+     │    └── UnsupportedProtocol   a sync server that speaks none of our protocol
+     │                              versions; not retried
      ├── ProtocolError              a peer broke the wire protocol
+     ├── ListenError                a server cannot listen on its address (taken, ...)
      └── Cancelled                  the operation was cancelled by its owner
 
 ``retryable`` says whether trying the same thing again later may succeed; the
@@ -40,7 +48,12 @@ __all__ = [
     "Denied",
     "TransportError",
     "Timeout",
+    "Unreachable",
+    "NotASyncServer",
+    "TLSError",
+    "UnsupportedProtocol",
     "ProtocolError",
+    "ListenError",
     "Cancelled",
     "error_from_json",
 ]
@@ -87,48 +100,64 @@ def _rebuild(cls: type, reason: str, status: int, error: str) -> CouchError:
 
 
 class BadRequest(CouchError):
+    """400: the input is invalid (a bad document, id or argument); nothing was written."""
+
     status = 400
     error = "bad_request"
     default_reason = "Bad request"
 
 
 class Unauthorized(CouchError):
+    """401: the CouchDB server wants other credentials."""
+
     status = 401
     error = "unauthorized"
     default_reason = "Name or password is incorrect."
 
 
 class Forbidden(CouchError):
+    """403: not allowed (a write on a read-only grant, a _design/ write, CouchDB rights)."""
+
     status = 403
     error = "forbidden"
     default_reason = "Forbidden"
 
 
 class NotFound(CouchError):
+    """404: no such document, revision or database (``reason`` "missing" or "deleted")."""
+
     status = 404
     error = "not_found"
     default_reason = "missing"
 
 
 class Conflict(CouchError):
+    """409: the write does not name the current revision (give ``_rev``)."""
+
     status = 409
     error = "conflict"
     default_reason = "Document update conflict"
 
 
 class PreconditionFailed(CouchError):
+    """412: the database exists already, or an attachment stub is missing."""
+
     status = 412
     error = "precondition_failed"
     default_reason = "Precondition failed"
 
 
 class PayloadTooLarge(CouchError):
+    """413: a document or message is larger than the peer accepts."""
+
     status = 413
     error = "too_large"
     default_reason = "Request entity too large"
 
 
 class ServerError(CouchError):
+    """5xx: the server or its database failed; trying again later may work."""
+
     status = 500
     error = "internal_server_error"
     default_reason = "Internal server error"
@@ -156,8 +185,44 @@ class Timeout(TransportError):
     """A deadline passed without an answer."""
 
 
+class Unreachable(TransportError):
+    """No connection to the server: the name does not resolve, the port refuses, no
+    route. The server may be down or restarting: trying again later may work."""
+
+
+class NotASyncServer(TransportError):
+    """Something answered at the URL over HTTP, but not with a WebSocket upgrade: a wrong
+    path or port, or a proxy that does not pass WebSockets. ``status`` is the HTTP
+    status; the body is never shown. Retryable only for 5xx (a proxy whose backend is
+    restarting), else a wrong URL that no retry fixes."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        self.retryable = status is not None and (status >= 500 or status == 429)
+        super().__init__(message)
+
+
+class TLSError(TransportError):
+    """TLS or proxy failure: a certificate that does not verify, ``wss://`` to a plain
+    HTTP port, a proxy that refuses the tunnel. A setup problem: not retried."""
+
+    retryable = False
+
+
+class UnsupportedProtocol(TransportError):
+    """A sync server that speaks none of this client's protocol versions (one side
+    needs an upgrade). Not retried."""
+
+    retryable = False
+
+
 class ProtocolError(PouchSyncError):
     """A peer sent something the wire protocol does not allow."""
+
+
+class ListenError(PouchSyncError):
+    """A server cannot listen on the address asked for: taken by another program, not
+    an address of this machine, a port it may not use."""
 
 
 class Cancelled(PouchSyncError):

@@ -23,6 +23,15 @@ __all__ = ["Backoff"]
 class Backoff:
     """When to retry a lost connection. Immutable and thread-safe.
 
+    Example::
+
+        import pouchsync_sync as ps
+
+        policy = ps.Backoff(initial_delay=0.5, max_delay=10.0, max_attempts=None)
+        print(policy.base_delay(1), policy.base_delay(3))   # 0.5 2.0 (jitter only shortens)
+        client = ps.create_client(backoff=policy)           # or ps.create_client(max_delay=10.0)
+        client.close()
+
     ``max_attempts=None`` retries forever; otherwise ``exhausted(n)`` is true once
     ``n`` failed attempts in a row have been made.
     """

@@ -6,7 +6,9 @@ then keeps the connection alive: every ``ping_interval`` it pings the server, an
 nothing at all arrived for ``dead_timeout`` seconds it drops the connection (a hung
 server or a silent network loss is never seen otherwise). After any loss, or a failed
 attempt, it waits ``backoff.delay(n)`` (exponential, jittered, reset after a good
-connection) and tries again; ``max_attempts`` failures in a row fail every sync.
+connection) and tries again; ``max_attempts`` failures in a row fail every sync, and so
+does at once a URL that never led to a sync server and fails as no retry fixes (a
+wrong path, TLS, protocol version: ``failures.worth_retrying``).
 
 Syncs wait on the client's condition for a live connection (``_wait_connection``), so a
 sync made before ``connect`` or while offline starts as soon as there is one. The
@@ -29,7 +31,8 @@ from .. import signals
 from ..errors import PouchSyncError, Timeout, TransportError
 from ..store.base import Database
 from .backoff import Backoff
-from .connection import Connection, safe_url
+from .connection import Connection, abort_opening, safe_url
+from .failures import gave_up, worth_retrying
 from .remote import RemoteDatabase
 from .sync import DEFAULT_CHECKPOINT_INTERVAL, Sync, check_checkpoint_interval
 
@@ -39,7 +42,22 @@ __all__ = ["Client", "create_client"]
 
 
 class Client:
-    """A sync client. Thread-safe; see the module docstring.
+    """A connection to one sync server, shared by any number of syncs: ``connect(url)``,
+    then ``sync(db)`` for each database (the original's ``createClient``). Thread-safe;
+    the module docstring tells how it reconnects.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        shared = ps.LocalDatabase(":memory:", name="todos")
+        server = ps.create_server(lambda credentials, name: shared).start(port=0)
+        db = ps.LocalDatabase(":memory:", name="todos")
+        db.put({"_id": "milk", "title": "Buy milk"})
+        with ps.create_client() as client:                  # ps.Client(max_attempts=5, ...)
+            client.connect(server.url)                      # returns at once; reconnects
+            print(client.sync(db).wait(timeout=30).docs_pushed)   # 1
+        server.stop()
 
     Options (seconds): ``backoff`` (a ``Backoff``) or its fields ``initial_delay``,
     ``factor``, ``max_delay``, ``max_attempts``, ``jitter``; ``ping_interval`` and
@@ -88,6 +106,8 @@ class Client:
         self._connection: Connection | None = None
         self._connecting: Any = None  # the websocket being opened, to abort on close
         self._failure: PouchSyncError | None = None
+        self._last_error: PouchSyncError | None = None
+        self._next_attempt_at: float | None = None
         self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,6 +122,19 @@ class Client:
     def url(self) -> str | None:
         """The server URL, without credentials."""
         return safe_url(self._url) if self._url else None
+
+    @property
+    def retry_in(self) -> float | None:
+        """Seconds until the next connection attempt while offline, else ``None``."""
+        with self._cond:
+            at = self._next_attempt_at
+        return None if at is None else max(0.0, at - self._clock())
+
+    @property
+    def last_error(self) -> PouchSyncError | None:
+        """Why the last attempt failed or connection was lost; ``None`` once connected."""
+        with self._cond:
+            return self._last_error
 
     @property
     def connected(self) -> bool:
@@ -212,7 +245,7 @@ class Client:
         with self._cond:
             connection, connecting = self._connection, self._connecting
             self._cond.notify_all()
-        _abort_opening(connecting)
+        abort_opening(connecting)
         if connection is not None:
             connection.close()
         thread = self._thread
@@ -270,6 +303,7 @@ class Client:
         url, shown = self._url, safe_url(self._url)
         failures = 0  # failed attempts in a row (max_attempts counts these)
         retries = 0   # reconnects scheduled since the last good connection
+        worked = False  # this URL led to our server once: a 404 later is a deploy, not a typo
         while not self._stop.is_set():
             try:
                 connection = Connection.open(
@@ -277,13 +311,17 @@ class Client:
                     call_timeout=self.call_timeout, on_socket=self._opening)
             except PouchSyncError as exc:
                 self._opening(None)
+                with self._cond:
+                    self._last_error = exc
                 if self._stop.is_set():
                     return
                 failures += 1
                 log.warning("connecting to %s failed (attempt %d): %s", shown, failures, exc)
+                if not worked and not worth_retrying(exc):
+                    self._give_up(exc)  # a wrong URL or setup: no retry fixes it
+                    return
                 if self.backoff.exhausted(failures):
-                    self._give_up(TransportError(
-                        f"gave up connecting to {shown} after {failures} attempts: {exc}"))
+                    self._give_up(gave_up(exc, failures))
                     return
                 retries += 1
                 if not self._retry_after(retries):
@@ -296,15 +334,18 @@ class Client:
                 else:
                     stopped = False
                     self._connection = connection
+                    self._last_error = None
                     self._cond.notify_all()
             if stopped:
                 connection.close()
                 return
             failures = retries = 0
+            worked = True
             signals.emit(signals.client_connect, self, url=shown, version=connection.version)
-            self._keepalive(connection)
+            connection.keep_alive(self._stop, self.ping_interval, self.dead_timeout)
             with self._cond:
                 self._connection = None
+                self._last_error = connection.lost_error
                 syncs = list(self._syncs)
                 self._cond.notify_all()
             for sync in syncs:
@@ -323,46 +364,27 @@ class Client:
     def _retry_after(self, attempt: int) -> bool:
         """Wait the backoff delay before ``attempt``; False when stopped meanwhile."""
         delay = self.backoff.delay(attempt, self._random)
+        with self._cond:
+            self._next_attempt_at = self._clock() + delay
         signals.emit(signals.client_reconnect, self, attempt=attempt, delay=delay)
-        return not self._stop.wait(delay)
-
-    def _keepalive(self, connection: Connection) -> None:
-        """Ping every ``ping_interval``; drop the connection after ``dead_timeout`` of
-        silence. Returns once the connection is lost or the client stops."""
-        interval = min(self.ping_interval, self.dead_timeout)
-        while not connection.lost.wait(interval):
-            if self._stop.is_set():
-                return
-            idle = connection.idle_for()
-            if idle >= self.dead_timeout:
-                connection.abort(Timeout(f"no traffic from {safe_url(connection.url)} for "
-                                         f"{idle:.1f}s (dead_timeout {self.dead_timeout}s)"))
-                return
-            connection.ping()
+        try:
+            return not self._stop.wait(delay)
+        finally:
+            with self._cond:
+                self._next_attempt_at = None
 
     def _opening(self, ws: Any) -> None:
         with self._cond:
             self._connecting = ws
             stop = self._stop.is_set()
         if stop and ws is not None:
-            _abort_opening(ws)
+            abort_opening(ws)
 
     def _give_up(self, error: TransportError) -> None:
         log.error("%s", error)
         with self._cond:
             self._failure = error
             self._cond.notify_all()
-
-
-def _abort_opening(ws: Any) -> None:
-    """Wake a connection attempt blocked in the handshake (best effort)."""
-    sock = getattr(ws, "sock", None) if ws is not None else None
-    if sock is not None:
-        try:
-            import socket
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 def create_client(**options: Any) -> Client:

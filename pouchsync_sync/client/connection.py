@@ -32,15 +32,17 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import websocket
 
-from ..errors import PayloadTooLarge, PouchSyncError, ProtocolError, TransportError, error_from_json
+from ..errors import (PayloadTooLarge, PouchSyncError, ProtocolError, Timeout, TransportError,
+                      UnsupportedProtocol, error_from_json)
 from .. import gcpause
 from ..protocol import messages as wire
 from .channel import Channel
+from .failures import connect_error, not_a_sync_server
 from .frames import text_frame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Connection", "Channel", "safe_url"]
+__all__ = ["Connection", "Channel", "abort_opening", "safe_url"]
 
 
 
@@ -76,6 +78,24 @@ def _basic_auth(url: str) -> list[str]:
         return []
     pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
     return ["Authorization: Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")]
+
+
+def _check_welcome(welcome: Mapping[str, Any], shown: str) -> None:
+    """Raise unless ``welcome`` is a welcome in a protocol version we speak."""
+    kind = welcome.get("type")
+    if kind == "error" and welcome.get("error") == "unsupported_version":
+        raise UnsupportedProtocol(f"{shown} speaks none of our protocol versions "
+                                  f"{list(wire.PROTOCOL_VERSIONS)}: {welcome.get('reason')}; "
+                                  f"upgrade the older side")
+    if kind == "error":
+        raise ProtocolError(f"{shown} refused the connection: {error_from_json(welcome)}")
+    if kind != "welcome":
+        raise not_a_sync_server(shown, None, f"a WebSocket server that answered hello "
+                                f"with a {str(kind)[:40]!r} message")
+    if welcome.get("version") not in wire.PROTOCOL_VERSIONS:
+        raise UnsupportedProtocol(f"{shown} chose protocol version "
+                                  f"{str(welcome.get('version'))[:20]}, not one of ours "
+                                  f"{list(wire.PROTOCOL_VERSIONS)}; upgrade the older side")
 
 
 def _short(data: Any, limit: int = 300) -> str:
@@ -119,8 +139,8 @@ class Connection:
              clock: Callable[[], float] = time.monotonic,
              call_timeout: float = 60.0,
              on_socket: Callable[[websocket.WebSocket], None] | None = None) -> "Connection":
-        """Connect, say hello, read the welcome; raise ``TransportError`` (retryable) or
-        ``ProtocolError`` (the server refused our versions or broke the protocol).
+        """Connect, say hello, read the welcome; raise a ``TransportError``: which one,
+        and whether it is retryable, is decided in ``failures``.
 
         ``on_socket`` gets the websocket before it connects, so another thread can abort
         a handshake that hangs (``ws.sock.shutdown``).
@@ -135,7 +155,7 @@ class Connection:
                        header=_basic_auth(url))
         except (OSError, websocket.WebSocketException) as exc:
             ws.shutdown()
-            raise TransportError(f"cannot connect to {shown}: {exc}") from exc
+            raise connect_error(exc, shown) from exc
         try:
             ws.send(wire.encode(wire.hello(_agent())))
             while True:
@@ -147,12 +167,10 @@ class Connection:
             try:
                 welcome = _decode(data)
             except wire.BadMessage as exc:
-                raise ProtocolError(f"{shown} answered hello with a bad message: {exc}") from exc
-            if welcome.get("type") == "error":
-                err = error_from_json(welcome)
-                raise ProtocolError(f"{shown} refused the connection: {err}")
-            if welcome.get("type") != "welcome" or welcome.get("version") not in wire.PROTOCOL_VERSIONS:
-                raise ProtocolError(f"{shown} answered hello with {_short(welcome)}")
+                raise not_a_sync_server(
+                    shown, None, "a WebSocket server that answered hello with a message "
+                    f"not in the protocol ({exc})") from exc
+            _check_welcome(welcome, shown)
             ws.settimeout(None)  # the keepalive detects a dead server, not socket timeouts
         except PouchSyncError:
             ws.shutdown()
@@ -232,6 +250,22 @@ class Connection:
             self._abort(TransportError(f"ping to {safe_url(self.url)} failed: {exc}"))
         finally:
             ws.lock.release()
+
+    def keep_alive(self, stop: threading.Event, ping_interval: float,
+                   dead_timeout: float) -> None:
+        """Ping every ``ping_interval``; drop the connection after ``dead_timeout`` of
+        silence. Returns once the connection is lost or ``stop`` is set (the owner's
+        connection thread runs this)."""
+        interval = min(ping_interval, dead_timeout)
+        while not self.lost.wait(interval):
+            if stop.is_set():
+                return
+            idle = self.idle_for()
+            if idle >= dead_timeout:
+                self.abort(Timeout(f"no traffic from {safe_url(self.url)} for "
+                                   f"{idle:.1f}s (dead_timeout {dead_timeout}s)"))
+                return
+            self.ping()
 
     def idle_for(self) -> float:
         """Seconds since the last frame (of any kind) arrived from the server."""
@@ -340,4 +374,14 @@ class Connection:
         try:
             self._ws.shutdown()
         except Exception:  # noqa: BLE001
+            pass
+
+
+def abort_opening(ws: Any) -> None:
+    """Wake a connection attempt blocked in the handshake (best effort)."""
+    sock = getattr(ws, "sock", None) if ws is not None else None
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
             pass

@@ -55,7 +55,21 @@ def _given(**kwargs: Any) -> dict[str, Any]:
 
 
 class RemoteDatabase(Database):
-    """A database on a sync server, reached through one channel of a client connection."""
+    """A database on a sync server, reached through one channel of a client connection.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        shared = ps.LocalDatabase(":memory:", name="todos")
+        shared.put({"_id": "milk", "title": "Buy milk"})
+        server = ps.create_server(lambda credentials, name: shared).start(port=0)
+        with ps.create_client() as client:
+            client.connect(server.url)
+            remote = client.database("todos")              # granted, then the Database calls
+            print(remote.get("milk")["title"])              # Buy milk
+        server.stop()
+    """
 
     write_round_trip = True
 

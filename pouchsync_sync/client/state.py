@@ -15,7 +15,15 @@ DIRECTIONS = ("both", "push", "pull")
 
 
 class SyncState(str, enum.Enum):
-    """Lifecycle of a ``Sync``; the last four are final."""
+    """Lifecycle of a ``Sync``; the last four are final.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        state = ps.SyncState("paused")                      # sync.state is one of these
+        print(state, state.final, ps.SyncState.COMPLETE.final)   # paused False True
+    """
 
     CONNECTING = "connecting"
     ACTIVE = "active"

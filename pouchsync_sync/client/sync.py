@@ -99,7 +99,24 @@ def batch_bytes_for(max_message_size: int) -> int:
 
 class Sync:
     """One sync between a local database and a database on the server. See the module
-    docstring; create with ``Client.sync``."""
+    docstring; create with ``Client.sync``.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        shared = ps.LocalDatabase(":memory:", name="todos")
+        server = ps.create_server(lambda credentials, name: shared).start(port=0)
+        db = ps.LocalDatabase(":memory:", name="todos")
+        with ps.create_client() as client:
+            client.connect(server.url)
+            live = client.sync(db, live=True)               # a Sync; one-shot without live=True
+            shared.put({"_id": "milk"})
+            live.wait_in_sync(timeout=30)
+            print(db.get("milk")["_id"], live.status.docs_pulled)   # milk 1
+            live.cancel()
+        server.stop()
+    """
 
     def __init__(self, client: "Client", db: Database, *, remote_name: str | None = None,
                  credentials: Any = None, live: bool = False, direction: str = "both",

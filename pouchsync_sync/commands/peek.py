@@ -15,7 +15,7 @@ import sys
 from typing import Any, Iterator
 from urllib.parse import unquote, urlsplit
 
-from ..errors import NotFound
+from ..errors import Conflict, NotFound
 from ..store.base import Database
 
 __all__ = ["add_parsers", "open_db"]
@@ -86,7 +86,13 @@ def _put(args: argparse.Namespace) -> int:
                 doc = {**doc, "_rev": db.get(doc["_id"])["_rev"]} if args.update else doc
             except NotFound:
                 pass
-        _print(db.put(doc) if "_id" in doc else db.post(doc))
+        try:
+            _print(db.put(doc) if "_id" in doc else db.post(doc))
+        except Conflict as exc:
+            if "_rev" in doc or args.update:
+                raise
+            raise Conflict(f"{exc.reason}: {doc['_id']!r} exists; give its current _rev, "
+                           f"or --update to write over it") from exc
     return 0
 
 

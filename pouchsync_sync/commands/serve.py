@@ -152,11 +152,15 @@ def run(args: argparse.Namespace) -> int:
         databases = DataDir(args.data_dir or DEFAULT_DATA_DIR)
         where = f"data directory {databases.root}"
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
-    stop = threading.Event()
-    previous = on_stop_signals(stop.set)
     server = create_server(make_on_request(databases, policy))
     try:
-        server.start(args.host, args.port)
+        server.start(args.host, args.port)  # ListenError: one line from cli.main
+    except BaseException:
+        databases.close()
+        raise
+    stop = threading.Event()
+    previous = on_stop_signals(stop.set)
+    try:
         auth = "anonymous access" if policy.anonymous else f"{len(tokens or [])} token(s)"
         print(f"pouchsync: serving {where} at {server.url} ({auth}); Ctrl-C stops",
               flush=True)

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 from ..display import Meter, Snapshot, progress_line
+from ..errors import PouchSyncError
 from . import on_stop_signals, restore_signals
 
-__all__ = ["add_parser", "run", "Reporter"]
+__all__ = ["add_parser", "run", "Reporter", "remote_name"]
+
+ONE_SHOT_RETRIES = 5
 
 
 class Reporter:
@@ -28,17 +34,21 @@ class Reporter:
         self.stream = stream
         self.tty = tty
         self.width = width
-        self._last: tuple[int, int, str] | None = None
+        self._last: tuple[int, int, str, bool] | None = None
+        self._retry_in: float | None = None
         self._drawn = 0
 
     def tick(self) -> None:
         snap = self.meter.snapshot()
-        key = (snap.pulled, snap.pushed, snap.state)
+        key = (snap.pulled, snap.pushed, snap.state, snap.retry_in is not None)
+        new_wait = snap.retry_in is not None and (
+            self._retry_in is None or snap.retry_in > self._retry_in + 0.05)
         if self.tty:
             self._draw(progress_line(snap, bar_width=20))
-        elif key != self._last:
+        elif key != self._last or new_wait:  # a line per change, and per offline wait
             print(progress_line(snap), file=self.stream, flush=True)
         self._last = key
+        self._retry_in = snap.retry_in
 
     def _draw(self, text: str) -> None:
         text = text[: self.width - 1]
@@ -72,8 +82,9 @@ def add_parser(sub: Any) -> None:
     way = p.add_mutually_exclusive_group()
     way.add_argument("--push", action="store_true", help="only send local changes")
     way.add_argument("--pull", action="store_true", help="only receive the server's changes")
-    p.add_argument("--retries", type=int, default=5, metavar="N",
-                   help="connection attempts in a row before giving up (default %(default)s)")
+    p.add_argument("--retries", type=int, default=None, metavar="N",
+                   help=f"connection attempts in a row before giving up (default "
+                        f"{ONE_SHOT_RETRIES}; with --live: retry until Ctrl-C)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="give up a one-shot sync after S seconds")
     p.add_argument("--interval", type=float, default=0.2, metavar="S", help=argparse.SUPPRESS)
@@ -93,29 +104,84 @@ def _credentials(args: argparse.Namespace) -> Any:
     return None
 
 
-def run(args: argparse.Namespace) -> int:
+def remote_name(args: argparse.Namespace) -> str | None:
+    """The database name asked for on the server: ``--remote``, else the store file's
+    name without ``.sqlite``, checked now (a server would refuse it after the local
+    file was made)."""
     from ..cli import UsageError
+    from ..datadir import check_name
+    from ..errors import BadRequest
+
+    if args.remote is not None:
+        if not args.remote:
+            raise UsageError("--remote must not be empty")
+        return str(args.remote)
+    if args.local_db == ":memory:":
+        return None
+    name = Path(args.local_db).stem
+    try:
+        check_name(name)
+    except BadRequest:
+        fixed = re.sub(r"[^a-z0-9_$()+-]", "-", name.lower())
+        example = fixed if fixed[:1].isalpha() else "todos"
+        raise UsageError(f"the file name {name!r} is not a database name a server accepts "
+                         f"(a-z, 0-9 and _$()+-, starting with a letter): give one with "
+                         f"--remote, e.g. --remote {example}") from None
+    return name
+
+
+def _remove_if_untouched(path: str) -> None:
+    """Remove a store file this run created and never wrote to (a failed first sync)."""
+    from ..store.local import LocalDatabase
+
+    try:
+        with LocalDatabase(path) as db:
+            if db.info()["update_seq"] != 0:
+                return
+    except PouchSyncError:
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.remove(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check every argument, then sync; a store file made by a failed run is removed."""
+    from ..cli import UsageError
+
+    if not args.url.startswith(("ws://", "wss://")):
+        raise UsageError(f"WS_URL must start with ws:// or wss://, not {args.url[:40]!r}")
+    if args.retries is not None and args.retries < 1:
+        raise UsageError("--retries must be at least 1")
+    name = remote_name(args)
+    credentials = _credentials(args)
+    fresh = args.local_db != ":memory:" and not os.path.exists(args.local_db)
+    try:
+        return _sync(args, name, credentials)
+    except BaseException:
+        if fresh:
+            _remove_if_untouched(args.local_db)
+        raise
+
+
+def _sync(args: argparse.Namespace, name: str | None, credentials: Any) -> int:
     from ..client import Client
     from ..errors import Timeout
     from ..store.local import LocalDatabase
 
-    if not args.url.startswith(("ws://", "wss://")):
-        raise UsageError(f"WS_URL must start with ws:// or wss://, not {args.url[:40]!r}")
-    if args.retries < 1:
-        raise UsageError("--retries must be at least 1")
-    if args.remote is not None and not args.remote:
-        raise UsageError("--remote must not be empty")
-    credentials = _credentials(args)
     direction = "push" if args.push else "pull" if args.pull else "both"
-
+    retries = args.retries if args.retries is not None else (
+        None if args.live else ONE_SHOT_RETRIES)
     db = LocalDatabase(args.local_db)
-    client = Client(max_attempts=args.retries, initial_delay=0.2, max_delay=2.0,
+    client = Client(max_attempts=retries, initial_delay=0.2, max_delay=2.0,
                     connect_timeout=10.0)
     stop = threading.Event()
     previous = on_stop_signals(stop.set)
     try:
         client.connect(args.url)
-        sync = client.sync(db, remote_name=args.remote, credentials=credentials,
+        sync = client.sync(db, remote_name=name, credentials=credentials,
                            live=args.live, direction=direction)
         meter = Meter(sync)
         out = sys.stdout

@@ -113,7 +113,17 @@ _AHEAD_TIMEOUT = 3600.0
 
 @dataclass
 class ReplicationResult:
-    """What one run did.
+    """What one replication run did: its counts, where it ended, and any error that
+    ended it.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        a, b = ps.LocalDatabase(":memory:", name="a"), ps.LocalDatabase(":memory:", name="b")
+        a.put({"_id": "x"})
+        result = ps.replicate(a, b)                         # a ReplicationResult
+        print(result.ok, result.docs_written)               # True 1
 
     ``ok`` is true when no error ended it (``status`` "complete" or "cancelled");
     ``error`` is the exception that ended it otherwise (``status`` "error").
@@ -147,6 +157,14 @@ def _rfc5322(moment: _dt.datetime) -> str:
 
 class Replicator(WriteSide):
     """One replication from ``source`` to ``target``; ``run()`` blocks on the caller's thread.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        a, b = ps.LocalDatabase(":memory:", name="a"), ps.LocalDatabase(":memory:", name="b")
+        a.put({"_id": "x"})
+        print(ps.Replicator(a, b).run().docs_written)      # 1 (ps.replicate(a, b) does the same)
 
     Runs once. ``state``, ``pending`` and ``wait_caught_up`` are safe from any thread;
     callbacks run on the running thread, outside any lock, and their exceptions are

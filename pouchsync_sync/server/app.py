@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 from .budget import ReplyBudget
 from .follower import FollowerRegistry
 from .handler import RateLimit, request_handler
+from .listen import make_http_server
 from .localquota import LocalQuota
 from .options import ServerOptions
 from .session import Session
@@ -36,7 +37,24 @@ _CLOSE_GRACE = 1.0  # for clients to answer our close frames
 
 
 class SyncServer:
-    """The sync server. A WSGI app; thread-safe; ``stop()`` is idempotent."""
+    """The sync server: asks ``on_request(credentials, db_name)`` which database each
+    client may sync, and serves the replication protocol on it over WebSockets. A WSGI
+    app (``start``, ``serve_forever``, ``init_app``); thread-safe; ``stop()`` is idempotent.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        data = ps.DataDir("server-data")
+        def on_request(credentials, db_name):              # grant a Database, or deny
+            if credentials == {"token": "s3cret"}:
+                return data.database(db_name)
+            raise ps.Denied("a valid token is required")
+        server = ps.create_server(on_request)              # a SyncServer
+        with server.start(host="127.0.0.1", port=0):        # or serve_forever, or init_app
+            print(server.url.startswith("ws://127.0.0.1:"))   # True
+        data.close()
+    """
 
     def __init__(self, on_request: OnRequest, options: ServerOptions | None = None) -> None:
         if not callable(on_request):
@@ -135,15 +153,13 @@ class SyncServer:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> "SyncServer":
         """Serve in a background thread (``pouchsync-server``); returns at once with
         ``url`` set. Stop with ``stop()`` or by leaving a ``with`` block."""
-        from werkzeug.serving import make_server
-
         with self._lock:
             if self._http is not None:
                 raise RuntimeError("this server is already running")
             if self._stopping.is_set():
                 raise RuntimeError("a stopped server cannot be started again")
-            self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=self._request_handler())
+            self._http = make_http_server(host, port, self,
+                                          request_handler=self._request_handler())
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="pouchsync-server", daemon=True)
@@ -154,13 +170,11 @@ class SyncServer:
     def serve_forever(self, host: str = "127.0.0.1", port: int = 3000) -> None:
         """Serve on werkzeug's threaded server until ``stop()`` (from another thread)
         or Ctrl-C."""
-        from werkzeug.serving import make_server
-
         with self._lock:
             if self._http is not None:
                 raise RuntimeError("this server is already running")
-            self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=self._request_handler())
+            self._http = make_http_server(host, port, self,
+                                          request_handler=self._request_handler())
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         log.info("serving on %s", self.url)
         try:
@@ -180,7 +194,7 @@ class SyncServer:
             self._stopping.set()
             http, self._http = self._http, None
             sessions = list(self._sessions)
-        if first:
+        if first and http is not None:
             log.info("stopping (%d connections)", len(sessions))
         if http is not None:
             http.shutdown()

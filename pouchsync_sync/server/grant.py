@@ -24,7 +24,17 @@ DESIGN_PREFIX = "_design/"
 
 @dataclass(frozen=True)
 class Grant:
-    """A database granted to one channel, with what the channel may write."""
+    """A database granted to one channel, with what the channel may write.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        shared = ps.LocalDatabase(":memory:", name="news")
+        def on_request(credentials, db_name):         # readers may pull, never push
+            return ps.Grant(shared, read_only=True)    # allow_design=True: _design/ writes too
+        server = ps.create_server(on_request)
+    """
 
     db: Database
     read_only: bool = False

@@ -50,7 +50,19 @@ def accepted_docs(docs: Sequence[Mapping[str, Any]],
 
 
 class Database(abc.ABC):
-    """A CouchDB-style document database. Implementations are thread-safe."""
+    """A CouchDB-style document database. Implementations are thread-safe.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        def titles(db: ps.Database) -> list:          # any backend: local, CouchDB, remote
+            return [row["doc"]["title"] for row in db.all_docs(include_docs=True)["rows"]]
+
+        db = ps.LocalDatabase(":memory:")
+        db.put({"_id": "milk", "title": "Buy milk"})
+        print(isinstance(db, ps.Database), titles(db))     # True ['Buy milk']
+    """
 
     #: short name (the SQLite file's stem, the CouchDB database name)
     name: str

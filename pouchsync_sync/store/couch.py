@@ -41,6 +41,17 @@ log = logging.getLogger(__name__)
 class CouchDB:
     """A CouchDB server. Thread-safe; its databases share one HTTP connection pool.
 
+    Example::
+
+        import pouchsync_sync as ps
+        import os
+
+        couch = ps.CouchDB(os.environ["COUCHDB_URL"])     # "http://admin:secret@127.0.0.1:5984"
+        db = couch.database("help-couchdb", create=True)   # a CouchDatabase
+        print(db.info()["db_name"])                         # help-couchdb
+        couch.delete_database("help-couchdb")
+        couch.close()
+
     ``url`` may carry credentials (``http://user:pass@host:5984``); ``auth=(user,
     password)`` overrides them. They are sent as basic auth, or with
     ``cookie_auth=True`` exchanged for a ``_session`` cookie that is renewed once
@@ -108,6 +119,18 @@ class CouchDB:
 class CouchDatabase(CouchChanges, Database):
     """One CouchDB database; thread-safe. ``close()`` closes the server handle only when
     this database owns it (``owns_server=True``, as ``open_database`` makes it).
+
+    Example::
+
+        import pouchsync_sync as ps
+        import os
+
+        db = ps.open_database(os.environ["COUCHDB_URL"] + "/help-couchdatabase")  # created
+        todo = db.post({"title": "Buy milk"})               # the same calls as LocalDatabase
+        print(db.get(todo["id"])["title"])                  # Buy milk
+        db.close()
+        with ps.CouchDB(os.environ["COUCHDB_URL"]) as couch:
+            couch.delete_database("help-couchdatabase")
 
     ``readahead`` reads the next ``_changes`` page of a caller paging through the feed
     while it handles the current one (``couch_readahead``; its ``stats()`` count it).

@@ -82,7 +82,18 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]
 
 
 class LocalDatabase(Database):
-    """The embedded store. Thread-safe: any number of threads may share one object."""
+    """The embedded store. Thread-safe: any number of threads may share one object.
+
+    Example::
+
+        import pouchsync_sync as ps
+
+        db = ps.LocalDatabase("todos.sqlite")              # ":memory:" for in-memory
+        todo = db.post({"title": "Buy milk"})               # {"ok": True, "id": …, "rev": "1-…"}
+        db.put({"_id": todo["id"], "_rev": todo["rev"], "title": "Buy oat milk"})
+        print(db.name, db.get(todo["id"])["title"])         # todos Buy oat milk
+        db.close()
+    """
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:", *, name: str | None = None,
                  revs_limit: int = revtree.DEFAULT_REVS_LIMIT,

@@ -5,6 +5,10 @@
 - ``examples/gunicorn.conf.py``: the Flask app under gunicorn's gthread worker, two
   worker processes sharing the data directory, live sync through it, clean SIGTERM;
 - ``examples/notebook.ipynb``: executed headless with nbclient (its own test below).
+
+Each runs twice in a row in the same folder (and against the same server where it
+has one), as a user runs what they copied, and must say the same both times; every
+failure of an example is one line on stderr with an exit status.
 """
 
 from __future__ import annotations
@@ -89,28 +93,73 @@ def check_todo_output(done: subprocess.CompletedProcess) -> None:
     assert lists.count("[x] Buy milk") == 2 and "Fix the bike" not in lists
 
 
-def test_todo_example_alone(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(EXAMPLES / "todo.py")], cwd=tmp_path, env=env(),
-                          capture_output=True, text=True, timeout=60)
-    check_todo_output(done)
+def test_todo_example_alone_twice(tmp_path: Path) -> None:
+    outputs = []
+    for _ in range(2):  # in the same folder
+        done = subprocess.run([sys.executable, str(EXAMPLES / "todo.py")], cwd=tmp_path, env=env(),
+                              capture_output=True, text=True, timeout=60)
+        check_todo_output(done)
+        assert done.stderr == ""
+        outputs.append(sorted(done.stdout.splitlines()[1:]))  # all but "server: ws://…"
+    assert outputs[0] == outputs[1]
+    assert list(tmp_path.iterdir()) == []  # its stores are in memory: nothing left behind
 
 
-def test_todo_example_against_pouchsync_serve(tmp_path: Path) -> None:
-    serve = subprocess.Popen(
+def serve_process(cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "pouchsync_sync", "serve", "--port", "0", "--data-dir", "data",
-         "--token", TOKEN], cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+         "--token", TOKEN], cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
+
+
+def run_todo(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(EXAMPLES / "todo.py"), *args], cwd=cwd, env=env(),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_todo_example_twice_against_one_pouchsync_serve(tmp_path: Path) -> None:
+    serve = serve_process(tmp_path)
     try:
         url = wait_for_line(serve, serve.stdout, r"(ws://\S+)").group(1)
-        done = subprocess.run([sys.executable, str(EXAMPLES / "todo.py"), "--url", url, "--token", TOKEN,
-                               "--list", "shared"], cwd=tmp_path, env=env(), capture_output=True,
-                              text=True, timeout=60)
-        check_todo_output(done)
+        first = run_todo(tmp_path, "--url", url, "--token", TOKEN, "--list", "shared")
+        check_todo_output(first)
+        second = run_todo(tmp_path, "--url", url, "--token", TOKEN, "--list", "shared")
+        check_todo_output(second)  # the list left by the first run is written over
+        assert "alice and bob load the list (empty on a first run)" in second.stdout
+        # from the first edit on, the second run says what the first said, line for line
+        # (a receiver's line may print just after the next step's title: compare sorted)
+        def story(out: str) -> list[str]:
+            return sorted(out.split("alice adds three todos\n", 1)[1].splitlines())
+        assert story(first.stdout) == story(second.stdout)
+        assert first.stderr == second.stderr == ""
     finally:
         code, _, err = stop(serve)
     assert code == 0, err
     with ps.LocalDatabase(tmp_path / "data" / "shared.sqlite") as db:  # the server's copy
         assert sorted(r["id"] for r in db.all_docs()["rows"]) == ["milk", "mom", "plants"]
+
+
+def test_todo_example_failures_are_one_line(tmp_path: Path) -> None:
+    serve = serve_process(tmp_path)
+    try:
+        url = wait_for_line(serve, serve.stdout, r"(ws://\S+)").group(1)
+        denied = run_todo(tmp_path, "--url", url, "--token", "wrong")
+        assert denied.returncode == 3
+        assert denied.stderr.splitlines() == ["todo.py: denied: invalid token"]
+        verbose = run_todo(tmp_path, "--url", url, "--token", "wrong", "-v")
+        assert verbose.returncode == 3 and "Traceback (most recent call last)" in verbose.stderr
+        assert verbose.stderr.splitlines()[-1] == "todo.py: denied: invalid token"
+    finally:
+        code, _, err = stop(serve)
+    assert code == 0, err
+    bad = run_todo(tmp_path, "--frobnicate")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == ["todo.py: error: unrecognized arguments: --frobnicate"]
+    port = url.rsplit(":", 1)[1].strip("/")  # the server is gone: unreachable, bounded retries
+    gone = run_todo(tmp_path, "--url", f"ws://127.0.0.1:{port}/", "--token", TOKEN)
+    assert gone.returncode == 4, gone.stderr
+    [line] = gone.stderr.splitlines()
+    assert line.startswith("todo.py: unreachable: gave up connecting after ")
 
 
 # -- flask_app.py --------------------------------------------------------------------------
@@ -197,10 +246,89 @@ def test_flask_example(flask_app: tuple[FlaskApp, str, str], tmp_path: Path) -> 
         assert not (tmp_path / "data").exists()
 
 
+def start_flask_example(cwd: Path, *args: str, **extra: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, str(EXAMPLES / "flask_app.py"), "--port", "0", *args],
+                            cwd=cwd, env=env(POUCHSYNC_TOKENS=TOKEN, **extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = wait_for_line(proc, proc.stdout, r"listening on (http://\S+)").group(1)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, base
+
+
+def test_flask_example_twice_in_one_folder_keeps_its_data_there(tmp_path: Path) -> None:
+    for run in range(2):  # no POUCHSYNC_DATA: ./data where it runs
+        proc, base = start_flask_example(tmp_path)
+        try:
+            db = ps.LocalDatabase(":memory:", name="phone")
+            written = db.post({"title": f"run {run}"})  # a fresh write each run
+            with client() as c:
+                c.connect(base.replace("http://", "ws://") + "sync")
+                result = c.sync(db, remote_name="todos", credentials={"token": TOKEN}).wait(WAIT)
+            assert result.docs_pushed == 1 and result.docs_pulled == run
+            db.close()
+        finally:
+            code, out, err = stop(proc)
+        assert code == 0, err
+        assert out.splitlines()[-1] == "stopped"
+        with ps.LocalDatabase(tmp_path / "data" / "todos.sqlite") as served:
+            assert served.get(written["id"])["title"] == f"run {run}"
+            assert served.info()["doc_count"] == run + 1
+    assert not (EXAMPLES / "data").exists()
+
+
+def test_flask_example_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
+    proc, base = start_flask_example(tmp_path)
+    port = base.rstrip("/").rsplit(":", 1)[1]
+    try:
+        done = subprocess.run([sys.executable, str(EXAMPLES / "flask_app.py"), "--port", port],
+                              cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60)
+    finally:
+        code, _, err = stop(proc)
+    assert code == 0, err
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"flask_app.py: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    bad = subprocess.run([sys.executable, str(EXAMPLES / "flask_app.py"), "--port", "x"],
+                         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [
+        "flask_app.py: error: argument --port: invalid int value: 'x'"]
+
+
+def test_sync_to_a_wrong_path_says_so_without_retrying(tmp_path: Path) -> None:
+    """Issue 17 §3: the Flask example's endpoint is /sync; its root answers HTTP."""
+    proc, base = start_flask_example(tmp_path)
+    root = base.replace("http://", "ws://")
+    try:
+        done = subprocess.run([sys.executable, "-m", "pouchsync_sync", "sync", "todos.sqlite", root,
+                               "--token", TOKEN, "--live"], cwd=tmp_path, env=env(),
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        code, _, err = stop(proc)
+    assert code == 0, err
+    assert done.returncode == 5, done.stderr
+    [line] = done.stderr.splitlines()  # once: a wrong URL is not retried, even --live
+    assert line.startswith(f"pouchsync: wrong URL: not a sync server at {root}: it answered "
+                           f"HTTP ")
+    assert "instead of a WebSocket upgrade; check the URL's path" in line and "/sync" in line
+    assert "<" not in line and "Werkzeug" not in line and "gave up" not in line  # never the body
+    assert not (tmp_path / "todos.sqlite").exists()  # the failed first sync leaves no file
+
+
 # -- gunicorn.conf.py ----------------------------------------------------------------------
-def test_gunicorn_threaded_workers(tmp_path: Path) -> None:
-    extra = {"POUCHSYNC_TOKENS": TOKEN, "POUCHSYNC_DATA": str(tmp_path / "data"),
-             "BIND": "127.0.0.1:0", "WEB_CONCURRENCY": "2", "THREADS": "8"}
+def test_gunicorn_threaded_workers_twice_in_one_folder(tmp_path: Path) -> None:
+    # without POUCHSYNC_DATA: the data goes to ./data where gunicorn runs (never into the
+    # checkout), and the second run finds the first one's documents there
+    for run in (1, 2):
+        gunicorn_once(tmp_path, run)
+
+
+def gunicorn_once(tmp_path: Path, run: int) -> None:
+    extra = {"POUCHSYNC_TOKENS": TOKEN, "BIND": "127.0.0.1:0", "WEB_CONCURRENCY": "2",
+             "THREADS": "8"}
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(EXAMPLES / "gunicorn.conf.py")],
                             cwd=tmp_path, env=env(**extra), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -217,11 +345,11 @@ def test_gunicorn_threaded_workers(tmp_path: Path) -> None:
         live_a = a.sync(a_db, remote_name="todos", credentials=creds, live=True)
         live_b = b.sync(b_db, remote_name="todos", credentials=creds, live=True)
         for i in range(20):
-            a_db.put({"_id": f"a{i:02d}", "from": "a"})
-        b_db.put({"_id": "b00", "from": "b"})
+            a_db.put({"_id": f"run{run}-a{i:02d}", "from": "a"})  # fresh ids each run
+        b_db.put({"_id": f"run{run}-b00", "from": "b"})
         for sync in (live_a, live_b, live_a):
             sync.wait_in_sync(WAIT)
-        assert a_db.info()["doc_count"] == b_db.info()["doc_count"] == 21
+        assert a_db.info()["doc_count"] == b_db.info()["doc_count"] == 21 * run
         ids_a = [r["id"] for r in a_db.all_docs()["rows"]]
         assert ids_a == [r["id"] for r in b_db.all_docs()["rows"]]
 
@@ -244,7 +372,8 @@ def test_gunicorn_threaded_workers(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate(timeout=10)
     with ps.LocalDatabase(tmp_path / "data" / "todos.sqlite") as served:
-        assert served.info()["doc_count"] == 21
+        assert served.info()["doc_count"] == 21 * run
+    assert not (EXAMPLES / "data").exists()
 
 
 # -- notebook.ipynb --------------------------------------------------------------------------
@@ -263,6 +392,12 @@ def test_notebook_runs_headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     work = tmp_path / "work"
     work.mkdir()
 
+    for _ in range(2):  # twice in the same folder: the same outputs
+        check_notebook_run(nbformat, nbclient, work)
+    assert list(work.glob("*.sqlite")) == []  # its stores are in memory
+
+
+def check_notebook_run(nbformat: Any, nbclient: Any, work: Path) -> None:
     nb = nbformat.read(EXAMPLES / "notebook.ipynb", as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), \
         "commit the notebook without outputs"
@@ -295,4 +430,3 @@ def test_notebook_runs_headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert "local copy: just taken 2" in text(live_in)
     assert "on the server: written in the notebook" in text(push)
     assert "cancelled" in text(done)
-    assert (work / "photos.sqlite").exists()

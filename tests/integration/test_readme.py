@@ -3,13 +3,16 @@
 - The first ```bash block is exactly the two fresh-machine commands, and ``.ci/run``
   finds the test command in it.
 - Every ```python block runs in a fresh interpreter, in an empty temporary directory,
-  with this work tree importable. Context the test provides: ``COUCHDB_URL`` (the
+  with this work tree importable, **twice in a row in that directory** (a user runs
+  what they copied again: files from the first run stay), and prints what its comments
+  promise both times. Context the test provides: ``COUCHDB_URL`` (the
   CouchDB-protocol test server) for the blocks that read it. Nothing else: each block
   starts its own server when it needs one.
 - The command-line block runs line by line through ``python -m pouchsync_sync`` (the
   same ``main`` as the ``pouchsync`` script); its ``pouchsync serve … &`` line is
   started in the background on a free port (``--port 0``), and the later lines'
-  ``ws://127.0.0.1:3000/`` is rewritten to that port.
+  ``ws://127.0.0.1:3000/`` is rewritten to that port. The whole block runs twice, in
+  the same directory against the same server.
 - A block preceded by ``<!-- no-run -->`` is skipped; only commands that cannot end by
   themselves (gunicorn) may be marked so.
 """
@@ -118,12 +121,22 @@ def test_python_block_runs(block: Block, tmp_path: Path, request: pytest.Fixture
         extra["COUCHDB_URL"] = request.getfixturevalue("couch_url")
     script = tmp_path / "block.py"
     script.write_text(block.code, encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env(**extra),
-                          capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, f"README block at line {block.line} failed:\n{done.stderr[-3000:]}"
-    for expected in EXPECTED:  # what the comments promise
-        if f"# {expected}" in block.code:
-            assert re.split(r" \(|, and", expected)[0] in done.stdout, (expected, done.stdout)
+    outputs = []
+    for run in ("first", "second"):
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env(**extra),
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 0, \
+            f"README block at line {block.line} failed on its {run} run:\n{done.stderr[-3000:]}"
+        for expected in EXPECTED:  # what the comments promise, every time
+            if f"# {expected}" in block.code:
+                shown = re.split(r" \(|, and", expected)[0]
+                assert shown in done.stdout, (run, expected, done.stdout)
+        outputs.append(done.stdout)
+    def shape(text: str) -> list[str]:  # ports, revisions, counts, live states may differ
+        return re.sub(r"[0-9a-f]{8,}|\d+|\b(paused|active)\b", "#", text).splitlines()
+
+    assert shape(outputs[0]) == shape(outputs[1]), outputs
+    assert re.findall(r"^1 ", outputs[0], re.M) == re.findall(r"^1 ", outputs[1], re.M)
 
 
 EXPECTED = ["1 Buy milk", "pull ['milk'] 1", "Buy milk, and", "409 conflict", "milk",
@@ -140,8 +153,10 @@ def test_command_line_block_runs(tmp_path: Path) -> None:
     python = [sys.executable, "-m", "pouchsync_sync"]
     server = None
     url = None
+    lines = block.code.splitlines()
     try:
-        for line in block.code.splitlines():
+        again = [line for line in lines if shlex.split(line, comments=True)[-1:] != ["&"]]
+        for line in lines + again:  # the second time against the server already running
             argv = shlex.split(line, comments=True)
             if not argv:
                 continue
