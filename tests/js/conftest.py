@@ -184,3 +184,13 @@ def start_js(node: NodeRunner, js_server: JsServer) -> Iterator[Callable[..., No
     yield start
     for proc in started:
         proc.close()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (bound then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
