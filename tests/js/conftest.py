@@ -64,6 +64,10 @@ class JsServer:
     def restart(self) -> None:
         """Stop the server (sockets closed 1001) and start a new one on the same port."""
         self.server.stop()
+        self.restart_stopped()
+
+    def restart_stopped(self) -> None:
+        """Start a new server on the same port (after ``server.stop()``)."""
         self.server = create_server(self.on_request, **self.options).start(port=self.port)
 
     def stop(self) -> None:
@@ -137,8 +141,10 @@ class NodeProcess:
             try:
                 item = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
+                self.proc.kill()
                 raise AssertionError(f"node reported nothing matching within {timeout} s; "
-                                     f"seen: {self.seen[-20:]}") from None
+                                     f"seen: {self.seen[-20:]}\nstderr: "
+                                     f"{self.proc.stderr.read()[-3000:]}") from None
             if item is None:
                 raise AssertionError(f"node exited ({self.proc.wait(5)}) first; seen: {self.seen[-20:]}"
                                      f"\nstderr: {self.proc.stderr.read()[-3000:]}")
