@@ -132,6 +132,9 @@
   function transportError(message) {
     return SyncError('TransportError', message, {status: 503, error: 'unavailable', retryable: true});
   }
+  function oversized(max) {
+    return protocolError('the server sent a frame over the ' + max + ' bytes allowed (maxReceiveSize)');
+  }
   function cancelledError(message) {
     return SyncError('Cancelled', message || 'cancelled', {error: 'cancelled'});
   }
@@ -538,7 +541,11 @@
     this._lastError = null;
     var ws;
     try {
-      ws = new this.WebSocket(this.url, [], {maxPayload: pick(this.options, 'maxReceiveSize')});
+      // the third argument is for Node's ws (browsers ignore it): its own frame size
+      // check, and no permessage-deflate (CPU for nothing on the fast networks a sync
+      // server usually sits on; pass perMessageDeflate: true to offer it)
+      ws = new this.WebSocket(this.url, [], {maxPayload: pick(this.options, 'maxReceiveSize'),
+        perMessageDeflate: !!this.options.perMessageDeflate});
     } catch (exc) {
       this._lastError = transportError('cannot connect to ' + this.url + ': ' + exc.message);
       this._scheduleRetry();
@@ -559,11 +566,16 @@
     };
     ws.onerror = function (event) {
       if (self._ws !== ws) return;
+      if (event && event.error && event.error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        self._lastError = oversized(pick(self.options, 'maxReceiveSize'));  // ws checked maxPayload
+        return;
+      }
       var message = (event && (event.message || (event.error && event.error.message))) || 'WebSocket error';
       self._lastError = transportError('connection to ' + self.url + ' failed: ' + message);
     };
     ws.onclose = function (event) {
       if (self._ws !== ws) return;
+      if (self._lastError && self._lastError.name === 'ProtocolError') return self._fatal(self._lastError);
       self._closed(event ? event.code : 1006, event ? event.reason : '');
     };
     if (typeof ws.on === 'function' && typeof ws.ping === 'function') {
@@ -583,8 +595,8 @@
 
   Client.prototype._receive = function (data) {
     var max = pick(this.options, 'maxReceiveSize');
-    if (typeof data === 'string' && data.length > max) {
-      this._fatal(protocolError('the server sent a frame of ' + data.length + ' characters, over the ' + max + ' allowed'));
+    if (typeof data === 'string' && data.length > max / 3 && utf8Length(data) > max) {
+      this._fatal(oversized(max));
       return;
     }
     var msg;
