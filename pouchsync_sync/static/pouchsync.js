@@ -144,11 +144,14 @@
     var CLIENT_TYPES = ['hello', 'open', 'close', 'call', 'subscribe', 'unsubscribe'];
     var SERVER_TYPES = ['welcome', 'error', 'granted', 'denied', 'closed', 'reply', 'changes'];
 
+    // Python's names of the JSON types, so that messages read the same on both sides
     function typeName(v) {
-      if (v === null) return 'null';
+      if (v === null || v === undefined) return 'NoneType';
       if (Array.isArray(v)) return 'list';
       if (typeof v === 'number') return Number.isInteger(v) ? 'int' : 'float';
-      if (typeof v === 'object') return 'object';
+      if (typeof v === 'object') return 'dict';
+      if (typeof v === 'string') return 'str';
+      if (typeof v === 'boolean') return 'bool';
       return typeof v;
     }
     function isObj(v) { return v !== null && typeof v === 'object' && !Array.isArray(v); }
