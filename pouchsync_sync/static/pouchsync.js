@@ -475,6 +475,8 @@
     this._lastError = null;
     this._channels = {};        // ch -> Channel
     this._nextCh = 1;
+    this._inflight = 0;         // calls sent and not answered (all channels)
+    this._slotQueue = [];       // sends waiting for a call slot
     this._syncs = [];
   }
   Client.prototype = Object.create(Emitter.prototype);
@@ -744,7 +746,29 @@
     }, delay);
   };
 
+  /* Calls in flight stay within the welcome's max_calls (the server answers 429 above
+   * it): `send()` runs now if a slot is free, else when one frees up; it returns
+   * whether it took the slot. */
+  Client.prototype._whenSlot = function (send) {
+    var max = (this.limits && this.limits.max_calls) || 64;
+    if (this._inflight < max && !this._slotQueue.length) {
+      if (send()) this._inflight += 1;
+      return;
+    }
+    this._slotQueue.push(send);
+  };
+
+  Client.prototype._slotFree = function () {
+    this._inflight = Math.max(0, this._inflight - 1);
+    var max = (this.limits && this.limits.max_calls) || 64;
+    while (this._slotQueue.length && this._inflight < max) {
+      if (this._slotQueue.shift()()) this._inflight += 1;
+    }
+  };
+
   Client.prototype._failChannels = function (err) {
+    this._inflight = 0;
+    this._slotQueue = [];
     var channels = this._channels;
     this._channels = {};
     for (var ch in channels) channels[ch]._gone(err);
@@ -808,8 +832,9 @@
         return;
       case 'reply':
         var pending = this._calls[msg.id];
-        if (!pending) return this.client._fatal(protocolError('a reply to call ' + msg.id + ' which is not in flight on channel ' + this.ch));
+        if (!pending || !pending.sent) return this.client._fatal(protocolError('a reply to call ' + msg.id + ' which is not in flight on channel ' + this.ch));
         delete this._calls[msg.id];
+        this.client._slotFree();
         if (msg.error !== undefined && msg.error !== null) {
           pending.reject(errorFromJson(msg.error, msg.error.error === 'bad_request' ? pending.op : ''));
           return;
@@ -857,13 +882,20 @@
         {status: 413, error: 'too_large'}));
     }
     return new Promise(function (resolve, reject) {
-      self._calls[id] = {resolve: resolve, reject: reject, op: op, args: args};
-      try {
-        self.client._sendText(text);
-      } catch (exc) {
-        delete self._calls[id];
-        reject(transportError('send failed: ' + exc.message));
-      }
+      var pending = {resolve: resolve, reject: reject, op: op, args: args, sent: false};
+      self._calls[id] = pending;
+      self.client._whenSlot(function () {
+        if (self._calls[id] !== pending) return false; // rejected while it waited
+        try {
+          self.client._sendText(text);
+        } catch (exc) {
+          delete self._calls[id];
+          reject(transportError('send failed: ' + exc.message));
+          return false;
+        }
+        pending.sent = true;
+        return true;
+      });
     });
   };
 
@@ -901,13 +933,17 @@
     var calls = this._calls;
     this._calls = {};
     this._subs = {};
-    for (var id in calls) calls[id].reject(err);
+    for (var id in calls) {
+      if (calls[id].sent) this.client._slotFree();
+      calls[id].reject(err);
+    }
   };
 
   Channel.prototype._failCall = function (id, err) {
     var pending = this._calls[id];
     if (!pending) return;
     delete this._calls[id];
+    if (pending.sent) this.client._slotFree();
     pending.reject(err);
   };
 
@@ -1280,6 +1316,8 @@
     this._localFeed = null;
     this._sub = null;
     this._repIds = null;
+    this._retries = 0;        // retryable failures in a row (backoff of _failed)
+    this._retryTimer = null;
     this._promise = new Promise(function (resolve, reject) { self._resolve = resolve; self._reject = reject; });
     this._promise.catch(function () { /* reported by events too; avoid unhandled rejections */ });
   }
@@ -1312,6 +1350,8 @@
 
   Sync.prototype._stop = function (closeChannel) {
     this._gen += 1;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
     if (this._localFeed) { this._localFeed.cancel(); this._localFeed = null; }
     var channel = this.channel;
     this.channel = null;
@@ -1367,13 +1407,23 @@
   /* A failure of a running sync: a denial, a broken protocol or a one-shot sync
    * without retry ends it; a lost connection waits for the next one. */
   Sync.prototype._failed = function (err) {
+    var self = this;
     if (this._ended()) return;
-    if (err.name === 'TransportError' || err.name === 'Cancelled' || err.retryable ||
-        err.error === 'shutting_down' || err.error === 'unavailable' || err.error === 'too_many_requests') {
-      if (this.retry) return; // the client reconnects; _connected starts again
-      return this._abort(err);
-    }
-    this._abort(err);
+    var retryable = err.name === 'TransportError' || err.name === 'Cancelled' || err.retryable ||
+      err.error === 'shutting_down' || err.error === 'unavailable' || err.error === 'too_many_requests';
+    if (!retryable || !this.retry) return this._abort(err);
+    // a retryable failure on a live connection (the server's database unavailable, a
+    // 429): close the channel, say 'paused' with the error (as PouchDB's retry does)
+    // and open it again after the client's backoff
+    this._stop(true);
+    this.state = 'pending';
+    this._retries += 1;
+    var delay = this.client.backoff.delay(this._retries, this.client._random());
+    this.emit('paused', err);
+    this._retryTimer = setTimeout(function () {
+      self._retryTimer = null;
+      if (self.client.state === 'open') self._connected();
+    }, delay);
   };
 
   Sync.prototype._disconnected = function (err) {
@@ -1515,6 +1565,7 @@
 
   Sync.prototype._paused = function () {
     if (this._ended() || this.state === 'paused') return;
+    this._retries = 0;
     this.state = 'paused';
     this.emit('paused', null);
   };

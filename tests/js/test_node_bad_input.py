@@ -138,3 +138,47 @@ def test_bad_arguments_throw_at_once_with_a_clear_message(run_js):
     assert out["remoteName"].startswith("TypeError: remoteName must be a non-empty string")
     assert out["backoff"] == "RangeError: factor must be >= 1"
     assert out["noWebSocket"].startswith("TypeError: no WebSocket")
+
+
+RETRY = """
+var h = require(process.env.PS_HARNESS);
+h.run(async function () {
+  var client = h.client({initialDelay: 50, maxDelay: 100});
+  client.connect(h.URL);
+  var db = h.makeDb('r');
+  var sync = client.sync(db, {remoteName: 'todos', direction: 'pull', credentials: {token: 't'}});
+  var paused = [];
+  sync.on('paused', function (err) { paused.push(err ? {name: err.name, status: err.status, message: err.message} : null); });
+  var errors = h.record(sync, 'sync', []);
+  await h.waitFor(function () { return db.get('x').then(function () { return true; }, function () { return false; }); }, 20000, 'doc x');
+  await h.waitFor(function () { return sync.state === 'paused'; }, 20000, 'paused');
+  h.report({paused: paused, events: errors.map(function (e) { return e.event; })});
+  client.end();
+});
+"""
+
+
+def test_a_retryable_error_pauses_a_live_sync_with_the_error_and_it_tries_again(run_js):
+    from pouchsync_sync.errors import CouchError
+    from pouchsync_sync.protocol import ops
+
+    with LocalDatabase(":memory:", name="todos") as db:
+        db.put({"_id": "x"})
+        failures = [2]
+
+        def flaky(args):
+            if failures[0]:
+                failures[0] -= 1
+                raise CouchError("database unavailable", status=503, error="unavailable")
+            kwargs = ops.validate_call("changes_texts", args)
+            return ops.encode_result("changes_texts", db.changes_texts(**kwargs))
+
+        server = HostileServer(db, {"changes_texts": flaky})
+        try:
+            out = run_js(RETRY, SYNC_URL=server.url)[0]
+        finally:
+            server.close()
+    assert out["paused"][:2] == [{"name": "Unavailable", "status": 503,
+                                  "message": "database unavailable"}] * 2
+    assert out["paused"][-1] is None
+    assert "error" not in out["events"]
