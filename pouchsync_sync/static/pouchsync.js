@@ -475,6 +475,7 @@
     this._lastError = null;
     this._channels = {};        // ch -> Channel
     this._nextCh = 1;
+    this._stats = {frames_sent: 0, chars_sent: 0, frames_received: 0, chars_received: 0, connections: 0};
     this._inflight = 0;         // calls sent and not answered (all channels)
     this._slotQueue = [];       // sends waiting for a call slot
     this._syncs = [];
@@ -596,10 +597,22 @@
   Client.prototype._sendText = function (text) {
     if (!this._ws) throw transportError('not connected');
     this._ws.send(text);
+    this._stats.frames_sent += 1;
+    this._stats.chars_sent += text.length;
+  };
+
+  /* Counters since the client was made: frames and characters (UTF-16 code units:
+   * bytes for ASCII text) sent and received, connections made. */
+  Client.prototype.stats = function () {
+    var out = {};
+    for (var key in this._stats) out[key] = this._stats[key];
+    return out;
   };
 
   Client.prototype._receive = function (data) {
     var max = pick(this.options, 'maxReceiveSize');
+    this._stats.frames_received += 1;
+    this._stats.chars_received += typeof data === 'string' ? data.length : (data.byteLength || data.length || 0);
     if (typeof data === 'string' && data.length > max / 3 && utf8Length(data) > max) {
       this._fatal(oversized(max));
       return;
@@ -632,6 +645,7 @@
     if (msg.version !== 1) return this._fatal(protocolError('the server chose protocol version ' + msg.version + ', this client speaks [1]'));
     this.limits = msg.limits;
     this.state = 'open';
+    this._stats.connections += 1;
     this._attempt = 0; // a good connection resets the backoff
     this._startPing();
     this.emit('connect');
