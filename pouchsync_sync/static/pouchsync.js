@@ -1023,13 +1023,26 @@
 
   /* The side of a replication in the local PouchDB. */
   function LocalPeer(db) { this.db = db; }
+  /* Rows {seq, id, revs (leaves), deleted, text, doc}: `doc` is set for a doc whose
+   * only revision is its first and has no attachments (its whole history is itself:
+   * no bulkGet needed), as PouchDB's own replicator does with allDocs. */
   LocalPeer.prototype.changes = function (since, limit) {
-    return this.db.changes({since: since, limit: limit, style: 'all_docs', return_docs: true}).then(function (res) {
+    return this.db.changes({since: since, limit: limit, style: 'all_docs', include_docs: true, return_docs: true}).then(function (res) {
       return {rows: res.results.map(function (r) {
-        return {seq: r.seq, id: r.id, revs: r.changes.map(function (c) { return c.rev; }), deleted: !!r.deleted, text: null};
+        var revs = r.changes.map(function (c) { return c.rev; });
+        return {seq: r.seq, id: r.id, revs: revs, deleted: !!r.deleted, text: null, doc: firstGeneration(r.doc, revs)};
       }), last_seq: res.last_seq, pending: res.results.length < limit ? 0 : undefined};
     });
   };
+
+  /* `doc` when it is a whole first-generation document (see LocalPeer.changes), else null. */
+  function firstGeneration(doc, revs) {
+    if (!doc || revs.length !== 1 || doc._rev !== revs[0] || doc._deleted || doc._attachments ||
+        revGeneration(revs[0]) !== 1) {
+      return null;
+    }
+    return doc;
+  }
   LocalPeer.prototype.revsDiff = function (revs) { return this.db.revsDiff(revs); };
   LocalPeer.prototype.bulkGet = function (docs) {
     return this.db.bulkGet({docs: docs, revs: true, attachments: true, latest: true});
@@ -1060,7 +1073,7 @@
     if (this.textsKnown) {
       return this.channel.call('changes_texts', {since: since, limit: limit, max_bytes: Math.min(this.budget, 8 * 1024 * 1024)}).then(function (ok) {
         return {rows: ok.results.map(function (r) {
-          return {seq: r[0], id: r[1], revs: r[2], deleted: r[3], text: r[4]};
+          return {seq: r[0], id: r[1], revs: r[2], deleted: r[3], text: r[4], doc: null};
         }), last_seq: ok.last_seq, pending: ok.pending};
       }, function (err) {
         if (err.name === 'BadRequest' && /unknown op/.test(err.message)) {
@@ -1072,7 +1085,7 @@
     }
     return this.channel.call('changes', {since: since, limit: limit, style: 'all_docs'}).then(function (ok) {
       return {rows: ok.results.map(function (r) {
-        return {seq: r.seq, id: r.id, revs: r.changes.map(function (c) { return c.rev; }), deleted: !!r.deleted, text: null};
+        return {seq: r.seq, id: r.id, revs: r.changes.map(function (c) { return c.rev; }), deleted: !!r.deleted, text: null, doc: null};
       }), last_seq: ok.last_seq, pending: ok.pending};
     });
   };
@@ -1150,25 +1163,39 @@
     return 0;
   }
 
-  /* Read batches and replicate them until the source has nothing new. While one batch
-   * is written the next one is already being read. Resolves true when caught up. */
+  /* Read batches and replicate them until the source has nothing new; resolves true
+   * when caught up. Pipelined: the next batch of changes is read while this one is
+   * replicated, and up to two batches are replicated at once (batch N+1 starts when
+   * batch N-1 is written), so neither side waits for the other's round trips. A
+   * checkpoint is recorded in order, only after its batch and every batch before it
+   * are written. */
   Replication.prototype.run = function (isStale) {
     var self = this;
     var batchSize = this.sync.batchSize;
-    var next = this.source.changes(this.since, batchSize);
+    var previous = Promise.resolve();      // the write of the batch before the last
+    var checkpoints = Promise.resolve();   // the chain of checkpoints, in batch order
+    function read(since) {
+      var p = self.source.changes(since, batchSize);
+      p.catch(function () { /* seen when awaited */ });
+      return p;
+    }
+    var next = read(this.since);
     function step() {
       return next.then(function (batch) {
         if (isStale()) return false;
         var caughtUp = batch.rows.length === 0 || batch.pending === 0 || batch.rows.length < batchSize;
-        if (!batch.rows.length) return true;
-        next = caughtUp ? null : self.source.changes(batch.last_seq, batchSize);
-        if (next) next.catch(function () { /* seen when awaited */ });
-        return self.replicateBatch(batch, isStale).then(function () {
-          if (isStale()) return false;
-          return self.recordCheckpoint(batch.last_seq, caughtUp).then(function () {
-            return caughtUp ? true : step();
-          });
+        if (!batch.rows.length) return checkpoints.then(function () { return true; });
+        next = caughtUp ? null : read(batch.last_seq);
+        var write = self.replicateBatch(batch, isStale);
+        write.catch(function () { /* seen through checkpoints or the gate */ });
+        checkpoints = Promise.all([checkpoints, write]).then(function () {
+          if (!isStale()) return self.recordCheckpoint(batch.last_seq, caughtUp);
         });
+        checkpoints.catch(function () { /* seen when awaited */ });
+        if (caughtUp) return checkpoints.then(function () { return !isStale(); });
+        var gate = previous;
+        previous = write;
+        return gate.then(step);
       });
     }
     return step();
@@ -1207,10 +1234,12 @@
     Object.keys(missing || {}).forEach(function (id) {
       var revs = missing[id].missing || [];
       var row = byId[id];
-      if (row && row.text !== null && revs.length === 1 && row.revs.length === 1 && revs[0] === row.revs[0] &&
+      if (row && (row.text || row.doc) && revs.length === 1 && row.revs.length === 1 && revs[0] === row.revs[0] &&
           revGeneration(revs[0]) === 1) {
-        var doc;
-        try { doc = JSON.parse(row.text); } catch (exc) { throw protocolError('changes_texts row ' + JSON.stringify(id) + ' is not JSON'); }
+        var doc = row.doc;
+        if (!doc) {
+          try { doc = JSON.parse(row.text); } catch (exc) { throw protocolError('changes_texts row ' + JSON.stringify(id) + ' is not JSON'); }
+        }
         doc._id = id;
         doc._rev = revs[0];
         doc._revisions = {start: 1, ids: [revs[0].slice(revs[0].indexOf('-') + 1)]};
@@ -1540,14 +1569,8 @@
         if (msg.error) { self._failed(errorFromJson(msg.error, 'live changes')); return; }
         var batch = {rows: msg.results.map(function (r) {
           var revs = r.changes.map(function (c) { return c.rev; });
-          var text = null;
           // a first-generation doc delivered whole needs no bulk_get
-          if (r.doc && revs.length === 1 && r.doc._rev === revs[0] && !r.doc._attachments && !r.doc._deleted) {
-            var body = {};
-            for (var k in r.doc) if (k !== '_id' && k !== '_rev') body[k] = r.doc[k];
-            text = JSON.stringify(body);
-          }
-          return {seq: r.seq, id: r.id, revs: revs, deleted: !!r.deleted, text: text};
+          return {seq: r.seq, id: r.id, revs: revs, deleted: !!r.deleted, text: null, doc: firstGeneration(r.doc, revs)};
         }), last_seq: msg.last_seq};
         self._busy.pull = true;
         queue = queue.then(function () {
