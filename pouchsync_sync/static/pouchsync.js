@@ -441,8 +441,7 @@
   // ---------------------------------------------------------------- 4. Client
   var DEFAULTS = {
     initialDelay: 1000, maxDelay: 30000, factor: 2, jitter: 0.5,
-    pingInterval: 20000,   // ms between pings (false: no ping)
-    pingTimeout: 10000,    // ms to wait for the answer before the socket counts as dead
+    pingInterval: 20000,   // ms between pings (false: no ping); unanswered by the next one: dead
     helloTimeout: 10000,   // ms to wait for the welcome
     maxReceiveSize: 256 * 1024 * 1024  // a frame larger than this from the server is a protocol error
   };
@@ -1496,6 +1495,7 @@
     var self = this;
     var local = new LocalPeer(this.db);
     var remote = new RemotePeer(channel, this.client.maxMessageSize());
+    this._done = {push: this.direction === 'pull', pull: this.direction === 'push'};
     return this._replicationIds(channel).then(function (ids) {
       if (stale()) return;
       var runs = [];
