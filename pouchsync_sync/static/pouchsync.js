@@ -1005,7 +1005,7 @@
   function chunkTexts(texts, budget) {
     var chunks = [], tooLarge = [], current = [], size = 0;
     for (var i = 0; i < texts.length; i++) {
-      var n = texts[i].length * 3 > budget ? utf8Length(texts[i]) : texts[i].length;
+      var n = utf8Length(texts[i]);
       if (n > budget) { tooLarge.push(i); continue; }
       if (current.length && size + n + 1 > budget) { chunks.push(current); current = []; size = 0; }
       current.push(i);
