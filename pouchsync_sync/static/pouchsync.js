@@ -1498,16 +1498,22 @@
     this._done = {push: this.direction === 'pull', pull: this.direction === 'push'};
     return this._replicationIds(channel).then(function (ids) {
       if (stale()) return;
-      var runs = [];
-      if (self.direction !== 'pull') {
-        var push = new Replication(self, 'push', local, remote, ids.push);
-        runs.push(self._runPush(push, stale));
+      var push = self.direction === 'pull' ? null : new Replication(self, 'push', local, remote, ids.push);
+      var pull = self.direction === 'push' ? null : new Replication(self, 'pull', remote, local, ids.pull);
+      var done;
+      if (push && pull && !self.live) {
+        // One-shot both ways: pull first, then push. A PouchDB changes read that races
+        // with a write of the same doc can miss that doc (the adapter skips an entry
+        // whose doc moved to a later seq, which the read's snapshot does not hold); a
+        // live push re-reads after every local change event, a one-shot one must not
+        // read while the pull writes.
+        done = self._runPull(pull, channel, stale).then(function () {
+          if (!stale()) return self._runPush(push, stale);
+        });
+      } else {
+        done = Promise.all([push && self._runPush(push, stale), pull && self._runPull(pull, channel, stale)]);
       }
-      if (self.direction !== 'push') {
-        var pull = new Replication(self, 'pull', remote, local, ids.pull);
-        runs.push(self._runPull(pull, channel, stale));
-      }
-      return Promise.all(runs).then(function () {
+      return done.then(function () {
         if (stale()) return;
         if (!self.live) return self._complete();
         self._paused();
