@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(token=args.token, data_dir=args.data_dir, pouchdb_js=pouchdb_js)
     try:
         http = make_server(args.host, args.port, app, threaded=True)
+    except SystemExit:  # werkzeug has printed why (e.g. "Port 5000 is in use by …")
+        shutdown(app)
+        return 1
     except OSError as exc:
         shutdown(app)
         print(f"todos: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
