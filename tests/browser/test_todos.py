@@ -1,0 +1,124 @@
+"""The browser example in real headless Chromium: two separate profiles (two users, each
+with their own IndexedDB) on the page of ``examples/web/app.py`` run as a process.
+
+- a todo added in one page appears in the other, and an edit travels back;
+- with the server stopped both pages keep working, todos are added on both sides, and
+  after a restart (same port, same data) both pages and the server hold the same set;
+- a wrong token is refused on the page, and the right one then syncs what was written
+  while refused.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+import pouchsync_sync as ps
+from tests.browser.page import WAIT, TodoPage
+from tests.webapp import WebApp
+
+TOKEN = "browser-token"
+OpenPage = Callable[[str, str], TodoPage]
+
+
+@pytest.fixture
+def web_app(chromium: tuple[str, str], tmp_path: Path) -> Iterator[WebApp]:
+    """The example app as a process (started only when there is a browser to test it)."""
+    app = WebApp(tmp_path / "app", TOKEN)
+    app.folder.mkdir()
+    app.start()
+    try:
+        yield app
+    finally:
+        app.stop()
+
+
+def server_titles(app: WebApp) -> list[str]:
+    """The titles in the server's copy of the list (its SQLite file, opened beside it)."""
+    if not app.data_file.exists():
+        return []
+    with ps.LocalDatabase(app.data_file) as db:
+        rows = db.all_docs(include_docs=True)["rows"]
+    return sorted(row["doc"]["title"] for row in rows if isinstance(row["doc"].get("title"), str))
+
+
+def wait_server_titles(app: WebApp, expected: set[str], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()  # never set: a bounded pause between looks
+    while True:
+        seen = server_titles(app)
+        if seen == sorted(expected):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server holds {seen}, not {sorted(expected)}, after {timeout:.0f} s")
+        pause.wait(0.2)
+
+
+def test_a_todo_added_in_one_browser_appears_in_the_other(web_app: WebApp, open_page: OpenPage) -> None:
+    alice = open_page("alice", web_app.page_url())
+    bob = open_page("bob", web_app.page_url())
+    assert "token" not in alice.driver.current_url  # taken out of the address bar
+    alice.wait_status("online")
+    bob.wait_status("online")
+
+    alice.add("Buy milk")
+    bob.wait_titles({"Buy milk"})
+    bob.add("Fix the bike")
+    alice.wait_titles({"Buy milk", "Fix the bike"})
+
+    # an edit travels too: bob ticks the milk, alice sees it done
+    bob.js("document.querySelector('#todos li input[type=checkbox]').click();")
+    alice.wait(lambda: alice.js("return document.querySelector('#todos li').className;") == "done",
+               "alice sees the milk ticked")
+    wait_server_titles(web_app, {"Buy milk", "Fix the bike"})
+    assert not alice.login_shown() and not bob.login_shown()
+
+
+def test_offline_then_restart_converges(web_app: WebApp, open_page: OpenPage) -> None:
+    alice = open_page("alice", web_app.page_url())
+    bob = open_page("bob", web_app.page_url())
+    alice.wait_status("online")
+    bob.wait_status("online")
+    alice.add("Buy milk")
+    bob.wait_titles({"Buy milk"})
+
+    code, _, err = web_app.stop()
+    assert code == 0, err[-3000:]
+    alice.wait_status("offline")
+    bob.wait_status("offline")
+
+    # both pages keep working with the server gone
+    alice.add("Bread (alice, offline)")
+    alice.add("Jam (alice, offline)")
+    bob.add("Eggs (bob, offline)")
+    alice.wait_titles({"Buy milk", "Bread (alice, offline)", "Jam (alice, offline)"})
+    bob.wait_titles({"Buy milk", "Eggs (bob, offline)"})
+    assert server_titles(web_app) == ["Buy milk"]
+
+    web_app.start()  # same port, same data folder
+    everything = {"Buy milk", "Bread (alice, offline)", "Jam (alice, offline)", "Eggs (bob, offline)"}
+    alice.wait_titles(everything)
+    bob.wait_titles(everything)
+    wait_server_titles(web_app, everything)
+    alice.wait_status("online")
+    bob.wait_status("online")
+
+
+def test_a_wrong_token_is_refused_then_the_right_one_syncs(web_app: WebApp, open_page: OpenPage) -> None:
+    page = open_page("mallory", web_app.page_url("not-the-token"))
+    page.wait_status("denied")
+    assert page.login_shown()
+    assert "token" in page.message()
+    assert page.js("return localStorage.getItem('todos-token');") is None  # forgotten
+
+    page.add("Written while refused")  # the page still works, locally
+    assert server_titles(web_app) == []
+
+    page.login(TOKEN)
+    page.wait_status("online")
+    wait_server_titles(web_app, {"Written while refused"})
+    assert not page.login_shown()
