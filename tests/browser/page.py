@@ -32,25 +32,31 @@ def find_chromium() -> tuple[str, str] | str:
     return browser, driver
 
 
+def make_driver(chromium: tuple[str, str], profile: Path) -> Any:
+    """A headless Chromium (Selenium WebDriver) with its own profile folder ``profile``
+    (its own IndexedDB and localStorage), logging the page's console."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium[0]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
+                "--disable-extensions", "--disable-background-networking",
+                # timers of a background tab must run: the sync's reconnect backoff is one
+                "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                "--disable-backgrounding-occluded-windows", "--window-size=1000,800"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(chromium[1]))
+
+
 class TodoPage:
     """One browser (its own profile: own IndexedDB and localStorage) on the todo page."""
 
     def __init__(self, name: str, chromium: tuple[str, str], profile: Path) -> None:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
         self.name = name
-        options = webdriver.ChromeOptions()
-        options.binary_location = chromium[0]
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                    f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check",
-                    "--disable-extensions", "--disable-background-networking",
-                    # timers of a background tab must run: the sync's reconnect backoff is one
-                    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                    "--disable-backgrounding-occluded-windows", "--window-size=1000,800"):
-            options.add_argument(arg)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        self.driver = webdriver.Chrome(options=options, service=Service(chromium[1]))
+        self.driver = make_driver(chromium, profile)
         self.driver.set_script_timeout(WAIT)
         self._console: list[str] = []
 
