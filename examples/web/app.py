@@ -3,7 +3,8 @@
 The page (``static/index.html`` and ``static/todos.js``) keeps its todos in PouchDB
 (IndexedDB) and syncs them with this app's ``SyncServer`` through ``pouchsync.js``, which
 the sync server itself serves at ``/sync/pouchsync.js``. The page works offline and
-catches up when the server is back. The server keeps the shared list in
+catches up when the server is back; a service worker (``static/sw.js``) keeps a copy of
+its files, so it also opens while the server is down. The server keeps the shared list in
 ``<data-dir>/todos.sqlite``; a browser is granted that one database with the token.
 
 Run it::
@@ -71,6 +72,10 @@ def create_app(*, token: str, data_dir: str | os.PathLike[str], pouchdb_js: Path
     @app.get("/todos.js")
     def page_script() -> Any:
         return send_from_directory(STATIC, "todos.js", max_age=0)
+
+    @app.get("/sw.js")
+    def service_worker() -> Any:  # at the root: its scope is the whole page
+        return send_from_directory(STATIC, "sw.js", max_age=0)
 
     @app.get("/vendor/pouchdb.min.js")
     def pouchdb() -> Any:

@@ -2,8 +2,8 @@
 with their own IndexedDB) on the page of ``examples/web/app.py`` run as a process.
 
 - a todo added in one page appears in the other, and an edit travels back;
-- with the server stopped both pages keep working, todos are added on both sides, and
-  after a restart (same port, same data) both pages and the server hold the same set;
+- with the server stopped both pages keep working (one even reloads, from its service
+  worker's cache), todos are added on both sides, and after a restart (same port, same data) both pages and the server hold the same set;
 - a wrong token is refused on the page, and the right one then syncs what was written
   while refused.
 """
@@ -85,6 +85,8 @@ def test_offline_then_restart_converges(web_app: WebApp, open_page: OpenPage) ->
     bob.wait_status("online")
     alice.add("Buy milk")
     bob.wait_titles({"Buy milk"})
+    alice.wait(lambda: alice.js("return document.body.dataset.offline;") == "ready",
+               "alice's service worker holds the page's files")
 
     code, _, err = web_app.stop()
     assert code == 0, err[-3000:]
@@ -98,6 +100,12 @@ def test_offline_then_restart_converges(web_app: WebApp, open_page: OpenPage) ->
     alice.wait_titles({"Buy milk", "Bread (alice, offline)", "Jam (alice, offline)"})
     bob.wait_titles({"Buy milk", "Eggs (bob, offline)"})
     assert server_titles(web_app) == ["Buy milk"]
+
+    # the page reloads from its service worker's cache, its todos from IndexedDB
+    alice.driver.refresh()
+    alice.wait(lambda: alice.js("return !!(window.todos && window.todos.db);"),
+               "alice's page reloaded while the server is down")
+    alice.wait_titles({"Buy milk", "Bread (alice, offline)", "Jam (alice, offline)"})
 
     web_app.start()  # same port, same data folder
     everything = {"Buy milk", "Bread (alice, offline)", "Jam (alice, offline)", "Eggs (bob, offline)"}

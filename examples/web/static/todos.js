@@ -133,5 +133,14 @@
   startSync();
   client.connect((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/sync');
 
+  // the page's files are cached by a service worker, so it also opens while offline
+  if ('serviceWorker' in navigator) {
+    navigator.serviceWorker.register('/sw.js').then(function () {
+      return navigator.serviceWorker.ready;
+    }).then(function () {
+      document.body.dataset.offline = 'ready';
+    }, function (err) { console.warn('no offline copy of the page:', err && err.message); });
+  }
+
   window.todos = {db: db, client: client, sync: function () { return sync; }};
 }());
