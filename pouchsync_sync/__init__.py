@@ -32,6 +32,7 @@ from .store.couch import CouchDatabase, CouchDB
 from .store.local import LocalDatabase
 from .store.open import open_database
 from .datadir import CouchDir, DataDir
+from .jsclient import js_client_path
 
 __version__ = "0.1.0"
 
@@ -71,6 +72,7 @@ __all__ = [
     "__version__",
     "create_client",
     "create_server",
+    "js_client_path",
     "open_database",
     "replicate",
 ]

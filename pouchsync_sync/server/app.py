@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 import simple_websocket
 
+from ..jsclient import JS_CLIENT_NAME, js_client_response
 from .follower import FollowerRegistry
 from .options import ServerOptions
 from .session import Session
@@ -61,6 +62,8 @@ class SyncServer:
     # -- WSGI ---------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            if environ.get("PATH_INFO", "").endswith("/" + JS_CLIENT_NAME):
+                return js_client_response(environ, start_response)
             body = b"pouchsync_sync: this endpoint speaks WebSocket (docs/protocol.md)\n"
             start_response("400 Bad Request", [("Content-Type", "text/plain"),
                                                ("Content-Length", str(len(body)))])
@@ -112,7 +115,8 @@ class SyncServer:
         if not path.startswith("/"):
             raise ValueError("path must start with '/'")
         inner = app.wsgi_app
-        paths = {path.rstrip("/") or "/", (path.rstrip("/") or "") + "/"}
+        paths = {path.rstrip("/") or "/", (path.rstrip("/") or "") + "/",
+                 (path.rstrip("/") or "") + "/" + JS_CLIENT_NAME}
 
         def dispatch(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
             if environ.get("PATH_INFO", "") in paths:
