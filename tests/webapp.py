@@ -3,8 +3,8 @@
 ``WebApp(folder, token)`` starts ``python3 examples/web/app.py`` with ``folder`` as its
 working directory (its data goes to ``folder/todos-data``), on a free port the first
 time and on the same port after ``restart()``; ``stop()`` sends SIGTERM and checks the
-app stopped cleanly. PouchDB's browser build comes from the shared JavaScript cache
-folder (``js_home()``), installed there by the app on first use.
+app stopped cleanly. PouchDB's browser build comes from the npm cache folder of the
+JavaScript client's tests (``tests/jsdeps.py``), so the machine installs PouchDB once.
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ STOP_TIMEOUT = 60.0
 
 
 def js_home() -> Path:
-    """The cache folder for npm packages shared by the tests and the examples."""
-    sys.path.insert(0, str(APP.parent))
-    try:
-        from pouchdb_build import default_home
-    finally:
-        sys.path.remove(str(APP.parent))
-    return default_home()
+    """The npm cache folder shared with the JavaScript client's tests (``tests/jsdeps.py``):
+    PouchDB 9 is installed there once, pinned, and the app finds it there."""
+    from tests.jsdeps import ensure_installed, js_home as shared_home
+
+    ensure_installed()
+    return shared_home()
 
 
 def app_env(**extra: str) -> dict[str, str]:

@@ -43,6 +43,8 @@ def test_web_example_twice_in_one_folder(tmp_path: Path) -> None:
         assert build.text.startswith("// PouchDB 9.")
         script = requests.get(app.base + "todos.js", timeout=WAIT)
         assert script.status_code == 200 and "PouchSync.createClient" in script.text
+        client_js = requests.get(app.base + "sync/pouchsync.js", timeout=WAIT)  # by the SyncServer
+        assert client_js.status_code == 200 and "createClient" in client_js.text
         worker = requests.get(app.base + "sw.js", timeout=WAIT)
         assert worker.status_code == 200 and "caches.open" in worker.text
         assert requests.get(app.base + "sync", timeout=WAIT).status_code == 400  # WebSocket only

@@ -66,7 +66,10 @@
       say((err && (err.reason || err.message)) || 'denied');
       $('login').hidden = false;
     });
-    sync.on('error', function (err) { say('sync error: ' + (err && err.message)); });
+    sync.on('error', function (err) {
+      if (err && err.name === 'Denied') { return; }  // said by the 'denied' listener
+      say('sync error: ' + (err && err.message));
+    });
   }
 
   $('login').addEventListener('submit', function (ev) {
