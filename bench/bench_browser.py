@@ -13,10 +13,13 @@ and the live latency from a browser write to a Python client.
    a Python ``Client`` (this process) live-syncs an embedded ``:memory:`` store with the
    same database. The page stamps each doc with its wall clock
    (``performance.timeOrigin + performance.now()``) just before ``db.put``; this process
-   sees it arrive through a longpoll on its store and takes ``time.time()``. The two
-   clocks are the same system clock; their offset is measured (the page's clock read
-   between two of ours, the tightest of 20) and subtracted. Each write waits for the
+   sees it arrive through a longpoll on its store and takes ``time.time()``. Both read
+   the system clock; their offset is measured as a check (the page's clock read between
+   two of ours, the tightest of 20) and reported, not subtracted (its uncertainty, half
+   a WebDriver round trip, is larger than the offset). Each write waits for the
    previous one to arrive; the first 10 are warm-up.
+3. The ceiling for (1): the same docs written by the page straight into an empty
+   PouchDB (``bulkDocs`` with ``new_edits: false``, same batches, no network).
 
 Prints the figures and writes them into bench/results.md between the markers
 ``<!-- bench_browser -->`` and ``<!-- /bench_browser -->`` (appended the first time).
@@ -60,6 +63,32 @@ client.sync(db, {remoteName: 'docs', live: false, direction: 'pull', batchSize: 
   client.end();
   done({error: String((err && (err.message || err.reason)) || err)});
 });
+"""
+
+# The ceiling: the same docs written straight into an empty PouchDB of the same browser
+# (bulkDocs new_edits=false in batches of the pull's size), no network at all.
+LOCAL_WRITE_JS = """
+var done = arguments[arguments.length - 1];
+var name = arguments[0], count = arguments[1], batch = arguments[2], filler = arguments[3];
+var db = new PouchDB(name);
+function doc(i) {
+  var id = 'doc' + String(i).padStart(8, '0'), rev = i.toString(16).padStart(32, '0');
+  return {_id: id, _rev: '1-' + rev, _revisions: {start: 1, ids: [rev]}, type: 'todo', n: i,
+          done: i % 3 === 0, title: 'item number ' + i, tags: ['a', 'b', String(i % 17)], text: filler};
+}
+var t0 = performance.now();
+function next(first) {
+  if (first >= count) {
+    var ms = performance.now() - t0;
+    return db.info().then(function (info) {
+      return db.destroy().then(function () { done({ms: ms, doc_count: info.doc_count}); });
+    });
+  }
+  var docs = [];
+  for (var i = first; i < Math.min(count, first + batch); i++) docs.push(doc(i));
+  return db.bulkDocs(docs, {new_edits: false}).then(function () { return next(first + batch); });
+}
+next(0).catch(function (err) { done({error: String(err && err.message)}); });
 """
 
 LIVE_SETUP_JS = """
@@ -118,6 +147,20 @@ def run_pulls(driver: Any, ws: str, server_pid: int, docs: int, runs: int, batch
             "server_cpu_s": summary(cpus)}
 
 
+def run_local_writes(driver: Any, docs: int, runs: int, batch: int) -> dict[str, Any]:
+    from common import FILLER
+
+    rates = []
+    for run in range(runs):
+        res = driver.execute_async_script(LOCAL_WRITE_JS, f"local-{run}-{time.time_ns()}", docs, batch,
+                                          FILLER[:160])
+        if "error" in res or res["doc_count"] != docs:
+            raise RuntimeError(f"local write run {run}: {res}")
+        rates.append(docs / (res["ms"] / 1000))
+        print(f"  local write run {run + 1}: {rates[-1]:,.0f} docs/s", flush=True)
+    return {"docs_per_s": summary(rates)}
+
+
 def run_latency(driver: Any, ws: str, writes: int, warmup: int = 10) -> dict[str, Any]:
     import pouchsync_sync as ps
 
@@ -145,7 +188,7 @@ def run_latency(driver: Any, ws: str, writes: int, warmup: int = 10) -> dict[str
                 since = res["last_seq"]
                 for row in res["results"]:
                     if row["id"] == doc_id:
-                        arrived = now - (row["doc"]["t"] - offset)
+                        arrived = now - row["doc"]["t"]
             if arrived is None:
                 missed += 1
             elif i >= warmup:
@@ -175,12 +218,20 @@ def section(result: dict[str, Any], cmd: str) -> str:
         f"batchSize {pull['batch_size']}, {pull['docs_per_s']['runs']} runs | "
         f"{fmt_rate(pull['docs_per_s'])} docs/s (median [spread]); server CPU "
         f"{fmt_num(pull['server_cpu_s']['median'], 2)} s per run |",
+        f"| the same docs written by the page straight into an empty PouchDB (`bulkDocs`, "
+        f"new_edits=false, same batches, no network): the ceiling | "
+        f"{fmt_rate(result['local']['docs_per_s'])} docs/s; the pull reaches "
+        f"{pull['docs_per_s']['median'] / result['local']['docs_per_s']['median'] * 100:.0f} % of it |",
         f"| live latency, browser `db.put` → readable in a Python client's embedded store "
         f"({lat['writes']} writes, each after the previous arrived) | p50 {fmt_num(lat['p50_ms'], 2)} ms, "
         f"p99 {fmt_num(lat['p99_ms'], 2)} ms, max {fmt_num(lat['max_ms'], 2)} ms, missed {lat['missed']} |",
         "",
-        f"Clock offset page − Python {fmt_num(lat['clock_offset_ms'], 3)} ms "
-        f"(± {fmt_num(lat['clock_uncertainty_ms'], 3)} ms), subtracted. Load at the end: {result['load']}.",
+        "Latency is the Python client's `time.time()` at arrival minus the page's "
+        "`performance.timeOrigin + performance.now()` just before `db.put`: both read the "
+        "system clock. Their offset, measured as the page's clock read between two of ours "
+        f"(tightest of 20), was {fmt_num(lat['clock_offset_ms'], 2)} ± "
+        f"{fmt_num(lat['clock_uncertainty_ms'], 2)} ms, not subtracted. "
+        f"Load at the end: {result['load']}.",
         "",
         f"Command: `{cmd}`",
         MARK_END,
@@ -223,7 +274,10 @@ def main() -> int:
     docs_path = copy_db(seed_file(args.docs), OUT / "browser-docs.sqlite")
     live_path = OUT / "browser-live.sqlite"
     remove_db(live_path)
-    server = Child(py("browser_server.py", "--docs", docs_path, "--live", live_path),
+    from tests.webapp import js_home  # the tests' npm cache folder: PouchDB 9.0.0, pinned
+
+    server = Child(py("browser_server.py", "--docs", docs_path, "--live", live_path,
+                      "--js-home", js_home()),
                    timeout=SCRIPT_TIMEOUT * 2, log_name="browser_server.log")
     driver = None
     try:
@@ -240,6 +294,8 @@ def main() -> int:
             version = driver.capabilities.get("browserVersion", "?")
             print(f"pull: {args.docs:,} docs into IndexedDB, {args.runs} runs", flush=True)
             pull = run_pulls(driver, ws, info["pid"], args.docs, args.runs, args.batch_size)
+            print(f"ceiling: the same docs written into IndexedDB by the page itself", flush=True)
+            local = run_local_writes(driver, args.docs, args.runs, args.batch_size)
             print(f"latency: {args.writes} browser writes to a Python client", flush=True)
             latency = run_latency(driver, ws, args.writes)
             driver.quit()
@@ -251,7 +307,7 @@ def main() -> int:
         remove_db(docs_path)
         remove_db(live_path)
     result = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-              "chromium": version, "pull": pull, "latency": latency, "load": load()}
+              "chromium": version, "pull": pull, "local": local, "latency": latency, "load": load()}
     (OUT / "bench_browser.json").write_text(json.dumps(result, indent=2))
     print(f"pull: {fmt_rate(pull['docs_per_s'])} docs/s; live latency p50 {latency['p50_ms']:.2f} ms, "
           f"p99 {latency['p99_ms']:.2f} ms (missed {latency['missed']})", flush=True)

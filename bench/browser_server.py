@@ -5,7 +5,7 @@
 Serves on 127.0.0.1 (port 0), as a Flask app the way ``examples/web`` does:
 
 - ``/``: a blank page that loads PouchDB's browser build and ``pouchsync.js``;
-- ``/pouchdb.min.js``: PouchDB 9's browser build (npm, the examples' cache folder);
+- ``/pouchdb.min.js``: PouchDB 9's browser build (npm, from ``--js-home``);
 - ``/sync``: the ``SyncServer`` (and ``/sync/pouchsync.js``), granting ``docs`` (the
   store at ``--docs``) and ``live`` (the store at ``--live``) to anyone, nothing else.
 
@@ -43,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", required=True)
     parser.add_argument("--live", required=True)
+    parser.add_argument("--js-home", type=Path, default=None, help="npm cache folder holding pouchdb@9")
     parser.add_argument("--max-seconds", type=float, default=900.0)
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
@@ -56,7 +57,7 @@ def main() -> None:
     import pouchsync_sync as ps
     from pouchdb_build import pouchdb_browser_build
 
-    build = pouchdb_browser_build()
+    build = pouchdb_browser_build(args.js_home)
     stores = {"docs": ps.LocalDatabase(args.docs, name="docs"),
               "live": ps.LocalDatabase(args.live, name="live")}
 
