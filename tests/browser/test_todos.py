@@ -5,7 +5,8 @@ with their own IndexedDB) on the page of ``examples/web/app.py`` run as a proces
 - with the server stopped both pages keep working (one even reloads, from its service
   worker's cache), todos are added on both sides, and after a restart (same port, same data) both pages and the server hold the same set;
 - a wrong token is refused on the page, and the right one then syncs what was written
-  while refused.
+  while refused;
+- the page and a Python client syncing the same list meet live, both ways.
 """
 
 from __future__ import annotations
@@ -130,3 +131,32 @@ def test_a_wrong_token_is_refused_then_the_right_one_syncs(web_app: WebApp, open
     page.wait_status("online")
     wait_server_titles(web_app, {"Written while refused"})
     assert not page.login_shown()
+
+
+def test_the_page_and_a_python_client_meet_live(web_app: WebApp, open_page: OpenPage) -> None:
+    page = open_page("browser", web_app.page_url())
+    page.wait_status("online")
+    local = ps.LocalDatabase(":memory:", name="todos")
+    client = ps.create_client(initial_delay=0.05, max_delay=0.5, jitter=0.0)
+    try:
+        client.connect(web_app.base.replace("http://", "ws://") + "sync")
+        live = client.sync(local, live=True, credentials={"token": TOKEN})
+        assert live.wait_in_sync(timeout=WAIT)
+
+        local.put({"_id": "2000-01-01T00:00:00.000Z-python", "title": "From Python", "done": False})
+        page.wait_titles({"From Python"})
+
+        page.add("From the browser")
+        deadline = time.monotonic() + WAIT
+        since: object = 0
+        titles: set[str] = set()
+        while "From the browser" not in titles:
+            left = deadline - time.monotonic()
+            assert left > 0, f"the Python client has {sorted(titles)}, not the browser's todo"
+            res = local.changes(since=since, include_docs=True, feed="longpoll", timeout=min(left, 5.0))
+            since = res["last_seq"]
+            titles |= {row["doc"].get("title") for row in res["results"] if "doc" in row}
+        live.cancel()
+    finally:
+        client.close()
+        local.close()
