@@ -14,8 +14,8 @@ Run it::
 then open ``http://127.0.0.1:5000/`` and enter the token (or open
 ``http://127.0.0.1:5000/#token=s3cret``). ``--data-dir`` defaults to ``./todos-data`` in
 the folder you run it from. PouchDB's browser build is installed once with npm into a
-cache folder (``--js-home``, default ``$POUCHSYNC_JS_HOME`` or
-``~/.cache/pouchsync_sync/js``).
+cache folder (``--js-home``, default ``$POUCHSYNC_JS_HOME`` or the checkout's
+``.jsdeps``, where the JavaScript client's tests install theirs).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where the server keeps the list (default: ./todos-data)")
     parser.add_argument("--js-home", type=Path, default=None,
                         help="cache folder for PouchDB's browser build "
-                             "(default: $POUCHSYNC_JS_HOME or ~/.cache/pouchsync_sync/js)")
+                             "(default: $POUCHSYNC_JS_HOME or the checkout's .jsdeps)")
     args = parser.parse_args(argv)
     if not args.token:
         parser.error("--token is required (or set TODOS_TOKEN)")

@@ -2,9 +2,10 @@
 
 ``pouchdb_browser_build(home)`` returns the path of ``pouchdb@9``'s
 ``dist/pouchdb.min.js`` inside the cache folder ``home``, installing it there with npm
-on first use. The folder is shared with the test suite's JavaScript dependencies
-(``tests/jsdeps.py``), so each machine installs PouchDB once: npm adds to the folder's
-``package.json`` and keeps whatever else is there. A file lock serialises concurrent
+on first use. The folder is the one the test suite's JavaScript dependencies go to
+(``tests/jsdeps.py``: ``$POUCHSYNC_JS_HOME`` or ``<checkout>/.jsdeps``), so each machine
+installs PouchDB once: npm adds to the folder's ``package.json`` and keeps whatever
+else is there. A file lock serialises concurrent
 installs (two apps started at once, or an app and a test run).
 """
 
@@ -32,12 +33,13 @@ class VendorError(Exception):
 
 
 def default_home() -> Path:
-    """``$POUCHSYNC_JS_HOME``, else ``$XDG_CACHE_HOME/pouchsync_sync/js`` (``~/.cache``)."""
+    """``$POUCHSYNC_JS_HOME``, else the checkout's ``.jsdeps`` folder: the one
+    ``tests/jsdeps.py`` installs the JavaScript client's test packages into (gitignored),
+    so a machine that ran the tests already has PouchDB."""
     env = os.environ.get(ENV)
     if env:
         return Path(env)
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "pouchsync_sync" / "js"
+    return Path(__file__).resolve().parents[2] / ".jsdeps"
 
 
 def installed_version(home: Path) -> str | None:
