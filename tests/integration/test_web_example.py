@@ -1,5 +1,6 @@
 """``examples/web/app.py`` run as a user runs it: a process started twice in one folder,
-stopped by SIGTERM, its data kept between runs, and its refusals (no token, no npm).
+stopped by SIGTERM, its data kept between runs, PouchDB installed by npm on its first
+run, and its refusals (no token, no npm, a failing npm install, a port in use).
 
 The page itself is driven by a real browser in ``tests/browser/``; here a Python client
 syncs through the app's ``/sync`` endpoint, which is what the page's sync talks to.
@@ -98,6 +99,31 @@ def test_web_example_without_npm_says_so_in_one_line(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "npm is not on PATH" in lines[0], done.stderr
     assert not (tmp_path / "todos-data").exists()
+
+
+def test_web_example_installs_pouchdb_on_first_run(tmp_path: Path) -> None:
+    cache = tmp_path / "fresh-js-cache"  # empty: the app runs npm install pouchdb@9 itself
+    for run in (1, 2):
+        with WebApp(tmp_path, TOKEN, extra_args=("--js-home", str(cache))) as app:
+            app.start()
+            build = requests.get(app.base + "vendor/pouchdb.min.js", timeout=WAIT)
+            assert build.status_code == 200 and build.text.startswith("// PouchDB 9."), run
+            code, _, err = app.stop()
+        assert code == 0, err[-3000:]
+        assert (cache / "node_modules" / "pouchdb" / "dist" / "pouchdb.min.js").is_file()
+
+
+def test_web_example_failed_npm_install_says_why_in_one_line(tmp_path: Path) -> None:
+    fake = tmp_path / "fake-bin"  # an npm that fails like an unreachable registry does
+    fake.mkdir()
+    (fake / "npm").write_text("#!/bin/sh\necho 'npm error code ECONNREFUSED' >&2\nexit 1\n")
+    (fake / "npm").chmod(0o755)
+    done = run_app(tmp_path, "--token", TOKEN, "--js-home", str(tmp_path / "js-cache"),
+                   PATH=f"{fake}:/usr/bin:/bin")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "npm install pouchdb@9" in lines[0] and "ECONNREFUSED" in lines[0]
 
 
 def test_web_example_without_token_refuses_to_start(tmp_path: Path) -> None:
