@@ -92,3 +92,25 @@ function run(main) {
 module.exports = {PouchDB: PouchDB, WebSocket: WebSocket, PouchSync: PouchSync, makeDb: makeDb,
   report: report, waitEvent: waitEvent, waitFor: waitFor, record: record, client: client, run: run,
   URL: process.env.SYNC_URL, TOKEN: process.env.SYNC_TOKEN};
+
+/* Lines of JSON the test writes to the script's stdin, one promise per `next()`. */
+function Stdin() {
+  var buffered = [], waiting = [], tail = '';
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', function (chunk) {
+    tail += chunk;
+    var parts = tail.split('\n');
+    tail = parts.pop();
+    parts.forEach(function (line) {
+      if (!line.trim()) return;
+      var msg = JSON.parse(line);
+      if (waiting.length) waiting.shift()(msg); else buffered.push(msg);
+    });
+  });
+  this.next = function () {
+    if (buffered.length) return Promise.resolve(buffered.shift());
+    return new Promise(function (resolve) { waiting.push(resolve); });
+  };
+  this.close = function () { process.stdin.pause(); process.stdin.destroy(); };
+}
+module.exports.Stdin = Stdin;
