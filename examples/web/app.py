@@ -98,10 +98,21 @@ def shutdown(app: Flask) -> None:
         databases.close()
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 0-65535")
+    return port
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="a todo list in the browser, synced live")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000, help="0 picks a free port")
+    parser.add_argument("--port", type=port_number, default=5000, help="0 picks a free port")
     parser.add_argument("--token", default=os.environ.get("TODOS_TOKEN"),
                         help="the token browsers must send (default: $TODOS_TOKEN)")
     parser.add_argument("--data-dir", default="todos-data",
@@ -124,7 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     except VendorError as exc:
         print(f"todos: {exc}", file=sys.stderr)
         return 1
-    app = create_app(token=args.token, data_dir=args.data_dir, pouchdb_js=pouchdb_js)
+    try:
+        app = create_app(token=args.token, data_dir=args.data_dir, pouchdb_js=pouchdb_js)
+    except (OSError, ps.PouchSyncError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"todos: cannot use {args.data_dir!r} as the data folder: {reason}", file=sys.stderr)
+        return 1
     try:
         http = make_server(args.host, args.port, app, threaded=True)
     except SystemExit:  # werkzeug has printed why (e.g. "Port 5000 is in use by …")

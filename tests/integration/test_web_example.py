@@ -1,6 +1,7 @@
 """``examples/web/app.py`` run as a user runs it: a process started twice in one folder,
 stopped by SIGTERM, its data kept between runs, PouchDB installed by npm on its first
-run, and its refusals (no token, no npm, a failing npm install, a port in use).
+run, and its refusals (no token, no npm, a failing npm install, a bad or busy port, a
+data folder that is a file).
 
 The page itself is driven by a real browser in ``tests/browser/``; here a Python client
 syncs through the app's ``/sync`` endpoint, which is what the page's sync talks to.
@@ -131,6 +132,23 @@ def test_web_example_without_token_refuses_to_start(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "--token is required" in done.stderr
     assert not (tmp_path / "todos-data").exists()
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "http"])
+def test_web_example_bad_port_is_a_usage_error(tmp_path: Path, port: str) -> None:
+    done = run_app(tmp_path, "--token", TOKEN, "--port", port)
+    assert done.returncode == 2
+    assert "--port" in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "todos-data").exists()
+
+
+def test_web_example_data_folder_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("not a folder\n")
+    done = run_app(tmp_path, "--token", TOKEN, "--js-home", str(js_home()), "--data-dir", "taken")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot use 'taken' as the data folder" in lines[0], done.stderr
+    assert (tmp_path / "taken").read_text() == "not a folder\n"  # left as it was
 
 
 def test_web_example_port_in_use(tmp_path: Path) -> None:
