@@ -209,7 +209,7 @@ def section(result: dict[str, Any], cmd: str) -> str:
     pull, lat = result["pull"], result["latency"]
     lines = [
         MARK_START,
-        f"## PouchDB 9 in headless Chromium through pouchsync.js ({result['date']})", "",
+        f"## 7. pouchsync.js: PouchDB 9 in headless Chromium ({result['date']})", "",
         f"Measured by `bench/bench_browser.py`: Chromium {result['chromium']}, PouchDB's browser "
         f"build (adapter `{pull['adapter']}`, i.e. IndexedDB), the sync server in its own process "
         "(embedded store), everything on 127.0.0.1 on the same 2 cores.", "",

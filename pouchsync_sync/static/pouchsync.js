@@ -132,6 +132,9 @@
   function transportError(message) {
     return SyncError('TransportError', message, {status: 503, error: 'unavailable', retryable: true});
   }
+  function oversized(max) {
+    return protocolError('the server sent a frame over the ' + max + ' bytes allowed (maxReceiveSize)');
+  }
   function cancelledError(message) {
     return SyncError('Cancelled', message || 'cancelled', {error: 'cancelled'});
   }
@@ -141,11 +144,14 @@
     var CLIENT_TYPES = ['hello', 'open', 'close', 'call', 'subscribe', 'unsubscribe'];
     var SERVER_TYPES = ['welcome', 'error', 'granted', 'denied', 'closed', 'reply', 'changes'];
 
+    // Python's names of the JSON types, so that messages read the same on both sides
     function typeName(v) {
-      if (v === null) return 'null';
+      if (v === null || v === undefined) return 'NoneType';
       if (Array.isArray(v)) return 'list';
       if (typeof v === 'number') return Number.isInteger(v) ? 'int' : 'float';
-      if (typeof v === 'object') return 'object';
+      if (typeof v === 'object') return 'dict';
+      if (typeof v === 'string') return 'str';
+      if (typeof v === 'boolean') return 'bool';
       return typeof v;
     }
     function isObj(v) { return v !== null && typeof v === 'object' && !Array.isArray(v); }
@@ -435,8 +441,7 @@
   // ---------------------------------------------------------------- 4. Client
   var DEFAULTS = {
     initialDelay: 1000, maxDelay: 30000, factor: 2, jitter: 0.5,
-    pingInterval: 20000,   // ms between pings (false: no ping)
-    pingTimeout: 10000,    // ms to wait for the answer before the socket counts as dead
+    pingInterval: 20000,   // ms between pings (false: no ping); unanswered by the next one: dead
     helloTimeout: 10000,   // ms to wait for the welcome
     maxReceiveSize: 256 * 1024 * 1024  // a frame larger than this from the server is a protocol error
   };
@@ -469,6 +474,9 @@
     this._lastError = null;
     this._channels = {};        // ch -> Channel
     this._nextCh = 1;
+    this._stats = {frames_sent: 0, chars_sent: 0, frames_received: 0, chars_received: 0, connections: 0};
+    this._inflight = 0;         // calls sent and not answered (all channels)
+    this._slotQueue = [];       // sends waiting for a call slot
     this._syncs = [];
   }
   Client.prototype = Object.create(Emitter.prototype);
@@ -538,7 +546,11 @@
     this._lastError = null;
     var ws;
     try {
-      ws = new this.WebSocket(this.url, [], {maxPayload: pick(this.options, 'maxReceiveSize')});
+      // the third argument is for Node's ws (browsers ignore it): its own frame size
+      // check, and no permessage-deflate (CPU for nothing on the fast networks a sync
+      // server usually sits on; pass perMessageDeflate: true to offer it)
+      ws = new this.WebSocket(this.url, [], {maxPayload: pick(this.options, 'maxReceiveSize'),
+        perMessageDeflate: !!this.options.perMessageDeflate});
     } catch (exc) {
       this._lastError = transportError('cannot connect to ' + this.url + ': ' + exc.message);
       this._scheduleRetry();
@@ -559,11 +571,16 @@
     };
     ws.onerror = function (event) {
       if (self._ws !== ws) return;
+      if (event && event.error && event.error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        self._lastError = oversized(pick(self.options, 'maxReceiveSize'));  // ws checked maxPayload
+        return;
+      }
       var message = (event && (event.message || (event.error && event.error.message))) || 'WebSocket error';
       self._lastError = transportError('connection to ' + self.url + ' failed: ' + message);
     };
     ws.onclose = function (event) {
       if (self._ws !== ws) return;
+      if (self._lastError && self._lastError.name === 'ProtocolError') return self._fatal(self._lastError);
       self._closed(event ? event.code : 1006, event ? event.reason : '');
     };
     if (typeof ws.on === 'function' && typeof ws.ping === 'function') {
@@ -579,12 +596,24 @@
   Client.prototype._sendText = function (text) {
     if (!this._ws) throw transportError('not connected');
     this._ws.send(text);
+    this._stats.frames_sent += 1;
+    this._stats.chars_sent += text.length;
+  };
+
+  /* Counters since the client was made: frames and characters (UTF-16 code units:
+   * bytes for ASCII text) sent and received, connections made. */
+  Client.prototype.stats = function () {
+    var out = {};
+    for (var key in this._stats) out[key] = this._stats[key];
+    return out;
   };
 
   Client.prototype._receive = function (data) {
     var max = pick(this.options, 'maxReceiveSize');
-    if (typeof data === 'string' && data.length > max) {
-      this._fatal(protocolError('the server sent a frame of ' + data.length + ' characters, over the ' + max + ' allowed'));
+    this._stats.frames_received += 1;
+    this._stats.chars_received += typeof data === 'string' ? data.length : (data.byteLength || data.length || 0);
+    if (typeof data === 'string' && data.length > max / 3 && utf8Length(data) > max) {
+      this._fatal(oversized(max));
       return;
     }
     var msg;
@@ -615,6 +644,7 @@
     if (msg.version !== 1) return this._fatal(protocolError('the server chose protocol version ' + msg.version + ', this client speaks [1]'));
     this.limits = msg.limits;
     this.state = 'open';
+    this._stats.connections += 1;
     this._attempt = 0; // a good connection resets the backoff
     this._startPing();
     this.emit('connect');
@@ -729,7 +759,29 @@
     }, delay);
   };
 
+  /* Calls in flight stay within the welcome's max_calls (the server answers 429 above
+   * it): `send()` runs now if a slot is free, else when one frees up; it returns
+   * whether it took the slot. */
+  Client.prototype._whenSlot = function (send) {
+    var max = (this.limits && this.limits.max_calls) || 64;
+    if (this._inflight < max && !this._slotQueue.length) {
+      if (send()) this._inflight += 1;
+      return;
+    }
+    this._slotQueue.push(send);
+  };
+
+  Client.prototype._slotFree = function () {
+    this._inflight = Math.max(0, this._inflight - 1);
+    var max = (this.limits && this.limits.max_calls) || 64;
+    while (this._slotQueue.length && this._inflight < max) {
+      if (this._slotQueue.shift()()) this._inflight += 1;
+    }
+  };
+
   Client.prototype._failChannels = function (err) {
+    this._inflight = 0;
+    this._slotQueue = [];
     var channels = this._channels;
     this._channels = {};
     for (var ch in channels) channels[ch]._gone(err);
@@ -793,8 +845,9 @@
         return;
       case 'reply':
         var pending = this._calls[msg.id];
-        if (!pending) return this.client._fatal(protocolError('a reply to call ' + msg.id + ' which is not in flight on channel ' + this.ch));
+        if (!pending || !pending.sent) return this.client._fatal(protocolError('a reply to call ' + msg.id + ' which is not in flight on channel ' + this.ch));
         delete this._calls[msg.id];
+        this.client._slotFree();
         if (msg.error !== undefined && msg.error !== null) {
           pending.reject(errorFromJson(msg.error, msg.error.error === 'bad_request' ? pending.op : ''));
           return;
@@ -842,13 +895,20 @@
         {status: 413, error: 'too_large'}));
     }
     return new Promise(function (resolve, reject) {
-      self._calls[id] = {resolve: resolve, reject: reject, op: op, args: args};
-      try {
-        self.client._sendText(text);
-      } catch (exc) {
-        delete self._calls[id];
-        reject(transportError('send failed: ' + exc.message));
-      }
+      var pending = {resolve: resolve, reject: reject, op: op, args: args, sent: false};
+      self._calls[id] = pending;
+      self.client._whenSlot(function () {
+        if (self._calls[id] !== pending) return false; // rejected while it waited
+        try {
+          self.client._sendText(text);
+        } catch (exc) {
+          delete self._calls[id];
+          reject(transportError('send failed: ' + exc.message));
+          return false;
+        }
+        pending.sent = true;
+        return true;
+      });
     });
   };
 
@@ -886,13 +946,17 @@
     var calls = this._calls;
     this._calls = {};
     this._subs = {};
-    for (var id in calls) calls[id].reject(err);
+    for (var id in calls) {
+      if (calls[id].sent) this.client._slotFree();
+      calls[id].reject(err);
+    }
   };
 
   Channel.prototype._failCall = function (id, err) {
     var pending = this._calls[id];
     if (!pending) return;
     delete this._calls[id];
+    if (pending.sent) this.client._slotFree();
     pending.reject(err);
   };
 
@@ -941,7 +1005,7 @@
   function chunkTexts(texts, budget) {
     var chunks = [], tooLarge = [], current = [], size = 0;
     for (var i = 0; i < texts.length; i++) {
-      var n = texts[i].length * 3 > budget ? utf8Length(texts[i]) : texts[i].length;
+      var n = utf8Length(texts[i]);
       if (n > budget) { tooLarge.push(i); continue; }
       if (current.length && size + n + 1 > budget) { chunks.push(current); current = []; size = 0; }
       current.push(i);
@@ -958,13 +1022,26 @@
 
   /* The side of a replication in the local PouchDB. */
   function LocalPeer(db) { this.db = db; }
+  /* Rows {seq, id, revs (leaves), deleted, text, doc}: `doc` is set for a doc whose
+   * only revision is its first and has no attachments (its whole history is itself:
+   * no bulkGet needed), as PouchDB's own replicator does with allDocs. */
   LocalPeer.prototype.changes = function (since, limit) {
-    return this.db.changes({since: since, limit: limit, style: 'all_docs', return_docs: true}).then(function (res) {
+    return this.db.changes({since: since, limit: limit, style: 'all_docs', include_docs: true, return_docs: true}).then(function (res) {
       return {rows: res.results.map(function (r) {
-        return {seq: r.seq, id: r.id, revs: r.changes.map(function (c) { return c.rev; }), deleted: !!r.deleted, text: null};
+        var revs = r.changes.map(function (c) { return c.rev; });
+        return {seq: r.seq, id: r.id, revs: revs, deleted: !!r.deleted, text: null, doc: firstGeneration(r.doc, revs)};
       }), last_seq: res.last_seq, pending: res.results.length < limit ? 0 : undefined};
     });
   };
+
+  /* `doc` when it is a whole first-generation document (see LocalPeer.changes), else null. */
+  function firstGeneration(doc, revs) {
+    if (!doc || revs.length !== 1 || doc._rev !== revs[0] || doc._deleted || doc._attachments ||
+        revGeneration(revs[0]) !== 1) {
+      return null;
+    }
+    return doc;
+  }
   LocalPeer.prototype.revsDiff = function (revs) { return this.db.revsDiff(revs); };
   LocalPeer.prototype.bulkGet = function (docs) {
     return this.db.bulkGet({docs: docs, revs: true, attachments: true, latest: true});
@@ -995,7 +1072,7 @@
     if (this.textsKnown) {
       return this.channel.call('changes_texts', {since: since, limit: limit, max_bytes: Math.min(this.budget, 8 * 1024 * 1024)}).then(function (ok) {
         return {rows: ok.results.map(function (r) {
-          return {seq: r[0], id: r[1], revs: r[2], deleted: r[3], text: r[4]};
+          return {seq: r[0], id: r[1], revs: r[2], deleted: r[3], text: r[4], doc: null};
         }), last_seq: ok.last_seq, pending: ok.pending};
       }, function (err) {
         if (err.name === 'BadRequest' && /unknown op/.test(err.message)) {
@@ -1007,7 +1084,7 @@
     }
     return this.channel.call('changes', {since: since, limit: limit, style: 'all_docs'}).then(function (ok) {
       return {rows: ok.results.map(function (r) {
-        return {seq: r.seq, id: r.id, revs: r.changes.map(function (c) { return c.rev; }), deleted: !!r.deleted, text: null};
+        return {seq: r.seq, id: r.id, revs: r.changes.map(function (c) { return c.rev; }), deleted: !!r.deleted, text: null, doc: null};
       }), last_seq: ok.last_seq, pending: ok.pending};
     });
   };
@@ -1085,25 +1162,39 @@
     return 0;
   }
 
-  /* Read batches and replicate them until the source has nothing new. While one batch
-   * is written the next one is already being read. Resolves true when caught up. */
+  /* Read batches and replicate them until the source has nothing new; resolves true
+   * when caught up. Pipelined: the next batch of changes is read while this one is
+   * replicated, and up to two batches are replicated at once (batch N+1 starts when
+   * batch N-1 is written), so neither side waits for the other's round trips. A
+   * checkpoint is recorded in order, only after its batch and every batch before it
+   * are written. */
   Replication.prototype.run = function (isStale) {
     var self = this;
     var batchSize = this.sync.batchSize;
-    var next = this.source.changes(this.since, batchSize);
+    var previous = Promise.resolve();      // the write of the batch before the last
+    var checkpoints = Promise.resolve();   // the chain of checkpoints, in batch order
+    function read(since) {
+      var p = self.source.changes(since, batchSize);
+      p.catch(function () { /* seen when awaited */ });
+      return p;
+    }
+    var next = read(this.since);
     function step() {
       return next.then(function (batch) {
         if (isStale()) return false;
         var caughtUp = batch.rows.length === 0 || batch.pending === 0 || batch.rows.length < batchSize;
-        if (!batch.rows.length) return true;
-        next = caughtUp ? null : self.source.changes(batch.last_seq, batchSize);
-        if (next) next.catch(function () { /* seen when awaited */ });
-        return self.replicateBatch(batch, isStale).then(function () {
-          if (isStale()) return false;
-          return self.recordCheckpoint(batch.last_seq, caughtUp).then(function () {
-            return caughtUp ? true : step();
-          });
+        if (!batch.rows.length) return checkpoints.then(function () { return true; });
+        next = caughtUp ? null : read(batch.last_seq);
+        var write = self.replicateBatch(batch, isStale);
+        write.catch(function () { /* seen through checkpoints or the gate */ });
+        checkpoints = Promise.all([checkpoints, write]).then(function () {
+          if (!isStale()) return self.recordCheckpoint(batch.last_seq, caughtUp);
         });
+        checkpoints.catch(function () { /* seen when awaited */ });
+        if (caughtUp) return checkpoints.then(function () { return !isStale(); });
+        var gate = previous;
+        previous = write;
+        return gate.then(step);
       });
     }
     return step();
@@ -1142,10 +1233,12 @@
     Object.keys(missing || {}).forEach(function (id) {
       var revs = missing[id].missing || [];
       var row = byId[id];
-      if (row && row.text !== null && revs.length === 1 && row.revs.length === 1 && revs[0] === row.revs[0] &&
+      if (row && (row.text || row.doc) && revs.length === 1 && row.revs.length === 1 && revs[0] === row.revs[0] &&
           revGeneration(revs[0]) === 1) {
-        var doc;
-        try { doc = JSON.parse(row.text); } catch (exc) { throw protocolError('changes_texts row ' + JSON.stringify(id) + ' is not JSON'); }
+        var doc = row.doc;
+        if (!doc) {
+          try { doc = JSON.parse(row.text); } catch (exc) { throw protocolError('changes_texts row ' + JSON.stringify(id) + ' is not JSON'); }
+        }
         doc._id = id;
         doc._rev = revs[0];
         doc._revisions = {start: 1, ids: [revs[0].slice(revs[0].indexOf('-') + 1)]};
@@ -1265,6 +1358,8 @@
     this._localFeed = null;
     this._sub = null;
     this._repIds = null;
+    this._retries = 0;        // retryable failures in a row (backoff of _failed)
+    this._retryTimer = null;
     this._promise = new Promise(function (resolve, reject) { self._resolve = resolve; self._reject = reject; });
     this._promise.catch(function () { /* reported by events too; avoid unhandled rejections */ });
   }
@@ -1297,6 +1392,8 @@
 
   Sync.prototype._stop = function (closeChannel) {
     this._gen += 1;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
     if (this._localFeed) { this._localFeed.cancel(); this._localFeed = null; }
     var channel = this.channel;
     this.channel = null;
@@ -1352,13 +1449,23 @@
   /* A failure of a running sync: a denial, a broken protocol or a one-shot sync
    * without retry ends it; a lost connection waits for the next one. */
   Sync.prototype._failed = function (err) {
+    var self = this;
     if (this._ended()) return;
-    if (err.name === 'TransportError' || err.name === 'Cancelled' || err.retryable ||
-        err.error === 'shutting_down' || err.error === 'unavailable' || err.error === 'too_many_requests') {
-      if (this.retry) return; // the client reconnects; _connected starts again
-      return this._abort(err);
-    }
-    this._abort(err);
+    var retryable = err.name === 'TransportError' || err.name === 'Cancelled' || err.retryable ||
+      err.error === 'shutting_down' || err.error === 'unavailable' || err.error === 'too_many_requests';
+    if (!retryable || !this.retry) return this._abort(err);
+    // a retryable failure on a live connection (the server's database unavailable, a
+    // 429): close the channel, say 'paused' with the error (as PouchDB's retry does)
+    // and open it again after the client's backoff
+    this._stop(true);
+    this.state = 'pending';
+    this._retries += 1;
+    var delay = this.client.backoff.delay(this._retries, this.client._random());
+    this.emit('paused', err);
+    this._retryTimer = setTimeout(function () {
+      self._retryTimer = null;
+      if (self.client.state === 'open') self._connected();
+    }, delay);
   };
 
   Sync.prototype._disconnected = function (err) {
@@ -1388,18 +1495,25 @@
     var self = this;
     var local = new LocalPeer(this.db);
     var remote = new RemotePeer(channel, this.client.maxMessageSize());
+    this._done = {push: this.direction === 'pull', pull: this.direction === 'push'};
     return this._replicationIds(channel).then(function (ids) {
       if (stale()) return;
-      var runs = [];
-      if (self.direction !== 'pull') {
-        var push = new Replication(self, 'push', local, remote, ids.push);
-        runs.push(self._runPush(push, stale));
+      var push = self.direction === 'pull' ? null : new Replication(self, 'push', local, remote, ids.push);
+      var pull = self.direction === 'push' ? null : new Replication(self, 'pull', remote, local, ids.pull);
+      var done;
+      if (push && pull && !self.live) {
+        // One-shot both ways: pull first, then push. A PouchDB changes read that races
+        // with a write of the same doc can miss that doc (the adapter skips an entry
+        // whose doc moved to a later seq, which the read's snapshot does not hold); a
+        // live push re-reads after every local change event, a one-shot one must not
+        // read while the pull writes.
+        done = self._runPull(pull, channel, stale).then(function () {
+          if (!stale()) return self._runPush(push, stale);
+        });
+      } else {
+        done = Promise.all([push && self._runPush(push, stale), pull && self._runPull(pull, channel, stale)]);
       }
-      if (self.direction !== 'push') {
-        var pull = new Replication(self, 'pull', remote, local, ids.pull);
-        runs.push(self._runPull(pull, channel, stale));
-      }
-      return Promise.all(runs).then(function () {
+      return done.then(function () {
         if (stale()) return;
         if (!self.live) return self._complete();
         self._paused();
@@ -1461,14 +1575,8 @@
         if (msg.error) { self._failed(errorFromJson(msg.error, 'live changes')); return; }
         var batch = {rows: msg.results.map(function (r) {
           var revs = r.changes.map(function (c) { return c.rev; });
-          var text = null;
           // a first-generation doc delivered whole needs no bulk_get
-          if (r.doc && revs.length === 1 && r.doc._rev === revs[0] && !r.doc._attachments && !r.doc._deleted) {
-            var body = {};
-            for (var k in r.doc) if (k !== '_id' && k !== '_rev') body[k] = r.doc[k];
-            text = JSON.stringify(body);
-          }
-          return {seq: r.seq, id: r.id, revs: revs, deleted: !!r.deleted, text: text};
+          return {seq: r.seq, id: r.id, revs: revs, deleted: !!r.deleted, text: null, doc: firstGeneration(r.doc, revs)};
         }), last_seq: msg.last_seq};
         self._busy.pull = true;
         queue = queue.then(function () {
@@ -1500,6 +1608,7 @@
 
   Sync.prototype._paused = function () {
     if (this._ended() || this.state === 'paused') return;
+    this._retries = 0;
     this.state = 'paused';
     this.emit('paused', null);
   };

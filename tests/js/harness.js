@@ -84,8 +84,9 @@ function run(main) {
     process.exit(1);
   });
   Promise.resolve().then(main).catch(function (err) {
-    report({fatal: 'failed', message: String(err && err.stack || err)});
-    process.exitCode = 1;
+    // a failed script exits at once (its client may still hold a socket open)
+    process.stdout.write(JSON.stringify({fatal: 'failed', message: String(err && err.stack || err)}) + '\n',
+      function () { process.exit(1); });
   });
 }
 

@@ -49,7 +49,7 @@ h.run(async function () {
   var docs = [];
   for (var i = 0; i < 3000; i++) docs.push({_id: 'j' + ('0000' + i).slice(-4), n: i});
   await db.bulkDocs(docs);
-  var client = h.client({initialDelay: 100, maxDelay: 300, pingInterval: 1000, pingTimeout: 1000});
+  var client = h.client({initialDelay: 100, maxDelay: 300, pingInterval: 1000});
   var log = h.record(client, 'client', []);
   client.connect(h.URL);
   var sync = client.sync(db, {remoteName: 'rc', batchSize: 25, credentials: {token: h.TOKEN}});
