@@ -6,7 +6,9 @@ with their own IndexedDB) on the page of ``examples/web/app.py`` run as a proces
   worker's cache), todos are added on both sides, and after a restart (same port, same data) both pages and the server hold the same set;
 - a wrong token is refused on the page, and the right one then syncs what was written
   while refused;
-- the page and a Python client syncing the same list meet live, both ways.
+- the page and a Python client syncing the same list meet live, both ways;
+- a document the server refuses (a ``_design/`` write) is reported on the page and the
+  sync goes on.
 """
 
 from __future__ import annotations
@@ -160,3 +162,22 @@ def test_the_page_and_a_python_client_meet_live(web_app: WebApp, open_page: Open
     finally:
         client.close()
         local.close()
+
+
+def test_a_refused_document_is_reported_and_the_sync_goes_on(web_app: WebApp, open_page: OpenPage) -> None:
+    alice = open_page("alice", web_app.page_url())
+    bob = open_page("bob", web_app.page_url())
+    alice.wait_status("online")
+    bob.wait_status("online")
+    # the server refuses _design/ writes from clients: one document denied, not the sync
+    alice.js("window.todos.db.put({_id: '_design/mine', views: {}});")
+    alice.wait(lambda: "the server refused _design/mine" in alice.refused(),
+               "alice's page reports the refused document")
+    assert "design documents are not allowed" in alice.refused()
+    alice.add("After the refusal")
+    bob.wait_titles({"After the refusal"})
+    wait_server_titles(web_app, {"After the refusal"})
+    assert alice.status() == "online"
+    with ps.LocalDatabase(web_app.data_file) as db:
+        with pytest.raises(ps.NotFound):
+            db.get("_design/mine")

@@ -56,7 +56,9 @@
     sync.on('denied', function (err) {
       var doc = err && (err.doc || (err.id ? err : null));
       if (doc) {  // one document refused (as PouchDB reports a 403): the rest goes on
-        say('the server refused ' + (doc.id || doc._id) + ': ' + (doc.reason || doc.message));
+        $('refused').hidden = false;
+        $('refused').textContent = 'the server refused ' + (doc.id || doc._id) + ': ' +
+          (doc.reason || doc.message);
         return;
       }
       sync.cancel();
