@@ -8,7 +8,9 @@ with their own IndexedDB) on the page of ``examples/web/app.py`` run as a proces
   while refused;
 - the page and a Python client syncing the same list meet live, both ways;
 - a document the server refuses (a ``_design/`` write) is reported on the page and the
-  sync goes on.
+  sync goes on;
+- in the browser, an unreachable server and an unknown database are events (error,
+  reconnect, denied with the server's reason), never uncaught exceptions.
 """
 
 from __future__ import annotations
@@ -181,3 +183,32 @@ def test_a_refused_document_is_reported_and_the_sync_goes_on(web_app: WebApp, op
     with ps.LocalDatabase(web_app.data_file) as db:
         with pytest.raises(ps.NotFound):
             db.get("_design/mine")
+
+
+def test_bad_urls_and_unknown_databases_are_events_in_the_browser(web_app: WebApp,
+                                                                    open_page: OpenPage) -> None:
+    page = open_page("browser", web_app.page_url())
+    page.wait_status("online")
+    page.js("""
+      var seen = window.seen = {uncaught: [], unreachable: [], unknown: []};
+      window.addEventListener('error', function (e) { seen.uncaught.push(String(e.message)); });
+      window.addEventListener('unhandledrejection', function (e) { seen.uncaught.push(String(e.reason)); });
+      var lost = PouchSync.createClient({initialDelay: 100, maxDelay: 200});
+      lost.on('error', function (err) { seen.unreachable.push('error: ' + err.message); });
+      lost.on('reconnect', function (n) { seen.unreachable.push('reconnect ' + n); });
+      lost.connect('ws://127.0.0.1:9/');                // nothing listens on the discard port
+      window.lost = lost;
+      var other = window.todos.client.sync(new PouchDB('other'),
+                                           {remoteName: 'other', credentials: {token: arguments[0]}});
+      other.on('denied', function (err) { seen.unknown.push('denied: ' + err.message); });
+      other.on('error', function (err) { seen.unknown.push('error: ' + err.message); });
+    """, TOKEN)
+    page.wait(lambda: page.js("return window.seen.unreachable.length >= 3;"),
+              "an unreachable server gives error and reconnect events")
+    page.wait(lambda: len(page.js("return window.seen.unknown;")) >= 2, "an unknown database is denied")
+    unknown = page.js("return window.seen.unknown;")
+    assert unknown[0].startswith("denied: ") and "only has the 'todos' list" in unknown[0], unknown
+    page.js("window.lost.end();")
+    assert page.js("return window.seen.uncaught;") == []
+    page.add("Still syncing")  # the page's own sync on the shared socket is untouched
+    wait_server_titles(web_app, {"Still syncing"})
