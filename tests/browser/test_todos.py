@@ -10,7 +10,9 @@ with their own IndexedDB) on the page of ``examples/web/app.py`` run as a proces
 - a document the server refuses (a ``_design/`` write) is reported on the page and the
   sync goes on;
 - in the browser, an unreachable server and an unknown database are events (error,
-  reconnect, denied with the server's reason), never uncaught exceptions.
+  reconnect, denied with the server's reason), never uncaught exceptions;
+- a conflict made offline in two browsers ends with the same winner and the same loser
+  kept in both PouchDBs and on the server, and both pages show that winner.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -212,3 +214,55 @@ def test_bad_urls_and_unknown_databases_are_events_in_the_browser(web_app: WebAp
     assert page.js("return window.seen.uncaught;") == []
     page.add("Still syncing")  # the page's own sync on the shared socket is untouched
     wait_server_titles(web_app, {"Still syncing"})
+
+
+def test_a_conflict_made_offline_ends_with_one_winner_everywhere(web_app: WebApp,
+                                                                  open_page: OpenPage) -> None:
+    alice = open_page("alice", web_app.page_url())
+    bob = open_page("bob", web_app.page_url())
+    alice.wait_status("online")
+    bob.wait_status("online")
+    alice.add("Shared")
+    bob.wait_titles({"Shared"})
+    code, _, err = web_app.stop()
+    assert code == 0, err[-3000:]
+    alice.wait_status("offline")
+    bob.wait_status("offline")
+
+    # two different edits of the same revision: alice renames it, bob ticks it
+    alice.js("var db = window.todos.db; db.allDocs({include_docs: true}).then(function (r) {"
+             "  var doc = r.rows[0].doc; doc.title = 'Shared (renamed)'; return db.put(doc); });")
+    alice.wait_titles({"Shared (renamed)"})
+    bob.js("document.querySelector('#todos li input[type=checkbox]').click();")
+    bob.wait(lambda: bob.js("return document.querySelector('#todos li').className;") == "done",
+             "bob's tick is shown")
+
+    web_app.start()
+    read = ("var done = arguments[arguments.length - 1]; var db = window.todos.db;"
+            "db.allDocs().then(function (r) { return db.get(r.rows[0].id, {conflicts: true}); })"
+            ".then(function (d) { done([d._id, d._rev, (d._conflicts || []).sort()]); },"
+            "      function (e) { done(['error', String(e)]); });")
+
+    def settled(page: TodoPage) -> Any:
+        got = page.driver.execute_async_script(read)
+        return got if len(got) == 3 and got[2] else None
+
+    doc_id, rev, losers = alice.wait(lambda: settled(alice), "alice holds the conflict")
+    bob.wait(lambda: settled(bob) == [doc_id, rev, losers], "bob holds the same winner and loser")
+    with ps.LocalDatabase(web_app.data_file) as db:
+        deadline = time.monotonic() + WAIT
+        pause = threading.Event()
+        while True:
+            doc = db.get(doc_id, conflicts=True)
+            if (doc["_rev"], sorted(doc.get("_conflicts", []))) == (rev, losers):
+                break
+            assert time.monotonic() < deadline, f"server: {doc['_rev']} {doc.get('_conflicts')}, pages: {rev} {losers}"
+            pause.wait(0.2)
+    assert len(losers) == 1
+
+    def shown(page: TodoPage) -> Any:
+        return page.js("var li = document.querySelector('#todos li');"
+                       "return li && [li.querySelector('.title').textContent, li.className];")
+
+    alice.wait(lambda: shown(alice) == shown(bob) and len(alice.titles()) == 1,
+               "both pages show the same winner")
