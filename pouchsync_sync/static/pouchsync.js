@@ -1303,11 +1303,20 @@
       if (previous && previous._rev) doc._rev = previous._rev;
       return doc;
     }
-    function write(peer, previous) {
+    // Another writer of the same log (a second tab on the same IndexedDB database)
+    // makes the put a 409: read the log again and write on top of it; after three
+    // conflicts in a row leave this checkpoint to the other writer (a checkpoint only
+    // saves work: the next one is written on top of what was read).
+    function write(peer, previous, attempt) {
       var doc = updated(previous);
       return peer.putLocal(doc).then(function (res) {
         doc._rev = res.rev;
         return doc;
+      }, function (err) {
+        if (!err || err.status !== 409) throw err;
+        return peer.getLocal(self.logId).then(function (current) {
+          return (attempt || 0) < 2 ? write(peer, current, (attempt || 0) + 1) : current;
+        });
       });
     }
     return write(this.target, this.targetLog).then(function (doc) {

@@ -108,10 +108,17 @@ h.run(async function () {
     if (cmd.end) break;
     if (cmd.edits) {
       for (var i = 0; i < cmd.edits.length; i++) {   // while the live sync runs
-        var e = cmd.edits[i];
-        var doc = await db.get(e.id).catch(function () { return null; });
-        if (e.op === 'delete') { if (doc) await db.remove(doc); }
-        else { var body = doc || {_id: e.id}; body.v = e.value; await db.put(body); }
+        for (var attempt = 0; ; attempt++) {          // the pull may write the doc meanwhile: 409, again
+          try {
+            var e = cmd.edits[i];
+            var doc = await db.get(e.id).catch(function () { return null; });
+            if (e.op === 'delete') { if (doc) await db.remove(doc); }
+            else { var body = doc || {_id: e.id}; body.v = e.value; await db.put(body); }
+            break;
+          } catch (err) {
+            if (err.status !== 409 || attempt > 20) throw err;
+          }
+        }
       }
       h.report({edited: true});
     }
@@ -143,16 +150,23 @@ def _server_leaves(srv, ids):
 
 
 def _apply(srv, edits):
+    from pouchsync_sync import Conflict, NotFound
+
     for e in edits:
-        try:
-            current = srv.get(e["id"])
-        except Exception:
-            current = None
-        if e["op"] == "delete":
-            if current is not None:
-                srv.delete(e["id"], current["_rev"])
-        else:
-            srv.put(dict(current or {"_id": e["id"]}, v=e["value"]))
+        for attempt in range(20):  # a live push may write the doc meanwhile: Conflict, again
+            try:
+                current = srv.get(e["id"])
+            except NotFound:
+                current = None
+            try:
+                if e["op"] == "delete":
+                    if current is not None:
+                        srv.delete(e["id"], current["_rev"])
+                else:
+                    srv.put(dict(current or {"_id": e["id"]}, v=e["value"]))
+                break
+            except Conflict:
+                assert attempt < 19
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -279,3 +279,47 @@ def test_attachments_travel_both_ways(run_js, js_server):
     assert base64.b64decode(out["data"]) == png
     assert srv.get_attachment("js-file", "hello.txt") == b"hello from node"
     assert srv.get_attachment("js-file", "bytes.bin") == bytes([0, 1, 2, 255, 254])
+
+
+TWO_TABS = """
+var h = require(process.env.PS_HARNESS);
+h.run(async function () {
+  // two "tabs": two PouchDB objects on one database (same name, same storage, same id())
+  var tabs = [new h.PouchDB('tab-db', {adapter: 'memory'}), new h.PouchDB('tab-db', {adapter: 'memory'})];
+  // IndexedDB gives both tabs the database's one instance id; the memory adapter gives
+  // each object its own, so the second tab reports the first one's (same checkpoints)
+  tabs[1].id = function () { return tabs[0].id(); };
+  var ids = await Promise.all(tabs.map(function (t) { return t.id(); }));
+  var clients = tabs.map(function () { return h.client(); });
+  var logs = [];
+  var syncs = tabs.map(function (t, i) {
+    clients[i].connect(h.URL);
+    var s = clients[i].sync(t, {remoteName: 'tabs', credentials: {token: h.TOKEN}});
+    h.record(s, 'tab' + i, logs);
+    return s;
+  });
+  for (var n = 0; n < 30; n++) await tabs[n % 2].put({_id: 'doc' + n, tab: n % 2});
+  await h.waitFor(function () {
+    return syncs.every(function (s) { return s.state === 'paused'; }) && logs.filter(function (e) { return e.event === 'change' && e.direction === 'push'; }).length > 0;
+  }, 20000, 'both paused').catch(function (err) {
+    throw new Error(err.message + ': ' + JSON.stringify({states: syncs.map(function (s) { return s.state; }), log: logs}));
+  });
+  h.report({sameId: ids[0] === ids[1], errors: logs.filter(function (e) { return e.event === 'error'; })});
+  syncs.forEach(function (s) { s.cancel(); });
+  clients.forEach(function (c) { c.end(); });
+});
+"""
+
+
+def test_two_tabs_on_one_database_share_checkpoints_without_errors(run_js, js_server):
+    import threading
+    import time
+
+    out = run_js(TWO_TABS)[0]
+    assert out["sameId"] is True
+    assert out["errors"] == []
+    srv = js_server.db("tabs")
+    deadline = time.monotonic() + 20
+    while srv.info()["doc_count"] < 30:
+        assert time.monotonic() < deadline
+        threading.Event().wait(0.05)
