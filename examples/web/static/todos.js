@@ -22,7 +22,7 @@
   client.on('connect', function () { online = true; if (sync) { setStatus('online'); } });
   client.on('disconnect', function () { online = false; if (sync) { setStatus('offline'); } });
   client.on('reconnect', function (attempt, delay) {
-    setStatus('offline', 'offline, retrying in ' + Math.round((delay || 0) / 100) / 10 + ' s');
+    if (sync) { setStatus('offline', 'offline, retrying in ' + Math.round((delay || 0) / 100) / 10 + ' s'); }
   });
   client.on('error', function (err) { console.warn('pouchsync:', err && err.message); });
 
