@@ -299,7 +299,8 @@ def main() -> int:
             driver = make_driver(chromium, Path(profile))
             driver.set_script_timeout(SCRIPT_TIMEOUT)
             driver.get(base)
-            if not driver.execute_script("return typeof PouchDB === 'function' && typeof PouchSync === 'object';"):
+            loaded = "return typeof PouchDB === 'function' && typeof PouchSync === 'object';"
+            if not driver.execute_script(loaded):
                 raise RuntimeError(f"the bench page did not load PouchDB and pouchsync.js: "
                                    f"{driver.get_log('browser')}")
             version = driver.capabilities.get("browserVersion", "?")

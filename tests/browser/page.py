@@ -75,7 +75,8 @@ class TodoPage:
         return self.js("var m = document.getElementById('message'); return m ? m.textContent : '';")
 
     def refused(self) -> str:
-        return self.js("var r = document.getElementById('refused'); return r && !r.hidden ? r.textContent : '';")
+        return self.js("var r = document.getElementById('refused');"
+                       "return r && !r.hidden ? r.textContent : '';")
 
     def login_shown(self) -> bool:
         return self.js("return !document.getElementById('login').hidden;")

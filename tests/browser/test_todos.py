@@ -3,7 +3,8 @@ with their own IndexedDB) on the page of ``examples/web/app.py`` run as a proces
 
 - a todo added in one page appears in the other, and an edit travels back;
 - with the server stopped both pages keep working (one even reloads, from its service
-  worker's cache), todos are added on both sides, and after a restart (same port, same data) both pages and the server hold the same set;
+  worker's cache), todos are added on both sides, and after a restart (same port,
+  same data) both pages and the server hold the same set;
 - a wrong token is refused on the page, and the right one then syncs what was written
   while refused;
 - the page and a Python client syncing the same list meet live, both ways;
@@ -256,7 +257,8 @@ def test_a_conflict_made_offline_ends_with_one_winner_everywhere(web_app: WebApp
             doc = db.get(doc_id, conflicts=True)
             if (doc["_rev"], sorted(doc.get("_conflicts", []))) == (rev, losers):
                 break
-            assert time.monotonic() < deadline, f"server: {doc['_rev']} {doc.get('_conflicts')}, pages: {rev} {losers}"
+            assert time.monotonic() < deadline, \
+                f"server: {doc['_rev']} {doc.get('_conflicts')}, pages: {rev} {losers}"
             pause.wait(0.2)
     assert len(losers) == 1
 
