@@ -196,10 +196,17 @@ def run_node(script: str, *, env: Mapping[str, str] | None = None,
 
 @pytest.fixture(scope="session")
 def js_modules() -> Path:
-    """The installed ``node_modules`` folder; skips when node/npm are missing."""
+    """The installed ``node_modules`` folder; skips when node/npm are missing.
+
+    ``$POUCHSYNC_JS_MODULES`` names another ``node_modules`` folder to use as is (no
+    install), e.g. one holding ``pouchdb@8`` to run the same tests against PouchDB 8.
+    """
     reason = missing_tools()
     if reason:
         pytest.skip(reason)
+    other = os.environ.get("POUCHSYNC_JS_MODULES")
+    if other:
+        return Path(other)
     return ensure_installed()
 
 

@@ -27,8 +27,9 @@ h.run(async function () {
     await h.waitFor(function () {
       return log.filter(function (e) { return e.event === 'connect'; }).length > connects;
     }, 20000, 'a new connection');
+    var pushed = h.waitEvent(sync, 'change', 20000);
     await db.put({_id: cmd.write});
-    await h.waitFor(function () { return sync.state === 'paused'; }, 20000, 'paused');
+    await pushed;                                      // the one change: the push of this doc
     h.report({written: cmd.write, disconnects: log.filter(function (e) { return e.event === 'disconnect'; }).map(function (e) { return e.message; })});
   }
   sync.cancel();
@@ -94,3 +95,65 @@ def test_the_file_works_as_a_plain_script_defining_a_global(node):
     assert out["page"] == "function" and out["bare"] == "function"
     assert out["version"] == "0.1.0"
     assert out["noWebSocket"].startswith("no WebSocket")
+
+
+BROWSER_LIKE = """
+var h = require(process.env.PS_HARNESS);
+// A browser's WebSocket: the WHATWG API only (no ping(), no terminate(), no options).
+function BrowserWebSocket(url) {
+  var self = this;
+  var ws = new h.WebSocket(url, {perMessageDeflate: false});
+  this._ws = ws;
+  ['onopen', 'onmessage', 'onerror', 'onclose'].forEach(function (name) {
+    ws[name] = function (event) { if (self[name]) self[name](event); };
+  });
+  ws.on('error', function () {});
+}
+BrowserWebSocket.prototype.send = function (data) { this._ws.send(data); };
+BrowserWebSocket.prototype.close = function (code, reason) {
+  this._ws.close(code, reason);
+  var ws = this._ws;
+  setTimeout(function () { ws.terminate(); }, 200).unref();   // a browser does not keep node alive
+};
+h.run(async function () {
+  var stdin = new h.Stdin();
+  var db = h.makeDb('local');
+  var client = h.PouchSync.createClient({WebSocket: BrowserWebSocket, pingInterval: 300, initialDelay: 50, maxDelay: 200});
+  var log = h.record(client, 'client', []);
+  client.connect(h.URL);
+  var sync = client.sync(db, {remoteName: 'browser', credentials: {token: h.TOKEN}});
+  await h.waitEvent(sync, 'paused', 20000);
+  h.report({ready: true});
+  await stdin.next();                                  // the connection is hung now
+  await h.waitFor(function () { return log.filter(function (e) { return e.event === 'connect'; }).length === 2; }, 20000, 'reconnected');
+  var pushed = h.waitEvent(sync, 'change', 20000);
+  await db.put({_id: 'after-hang'});
+  await pushed;
+  h.report({done: true, disconnects: log.filter(function (e) { return e.event === 'disconnect'; }).map(function (e) { return e.message; })});
+  sync.cancel();
+  client.end();
+  stdin.close();
+});
+"""
+
+
+def test_a_browser_websocket_without_ping_finds_a_hung_server_with_an_info_probe(start_js, js_server):
+    import threading
+    import time
+
+    srv = js_server.db("browser")
+    proxy = FaultProxy(js_server.port)
+    try:
+        node = start_js(BROWSER_LIKE, SYNC_URL=proxy.url())
+        node.expect(lambda o: o.get("ready"))
+        assert proxy.stall_current() == 1
+        node.send({"go": True})
+        out = node.expect(lambda o: o.get("done"))
+        assert "did not answer a ping" in out["disconnects"][0]
+        assert node.wait(30) == 0
+        deadline = time.monotonic() + 20
+        while srv.info()["doc_count"] < 1:
+            assert time.monotonic() < deadline
+            threading.Event().wait(0.05)
+    finally:
+        proxy.close()
