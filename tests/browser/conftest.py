@@ -24,15 +24,16 @@ def chromium() -> tuple[str, str]:
 
 
 @pytest.fixture
-def open_page(chromium: tuple[str, str], tmp_path: Path) -> Iterator[Callable[[str, str], TodoPage]]:
-    """``open_page(name, url)``: a headless Chromium with its own profile (its own
-    IndexedDB and localStorage) on ``url``. Every browser is quit at teardown."""
+def open_page(chromium: tuple[str, str], tmp_path: Path) -> Iterator[Callable[..., TodoPage]]:
+    """``open_page(name, url[, ready])``: a headless Chromium with its own profile (its
+    own IndexedDB and localStorage) on ``url``, once the script ``ready`` returns true
+    (default: the todo page's script ran). Every browser is quit at teardown."""
     pages: list[TodoPage] = []
 
-    def make(name: str, url: str) -> TodoPage:
+    def make(name: str, url: str, ready: str | None = None) -> TodoPage:
         page = TodoPage(name, chromium, tmp_path / f"profile-{name}")
         pages.append(page)
-        page.open(url)
+        page.open(url, ready)
         return page
 
     yield make

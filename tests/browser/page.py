@@ -115,10 +115,12 @@ class TodoPage:
         self.wait(lambda: self.status() == state, f"{self.name} status {state!r}", timeout)
 
     # -- acting as a user -----------------------------------------------------------------
-    def open(self, url: str) -> None:
+    def open(self, url: str, ready: str | None = None) -> None:
+        """Load ``url`` and wait until the script ``ready`` returns true (default: the
+        todo page's script ran)."""
         self.driver.get(url)
-        self.wait(lambda: self.js("return !!(window.todos && window.todos.db);"),
-                  f"{self.name}: the page's script ran")
+        ready = ready or "return !!(window.todos && window.todos.db);"
+        self.wait(lambda: self.js(ready), f"{self.name}: the page's script ran")
 
     def add(self, title: str) -> None:
         from selenium.webdriver.common.by import By
