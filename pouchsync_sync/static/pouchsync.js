@@ -1088,9 +1088,34 @@
       }), last_seq: ok.last_seq, pending: ok.pending};
     });
   };
-  RemotePeer.prototype.revsDiff = function (revs) { return this.channel.call('revs_diff', {revs: revs}); };
+  /* revs_diff, in parts when the question alone would pass the message budget (a server
+   * with a small max_message_size and a large batch). */
+  RemotePeer.prototype.revsDiff = function (revs) {
+    var self = this;
+    var ids = Object.keys(revs);
+    if (ids.length < 2 || utf8Length(JSON.stringify(revs)) <= this.budget) {
+      return this.channel.call('revs_diff', {revs: revs});
+    }
+    var halves = [ids.slice(0, ids.length >> 1), ids.slice(ids.length >> 1)].map(function (part) {
+      var sub = {};
+      part.forEach(function (id) { sub[id] = revs[id]; });
+      return self.revsDiff(sub);
+    });
+    return Promise.all(halves).then(function (answers) {
+      var out = {};
+      answers.forEach(function (a) { for (var id in a) out[id] = a[id]; });
+      return out;
+    });
+  };
   RemotePeer.prototype.bulkGet = function (docs) {
-    return this.channel.call('bulk_get', {docs: docs, revs: true, attachments: true, latest: true});
+    var self = this;
+    if (docs.length < 2 || utf8Length(JSON.stringify(docs)) <= this.budget) {
+      return this.channel.call('bulk_get', {docs: docs, revs: true, attachments: true, latest: true});
+    }
+    var half = docs.length >> 1;  // the question alone would pass the budget: in parts
+    return Promise.all([this.bulkGet(docs.slice(0, half)), this.bulkGet(docs.slice(half))]).then(function (answers) {
+      return {results: answers[0].results.concat(answers[1].results)};
+    });
   };
   RemotePeer.prototype.getLocal = function (id) {
     return this.channel.call('get', {doc_id: id}).catch(function (err) {

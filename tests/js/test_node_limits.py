@@ -51,3 +51,47 @@ def test_writes_are_split_under_max_message_size_and_a_huge_doc_is_a_counted_fai
         assert out["stats"]["connections"] == 1
     finally:
         server.close()
+
+
+MANY_IDS = """
+var h = require(process.env.PS_HARNESS);
+h.run(async function () {
+  var db = h.makeDb('local');
+  var docs = [];
+  var long = 'k'.repeat(700);
+  for (var i = 0; i < 600; i++) docs.push({_id: long + i, n: i});   // revs_diff of 600 ids: ~450 KB, bulk_get of 100: ~75 KB
+  await db.bulkDocs(docs);
+  var client = h.client();
+  client.connect(h.URL);
+  var result = await client.sync(db, {remoteName: 'ids', live: false, direction: 'push', batchSize: 600,
+                                      credentials: {token: h.TOKEN}});
+  h.report({result: result, stats: client.stats()});
+  client.end();
+});
+"""
+
+
+def test_a_revs_diff_larger_than_the_budget_is_asked_in_parts(node, tmp_path):
+    from tests.js.conftest import HARNESS, TOKEN
+
+    server = JsServer(tmp_path, max_message_size=64 * 1024)
+    try:
+        proc = node.run(MANY_IDS, env={"PS_HARNESS": str(HARNESS), "SYNC_URL": server.url,
+                                       "SYNC_TOKEN": TOKEN}, timeout=60)
+        out = node.json_lines(proc.stdout)[0]
+        assert out["result"]["push"]["docs_written"] == 600
+        assert out["result"]["push"]["doc_write_failures"] == 0
+        assert server.db("ids").info()["doc_count"] == 600
+        assert out["stats"]["connections"] == 1
+        # and back: a pull whose bulk_get of 600 long ids is asked in parts too
+        srv = server.db("ids")
+        for i in range(0, 600, 100):  # second revisions: not text rows, fetched with bulk_get
+            srv.bulk_docs([dict(srv.get("k" * 700 + str(n)), n=-n) for n in range(i, i + 100)])
+        proc = node.run(MANY_IDS.replace("direction: 'push'", "direction: 'pull'"),
+                        env={"PS_HARNESS": str(HARNESS), "SYNC_URL": server.url,
+                             "SYNC_TOKEN": TOKEN}, timeout=60)
+        out = node.json_lines(proc.stdout)[0]
+        assert out["result"]["pull"]["docs_written"] == 600
+        assert out["result"]["pull"]["doc_write_failures"] == 0
+    finally:
+        server.close()

@@ -35,7 +35,8 @@ h.run(async function () {
   sync.cancel();
   client.end();
   stdin.close();
-  h.report({done: true, events: log.map(function (e) { return e.event; })});
+  h.report({done: true, events: log.map(function (e) { return e.event; }),
+            attempts: log.filter(function (e) { return e.event === 'reconnect'; }).map(function (e) { return e.attempt; })});
 });
 """
 
@@ -66,6 +67,8 @@ def test_a_hung_server_is_found_by_the_ping_and_a_cut_connection_is_replaced(sta
         done = node.expect(lambda o: o.get("done"))
         assert node.wait(30) == 0
         assert done["events"].count("connect") == 3
+        # each outage starts the backoff again at attempt 1 (reset by the good connection)
+        assert done["attempts"][0] == 1 and done["attempts"].count(1) == 2
     finally:
         proxy.close()
 
