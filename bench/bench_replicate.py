@@ -113,11 +113,8 @@ def bench_couch(count: int, runs: int, batch_size: int, modes: list[int]
 
 
 def machine() -> str:
-    try:
-        import orjson
-        fast = f"orjson {orjson.__version__}"
-    except ImportError:
-        fast = "no orjson"
+    import orjson
+    fast = f"orjson {orjson.__version__}"
     return (f"{platform.platform()}, {os.cpu_count()} CPUs, {platform.processor() or '?'}; "
             f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {fast}")
 

@@ -4,6 +4,7 @@
     python3 bench/bench_sync.py latency [--writes 1000] [--runs 3] [--backend local|couch]
     python3 bench/bench_sync.py big [--docs 1000000]
     python3 bench/bench_sync.py fanout [--clients 1000] [--procs 4] [--runs 3]
+    python3 bench/bench_sync.py scaleout [--clients 1000] [--procs 4] [--servers 4] [--runs 3]
 
 Measurements 1, 3, 4 and 5 of bench/run_all.py (which writes bench/results.md); each
 function returns a dict of figures, and ``main`` prints it as JSON.
@@ -169,21 +170,36 @@ def big(count: int) -> dict[str, Any]:
 
 
 # -- 5. fan-out to many live syncs ----------------------------------------------------------
-def fanout(clients: int, procs: int, runs: int, changes: int = 3) -> dict[str, Any]:
+def fanout(clients: int, procs: int, runs: int, changes: int = 3, *, servers: int = 1,
+           backend: str = "local", couch_url: str | None = None,
+           couch_db: str | None = None) -> dict[str, Any]:
+    """One change reaches ``clients`` live syncs (in ``procs`` client processes) through
+    ``servers`` server processes; with several, they share one CouchDB-protocol
+    database (``backend="couch"``), client process ``i`` connects to server ``i %
+    servers`` and change ``k`` is written through server ``k % servers``, so most
+    clients learn of it through another process's change follower."""
+    if servers > 1 and backend != "couch":
+        raise ValueError("several server processes share a CouchDB-protocol backend")
     srv_path = OUT / f"run-server-fanout-{os.getpid()}.sqlite"
     remove_db(srv_path)
-    server, url = _server(srv_path, max_seconds=1200, tag=f"fanout-{clients}")
-    before = proc_status(server.pid)
+    started = [_server(srv_path, max_seconds=1200, tag=f"fanout-{clients}-s{i}", backend=backend,
+                       couch_url=couch_url, couch_db=couch_db) for i in range(servers)]
+    server_procs = [child for child, _ in started]
+    urls = [url for _, url in started]
+    server = server_procs[0]
+    before = [proc_status(p.pid) for p in server_procs]
     children: list[Child] = []
-    out: dict[str, Any] = {"clients": clients, "procs": procs, "server_idle_rss_mb":
-                           before.get("VmRSS", 0) / 1024, "server_idle_threads": before.get("Threads")}
+    out: dict[str, Any] = {"clients": clients, "procs": procs, "servers": servers,
+                           "backend": backend,
+                           "server_idle_rss_mb": sum(b.get("VmRSS", 0) for b in before) / 1024,
+                           "server_idle_threads": sum(b.get("Threads", 0) for b in before)}
     try:
         server.send("write warmup")
         server.read()
         per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
         t0 = time.monotonic()
         for i, n in enumerate(per):
-            children.append(Child(py("sync_client.py", "fanout", url, "--count", n,
+            children.append(Child(py("sync_client.py", "fanout", urls[i % servers], "--count", n,
                                      "--timeout", 60, "--ready-timeout", 900),
                                   timeout=1200, log_name=f"fanout-client{i}.log"))
         ready = [c.read() for c in children]
@@ -191,18 +207,20 @@ def fanout(clients: int, procs: int, runs: int, changes: int = 3) -> dict[str, A
         out["ready"] = sum(r["ready"] for r in ready)
         out["client_procs_rss_mb"] = [r["rss_mb"] for r in ready]
         out["client_procs_threads"] = [r["threads"] for r in ready]
-        st = proc_status(server.pid)
-        out["server_rss_mb"] = st.get("VmRSS", 0) / 1024
-        out["server_threads"] = st.get("Threads")
+        states = [proc_status(p.pid) for p in server_procs]
+        out["server_rss_mb"] = sum(st.get("VmRSS", 0) for st in states) / 1024
+        out["server_threads"] = sum(st.get("Threads", 0) for st in states)
+        out["per_server_rss_mb"] = [st.get("VmRSS", 0) / 1024 for st in states]
         print(f"  {out['ready']} live syncs ready in {out['connect_all_s']:.1f} s; server RSS "
-              f"{out['server_rss_mb']:.0f} MB, {out['server_threads']} threads; load {load()}",
-              flush=True)
+              f"{out['server_rss_mb']:.0f} MB, {out['server_threads']} threads "
+              f"({servers} process(es)); load {load()}", flush=True)
         rounds = []
         for run in range(runs * changes):
             doc_id = f"fan-{run:04d}"
             load_before = load()
-            server_cpu0 = cpu_seconds(server.pid)
-            user0, sys0 = cpu_split(server.pid)
+            server = server_procs[run % servers]
+            server_cpu0 = sum(cpu_seconds(p.pid) for p in server_procs)
+            user0, sys0 = _cpu_split_all(server_procs)
             server.send(f"write {doc_id}")
             t_write = server.read()["t0"]
             for c in children:
@@ -212,13 +230,13 @@ def fanout(clients: int, procs: int, runs: int, changes: int = 3) -> dict[str, A
             arrived = sum(a["arrived"] for a in answers)
             last = max(times) - t_write if times else float("nan")
             lat = sorted(t - t_write for t in times)
-            server_cpu = cpu_seconds(server.pid) - server_cpu0
-            user1, sys1 = cpu_split(server.pid)
+            server_cpu = sum(cpu_seconds(p.pid) for p in server_procs) - server_cpu0
+            user1, sys1 = _cpu_split_all(server_procs)
             calls: dict[str, int] = {}
             for a in answers:
                 for op, n in a.get("calls", {}).items():
                     calls[op] = calls.get(op, 0) + n
-            rounds.append({"id": doc_id, "arrived": arrived, "all_s": last,
+            rounds.append({"id": doc_id, "written_through": run % servers, "arrived": arrived, "all_s": last,
                            "p50_s": percentile(lat, 0.5), "load": load_before,
                            "server_cpu_s": server_cpu, "server_user_s": user1 - user0,
                            "server_sys_s": sys1 - sys0, "calls": calls,
@@ -230,31 +248,56 @@ def fanout(clients: int, procs: int, runs: int, changes: int = 3) -> dict[str, A
                   f"load {load_before}", flush=True)
             # let the fan-out settle before the next change
             time.sleep(0.5)  # noqa: not waiting for a condition, spacing the samples
-        st = proc_status(server.pid)
-        out["server_peak_rss_mb"] = st.get("VmHWM", 0) / 1024
-        out["server_threads_after"] = st.get("Threads")
+        states = [proc_status(p.pid) for p in server_procs]
+        out["server_peak_rss_mb"] = sum(st.get("VmHWM", 0) for st in states) / 1024
+        out["server_threads_after"] = sum(st.get("Threads", 0) for st in states)
         out["rounds"] = rounds
         out["all_s"] = summary([r["all_s"] for r in rounds])
         out["all_arrived"] = all(r["arrived"] == clients for r in rounds)
-        server.send("stats")
-        out["server_stats"] = server.read()
+        server_procs[0].send("stats")
+        out["server_stats"] = server_procs[0].read()
     finally:
         for c in children:
             c.close(timeout=120)
-        server.close(timeout=120)
+        for p in server_procs:
+            p.close(timeout=120)
         remove_db(srv_path)
     return out
 
 
+def _cpu_split_all(children: list[Child]) -> tuple[float, float]:
+    """(user, system) CPU seconds of all ``children`` together."""
+    splits = [cpu_split(c.pid) for c in children]
+    return sum(u for u, _ in splits), sum(s for _, s in splits)
+
+
+def scaleout(clients: int, procs: int, runs: int, servers: int = 4) -> dict[str, Any]:
+    """The fan-out through ``servers`` server processes on one CouchDB-protocol server,
+    beside the same through one process on the same backend, in one run."""
+    from tests.couchserver import couch_db_name, start
+    url, stop = start()
+    try:
+        out: dict[str, Any] = {}
+        for n in (1, servers):
+            print(f"  -- {n} server process(es), {clients} live syncs, CouchDB-protocol backend",
+                  flush=True)
+            out[str(n)] = fanout(clients, procs, runs, servers=n, backend="couch", couch_url=url,
+                                 couch_db=couch_db_name(f"bench-scaleout-{n}"))
+        return out
+    finally:
+        stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("oneshot", "latency", "big", "fanout"))
+    parser.add_argument("what", choices=("oneshot", "latency", "big", "fanout", "scaleout"))
     parser.add_argument("--docs", type=int, default=None)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--writes", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--servers", type=int, default=4)
     args = parser.parse_args()
     print_machine()
     if args.what == "oneshot":
@@ -263,8 +306,10 @@ def main() -> None:
         res = latency(args.writes, args.runs)
     elif args.what == "big":
         res = big(args.docs or 1_000_000)
-    else:
+    elif args.what == "fanout":
         res = fanout(args.clients, args.procs, args.runs)
+    else:
+        res = scaleout(args.clients, args.procs, args.runs, args.servers)
     OUT.mkdir(exist_ok=True)
     (OUT / f"{args.what}.json").write_text(json.dumps(res, indent=1, default=str))
     print(json.dumps({k: v for k, v in res.items() if k != "runs"}, default=str)[:3000])

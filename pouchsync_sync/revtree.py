@@ -34,9 +34,13 @@ __all__ = [
     "Node",
     "Tree",
     "DEFAULT_REVS_LIMIT",
+    "DEFAULT_MAX_LEAVES",
     "parse_rev",
     "path_from_revisions",
     "merge",
+    "merge_into",
+    "leaf_growth",
+    "update_leaves",
     "leaves",
     "winner",
     "conflicts",
@@ -49,6 +53,8 @@ __all__ = [
 ]
 
 DEFAULT_REVS_LIMIT = 1000
+#: most leaves (open revisions) a store lets one document have (``max_leaves``)
+DEFAULT_MAX_LEAVES = 1000
 
 
 class Node(NamedTuple):
@@ -112,18 +118,52 @@ def merge(tree: Tree, path: Sequence[str], deleted: bool = False) -> tuple[dict[
     holds consecutive generations, as ``path_from_revisions`` gives.
     """
     new: dict[str, Node] = dict(tree)
+    added, _regrown = merge_into(new, path, deleted)
+    return new, added
+
+
+def merge_into(tree: dict[str, Node], path: Sequence[str], deleted: bool = False
+               ) -> tuple[list[str], list[str]]:
+    """``merge`` into a tree the caller owns, changed in place, in O(len(path)) whatever
+    the size of the tree (merging n revisions one by one with ``merge`` copies the tree
+    each time: O(n**2)). Returns ``(revs_added, existing_revs_whose_parent_regrew)``."""
     added: list[str] = []
+    regrown: list[str] = []
     top = parse_rev(path[0])[0] if path else 0
     for index, rev in enumerate(path):
         pos = top - index  # a path is consecutive generations, newest first
         parent = path[index + 1] if index + 1 < len(path) else None
-        existing = new.get(rev)
+        existing = tree.get(rev)
         if existing is None:
-            new[rev] = Node(pos, parent, deleted if index == 0 else False)
+            tree[rev] = Node(pos, parent, deleted if index == 0 else False)
             added.append(rev)
         elif existing.parent is None and parent is not None:
-            new[rev] = existing._replace(parent=parent)  # a stemmed root grows back
-    return new, added
+            tree[rev] = existing._replace(parent=parent)  # a stemmed root grows back
+            regrown.append(rev)
+    return added, regrown
+
+
+def leaf_growth(tree: Tree, leaf_set: set[str] | frozenset[str], path: Sequence[str]) -> int:
+    """How many leaves merging ``path`` adds to ``tree`` (whose leaves are ``leaf_set``):
+    1 when its newest revision is new and does not extend a leaf, else 0. O(len(path))."""
+    if not path or path[0] in tree:
+        return 0
+    for rev in path[1:]:
+        if rev in tree:
+            return 0 if rev in leaf_set else 1
+    return 1
+
+
+def update_leaves(tree: Tree, leaf_set: set[str], path: Sequence[str], added: Sequence[str]) -> None:
+    """Update ``leaf_set`` (changed in place) after ``merge_into(tree, path)`` added
+    ``added``: O(len(path))."""
+    if not path:
+        return
+    if added and added[0] == path[0]:
+        leaf_set.add(path[0])
+    for index in range(len(path) - 1):
+        if tree[path[index]].parent == path[index + 1]:
+            leaf_set.discard(path[index + 1])
 
 
 def leaves(tree: Tree) -> list[str]:

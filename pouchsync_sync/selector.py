@@ -34,8 +34,14 @@ compare objects ignoring member order (JSON objects are unordered and our stores
 may reorder members; ordering operators keep CouchDB's member-order collation);
 ``$type`` with an unknown type name, ``$mod`` with a zero divisor and a condition
 that needs a field but has none are rejected instead of never matching / crashing;
-an empty object with no field path matches everything; ``$regex`` is Python ``re``
-(``search``), not PCRE; ``$text`` is not supported.  Conditions on ``_id`` compare
+an empty object with no field path matches everything; ``$regex`` is the ``regex``
+package's ``search`` (Python ``re`` syntax), not PCRE; ``$text`` is not supported.
+
+``$regex`` is a client's code running on the server, so it is bounded: a pattern is at
+most ``MAX_REGEX_LENGTH`` characters, and each search runs with a time budget
+(``REGEX_TIMEOUT`` seconds) and without the GIL, so a pattern with
+catastrophic backtracking is a :class:`BadRequest` (400) after that budget instead of
+freezing every other thread (docs/reliability.md, "hostile clients").  Conditions on ``_id`` compare
 strings by code point (CouchDB's raw order), not by collation.
 """
 
@@ -63,7 +69,18 @@ from .collation import (
 )
 from .errors import BadRequest
 
-__all__ = ["compile_selector", "matches", "validate_selector", "collate", "Matcher"]
+try:  # the regex package: a search can time out and runs without the GIL
+    import regex as _regex
+except ImportError:  # pragma: no cover - a dependency; without it $regex is refused
+    _regex = None
+
+__all__ = ["compile_selector", "matches", "validate_selector", "collate", "Matcher",
+           "REGEX_TIMEOUT", "MAX_REGEX_LENGTH"]
+
+#: seconds one ``$regex`` search may take before the selector is refused (400)
+REGEX_TIMEOUT = 0.1
+#: longest ``$regex`` pattern accepted, characters
+MAX_REGEX_LENGTH = 1000
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +213,15 @@ def _check_argument(op: str, arg: Any) -> Any:
     if op == "$regex":
         if not isinstance(arg, str):
             raise _invalid(op, f"expected a string, got {_show(arg)}")
+        if len(arg) > MAX_REGEX_LENGTH:
+            raise _invalid(op, f"a pattern is at most {MAX_REGEX_LENGTH} characters, "
+                               f"this one has {len(arg)}")
+        if _regex is None:  # pragma: no cover
+            raise BadRequest("operator '$regex' needs the 'regex' package on this side")
         try:
-            return re.compile(arg)
-        except (re.error, ValueError, OverflowError, RecursionError) as exc:
+            return _regex.compile(arg)
+        except (_regex.error, re.error, ValueError, OverflowError, RecursionError,
+                MemoryError) as exc:
             raise _invalid(op, f"bad regular expression {_show(arg)}: {exc}") from exc
     if op == "$beginsWith":
         if not isinstance(arg, str):
@@ -457,8 +480,7 @@ def _compile_op(op: str, arg: Any, raw: bool) -> Matcher:
             return (value % divisor if value >= 0 else -(-value % divisor)) == remainder
         return match_mod
     if op == "$regex":
-        search = arg.search
-        return lambda value: isinstance(value, str) and search(value) is not None
+        return _compile_regex(arg)
     if op == "$beginsWith":
         return lambda value: isinstance(value, str) and value.startswith(arg)
     if op == "$all":
@@ -472,6 +494,25 @@ def _compile_op(op: str, arg: Any, raw: bool) -> Matcher:
     if op == "$keyMapMatch":
         return lambda value: isinstance(value, Mapping) and any(sub(k) for k in value)
     raise AssertionError(f"operator {op} passed validation but has no matcher")  # pragma: no cover
+
+
+def _compile_regex(pattern: Any) -> Matcher:
+    """A search bounded by ``REGEX_TIMEOUT`` and run without the GIL (``concurrent``):
+    a pathological pattern costs one thread at most that long per value, then a 400."""
+    search = pattern.search
+    budget = REGEX_TIMEOUT
+
+    def match_regex(value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        try:
+            return search(value, timeout=budget, concurrent=True) is not None
+        except TimeoutError as exc:
+            raise BadRequest(
+                f"invalid value for $regex: the pattern {_show(pattern.pattern)} took over "
+                f"{budget} s on one value of {len(value)} characters (catastrophic "
+                f"backtracking?); simplify it") from exc
+    return match_regex
 
 
 def _compile_all(args: list[Any], raw: bool) -> Matcher:

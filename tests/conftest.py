@@ -9,7 +9,11 @@ import pytest
 
 from pouchsync_sync import LocalDatabase
 
-pytest_plugins = ["tests.couchserver", "tests.remote_backend"]
+# the plugin users get through the pytest11 entry point; listed here too because our
+# suite runs from a checkout. The entry point's name is the module's, so when the package
+# is installed pytest sees it registered already and does not load it twice.
+pytest_plugins = ["pouchsync_sync.testing.plugin", "pytester", "tests.couchserver",
+                  "tests.remote_backend"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -17,6 +17,8 @@ Reusable outside pytest (``bench/``, the browser tests)::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -24,12 +26,11 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import pytest
-
-from tests.couchserver import _file_lock
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,27 @@ def missing_tools() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not on PATH (needed for the JavaScript client's tests)"
     return None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, timeout: float) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``, so concurrent test runs install once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + timeout
+        pause = threading.Event()
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"could not lock {path} within {timeout:.0f} s") from None
+                pause.wait(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _marker(home: Path) -> Path:

@@ -136,6 +136,7 @@ class Sync:
         self._error: BaseException | None = None
         self._last_error: BaseException | None = None
         self._result: SyncResult | None = None
+        self._announced = False  # the final state's log line and signal are out
         self._pushed = 0
         self._pulled = 0
         self._failures = 0
@@ -178,10 +179,12 @@ class Sync:
 
         One-shot: until complete. Live: until cancelled or failed. Raises ``Denied``,
         the error that ended it, or ``Timeout`` when ``timeout`` seconds pass first.
+        When it returns, the final signal (``sync_complete``, ``sync_error``...) has been
+        sent and its receivers have run.
         """
         self._refuse_own_thread("wait")
         with self._cond:
-            if not self._cond.wait_for(lambda: self._result is not None, timeout):
+            if not self._cond.wait_for(lambda: self._announced, timeout):
                 raise Timeout(f"{self!r} did not finish within {timeout}s")
             result, error = self._result, self._error
         if error is not None:
@@ -589,14 +592,19 @@ class Sync:
                 pull=self._last["pull"])
             result = self._result
             self._cond.notify_all()
-        self.client._sync_finished(self)
-        if state is SyncState.DENIED:
-            log.info("%r denied: %s", self, error)
-            signals.emit(signals.sync_denied, self, error=error)
-        elif state is SyncState.ERROR:
-            log.warning("%r failed: %r", self, error)
-            signals.emit(signals.sync_error, self, error=error)
-        else:
-            log.info("%r %s: pushed %d, pulled %d", self, state.value, result.docs_pushed,
-                     result.docs_pulled)
-            signals.emit(signals.sync_complete, self, result=result)
+        try:
+            self.client._sync_finished(self)
+            if state is SyncState.DENIED:
+                log.info("%r denied: %s", self, error)
+                signals.emit(signals.sync_denied, self, error=error)
+            elif state is SyncState.ERROR:
+                log.warning("%r failed: %r", self, error)
+                signals.emit(signals.sync_error, self, error=error)
+            else:
+                log.info("%r %s: pushed %d, pulled %d", self, state.value, result.docs_pushed,
+                         result.docs_pulled)
+                signals.emit(signals.sync_complete, self, result=result)
+        finally:
+            with self._cond:
+                self._announced = True
+                self._cond.notify_all()

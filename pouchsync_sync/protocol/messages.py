@@ -9,21 +9,16 @@ JSON types, integer ranges) for the direction it travels; it raises ``BadMessage
 ``protocol.ops``, so a bad argument gets a ``reply`` with an error rather than a
 connection-level error. Pure: no sockets, no clocks.
 
-JSON goes through orjson when it is importable (3-10x faster on big batches) and the
-standard library otherwise; both give the same messages.
+JSON goes through ``jsoncodec`` (orjson, with the stdlib only for integers beyond 64
+bits, which keep their digits both ways).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from .. import jsoncodec
 from ..errors import ProtocolError
-
-try:  # optional fast path
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - exercised where orjson is absent
-    _orjson = None
-import json as _json
 
 __all__ = [
     "PROTOCOL_VERSIONS",
@@ -100,43 +95,22 @@ class BadMessage(ProtocolError):
 
 def encode_bytes(msg: Mapping[str, Any]) -> bytes:
     """``encode`` as the UTF-8 bytes of the frame's payload."""
-    if _orjson is not None:
-        try:
-            return _orjson.dumps(msg)
-        except TypeError:
-            pass  # the stdlib says what is wrong
-    return encode(msg).encode("utf-8")
+    return jsoncodec.dumps_bytes(msg)
 
 
 def encode(msg: Mapping[str, Any]) -> str:
     """One message as the text of one frame."""
-    if _orjson is not None:
-        try:
-            return _orjson.dumps(msg).decode("utf-8")
-        except TypeError:
-            pass  # e.g. integers beyond 64 bits: let the stdlib say what is wrong
-    return _json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _loads(text: str | bytes) -> Any:
-    if _orjson is not None:
-        return _orjson.loads(text)
-    return _json.loads(text)
+    return jsoncodec.dumps(msg)
 
 
 def decode_payload(payload: bytes | bytearray | str, *, sender: str) -> dict[str, Any]:
     """``decode`` for the payload of a text frame as received: UTF-8 bytes are parsed as
-    they are (orjson checks the UTF-8 itself: no copy, no str), or decoded strictly
-    first without orjson. ``BadMessage`` for bytes that are not UTF-8."""
+    they are (orjson checks the UTF-8 itself: no copy, no str). ``BadMessage`` for bytes
+    that are not UTF-8."""
     if isinstance(payload, str):
         return decode(payload, sender=sender)
-    if _orjson is None:
-        try:
-            return decode(bytes(payload).decode("utf-8"), sender=sender)
-        except UnicodeDecodeError as exc:
-            raise BadMessage(f"text frame is not UTF-8: {exc}") from exc
     try:
-        msg = _orjson.loads(payload)
+        msg = jsoncodec.loads(payload)
     except (ValueError, TypeError) as exc:
         raise BadMessage(f"malformed JSON: {exc}") from exc
     return validate(msg, sender=sender)
@@ -151,11 +125,9 @@ def decode(text: str | bytes, *, sender: str) -> dict[str, Any]:
     if isinstance(text, (bytes, bytearray, memoryview)):
         raise BadMessage("binary frames are not used in protocol v1")
     try:
-        msg = _loads(text)
+        msg = jsoncodec.loads(text)
     except (ValueError, TypeError) as exc:
         raise BadMessage(f"malformed JSON: {exc}") from exc
-    except RecursionError as exc:  # the stdlib parser (no orjson) on deep nesting
-        raise BadMessage("malformed JSON: nested too deeply") from exc
     return validate(msg, sender=sender)
 
 

@@ -16,13 +16,11 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import orjson as _orjson
+
 from ..store.base import failed_writes
 from ..store.texts import docs_of_text_rows
 
-try:  # optional fast path; the library works without it
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
 
 __all__ = [
     "LOCAL_PREFIX",
@@ -231,16 +229,11 @@ def prefer_docs_in_changes(first_generation: int, rows: int, fetched_bytes: int,
     return (fetched_bytes // fetched_count) * batch_size <= max_bytes
 
 
-if _orjson is not None:
-    def doc_size(doc: Mapping[str, Any]) -> int:
-        """Length of the doc's compact JSON (an estimate of its size on the wire)."""
-        try:
-            return len(_orjson.dumps(doc))
-        except TypeError:
-            return len(json.dumps(doc, separators=(",", ":"), default=str))
-else:  # pragma: no cover - depends on the environment
-    def doc_size(doc: Mapping[str, Any]) -> int:
-        """Length of the doc's compact JSON (an estimate of its size on the wire)."""
+def doc_size(doc: Mapping[str, Any]) -> int:
+    """Length of the doc's compact JSON (an estimate of its size on the wire)."""
+    try:
+        return len(_orjson.dumps(doc))
+    except TypeError:  # a big integer: the stdlib writes it
         return len(json.dumps(doc, separators=(",", ":"), default=str))
 
 

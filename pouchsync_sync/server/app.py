@@ -16,13 +16,14 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-import simple_websocket
-
 from ..jsclient import JS_CLIENT_NAME, js_client_response
+from .budget import ReplyBudget
 from .follower import FollowerRegistry
+from .handler import RateLimit, request_handler
+from .localquota import LocalQuota
 from .options import ServerOptions
 from .session import Session
-from .transport import serialized_environ
+from .transport import WebSocketServer, serialized_environ
 
 __all__ = ["SyncServer", "create_server"]
 
@@ -51,6 +52,10 @@ class SyncServer:
         self.url: str | None = None
         self.followers = FollowerRegistry(poll_timeout=self.options.follow_timeout,
                                           limit=self.options.live_batch)
+        #: bytes of unsent replies over all sockets (``reply_memory``)
+        self.budget = ReplyBudget(self.options.reply_memory)
+        self.local_quota = LocalQuota(self.options.max_local_doc_size, self.options.max_local_docs)
+        self.complaints = RateLimit()  # INFO lines about clients' mistakes, server-wide
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sessions: set[Session] = set()
@@ -81,16 +86,18 @@ class SyncServer:
             sock = environ.get("werkzeug.socket")
             if sock is not None:  # upgraded: simple-websocket sends with send(), never time out
                 sock.settimeout(None)
-            ws = simple_websocket.Server(
+            ws = WebSocketServer(  # frames before the welcome: max_hello_size at most
                 serialized_environ(environ), ping_interval=opts.ping_interval,
-                max_message_size=opts.max_message_size,
+                max_message_size=opts.max_hello_size,
                 receive_bytes=opts.receive_bytes, thread_class=_thread_class(conn_id))
         except Exception as exc:  # a broken handshake: nothing to serve
             log.info("connection from %s: WebSocket handshake failed: %s", peer, exc)
-            raise ConnectionError("websocket handshake failed") from exc
+            return _plain(start_response, "400 Bad Request",
+                          b"pouchsync_sync: bad WebSocket handshake\n")
         session = Session(ws, conn_id=conn_id, peer=peer, options=opts,
                           on_request=self.on_request, followers=self.followers,
-                          server_stopping=self._stopping, agent=self.agent)
+                          server_stopping=self._stopping, agent=self.agent, budget=self.budget,
+                          local_quota=self.local_quota, complaints=self.complaints)
         with self._lock:
             self._sessions.add(session)
             self._connections_total += 1
@@ -140,7 +147,7 @@ class SyncServer:
             if self._stopping.is_set():
                 raise RuntimeError("a stopped server cannot be started again")
             self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=_request_handler(self.options.hello_timeout))
+                                     request_handler=self._request_handler())
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="pouchsync-server", daemon=True)
@@ -157,7 +164,7 @@ class SyncServer:
             if self._http is not None:
                 raise RuntimeError("this server is already running")
             self._http = make_server(host, port, self, threaded=True,
-                                     request_handler=_request_handler(self.options.hello_timeout))
+                                     request_handler=self._request_handler())
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
         log.info("serving on %s", self.url)
         try:
@@ -166,6 +173,9 @@ class SyncServer:
             pass
         finally:
             self.stop()
+
+    def _request_handler(self) -> Any:
+        return request_handler(self.options.hello_timeout, self.complaints)
 
     def stop(self) -> None:
         """Close every socket (1001), stop the followers, join every thread. Idempotent."""
@@ -221,6 +231,8 @@ class SyncServer:
             "workers": sum(p["workers"] for p in per),
             "followers": self.followers.active(),
             "followers_started": self.followers.started_total,
+            "reply_bytes_held": self.budget.total,
+            "evictions": self.budget.evictions,
         }
 
     def __repr__(self) -> str:
@@ -255,18 +267,10 @@ def _no_delay(environ: dict[str, Any]) -> None:
         log.debug("TCP_NODELAY not set: %s", exc)
 
 
-def _request_handler(timeout: float) -> Any:
-    """werkzeug's request handler with a read timeout until the WebSocket upgrade, so a
-    socket that sends nothing (or half a request) cannot hold a thread forever; and once
-    a WebSocket ended (the app raised ConnectionError), the connection is closed rather
-    than its leftover frames read as the next HTTP request (a 400 and an ERROR log)."""
-    from werkzeug.serving import WSGIRequestHandler
-
-    def connection_dropped(self: Any, error: BaseException, environ: Any = None) -> None:
-        self.close_connection = True
-
-    return type("SyncRequestHandler", (WSGIRequestHandler,),
-                {"timeout": timeout, "connection_dropped": connection_dropped})
+def _plain(start_response: StartResponse, status: str, body: bytes) -> Iterable[bytes]:
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                            ("Connection", "close")])
+    return [body]
 
 
 def _url_host(host: str) -> str:

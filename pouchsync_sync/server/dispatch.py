@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping
 
-from ..errors import CouchError, Denied, Forbidden, TransportError
+from ..errors import BadRequest, CouchError, Denied, Forbidden, TransportError
 from ..protocol import ops
 from ..store.base import Database
 from .grant import Grant, refusal, refusals
 
-__all__ = ["execute", "error_json"]
+__all__ = ["execute", "error_json", "bounded"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,26 @@ def execute(grant: Grant, op: str, kwargs: dict[str, Any]) -> Any:
         if why is not None:
             raise Forbidden(why)
     return ops.encode_result(op, _METHODS[op](grant.db, kwargs))
+
+
+#: reads whose reply grows with the database: a page of at most ``max_rows`` rows
+_PAGED_OPS = frozenset({"changes", "changes_texts", "all_docs"})
+#: reads whose reply grows with the list asked for: at most ``max_rows`` items
+_LISTED = {"bulk_get": "docs", "all_docs": "keys"}
+
+
+def bounded(op: str, kwargs: dict[str, Any], max_rows: int) -> dict[str, Any]:
+    """``kwargs`` of a validated call with the server's row bound applied: a paged read
+    gets ``limit <= max_rows`` (a smaller one is kept; the caller pages on), a read of
+    more than ``max_rows`` listed items is a ``BadRequest`` naming the limit."""
+    listed = _LISTED.get(op)
+    items = kwargs.get(listed) if listed else None
+    if items is not None and len(items) > max_rows:
+        raise BadRequest(f"{op} asks for {len(items)} {listed}; this server answers at most "
+                         f"{max_rows} per call (max_rows): ask in several calls")
+    if op in _PAGED_OPS and items is None:
+        return {**kwargs, "limit": min(kwargs.get("limit", max_rows), max_rows)}
+    return kwargs
 
 
 def _bulk_docs(grant: Grant, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -134,12 +154,19 @@ def _refusals(grant: Grant, ids: list[str | None], rev_at: Callable[[int], Any]
 def error_json(exc: BaseException, *, what: str = "call") -> dict[str, Any]:
     """``{status, error, reason}`` for an exception raised while serving ``what``.
 
-    CouchDB-shaped errors travel as they are; a backend that cannot be reached is a
-    retryable 503; anything else is a 500 with a generic reason (the traceback goes to
-    the server's log, never to the client).
+    CouchDB-shaped 4xx errors travel as they are; a backend that cannot be reached is
+    a retryable 503; a 5xx of the backend (say ``SQLite error: ...``) and anything else
+    is a 500 with a generic reason: the cause goes to the server's log, never its text
+    to the client.
     """
     if isinstance(exc, (CouchError, Denied)):
-        return exc.to_json()
+        body = exc.to_json()
+        status = body.get("status")
+        if not isinstance(status, int) or status < 500 or status == 503:
+            return body
+        log.error("server error during %s: %s", what, exc, exc_info=exc)
+        return {"status": status, "error": body.get("error") or "internal_server_error",
+                "reason": "internal server error"}
     if isinstance(exc, TransportError):
         log.warning("database unavailable during %s: %s", what, exc)
         return {"status": 503, "error": "unavailable", "reason": "database unavailable"}

@@ -14,6 +14,20 @@ class ServerOptions:
 
     #: largest message accepted, bytes (simple-websocket closes 1009 above it)
     max_message_size: int = 64 * 1024 * 1024
+    #: largest frame accepted before the welcome (the hello), bytes, inflated size
+    max_hello_size: int = 8192
+    #: largest reply to one call, bytes (larger: 413 too_large); None: max_message_size
+    max_reply_size: int | None = None
+    #: most rows a changes, changes_texts or all_docs call returns (a smaller limit
+    #: is kept; the caller pages on, from last_seq or startkey)
+    max_rows: int = 10000
+    #: bytes of replies the server holds for all its sockets at once, unsent (a peer
+    #: that does not read); past it the socket holding the most is closed (1008)
+    reply_memory: int = 256 * 1024 * 1024
+    #: largest ``_local/`` document a read-only grant may write, bytes of JSON
+    max_local_doc_size: int = 64 * 1024
+    #: new ``_local/`` ids read-only grants may create per database (and process)
+    max_local_docs: int = 100
     #: channels open or opening at once per socket
     max_channels: int = 100
     #: calls in flight at once per socket (more are answered 429)
@@ -46,7 +60,13 @@ class ServerOptions:
     agent: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_message_size", "max_channels", "max_calls", "max_subscriptions", "workers",
+        if self.max_reply_size is not None and (type(self.max_reply_size) is not int
+                                                or self.max_reply_size < 1):
+            raise ValueError(f"max_reply_size must be a positive integer or None, "
+                             f"not {self.max_reply_size!r}")
+        for name in ("max_message_size", "max_hello_size", "max_rows", "reply_memory",
+                     "max_local_doc_size", "max_local_docs",
+                     "max_channels", "max_calls", "max_subscriptions", "workers",
                      "live_batch", "max_errors", "receive_bytes"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:

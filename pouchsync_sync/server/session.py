@@ -31,10 +31,13 @@ from ..errors import BadRequest, CouchError, Denied
 from ..protocol import ChannelState, Connection, choose_version, ops
 from ..protocol import messages as m
 from ..protocol.messages import BadMessage
-from .dispatch import error_json, execute
+from .budget import ReplyBudget
+from .dispatch import bounded, error_json, execute
 from .follower import FollowerRegistry
 from .grant import Grant, as_grant, database_uuid
+from .handler import RateLimit
 from .live import ChannelContext, ChannelGone, LiveChannels, Subscription
+from .localquota import LocalQuota
 from .options import ServerOptions
 from .pool import WorkerPool
 
@@ -46,6 +49,7 @@ _DEBUG_CHARS = 300
 _RECEIVE_SLICE = 1.0     # the reader re-checks closing and stuck sends this often
 _CLOSE_GRACE = 1.0       # time for the peer to answer our close frame
 _LOCK_GRACE = 2.0        # time to wait for a sender before forcing the socket down
+_EVICT_SEND = 0.5        # longest an evicted socket's close frame may take to send
 
 
 def _short(data: Any) -> str:
@@ -69,7 +73,9 @@ class Session(LiveChannels):
 
     def __init__(self, ws: Any, *, conn_id: int, peer: str, options: ServerOptions,
                  on_request: Callable[[Any, str], Any], followers: FollowerRegistry,
-                 server_stopping: threading.Event, agent: str) -> None:
+                 server_stopping: threading.Event, agent: str,
+                 budget: ReplyBudget | None = None, local_quota: LocalQuota | None = None,
+                 complaints: RateLimit | None = None) -> None:
         self.ws = ws
         self.conn_id = conn_id
         self.peer = peer
@@ -79,6 +85,11 @@ class Session(LiveChannels):
         self.followers = followers
         self.server_stopping = server_stopping
         self.agent = agent
+        self.budget = budget or ReplyBudget(options.reply_memory)
+        self.local_quota = local_quota or LocalQuota(options.max_local_doc_size, options.max_local_docs)
+        #: the server-wide rate of INFO lines about clients' mistakes (any client can cause them)
+        self.complaints = complaints or RateLimit()
+        self.max_reply_size = options.max_reply_size or options.max_message_size
         self.proto = Connection("server")
         self.pool = WorkerPool(options.workers, f"pouchsync-server-worker[{conn_id}]")
         #: longpoll calls wait here, so waiting ones never starve the other calls
@@ -147,6 +158,8 @@ class Session(LiveChannels):
                         code = 1002
                     else:
                         welcome = m.welcome(version, self.options.limits(), agent=self.agent)
+                        # the hello limit ends with the welcome (clients wait for it)
+                        self.ws.max_message_size = self.options.max_message_size
                         self._send_locked(self.proto.send(welcome))
                         log.info("connection %s: hello from %r, protocol v%d", self.name,
                                  hello.get("agent"), version)
@@ -205,7 +218,7 @@ class Session(LiveChannels):
             msg["reason"] = f"{exc.reason} (too many errors: {self._errors}, closing)"
             msg["fatal"] = True
             close = (1008, "too many errors")
-        log.info("connection %s: %s %s", self.name, exc.error, exc.reason)
+        self._complain("connection %s: %s %s", self.name, exc.error, exc.reason)
         self._send_locked(self.proto.send(msg))
         return close
 
@@ -223,7 +236,7 @@ class Session(LiveChannels):
             refusal = {"status": 429, "error": "too_many_channels",
                        "reason": f"at most {self.options.max_channels} channels per socket"}
         if refusal is not None:
-            log.info("connection %s: channel %d refused: %s", self.name, ch, refusal["reason"])
+            self._complain("connection %s: channel %d refused: %s", self.name, ch, refusal["reason"])
             self._send_locked(self.proto.send(m.denied(ch, refusal)))
             return
         ctx = ChannelContext(ch, msg["db"])
@@ -242,7 +255,7 @@ class Session(LiveChannels):
         ctx = self.proto.channel(msg["ch"]).context
         ch, call_id = msg["ch"], msg["id"]
         try:
-            kwargs = ops.validate_call(msg["op"], msg["args"])
+            kwargs = bounded(msg["op"], ops.validate_call(msg["op"], msg["args"]), self.options.max_rows)
         except BadRequest as exc:
             self._send_locked(self.proto.send(m.reply_error(ch, call_id, exc.to_json())))
             return
@@ -311,8 +324,8 @@ class Session(LiveChannels):
             if err is not None:
                 text = self.proto.send_if_current(m.denied(ctx.ch, err), ctx)
                 if text is not None:
-                    log.info("connection %s: channel %d denied %r: %s", self.name, ctx.ch,
-                             ctx.db_name, err["reason"])
+                    self._complain("connection %s: channel %d denied %r: %s", self.name, ctx.ch,
+                                   ctx.db_name, err["reason"])
                     self._send_locked(text)
                 return
             ctx.grant = grant
@@ -330,20 +343,65 @@ class Session(LiveChannels):
             if op == "changes" and kwargs.get("feed") == "longpoll":
                 result = self._longpoll(ctx, dict(kwargs))
             else:
+                self.local_quota.check(ctx.grant, op, kwargs)
                 result = execute(ctx.grant, op, kwargs)
             reply = m.reply_ok(ctx.ch, call_id, result)
             text = m.encode(reply)
+            if len(text) > self.max_reply_size:
+                reply, text = self._too_large(ctx, call_id, op, len(text)), None
         except ChannelGone:
             reply = None
         except Exception as exc:
             reply = m.reply_error(ctx.ch, call_id, error_json(exc, what=op))
             text = None
-        with self._lock:
-            self._calls -= 1
-            if reply is not None:
-                sendable = self.proto.send_if_current(reply, ctx, text)
-                if sendable is not None:
-                    self._send_locked(sendable)
+        held = len(text) if text is not None else 0
+        if held:  # waits whole in memory until sent: counted server-wide
+            self.budget.hold(self, held)
+        try:
+            with self._lock:
+                self._calls -= 1
+                if reply is not None and not self._closing.is_set():
+                    sendable = self.proto.send_if_current(reply, ctx, text)
+                    if sendable is not None:
+                        self._send_locked(sendable)
+        finally:
+            if held:
+                self.budget.release(self, held)
+
+    def _complain(self, fmt: str, *args: Any) -> None:
+        """An INFO line about a client's mistake, rate-limited server-wide."""
+        allowed, suppressed = self.complaints.allow()
+        if allowed:
+            log.info(fmt + ("%s" if suppressed else ""), *args,
+                     *([f" ({suppressed} similar lines left out)"] if suppressed else []))
+
+    def _too_large(self, ctx: ChannelContext, call_id: int, op: str, size: int) -> dict[str, Any]:
+        self._complain("connection %s: %s reply of %d bytes over max_reply_size (%d): refused",
+                       self.name, op, size, self.max_reply_size)
+        return m.reply_error(ctx.ch, call_id, {
+            "status": 413, "error": "too_large",
+            "reason": f"the reply to {op} would be {size} bytes, over the server's "
+                      f"max_reply_size of {self.max_reply_size}; ask for less (limit)"})
+
+    def evict(self, reason: str) -> None:
+        """Drop this socket now, from any thread, without waiting on its sends (the
+        reply budget's choice: its peer does not read). A close frame goes out only if
+        no send is in progress; either way the socket is shut down at once."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        if self._lock.acquire(timeout=0):  # nothing is being sent: a close can go out
+            try:
+                sock = getattr(self.ws, "sock", None)
+                if sock is not None:
+                    sock.settimeout(_EVICT_SEND)  # the socket is shut down right after
+                if self.ws.connected:
+                    self.ws.close(1008, reason[:120])
+            except (ConnectionClosed, LocalProtocolError, OSError) as exc:
+                log.debug("connection %s: close frame not sent: %s", self.name, exc)
+            finally:
+                self._lock.release()
+        self._shutdown_socket()
 
     # -- sending and closing ------------------------------------------------------------
     def _send_locked(self, text: str) -> None:

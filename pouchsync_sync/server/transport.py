@@ -7,14 +7,22 @@ thread's bytes in between, and a socket with a timeout sends a frame only in par
 drops the rest silently (research/limits.md §7, §8). ``SerializedSocket`` gives
 simple-websocket one lock around ``sendall`` instead, so a frame always goes out whole
 and alone; everything else is the real socket's.
+
+``WebSocketServer`` is simple-websocket's server with permessage-deflate bounded: a
+compressed frame never inflates beyond the socket's ``max_message_size``.
 """
 
 from __future__ import annotations
 
 import threading
+import zlib
 from typing import Any
 
-__all__ = ["SerializedSocket", "serialized_environ"]
+import simple_websocket
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
+
+__all__ = ["SerializedSocket", "serialized_environ", "WebSocketServer"]
 
 _SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
 
@@ -49,3 +57,47 @@ def serialized_environ(environ: dict[str, Any]) -> dict[str, Any]:
         if sock is not None:
             out[key] = SerializedSocket(sock)
     return out
+
+
+class _BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate whose inflated message may not exceed the socket's current
+    ``max_message_size``: wsproto inflates each chunk with no bound, so 60 KB on the wire
+    could become 60 MB in memory before simple-websocket's size check saw it. Inflation
+    here stops one byte past the limit and the socket closes with 1009."""
+
+    owner: Any = None
+    inflated = 0
+
+    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        assert self._decompressor is not None
+        limit = getattr(self.owner, "max_message_size", None) or 0
+        room = max(limit - self.inflated, 0) + 1 if limit else 0
+        try:
+            out = self._decompressor.decompress(bytes(data), room)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self.inflated += len(out)
+        if limit and self.inflated > limit:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
+        if fin and self._inbound_is_compressible:  # a message ends (not a ping inside it)
+            self.inflated = 0
+        return super().frame_inbound_complete(proto, fin)
+
+
+class WebSocketServer(simple_websocket.Server):
+    """simple-websocket's server side with inflation bounded by ``max_message_size``
+    (which the session lowers until the hello is answered). Same threads and API."""
+
+    def handshake(self) -> None:
+        super().handshake()  # before the reader thread starts: no frame read yet
+        connection = getattr(self.ws, "connection", None)
+        proto = getattr(connection, "_proto", None)
+        for extension in getattr(proto, "extensions", ()):
+            if isinstance(extension, PerMessageDeflate):
+                extension.__class__ = _BoundedDeflate
+                extension.owner = self

@@ -1030,7 +1030,7 @@
       return {rows: res.results.map(function (r) {
         var revs = r.changes.map(function (c) { return c.rev; });
         return {seq: r.seq, id: r.id, revs: revs, deleted: !!r.deleted, text: null, doc: firstGeneration(r.doc, revs)};
-      }), last_seq: res.last_seq, pending: res.results.length < limit ? 0 : undefined};
+      }), last_seq: res.last_seq, pending: res.results.length < limit ? 0 : undefined, limit: limit};
     });
   };
 
@@ -1066,26 +1066,35 @@
     this.channel = channel;
     this.budget = Math.floor(maxMessageSize / 2) - 4096; // JSON escaping may double a text
     this.textsKnown = true;
+    this.limitCap = Infinity;   // lowered when a reply was too large for the server
   }
+  /* A batch of changes: changes_texts (or changes from a server without it). A reply
+   * the server finds over its max_reply_size (413 too_large) is asked again with half
+   * the limit, and later reads keep to that smaller limit. */
   RemotePeer.prototype.changes = function (since, limit) {
     var self = this;
-    if (this.textsKnown) {
-      return this.channel.call('changes_texts', {since: since, limit: limit, max_bytes: Math.min(this.budget, 8 * 1024 * 1024)}).then(function (ok) {
+    limit = Math.max(1, Math.min(limit, this.limitCap));
+    var asked = this.textsKnown
+      ? this.channel.call('changes_texts', {since: since, limit: limit, max_bytes: Math.min(this.budget, 8 * 1024 * 1024)}).then(function (ok) {
         return {rows: ok.results.map(function (r) {
           return {seq: r[0], id: r[1], revs: r[2], deleted: r[3], text: r[4], doc: null};
-        }), last_seq: ok.last_seq, pending: ok.pending};
-      }, function (err) {
-        if (err.name === 'BadRequest' && /unknown op/.test(err.message)) {
-          self.textsKnown = false;
-          return self.changes(since, limit);
-        }
-        throw err;
+        }), last_seq: ok.last_seq, pending: ok.pending, limit: limit};
+      })
+      : this.channel.call('changes', {since: since, limit: limit, style: 'all_docs'}).then(function (ok) {
+        return {rows: ok.results.map(function (r) {
+          return {seq: r.seq, id: r.id, revs: r.changes.map(function (c) { return c.rev; }), deleted: !!r.deleted, text: null, doc: null};
+        }), last_seq: ok.last_seq, pending: ok.pending, limit: limit};
       });
-    }
-    return this.channel.call('changes', {since: since, limit: limit, style: 'all_docs'}).then(function (ok) {
-      return {rows: ok.results.map(function (r) {
-        return {seq: r.seq, id: r.id, revs: r.changes.map(function (c) { return c.rev; }), deleted: !!r.deleted, text: null, doc: null};
-      }), last_seq: ok.last_seq, pending: ok.pending};
+    return asked.catch(function (err) {
+      if (self.textsKnown && err.name === 'BadRequest' && /unknown op/.test(err.message)) {
+        self.textsKnown = false;
+        return self.changes(since, limit);
+      }
+      if (err.status === 413 && limit > 1) {
+        self.limitCap = limit >> 1;
+        return self.changes(since, self.limitCap);
+      }
+      throw err;
     });
   };
   /* revs_diff, in parts when the question alone would pass the message budget (a server
@@ -1107,14 +1116,23 @@
       return out;
     });
   };
+  /* bulk_get in parts when the question would pass the message budget, or when the
+   * server finds the answer over its max_reply_size (413); a single revision too
+   * large for any reply comes back as a too_large error entry (a counted failure). */
   RemotePeer.prototype.bulkGet = function (docs) {
     var self = this;
-    if (docs.length < 2 || utf8Length(JSON.stringify(docs)) <= this.budget) {
-      return this.channel.call('bulk_get', {docs: docs, revs: true, attachments: true, latest: true});
+    function inHalves() {
+      var half = docs.length >> 1;
+      return Promise.all([self.bulkGet(docs.slice(0, half)), self.bulkGet(docs.slice(half))]).then(function (answers) {
+        return {results: answers[0].results.concat(answers[1].results)};
+      });
     }
-    var half = docs.length >> 1;  // the question alone would pass the budget: in parts
-    return Promise.all([this.bulkGet(docs.slice(0, half)), this.bulkGet(docs.slice(half))]).then(function (answers) {
-      return {results: answers[0].results.concat(answers[1].results)};
+    if (docs.length > 1 && utf8Length(JSON.stringify(docs)) > this.budget) return inHalves();
+    return this.channel.call('bulk_get', {docs: docs, revs: true, attachments: true, latest: true}).catch(function (err) {
+      if (err.status !== 413) throw err;
+      if (docs.length > 1) return inHalves();
+      return {results: [{id: docs[0].id, docs: [{error: {id: docs[0].id, rev: docs[0].rev, error: 'too_large',
+        reason: err.reason || err.message}}]}]};
     });
   };
   RemotePeer.prototype.getLocal = function (id) {
@@ -1207,7 +1225,9 @@
     function step() {
       return next.then(function (batch) {
         if (isStale()) return false;
-        var caughtUp = batch.rows.length === 0 || batch.pending === 0 || batch.rows.length < batchSize;
+        // caught up: the read said so (pending 0), or it returned less than it asked for
+        var caughtUp = batch.rows.length === 0 || batch.pending === 0 ||
+          ((batch.pending === undefined || batch.pending === null) && batch.rows.length < (batch.limit || batchSize));
         if (!batch.rows.length) return checkpoints.then(function () { return true; });
         next = caughtUp ? null : read(batch.last_seq);
         var write = self.replicateBatch(batch, isStale);

@@ -55,10 +55,8 @@ class DeadlinePassed(Timeout):
 
 
 def decode_json(data: bytes) -> Any:
-    try:
-        return jsoncodec.loads(data)
-    except ValueError:  # orjson refuses ints beyond 64 bits; the stdlib does not
-        return json.loads(data)
+    """The JSON value of an answer's body (``ValueError`` when it is not JSON)."""
+    return jsoncodec.loads(data)
 
 
 def encode_json(value: Any) -> bytes:

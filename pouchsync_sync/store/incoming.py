@@ -9,7 +9,7 @@ with one bad doc is refused before anything is written.
 plain docs (no attachments, no special id) are checked and encoded in bulk, the body
 texts by orjson with one exactness check for the whole batch
 (``validate.exact_json_texts``). Anything unusual goes to the general path the caller
-gives, one doc at a time, which also gives the error (without orjson, every doc does).
+gives, one doc at a time, which also gives the error.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import os
 import reprlib
@@ -33,7 +34,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .. import gcpause, revtree
-from ..errors import BadRequest, Conflict, NotFound, PouchSyncError, PreconditionFailed, ServerError
+from ..errors import (BadRequest, Conflict, NotFound, PayloadTooLarge, PouchSyncError, PreconditionFailed,
+                      ServerError)
 from .base import Database
 from . import local_texts
 from .incoming import Prepared, prepare_replicated
@@ -82,13 +84,19 @@ class LocalDatabase(Database):
     """The embedded store. Thread-safe: any number of threads may share one object."""
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:", *, name: str | None = None,
-                 revs_limit: int = revtree.DEFAULT_REVS_LIMIT) -> None:
+                 revs_limit: int = revtree.DEFAULT_REVS_LIMIT,
+                 max_leaves: int = revtree.DEFAULT_MAX_LEAVES) -> None:
         self.path = str(path)
         memory = self.path == ":memory:" or self.path.startswith("file::memory:")
         self.name = name or ("memory" if memory else Path(self.path).stem)
         if revs_limit < 1:
             raise BadRequest("revs_limit must be at least 1")
         self.revs_limit = revs_limit
+        if type(max_leaves) is not int or max_leaves < 1:
+            raise BadRequest("max_leaves must be a positive integer")
+        #: most leaf revisions (open conflicts) one document may have; a replicated
+        #: revision that would add one more is refused (413) instead of merged
+        self.max_leaves = max_leaves
         self._lock = threading.RLock()
         self._closed = False
         try:
@@ -341,6 +349,7 @@ class LocalDatabase(Database):
         doc_rows: list[tuple[str, int, str, int]] = []  # docs rows known without a tree
         fresh: dict[str, int] = {}  # id -> its row in doc_rows: new here, one revision
         touched: dict[str, int] = {}
+        leafsets: dict[str, set[str]] = {}  # the leaves of each doc merged here
         for item in prepared:
             doc_id, path = item.doc_id, item.path
             if path is None:  # a _local doc
@@ -365,11 +374,11 @@ class LocalDatabase(Database):
                     trees[doc_id] = {rev: revtree.Node(int(rev.partition("-")[0]), None,
                                                        bool(deleted))}
             try:
-                if self._merge_path(conn, item, trees, rows, regrown):
+                if self._merge_path(conn, item, trees, rows, regrown, leafsets):
                     seq += 1
                     touched[doc_id] = seq
                     written.append(item)
-            except PreconditionFailed as exc:
+            except (PreconditionFailed, PayloadTooLarge) as exc:
                 failures.append({"id": doc_id, "rev": item.doc.get("_rev"),
                                  "error": exc.error, "reason": exc.reason})
         conn.executemany("INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, ?, ?, ?)", rows)
@@ -384,12 +393,15 @@ class LocalDatabase(Database):
 
     def _merge_path(self, conn: sqlite3.Connection, item: Prepared,
                     trees: dict[str, dict[str, revtree.Node]],
-                    rows: list[tuple[Any, ...]], regrown: list[tuple[Any, ...]]) -> bool:
+                    rows: list[tuple[Any, ...]], regrown: list[tuple[Any, ...]],
+                    leafsets: dict[str, set[str]]) -> bool:
         """Merge one replicated revision into ``trees``, queueing the rows to insert."""
         doc, doc_id, path = item.doc, item.doc_id, item.path
         assert path is not None
         rev = path[0]
-        tree = trees.get(doc_id, {})
+        tree = trees.get(doc_id)
+        if tree is None:
+            tree = {}
         if rev in tree:
             return False
         if item.body_text is not None:
@@ -398,11 +410,19 @@ class LocalDatabase(Database):
             body = self._attach(conn, split_body(doc), item.atts, revtree.parse_rev(rev)[0], None,
                                 replicated=True)
             body_text = dump_json(body)
-        merged, added = revtree.merge(tree, path, bool(doc.get("_deleted", False)))
-        rows.extend((doc_id, r, merged[r].parent, int(merged[r].deleted), body_text if r == rev else None)
+        leaf_set = leafsets.get(doc_id)
+        if leaf_set is None:
+            leaf_set = leafsets[doc_id] = set(revtree.leaves(tree)) if tree else set()
+        if len(leaf_set) + revtree.leaf_growth(tree, leaf_set, path) > self.max_leaves:
+            raise PayloadTooLarge(f"document {doc_id[:100]!r} would have more than {self.max_leaves} "
+                                  f"leaf revisions (conflicts); refused (max_leaves)")
+        # the batch's own copy of the tree, merged in place: O(len(path)), not O(tree)
+        trees[doc_id] = tree
+        added, regrew = revtree.merge_into(tree, path, bool(doc.get("_deleted", False)))
+        revtree.update_leaves(tree, leaf_set, path, added)
+        rows.extend((doc_id, r, tree[r].parent, int(tree[r].deleted), body_text if r == rev else None)
                     for r in added)
-        regrown.extend((merged[r].parent, doc_id, r) for r in tree if merged[r].parent != tree[r].parent)
-        trees[doc_id] = merged
+        regrown.extend((tree[r].parent, doc_id, r) for r in regrew)
         return True
 
     def _stem(self, conn: sqlite3.Connection, doc_id: str, tree: dict[str, revtree.Node]) -> dict[str, revtree.Node]:
@@ -690,8 +710,9 @@ class LocalDatabase(Database):
         want = None if limit is None else max(limit, 1)  # CouchDB treats limit=0 as 1
         if doc_ids is not None and not doc_ids:
             return {"results": [], "last_seq": since, "pending": 0}
-        id_filter = f" AND id IN ({','.join('?' * len(doc_ids))})" if doc_ids else ""
-        id_args: list[Any] = list(doc_ids or ())
+        # one bound parameter whatever the number of ids (SQLite allows 32,766 at most)
+        id_filter = " AND id IN (SELECT value FROM json_each(?))" if doc_ids else ""
+        id_args: list[Any] = [json.dumps(list(doc_ids))] if doc_ids else []
         page = 1000 if want is None else max(want, 100)
         results: list[dict[str, Any]] = []
         last = since
@@ -703,9 +724,9 @@ class LocalDatabase(Database):
             ", (SELECT count(*) FROM revs WHERE revs.id = docs.id)" if style == "all_docs"
             and not need_trees else ", 1")
         exhausted = False  # ascending: the last page read was the end of the feed
-        with self._reading() as conn:
-            cursor: int | None = None  # descending: below this seq
-            while want is None or len(results) < want:
+        cursor: int | None = None  # descending: below this seq
+        while want is None or len(results) < want:
+            with self._reading() as conn:
                 if descending:
                     bound = "" if cursor is None else " AND seq < ?"
                     rows = conn.execute(
@@ -719,39 +740,53 @@ class LocalDatabase(Database):
                 if not rows:
                     exhausted = True
                     break
-                trees = self._load_trees(conn, [r[1] for r in rows if need_trees or r[5] > 1])
-                for seq, doc_id, win, deleted, body_text, _revs in rows:
-                    cursor = seq
-                    if not descending:
-                        last = seq
-                    row: dict[str, Any] = {"seq": seq, "id": doc_id}
-                    if style == "all_docs" and doc_id in trees:
-                        row["changes"] = [{"rev": r} for r in revtree.leaves(trees[doc_id])]
-                    else:
-                        row["changes"] = [{"rev": win}]
-                    if deleted:
-                        row["deleted"] = True
-                    if include_docs:
-                        tree = trees[doc_id] if need_trees else {win: revtree.Node(0, None, bool(deleted))}
-                        row["doc"] = self._render(conn, doc_id, win, tree,
-                                                  loads(body_text) if body_text else {},
-                                                  conflicts=conflicts, attachments=attachments)
-                    if match is not None and not match(row["doc"]):
-                        continue
-                    results.append(row)
-                    if want is not None and len(results) >= want:
-                        break
-                if len(rows) < page:
-                    exhausted = last == rows[-1][0]
+                page_rows = self._change_rows(conn, rows, include_docs, conflicts, style,
+                                              need_trees, attachments)
+            # the selector runs outside the database's lock: a slow $regex must not
+            # hold every other reader and writer of this database
+            for row in page_rows:
+                cursor = row["seq"]
+                if not descending:
+                    last = row["seq"]
+                if match is not None and not match(row["doc"]):
+                    continue
+                results.append(row)
+                if want is not None and len(results) >= want:
                     break
-            if descending:
-                last = results[-1]["seq"] if results else since
-                pending = 0
-            elif exhausted:
-                pending = 0
-            else:
+            if len(rows) < page:
+                exhausted = last == rows[-1][0]
+                break
+        if descending:
+            last = results[-1]["seq"] if results else since
+            pending = 0
+        elif exhausted:
+            pending = 0
+        else:
+            with self._reading() as conn:
                 pending = self._pending(conn, last, id_filter, id_args)
         return {"results": results, "last_seq": last, "pending": pending}
+
+    def _change_rows(self, conn: sqlite3.Connection, rows: list[Any], include_docs: bool,
+                     conflicts: bool, style: str, need_trees: bool,
+                     attachments: bool) -> list[dict[str, Any]]:
+        """The ``changes`` rows of one page read from ``docs``."""
+        trees = self._load_trees(conn, [r[1] for r in rows if need_trees or r[5] > 1])
+        out: list[dict[str, Any]] = []
+        for seq, doc_id, win, deleted, body_text, _revs in rows:
+            row: dict[str, Any] = {"seq": seq, "id": doc_id}
+            if style == "all_docs" and doc_id in trees:
+                row["changes"] = [{"rev": r} for r in revtree.leaves(trees[doc_id])]
+            else:
+                row["changes"] = [{"rev": win}]
+            if deleted:
+                row["deleted"] = True
+            if include_docs:
+                tree = trees[doc_id] if need_trees else {win: revtree.Node(0, None, bool(deleted))}
+                row["doc"] = self._render(conn, doc_id, win, tree,
+                                          loads(body_text) if body_text else {},
+                                          conflicts=conflicts, attachments=attachments)
+            out.append(row)
+        return out
 
     @staticmethod
     def _pending(conn: sqlite3.Connection, last: int, id_filter: str, id_args: list[Any]) -> int:

@@ -23,10 +23,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from ..errors import BadRequest
 from .validate import check_doc_id, dump_json, exact_json_text, is_local_id
 
-try:  # optional fast path; every check below also runs without it
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+import orjson as _orjson
 
 __all__ = [
     "CheckedTexts",
@@ -89,7 +86,7 @@ def text_of_doc(doc: Mapping[str, Any], leaves: Sequence[str]) -> str | None:
         else:
             body[key] = value
     text = exact_json_text(body)
-    if text is None:  # orjson is not installed, or refuses the body: the stdlib decides
+    if text is None:  # orjson refuses the body (a big integer...): the stdlib decides
         try:
             text = dump_json(body)
             text.encode("utf-8")  # a lone surrogate cannot travel
@@ -142,7 +139,7 @@ def _body_of(text: Any, where: str) -> tuple[dict[str, Any], str]:
     doc would store."""
     if text.__class__ is not str:
         raise BadRequest(f"{where}: the text must be a string")
-    read = None if _orjson is None else _read_fast(text)
+    read = _read_fast(text)
     if read is None:
         try:
             body = json.loads(text)
@@ -189,7 +186,7 @@ def check_text_rows(rows: Any) -> CheckedTexts:
         raise BadRequest("rows must be a list")
     checked: list[tuple[str, str, str]] = []
     append = checked.append
-    loads = None if _orjson is None else _orjson.loads
+    loads = _orjson.loads
     for index, row in enumerate(rows):
         if row.__class__ not in (list, tuple) or len(row) != 3:
             raise BadRequest(f"row {index}: must be [id, rev, text]")
@@ -201,7 +198,7 @@ def check_text_rows(rows: Any) -> CheckedTexts:
         if not is_first_rev(rev):
             raise BadRequest(f"row {index}: rev must be a first-generation revision 1-<hash>",
                              error="bad_request")
-        if loads is not None and text.__class__ is str:
+        if text.__class__ is str:
             # the common case: a JSON object orjson reads (it refuses NaN, infinities,
             # lone surrogates) is stored as it came, unless a key of it may start with
             # "_" (also escaped, \u005f): then its keys are looked at
@@ -222,6 +219,6 @@ def docs_of_text_rows(rows: Sequence[tuple[str, str, str]]) -> Iterator[dict[str
     """Ordinary docs (``_id``, ``_rev`` and the body) of checked text rows."""
     for doc_id, rev, text in rows:
         doc: dict[str, Any] = {"_id": doc_id, "_rev": rev}
-        read = None if _orjson is None else _read_fast(text)
+        read = _read_fast(text)
         doc.update(json.loads(text) if read is None else read[0])
         yield doc

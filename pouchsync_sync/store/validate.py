@@ -13,6 +13,8 @@ import hashlib
 import json
 from typing import Any, Mapping, Sequence
 
+import orjson as _orjson
+
 from ..errors import BadRequest
 
 __all__ = [
@@ -64,15 +66,9 @@ def check_doc_id(doc_id: Any) -> str:
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
-try:  # pragma: no cover - depends on the environment
-    import orjson as _orjson
-except ImportError:  # pragma: no cover
-    _orjson = None
-
 #: subclasses, datetimes and dataclasses go to the stdlib encoder, which decides
-_ORJSON_OPTS = 0 if _orjson is None else (
-    _orjson.OPT_PASSTHROUGH_SUBCLASS | _orjson.OPT_PASSTHROUGH_DATETIME
-    | _orjson.OPT_PASSTHROUGH_DATACLASS)
+_ORJSON_OPTS = (_orjson.OPT_PASSTHROUGH_SUBCLASS | _orjson.OPT_PASSTHROUGH_DATETIME
+                | _orjson.OPT_PASSTHROUGH_DATACLASS)
 
 
 def _refuse(value: Any) -> Any:
@@ -80,10 +76,8 @@ def _refuse(value: Any) -> Any:
 
 
 def _orjson_text(value: Any) -> bytes | None:
-    """orjson's text of ``value``; None when orjson is absent or refuses it (a lone
-    surrogate, a big int, a non-str key, deep nesting, a subclass, a datetime...)."""
-    if _orjson is None:
-        return None
+    """orjson's text of ``value``; None when orjson refuses it (a lone surrogate, a big
+    int, a non-str key, deep nesting, a subclass, a datetime...)."""
     try:
         return _orjson.dumps(value, default=_refuse, option=_ORJSON_OPTS)
     except TypeError:
@@ -93,7 +87,7 @@ def _orjson_text(value: Any) -> bytes | None:
 def dump_json(value: Any) -> str:
     """Compact JSON text for storage; ``BadRequest`` for non-JSON values (NaN included).
 
-    With orjson installed its text is used when it reads back equal to ``value``: that
+    orjson's text is used when it reads back equal to ``value``: that
     rules out what orjson writes but the stdlib refuses or writes otherwise (NaN and
     infinities become ``null``, UUIDs and enums become strings, tuples become lists).
     Anything else takes the stdlib encoder, which decides. Five times faster for the
@@ -117,7 +111,7 @@ def exact_json_texts(values: Sequence[Any]) -> list[str | None]:
     None marks a value orjson refuses (a non-string key, a big integer, a lone
     surrogate, deep nesting, a subclass, a datetime...), one whose text holds ``null``
     and does not read back equal (orjson writes NaN and infinities as ``null``, the
-    stdlib refuses them), and every value when orjson is not installed. Checking only
+    stdlib refuses them). Checking only
     texts with ``null`` keeps this at one orjson call per plain document. One leniency
     remains: ``uuid.UUID`` and ``enum.Enum`` objects, which orjson writes as their
     string or value, are stored so (they never come out of JSON text; only a Python

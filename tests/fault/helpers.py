@@ -1,5 +1,6 @@
 """Shared pieces of the fault tests: a sync server in a killable process, database
-snapshots (every leaf with its ``_revisions``) and the "nothing lost" check."""
+snapshots (``pouchsync_sync.testing.snapshot``: every leaf with its ``_revisions``) and
+the "nothing lost" check."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any, Iterable
 import pytest
 
 from pouchsync_sync.store.base import Database
+from pouchsync_sync.testing.converge import differences, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = {"token": "fault-token"}
@@ -94,38 +96,6 @@ def _kill(proc: subprocess.Popen[Any]) -> None:
         proc.wait(10.0)
 
 
-def snapshot(db: Database) -> dict[str, Any]:
-    """Every document of ``db``: its winner and every leaf with body and ``_revisions``."""
-    rows = db.changes(since=0, style="all_docs", include_docs=True)["results"]
-    requests = []
-    winners: dict[str, Any] = {}
-    for row in rows:
-        winners[row["id"]] = (row["doc"]["_rev"], bool(row.get("deleted")))
-        for change in row["changes"]:
-            requests.append({"id": row["id"], "rev": change["rev"]})
-    leaves: dict[str, list[Any]] = {doc_id: [] for doc_id in winners}
-    for start in range(0, len(requests), 500):
-        got = db.bulk_get(requests[start:start + 500], revs=True)["results"]
-        for result in got:
-            for entry in result["docs"]:
-                assert "ok" in entry, f"{db!r}: a leaf it listed cannot be read: {entry}"
-                leaves[result["id"]].append(entry["ok"])
-    return {doc_id: {"winner": winners[doc_id],
-                     "leaves": sorted(leaves[doc_id], key=lambda d: d["_rev"])}
-            for doc_id in winners}
-
-
-def diff(a: dict[str, Any], b: dict[str, Any], limit: int = 5) -> list[str]:
-    """Up to ``limit`` differences between two snapshots, readable."""
-    out = []
-    for doc_id in sorted(set(a) | set(b)):
-        if a.get(doc_id) != b.get(doc_id):
-            out.append(f"{doc_id}: {a.get(doc_id)!r} != {b.get(doc_id)!r}")
-            if len(out) >= limit:
-                break
-    return out
-
-
 def missing_writes(db: Database, written: Iterable[tuple[str, str]]) -> dict[str, Any]:
     """The revisions in ``written`` that ``db`` does not have (in any leaf's history)."""
     wanted: dict[str, list[str]] = {}
@@ -151,7 +121,8 @@ def wait_converged(sides: dict[str, Database], syncs: list[Any], timeout: float)
             return first
         if time.monotonic() > deadline:
             names = list(last)
-            problems = {f"{names[0]} vs {n}": diff(last[names[0]], last[n]) for n in names[1:]}
+            problems = {f"{names[0]} vs {n}": differences(last[names[0]], last[n], (names[0], n))
+                        for n in names[1:]}
             pytest.fail(f"sides did not converge within {timeout}s: {problems}")
 
 

@@ -27,12 +27,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--dir", required=True)
     parser.add_argument("--ping-interval", type=float, default=None)
-    parser.add_argument("--no-orjson", action="store_true",
-                        help="run without orjson (the library's stdlib JSON path)")
     parser.add_argument("--max-message-size", type=int, default=64 * 1024 * 1024)
     args = parser.parse_args()
-    if args.no_orjson:
-        sys.modules["orjson"] = None  # type: ignore[assignment]  # import now fails
     from pouchsync_sync import Denied, LocalDatabase, create_server
 
     root = Path(args.dir)

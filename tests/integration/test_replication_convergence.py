@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pouchsync_sync.errors import Conflict, NotFound
 from pouchsync_sync.replication import replicate
 from pouchsync_sync.store.local import LocalDatabase
+from pouchsync_sync.testing import assert_converged
 from tests.integration.test_replication_local import snapshot
 
 DOC_IDS = ["a", "b", "c", "d"]
@@ -73,9 +74,7 @@ def check_convergence(count: int, ops: list[tuple]) -> None:
                 except Conflict:
                     pass
         replicate_until_quiescent(dbs)
-        first = snapshot(dbs[0])
-        for other in dbs[1:]:
-            assert snapshot(other) == first
+        assert_converged(*dbs)
     finally:
         for db in dbs:
             db.close()

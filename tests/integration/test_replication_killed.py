@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pouchsync_sync.replication import replicate
 from pouchsync_sync.store.local import LocalDatabase
-from tests.integration.test_replication_local import Wrapper, snapshot
+from pouchsync_sync.testing import assert_converged
+from tests.integration.test_replication_local import Wrapper
 
 TOTAL = 8_000
 REPO = Path(__file__).resolve().parents[2]
@@ -79,7 +80,7 @@ def test_killed_replication_resumes_from_its_checkpoint(tmp_path) -> None:
         assert again.status == "complete"
         assert again.docs_read == TOTAL - on_target
         assert sum(rows) <= TOTAL - checkpointed  # resumed, not rescanned from 0
-        assert snapshot(source) == snapshot(target)
+        assert_converged(source, target)
     finally:
         source.close()
         target.close()

@@ -57,6 +57,27 @@ def revs(db: Any) -> dict[str, str]:
 
 # -- one-shot -------------------------------------------------------------------------
 
+def test_wait_returns_after_the_final_signal_has_run(server, hub, clients, local):
+    """A blocking caller may rely on its sync_complete receiver having run by the time
+    wait() returns (a slow receiver used to be overtaken by wait())."""
+    a = local("todos")
+    a.put({"_id": "one"})
+    seen: list[str] = []
+    pause = threading.Event()  # never set: the receiver takes a while
+
+    def slow_receiver(sender: Any, **kwargs: Any) -> None:
+        pause.wait(0.3)
+        seen.append(kwargs["result"].state.value)
+
+    signals.sync_complete.connect(slow_receiver)  # before the sync exists: it may be quick
+    try:
+        sync = clients().connect(server.url).sync(a, credentials=TOKEN)
+        sync.wait(timeout=30)
+        assert seen == ["complete"]
+    finally:
+        signals.sync_complete.disconnect(slow_receiver)
+
+
 def test_one_shot_push(server, hub, clients, local):
     a = local("todos")
     put_many(a, "a", 150)

@@ -12,21 +12,17 @@ from typing import Any
 
 from pouchsync_sync import signals
 from pouchsync_sync.client import SyncState
+from pouchsync_sync.testing import RunningServer
 from tests.integration.test_sync import (  # noqa: F401 - fixtures
     TOKEN,
     clients,
     hub,
     ids,
     local,
-    make_server,
     put_many,
     recorders,
     revs,
 )
-
-
-def _port(url: str) -> int:
-    return int(url.rstrip("/").rsplit(":", 1)[1])
 
 
 def _replicator_threads() -> list[str]:
@@ -34,10 +30,10 @@ def _replicator_threads() -> list[str]:
                   if t.name.startswith("pouchsync-sync[") and t.name.endswith(("-push", "-pull")))
 
 
-def test_server_restart_mid_live_sync_resumes_without_loss(hub, clients, local, recorders):
-    server = make_server(hub.on_request).start()
-    url, port = server.url, _port(server.url)
-    restarted = None
+def test_server_restart_mid_live_sync_resumes_without_loss(hub, clients, local, recorders,
+                                                          tmp_path):
+    server = RunningServer(hub.on_request, tmp_path / "unused").start()  # the hub's stores
+    url = server.url
     try:
         a, b = local("todos"), local("todos")
         client_a, client_b = clients(), clients()
@@ -70,7 +66,8 @@ def test_server_restart_mid_live_sync_resumes_without_loss(hub, clients, local, 
         assert attempts == [1, 2, 3]
         assert delays == [0.02, 0.04, 0.08]
 
-        restarted = make_server(hub.on_request).start(port=port)
+        server.start()  # same port
+        assert server.url == url
         assert connects.wait_for(lambda ev: len(ev) >= 2, timeout=20)
         sync_a.wait_in_sync(timeout=30)
         sync_b.wait_in_sync(timeout=30)
@@ -105,26 +102,22 @@ def test_server_restart_mid_live_sync_resumes_without_loss(hub, clients, local, 
         for client in (locals().get("client_a"), locals().get("client_b")):
             if client is not None:
                 client.close()
-        if restarted is not None:
-            restarted.stop()
-        server.stop()
+        server.close()
 
 
-def test_one_shot_sync_survives_a_restart_before_it_starts(hub, clients, local):
+def test_one_shot_sync_survives_a_restart_before_it_starts(hub, clients, local, tmp_path):
     """A one-shot sync made while the server is down completes once it is back."""
-    server = make_server(hub.on_request).start()
-    port = _port(server.url)
+    server = RunningServer(hub.on_request, tmp_path / "unused").start()  # the hub's stores
+    port = server.port
     server.stop()
-    restarted = None
     try:
         a = local("todos")
         put_many(a, "a", 25)
         client = clients().connect(f"ws://127.0.0.1:{port}/")
         sync = client.sync(a, credentials=TOKEN)
         assert sync.state is SyncState.CONNECTING
-        restarted = make_server(hub.on_request).start(port=port)
+        server.start()  # same port
         result = sync.wait(timeout=30)
         assert result.docs_pushed == 25
     finally:
-        if restarted is not None:
-            restarted.stop()
+        server.close()

@@ -149,3 +149,27 @@ def test_first_generation_revisions_checked_too():
     for bad in [{"start": 5, "ids": ["a"]}, {"start": True, "ids": ["a"]}, {"start": 1, "ids": ["b"]}]:
         with pytest.raises(BadRequest):
             revtree.path_from_revisions("1-a", bad)
+
+
+@given(histories(), st.integers(1, 4))
+def test_merge_into_and_leaf_bookkeeping_agree_with_merge(paths, limit):
+    """merge_into (in place, O(path)) builds the tree merge builds, and the leaf set
+    kept by leaf_growth/update_leaves is exactly leaves() after every path, also on a
+    stemmed tree whose roots grow back."""
+    slow: dict = {}
+    fast: dict = {}
+    leaf_set: set = set()
+    for i, (path, deleted) in enumerate(paths):
+        if i == len(paths) // 2:  # stem half way: roots lose their parents
+            slow = revtree.stem(slow, limit)
+            fast = dict(slow)
+            leaf_set = set(revtree.leaves(fast))
+        slow, added_slow = revtree.merge(slow, path, deleted)
+        growth = revtree.leaf_growth(fast, leaf_set, path)
+        before = len(leaf_set)
+        added, _regrown = revtree.merge_into(fast, path, deleted)
+        revtree.update_leaves(fast, leaf_set, path, added)
+        assert fast == slow and added == added_slow
+        assert leaf_set == set(revtree.leaves(fast))
+        assert len(leaf_set) <= before + growth
+
