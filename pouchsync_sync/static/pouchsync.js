@@ -1254,12 +1254,13 @@
       return self.fetchChangedDocuments(batch.rows, missing).then(function (docs) {
         if (isStale() || !docs.length) return docs;
         self.stats.docs_read += docs.length;
-        return self.uploadBatch(docs).then(function () { return docs; });
+        return self.uploadBatch(docs);
       });
-    }).then(function (docs) {
-      if (isStale() || docs === null) return;
+    }).then(function (written) {
+      if (isStale() || written === null) return;
       self.stats.last_seq = batch.last_seq;
-      if (docs && docs.length) self.sync._change(self.direction, docs);
+      // as PouchDB: a change event lists the docs written, and there is none without
+      if (written && written.length) self.sync._change(self.direction, written);
     });
   };
 
@@ -1314,10 +1315,13 @@
   };
 
   /* Upload the docs with new_edits=false; refusals are per document (a 'denied' event
-   * for a grant refusal) and do not stop the replication. */
+   * for a grant refusal) and do not stop the replication. Resolves with the docs
+   * written (those not refused). */
   Replication.prototype.uploadBatch = function (docs) {
     var self = this;
     return this.target.write(docs).then(function (failures) {
+      var refused = {};  // "id\nrev" of a refused revision, "id\n" when the refusal names none
+      failures.forEach(function (f) { refused[f.id + '\n' + (f.rev || '')] = true; });
       self.stats.docs_written += docs.length - failures.length;
       self.stats.doc_write_failures += failures.length;
       failures.forEach(function (f) {
@@ -1328,6 +1332,10 @@
           err.status = f.error === 'forbidden' ? 403 : 401;
           self.sync._deniedDoc(self.direction, err);
         }
+      });
+      if (!failures.length) return docs;
+      return docs.filter(function (doc) {
+        return !refused[doc._id + '\n' + doc._rev] && !refused[doc._id + '\n'];
       });
     });
   };

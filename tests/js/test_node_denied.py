@@ -75,8 +75,11 @@ h.run(async function () {
   client.connect(h.URL);
   var sync = client.sync(db, {remoteName: process.env.DB, live: process.env.LIVE === '1',
                               credentials: {token: h.TOKEN}});
-  var denied = [];
+  var denied = [], changed = [];
   sync.on('denied', function (err) { denied.push({id: err.id, status: err.status, error: err.error, name: err.name, direction: err.direction}); });
+  sync.on('change', function (info) {
+    changed.push({direction: info.direction, ids: info.change.docs.map(function (d) { return d._id; })});
+  });
   var log = h.record(sync, 'sync', []);
   if (process.env.LIVE === '1') {
     await h.waitEvent(sync, 'paused', 20000);
@@ -85,10 +88,10 @@ h.run(async function () {
     await h.waitFor(function () { return denied.length >= (process.env.DB.indexOf('ro-') === 0 ? 5 : 2); }, 20000, 'denials');
     await h.waitFor(function () { return db.get('from-server').then(function () { return true; }, function () { return false; }); }, 20000, 'pull');
     sync.cancel();
-    h.report({denied: denied, state: sync.state, events: log.map(function (e) { return e.event; })});
+    h.report({denied: denied, changed: changed, state: sync.state, events: log.map(function (e) { return e.event; })});
   } else {
     var result = await sync;
-    h.report({denied: denied, result: result, events: log.map(function (e) { return e.event; })});
+    h.report({denied: denied, changed: changed, result: result, events: log.map(function (e) { return e.event; })});
   }
   client.end();
 });
@@ -107,6 +110,9 @@ def test_design_doc_refused_per_document_while_the_others_go_on(run_js, js_serve
     assert out["events"][-1] == "complete" and "error" not in out["events"]
     ids = [r["id"] for r in srv.all_docs()["rows"]]
     assert ids == ["a", "b", "from-server"]
+    # as PouchDB: change events list the docs written, never a refused one
+    pushed = [i for c in out["changed"] if c["direction"] == "push" for i in c["ids"]]
+    assert sorted(pushed) == ["a", "b"]
 
 
 @pytest.mark.parametrize("live", ["0", "1"])
@@ -120,6 +126,8 @@ def test_read_only_grant_refuses_every_push_per_document_and_pull_goes_on(run_js
     assert {d["status"] for d in out["denied"]} == {403}
     assert [r["id"] for r in srv.all_docs()["rows"]] == ["from-server"]
     assert "error" not in out["events"]
+    # nothing was written by the push, so no push change event (PouchDB emits none)
+    assert [c for c in out["changed"] if c["direction"] == "push"] == []
     if live == "0":
         assert out["result"]["pull"]["docs_written"] == 1
         assert out["result"]["push"]["doc_write_failures"] == 3
