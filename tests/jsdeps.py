@@ -17,8 +17,6 @@ Reusable outside pytest (``bench/``, the browser tests)::
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -26,11 +24,12 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import pytest
+
+from pouchsync_sync.testing.couchserver import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -52,27 +51,6 @@ def missing_tools() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not on PATH (needed for the JavaScript client's tests)"
     return None
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, timeout: float) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path``, so concurrent test runs install once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        deadline = time.monotonic() + timeout
-        pause = threading.Event()
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"could not lock {path} within {timeout:.0f} s") from None
-                pause.wait(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _marker(home: Path) -> Path:
@@ -97,7 +75,7 @@ def ensure_installed(home: Path | None = None, *, retries: int = 3,
         raise RuntimeError(reason)
     npm = shutil.which("npm")
     assert npm is not None
-    with _file_lock(home / ".install.lock", timeout):
+    with file_lock(home / ".install.lock", timeout):
         if marker.exists() and modules.is_dir():
             return modules
         (home / "package.json").write_text(json.dumps({

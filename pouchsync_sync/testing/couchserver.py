@@ -38,7 +38,7 @@ from ..errors import PouchSyncError
 log = logging.getLogger(__name__)
 
 __all__ = ["CouchServer", "CouchServerError", "NodeMissing", "couch_home", "ensure_installed",
-           "launch", "start"]
+           "file_lock", "launch", "start"]
 
 PACKAGE = "pouchdb-server"
 VERSION = "4.2.0"
@@ -67,8 +67,9 @@ def _server_script(home: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path, timeout: float) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path``, so concurrent test runs install once."""
+def file_lock(path: Path, timeout: float) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``, so concurrent test runs install once (npm
+    installs of the test server here, of the JavaScript client's packages in tests/)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         deadline = time.monotonic() + timeout
@@ -102,7 +103,7 @@ def ensure_installed(home: Path | None = None, *, retries: int = 3,
     npm = shutil.which("npm")
     if npm is None:
         raise NodeMissing("npm is not on PATH; it is needed to install the test CouchDB server")
-    with _file_lock(home / ".install.lock", timeout):
+    with file_lock(home / ".install.lock", timeout):
         if marker.exists() and script.exists():
             return script
         (home / "package.json").write_text(json.dumps({

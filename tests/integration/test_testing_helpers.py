@@ -394,11 +394,6 @@ def test_the_couch_backend_prefixes_names_and_deletes_its_databases(couchdb_url:
         assert not set(real) & set(couch.all_dbs())
 
 
-def test_the_packaged_guard_is_the_ci_guard() -> None:
-    packaged = REPO / "pouchsync_sync" / "testing" / "couch-guard.js"
-    assert packaged.read_bytes() == (REPO / ".ci" / "couch-guard.js").read_bytes()
-
-
 def test_the_helpers_need_no_pytest(tmp_path: Path) -> None:
     """``pouchsync_sync.testing`` works in a script or unittest where pytest is absent."""
     import subprocess
