@@ -159,6 +159,20 @@ class Client:
             self._thread.start()
         return self
 
+    def redirect(self, url: str) -> None:
+        """Go on at ``url`` (another address of the same server, say a proxy): the
+        connection is dropped and the client reconnects there; syncs resume from their
+        checkpoints. ``network_fault(client)`` uses it."""
+        if urlsplit(url).scheme not in ("ws", "wss"):
+            raise ValueError(f"a sync server URL starts with ws:// or wss://, got {safe_url(url)!r}")
+        with self._cond:
+            if self._closed or self._url is None:
+                raise PouchSyncError("redirect needs a connected client (use connect(url))")
+            self._url = url
+            connection = self._connection
+        if connection is not None:
+            connection.close(timeout=0.2)  # the connect loop reconnects, to the new URL
+
     def wait_connected(self, timeout: float | None = None) -> None:
         """Block until connected; raise ``Timeout`` or the error that made it give up."""
         with self._cond:
@@ -300,11 +314,15 @@ class Client:
 
     def _connect_loop(self) -> None:
         assert self._url is not None
-        url, shown = self._url, safe_url(self._url)
+        url = ""
         failures = 0  # failed attempts in a row (max_attempts counts these)
         retries = 0   # reconnects scheduled since the last good connection
         worked = False  # this URL led to our server once: a 404 later is a deploy, not a typo
         while not self._stop.is_set():
+            with self._cond:
+                if self._url != url:  # the first attempt, or redirect() moved us
+                    url, worked = self._url or url, False
+            shown = safe_url(url)
             try:
                 connection = Connection.open(
                     url, timeout=self.connect_timeout, clock=self._clock,

@@ -9,7 +9,8 @@ can ``cut()``, ``stall()`` and ``heal()``, for reconnection tests.
   only through its own ping / dead-peer timeout;
 - ``heal()``: everything flows again and new connections are accepted.
 
-Connect the client to ``fault.url`` (or ``fault.connect(client)``). Its threads are named
+Connect the client to ``fault.url`` (or ``fault.connect(client)``), or hand
+``network_fault`` a connected ``Client``, which it moves onto the proxy. Its threads are named
 ``pouchsync-fault-proxy…`` and all joined when the ``with`` block ends.
 """
 
@@ -85,24 +86,30 @@ class NetworkFault:
 
 
 @contextlib.contextmanager
-def network_fault(server_or_url: Any) -> Iterator[NetworkFault]:
-    """A ``NetworkFault`` in front of a sync server: its URL, or anything with a ``url``
-    (a ``SyncServer``, the ``pouchsync_server`` fixture). Closed when the block ends.
+def network_fault(client_or_url: Any) -> Iterator[NetworkFault]:
+    """A ``NetworkFault`` in front of a sync server, closed when the block ends.
 
-    A connected ``Client`` cannot be moved onto the proxy: pass the server and connect
-    the client to ``fault.url``.
+    Give it the server's URL, or anything with a ``url`` (a ``SyncServer``, the
+    ``pouchsync_server`` fixture) and connect a client to ``fault.url``; or give it a
+    connected ``Client``: it is moved onto the proxy (``Client.redirect``) for the
+    block, its syncs resuming there, and moved back to the server after.
     """
     from ..client import Client
+    from ..errors import PouchSyncError
 
-    if isinstance(server_or_url, Client):
-        raise TypeError("network_fault takes the server (or its URL), not a Client: a "
-                        "connected client cannot be moved; connect it to fault.url")
-    url = server_or_url if isinstance(server_or_url, str) else getattr(server_or_url, "url", None)
+    client = client_or_url if isinstance(client_or_url, Client) else None
+    url = client_or_url if isinstance(client_or_url, str) else getattr(client_or_url, "url", None)
     if not isinstance(url, str):
-        raise TypeError(f"network_fault needs a server URL or an object with .url, "
-                        f"not {type(server_or_url).__name__}")
+        raise TypeError("network_fault needs a server URL, an object with .url or a connected "
+                        f"Client, not {type(client_or_url).__name__}")
     fault = NetworkFault(url)
     try:
+        if client is not None:
+            client.redirect(fault.url)
         yield fault
     finally:
+        fault.heal()
+        if client is not None:
+            with contextlib.suppress(PouchSyncError):  # closed in the block: stays closed
+                client.redirect(url)
         fault.close()

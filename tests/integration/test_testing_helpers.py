@@ -317,11 +317,37 @@ def test_cut_refuses_new_connections_until_heal() -> None:
     assert not [t for t in threading.enumerate() if t.name.startswith("pouchsync-fault-proxy")]
 
 
+def test_a_connected_client_is_moved_onto_the_proxy_and_back(tmp_path: Path) -> None:
+    """network_fault(client): the live sync goes on through the proxy, a cut stops it,
+    heal brings it back, and after the block the client is on the server again."""
+    with running_server() as server, \
+            ps.Client(initial_delay=0.02, max_delay=0.2, jitter=0.0) as client:
+        client.connect(server.url)
+        with ps.LocalDatabase(tmp_path / "p.sqlite", name="todos") as phone:
+            live = client.sync(phone, credentials=server.credentials, live=True)
+            phone.put({"_id": "before"})
+            wait_for(server.database("todos"), "before", timeout=30)
+            with network_fault(client) as fault:
+                phone.put({"_id": "through"})
+                wait_for(server.database("todos"), "through", timeout=30)
+                assert fault.connections_total == 1  # the sync came back through the proxy
+                fault.cut()
+                phone.put({"_id": "cut"})
+                with pytest.raises(WaitTimeout):
+                    wait_for(server.database("todos"), "cut", timeout=0.5)
+                fault.heal()
+                wait_for(server.database("todos"), "cut", timeout=30)
+            assert client.url == server.url
+            phone.put({"_id": "after"})
+            wait_for(server.database("todos"), "after", timeout=30)
+            live.cancel()
+
+
 def test_network_fault_refuses_what_it_cannot_proxy() -> None:
-    with pytest.raises(TypeError, match="not a Client"):
+    with pytest.raises(TypeError, match="connected Client"):  # not connected: no URL
         with network_fault(ps.Client()):
             pass
-    with pytest.raises(TypeError, match="object with .url"):
+    with pytest.raises(TypeError, match="object with .url or a connected Client"):
         with network_fault(42):
             pass
     with pytest.raises(ValueError, match="with a port"):
