@@ -17,13 +17,13 @@ faster way.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Iterator, Mapping, Sequence
 
-from ..errors import BadRequest
-from .validate import check_doc_id, dump_json, exact_json_text, is_local_id
-
 import orjson as _orjson
+
+from ..errors import BadRequest
+from ..jsoncodec import may_hold_big_int
+from .validate import check_doc_id, dump_json, exact_json_text, is_local_id
 
 __all__ = [
     "CheckedTexts",
@@ -37,10 +37,6 @@ __all__ = [
 
 #: ``[id, rev, text]``: a first-generation revision and its body's JSON text
 TextRow = Sequence[Any]
-
-#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a float
-_LONG_NUMBER = re.compile(r"[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]"
-                          r"[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]")
 
 
 class CheckedTexts(tuple):  # type: ignore[type-arg]
@@ -122,13 +118,13 @@ def _read_fast(text: str) -> tuple[Any, str | None] | None:
     the text when it cannot write it exactly); None when the stdlib must read ``text``:
     orjson refuses it (big integers, lone surrogates, NaN...) or may have read an integer
     beyond 64 bits as a float, which it does silently (then the text it writes back
-    differs from ``text``, and ``text`` has 19 digits in a row)."""
+    differs from ``text``, and ``text`` holds a number of 19 digits or more)."""
     try:
         value = _orjson.loads(text)
     except ValueError:
         return None
     out = exact_json_text(value)
-    if out != text and _LONG_NUMBER.search(text) is not None:
+    if out != text and may_hold_big_int(text):
         return None
     return value, out
 
