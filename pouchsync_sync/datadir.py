@@ -123,10 +123,13 @@ class CouchDir:
         couches.close()
     """
 
-    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 30.0, prefix: str = "") -> None:
         from .store.couch import CouchDB
 
         self.couch = CouchDB(url, timeout=timeout)
+        #: put before every name on the server (``pouchsync_sync.testing`` keeps each
+        #: test's databases apart with it)
+        self.prefix = prefix
         self._lock = threading.Lock()
         self._open: dict[str, Database] = {}
 
@@ -135,10 +138,15 @@ class CouchDir:
         with self._lock:
             db = self._open.get(name)
         if db is None:
-            db = self.couch.database(name, create=True)  # HTTP outside the lock
+            db = self.couch.database(self.prefix + name, create=True)  # HTTP outside the lock
             with self._lock:
                 db = self._open.setdefault(name, db)
         return db
+
+    def opened(self) -> list[str]:
+        """The names (without the prefix) of the databases ``database`` has opened."""
+        with self._lock:
+            return list(self._open)
 
     def close(self) -> None:
         self.couch.close()

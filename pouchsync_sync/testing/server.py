@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..datadir import DataDir, check_name
+from ..datadir import CouchDir, DataDir
 from ..errors import BadRequest, Denied, PouchSyncError
 from ..server import SyncServer, create_server
 from ..server.options import ServerOptions
@@ -41,37 +41,21 @@ _PORT_WAIT = 10.0  # seconds a restart may wait for its old port to be free agai
 _names = itertools.count(1)
 
 
-class _CouchNames:
+class _CouchNames(CouchDir):
     """The test's databases on one CouchDB server: ``name`` is ``<prefix><name>`` there;
     every database made is deleted at ``close()``."""
 
     def __init__(self, url: str) -> None:
-        from ..store.couch import CouchDB
-
-        self.couch = CouchDB(url)
-        self.prefix = f"pouchsync-test-{os.getpid()}-{next(_names)}-{secrets.token_hex(3)}-"
-        self._lock = threading.Lock()
-        self._open: dict[str, Database] = {}
-
-    def database(self, name: str) -> Database:
-        check_name(name)
-        with self._lock:
-            db = self._open.get(name)
-        if db is None:
-            db = self.couch.database(self.prefix + name, create=True)
-            with self._lock:
-                db = self._open.setdefault(name, db)
-        return db
+        super().__init__(url, prefix=f"pouchsync-test-{os.getpid()}-{next(_names)}-"
+                                     f"{secrets.token_hex(3)}-")
 
     def close(self) -> None:
-        with self._lock:
-            names, self._open = list(self._open), {}
-        for name in names:
+        for name in self.opened():
             try:
                 self.couch.delete_database(self.prefix + name)
             except PouchSyncError as exc:  # the test's CouchDB may be gone: log, go on
                 log.warning("could not delete test database %r: %s", self.prefix + name, exc)
-        self.couch.close()
+        super().close()
 
 
 class RunningServer:
