@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import requests
 
@@ -38,7 +38,7 @@ from ..errors import PouchSyncError
 log = logging.getLogger(__name__)
 
 __all__ = ["CouchServer", "CouchServerError", "NodeMissing", "couch_home", "ensure_installed",
-           "file_lock", "launch", "start"]
+           "file_lock", "launch", "npm_install", "start"]
 
 PACKAGE = "pouchdb-server"
 VERSION = "4.2.0"
@@ -88,6 +88,46 @@ def file_lock(path: Path, timeout: float) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def npm_install(home: Path, packages: Mapping[str, str], *, name: str, description: str,
+                installed: Callable[[], bool], marker: Path, retries: int = 3,
+                timeout: float = 600.0) -> None:
+    """``npm install --ignore-scripts`` the pinned ``packages`` (name -> version) into
+    ``home``, unless ``marker`` exists and ``installed()`` says they are there.
+
+    A ``package.json`` named ``name`` is written first; the install is retried
+    ``retries`` times and a file lock serialises concurrent runs. ``NodeMissing``
+    without npm, ``CouchServerError`` when every try failed (npm's errors are logged).
+    """
+    if marker.exists() and installed():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise NodeMissing(f"npm is not on PATH; it is needed to install {description}")
+    with file_lock(home / ".install.lock", timeout):
+        if marker.exists() and installed():
+            return
+        (home / "package.json").write_text(json.dumps({
+            "name": name, "private": True, "description": f"{description} (generated)",
+            "dependencies": dict(packages),
+        }, indent=2) + "\n")
+        cmd = [npm, "install", "--ignore-scripts", "--no-audit", "--no-fund",
+               "--loglevel=error"] + [f"{n}@{v}" for n, v in sorted(packages.items())]
+        pause = threading.Event()
+        for attempt in range(1, retries + 1):
+            log.info("installing %s into %s (attempt %d)", dict(packages), home, attempt)
+            proc = subprocess.run(cmd, cwd=home, capture_output=True, text=True,
+                                  timeout=timeout, check=False)
+            if proc.returncode == 0 and installed():
+                marker.write_text(json.dumps(dict(packages)) + "\n")
+                return
+            log.warning("npm install failed (exit %s): %s", proc.returncode,
+                        proc.stderr.strip()[-2000:])
+            if attempt < retries:
+                pause.wait(2.0 * attempt)
+    raise CouchServerError(f"npm install {dict(packages)} failed {retries} times; "
+                           f"see the warnings logged by {__name__}")
+
+
 def ensure_installed(home: Path | None = None, *, retries: int = 3,
                      timeout: float = 600.0) -> Path:
     """Install pouchdb-server into ``home`` unless a marker says it is there.
@@ -96,37 +136,12 @@ def ensure_installed(home: Path | None = None, *, retries: int = 3,
     build), retried ``retries`` times; a file lock serialises concurrent runs.
     """
     home = Path(home or couch_home())
-    marker = home / f".installed-{PACKAGE}-{VERSION}"
     script = _server_script(home)
-    if marker.exists() and script.exists():
-        return script
-    npm = shutil.which("npm")
-    if npm is None:
-        raise NodeMissing("npm is not on PATH; it is needed to install the test CouchDB server")
-    with file_lock(home / ".install.lock", timeout):
-        if marker.exists() and script.exists():
-            return script
-        (home / "package.json").write_text(json.dumps({
-            "name": "pouchsync-test-couch", "private": True,
-            "description": "CouchDB-protocol server for pouchsync_sync's tests (generated)",
-            "dependencies": {PACKAGE: VERSION},
-        }, indent=2) + "\n")
-        cmd = [npm, "install", "--ignore-scripts", "--no-audit", "--no-fund",
-               "--loglevel=error", f"{PACKAGE}@{VERSION}"]
-        pause = threading.Event()
-        for attempt in range(1, retries + 1):
-            log.info("installing %s@%s into %s (attempt %d)", PACKAGE, VERSION, home, attempt)
-            proc = subprocess.run(cmd, cwd=home, capture_output=True, text=True,
-                                  timeout=timeout, check=False)
-            if proc.returncode == 0 and script.exists():
-                marker.write_text(f"{PACKAGE}@{VERSION}\n")
-                return script
-            log.warning("npm install failed (exit %s): %s", proc.returncode,
-                        proc.stderr.strip()[-2000:])
-            if attempt < retries:
-                pause.wait(2.0 * attempt)
-        raise CouchServerError(f"npm install {PACKAGE}@{VERSION} failed {retries} times; "
-                           f"see the warnings logged by {__name__}")
+    npm_install(home, {PACKAGE: VERSION}, name="pouchsync-test-couch",
+                description="the CouchDB-protocol server for pouchsync_sync's tests",
+                installed=script.exists, marker=home / f".installed-{PACKAGE}-{VERSION}",
+                retries=retries, timeout=timeout)
+    return script
 
 
 class CouchServer:
