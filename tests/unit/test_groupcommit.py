@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Sequence
 
 import pytest
@@ -11,16 +10,7 @@ import pytest
 from pouchsync_sync import LocalDatabase
 from pouchsync_sync.errors import Conflict, ServerError
 from pouchsync_sync.store.groupcommit import GroupCommit
-
-
-def _wait_until(check: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()  # never set: a bounded pause between looks
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.005)
-    return True
+from tests.fault.proxy import wait_until
 
 
 def _queued_writers(gc: GroupCommit[Any], items: Sequence[Any]
@@ -38,7 +28,7 @@ def _queued_writers(gc: GroupCommit[Any], items: Sequence[Any]
                for item in items]
     for t in threads:
         t.start()
-    assert _wait_until(lambda: gc.queued() == len(items))
+    assert wait_until(lambda: gc.queued() == len(items), timeout=10.0, poll=0.005)
     return threads, outcomes
 
 
