@@ -20,7 +20,7 @@ import itertools
 import logging
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import Cancelled, Denied, PouchSyncError, Timeout, TransportError, error_from_json
 from ..protocol import messages as wire
@@ -64,7 +64,7 @@ class _Waiter:
 class _LiveFeed:
     """The channel's open subscription between waits (guarded by the channel's lock)."""
 
-    __slots__ = ("sub", "options", "position", "batches", "waiter", "dead")
+    __slots__ = ("sub", "options", "position", "batches", "waiter", "dead", "wake")
 
     def __init__(self, sub: int, options: dict[str, Any], since: Any) -> None:
         self.sub = sub
@@ -73,6 +73,7 @@ class _LiveFeed:
         self.batches: deque[Mapping[str, Any]] = deque()
         self.waiter: _Waiter | None = None  # the wait in progress, if any
         self.dead = False
+        self.wake: Callable[[], Any] | None = None  # ``listen``'s: rung when a batch comes
 
 
 class Channel:
@@ -235,6 +236,45 @@ class Channel:
         if still_open and not was_dead:
             self.connection._send_quietly(wire.unsubscribe(self.ch, feed.sub))
 
+    def listen(self, since: Any, options: Mapping[str, Any], wake: Callable[[], Any]) -> None:
+        """Keep the live feed open from ``since`` and call ``wake()`` when a batch of it
+        arrives (or the feed ends: an error, an overflow, the channel closing), without
+        a thread waiting; the batch is then taken by a ``wait_changes`` with the same
+        ``since`` and ``options`` (a timeout of 0 does). ``wake`` runs on the connection's
+        reader thread, outside the lock: it must not block. Raises when the channel is
+        not open."""
+        options = dict(options)
+        stale: int | None = None
+        with self._lock:
+            if self.state != "open":
+                raise self._unusable()
+            feed = self._feed
+            if feed is not None and feed.waiter is None and (
+                    feed.dead or feed.options != options or feed.position != since):
+                stale = None if feed.dead else feed.sub
+                feed = self._feed = None
+            fresh = feed is None
+            if feed is None:
+                feed = self._feed = _LiveFeed(next(self._sub_ids), options, since)
+            feed.wake = wake
+            ready = bool(feed.batches)
+        if stale is not None:
+            self.connection._send_quietly(wire.unsubscribe(self.ch, stale))
+        if fresh:
+            try:
+                self.connection.send(wire.subscribe(self.ch, feed.sub, since, **options))
+            except BaseException:
+                self._drop_feed(feed)
+                raise
+        if ready:
+            wake()
+
+    def unlisten(self) -> None:
+        """Stop calling the ``listen`` wake-up (the feed itself stays open)."""
+        with self._lock:
+            if self._feed is not None:
+                self._feed.wake = None
+
     def _wait_once(self, since: Any, options: Mapping[str, Any],
                    timeout: float) -> dict[str, Any] | None:
         """``wait_changes`` through a one-shot subscription (ended once it delivered)."""
@@ -263,12 +303,15 @@ class Channel:
             if feed is not None and feed.sub == msg.get("sub") and not feed.dead:
                 overflow = self._feed_batch(feed, msg)
                 still_open = self.state == "open"
+                wake = feed.wake
             else:
                 feed = None
                 waiter = self._subs.get(msg.get("sub"))  # type: ignore[arg-type]
         if feed is not None:
             if overflow and still_open:
                 self.connection._send_quietly(wire.unsubscribe(self.ch, feed.sub))
+            if wake is not None:
+                _ring(wake)
             return
         if waiter is None:
             return  # after unsubscribe: ignored, as the protocol says
@@ -346,12 +389,15 @@ class Channel:
             else:
                 self.state = "closed"
                 calls = list(self._calls.values()) + list(self._subs.values())
+            wake = self._feed.wake if self._feed is not None else None
             calls += self._end_feed_locked()
             self._calls.clear()
             self._subs.clear()
         self._open.fail(error)
         for waiter in calls:
             waiter.fail(error)
+        if wake is not None:
+            _ring(wake)
 
     def _end_feed_locked(self) -> list[_Waiter]:
         """The channel ends: its live feed too; its waiter, to be failed."""
@@ -359,4 +405,13 @@ class Channel:
         if feed is None:
             return []
         feed.dead = True
+        feed.wake = None
         return [feed.waiter] if feed.waiter is not None else []
+
+
+def _ring(wake: Callable[[], Any]) -> None:
+    """Call a ``listen`` wake-up on the reader thread; it must never kill that thread."""
+    try:
+        wake()
+    except Exception:
+        log.exception("changes wake-up %r raised", wake)

@@ -19,7 +19,7 @@ replication checkpoints carry over.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import BadRequest
 from ..protocol import ops
@@ -52,6 +52,33 @@ def _plain_list(values: Any) -> Any:
 def _given(**kwargs: Any) -> dict[str, Any]:
     """Only the arguments that differ from ``None``: the server applies its defaults."""
     return {key: value for key, value in kwargs.items() if value is not None}
+
+
+def _changes_args(*, since: Any, limit: int | None, include_docs: bool, conflicts: bool,
+                  style: str, doc_ids: Sequence[str] | None,
+                  selector: Mapping[str, Any] | None, feed: str, descending: bool = False,
+                  timeout: float | None = None, attachments: bool = False) -> dict[str, Any]:
+    """A ``changes`` call's args: what was given, flags only when set."""
+    args = _given(since=since, limit=limit,
+                  doc_ids=list(doc_ids) if doc_ids is not None else None,
+                  selector=dict(selector) if selector is not None else None,
+                  timeout=timeout)
+    args["style"] = style
+    args["feed"] = feed
+    for key, flag in (("include_docs", include_docs), ("conflicts", conflicts),
+                      ("descending", descending), ("attachments", attachments)):
+        if flag:
+            args[key] = True
+    return args
+
+
+def _live_options(args: Mapping[str, Any]) -> dict[str, Any]:
+    """The subscription options of a longpoll ``changes`` call's args."""
+    options = {key: args[key] for key in ("style", "include_docs", "conflicts",
+                                          "doc_ids", "selector") if key in args}
+    if "limit" in args:
+        options["batch"] = max(1, int(args["limit"]))
+    return options
 
 
 class RemoteDatabase(Database):
@@ -196,16 +223,10 @@ class RemoteDatabase(Database):
                 selector: Mapping[str, Any] | None = None, descending: bool = False,
                 feed: str = "normal", timeout: float | None = None,
                 attachments: bool = False) -> dict[str, Any]:
-        args = _given(since=since, limit=limit,
-                      doc_ids=list(doc_ids) if doc_ids is not None else None,
-                      selector=dict(selector) if selector is not None else None,
-                      timeout=timeout)
-        args["style"] = style
-        args["feed"] = feed
-        for key, flag in (("include_docs", include_docs), ("conflicts", conflicts),
-                          ("descending", descending), ("attachments", attachments)):
-            if flag:
-                args[key] = True
+        args = _changes_args(since=since, limit=limit, include_docs=include_docs,
+                             conflicts=conflicts, style=style, doc_ids=doc_ids,
+                             selector=selector, descending=descending, feed=feed,
+                             timeout=timeout, attachments=attachments)
         if feed == "longpoll" and not descending and not attachments:
             return self._longpoll(args, timeout)
         deadline: float | None = None
@@ -214,6 +235,22 @@ class RemoteDatabase(Database):
             if deadline is not None and deadline < self._channel.connection.call_timeout:
                 deadline = self._channel.connection.call_timeout
         return self._call("changes", args, deadline)
+
+    def listen_changes(self, wake: Callable[[], Any], *, since: Any = 0,
+                       limit: int | None = None, include_docs: bool = False,
+                       conflicts: bool = False, style: str = "main_only",
+                       doc_ids: Sequence[str] | None = None,
+                       selector: Mapping[str, Any] | None = None) -> Callable[[], None]:
+        """Call ``wake()`` (on the connection's reader thread; it must not block) once
+        changes after ``since`` have come, without a thread waiting: the channel's live
+        subscription stays open, and the next ``changes(feed="longpoll", ...)`` with the
+        same arguments and any timeout (0 too) takes the batch that came. Returns the
+        function that stops the calls (the subscription stays for that next read)."""
+        args = _changes_args(since=since, limit=limit, include_docs=include_docs,
+                             conflicts=conflicts, style=style, doc_ids=doc_ids,
+                             selector=selector, feed="longpoll")
+        self._channel.listen(since, _live_options(args), wake)
+        return self._channel.unlisten
 
     def _longpoll(self, args: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         """A longpoll read as a wait on the channel's live subscription (see
@@ -224,13 +261,9 @@ class RemoteDatabase(Database):
         caller reads on normally. On timeout a normal read gives the usual shape (and
         ``last_seq``).
         """
-        options = {key: args[key] for key in ("style", "include_docs", "conflicts",
-                                              "doc_ids", "selector") if key in args}
-        if "limit" in args:
-            options["batch"] = max(1, int(args["limit"]))
         since = args.get("since", 0)
         wait = DEFAULT_LONGPOLL if timeout is None else float(timeout)
-        msg = self._channel.wait_changes(since, options, wait)
+        msg = self._channel.wait_changes(since, _live_options(args), wait)
         if msg is not None:
             answer = {"results": msg.get("results") or [], "last_seq": msg.get("last_seq")}
             if msg.get("pending") is not None:

@@ -7,16 +7,18 @@ Theory of operation. A sync owns a thread ``pouchsync-sync[<name>]`` that loops 
 2. ``open`` the channel; ``denied`` ends the sync (state ``denied``);
 3. build fresh ``Replicator``s against a fresh ``RemoteDatabase`` (pull: remote → local,
    push: local → remote). Their checkpoints make them resume where the last round
-   stopped, so nothing is replayed. One-shot: pull then push on this thread. Live: each
-   direction on its own thread (``pouchsync-sync[<name>]-pull`` / ``-push``), which
-   this thread supervises;
+   stopped, so nothing is replayed. One-shot: pull then push on this thread. Live: both
+   directions on this thread too, driven step by step (``liveround.py``): caught up,
+   the sync waits on one wake-up (a batch on the pull's subscription, a local write,
+   a stop), so an idle live sync holds this one thread;
 4. the round ends when the replicators finish, fail, or the connection is lost (then
-   the round's cancel event stops *both* replicators and their threads are joined before
-   the next round starts: no zombie replications). A live round stops gracefully: the
-   cancel event is set and the server waits in progress are interrupted, the channel
-   staying open, so each replicator records the checkpoint it deferred
-   (``checkpoint_interval``); what still runs after ``STOP_GRACE`` seconds has the
-   channel closed under it;
+   the round's cancel event stops *both* replicators, and any read-ahead or upload
+   threads end, before the next round starts: no zombie replications). A live round
+   stops gracefully: the cancel event is set and the server waits in progress are
+   interrupted, the channel staying open, so each replicator records the checkpoint it
+   deferred (``checkpoint_interval``); if the round still runs ``STOP_GRACE`` seconds
+   after the stop began, a short-lived ``pouchsync-sync[<name>]-stop`` thread closes
+   the channel under it;
 5. a retryable error (transport, server 5xx) → ``offline``, then a new round after the
    client reconnects or, on the same connection, after a backoff delay. Anything else
    ends the sync with state ``error``.
@@ -44,6 +46,7 @@ from ..errors import Cancelled, Denied, NotFound, PouchSyncError, Timeout, Trans
 from ..replication.replicator import MAX_BATCH_BYTES
 from ..store.base import Database
 from .connection import Channel, Connection
+from .liveround import LiveRound, Wake
 from .remote import RemoteDatabase
 from .state import DIRECTIONS, TRANSITIONS, SyncResult, SyncState, SyncStatus
 
@@ -78,13 +81,12 @@ def check_checkpoint_interval(value: Any) -> float:
 
 
 class _Direction:
-    """One direction of one round: its replicator, and its thread for live both-ways."""
+    """One direction of one round: its replicator and what it reported."""
 
     def __init__(self, name: str, replicator: "Replicator") -> None:
         self.name = name
         self.replicator = replicator
         self.result: "ReplicationResult | None" = None
-        self.thread: threading.Thread | None = None
         self.docs_written_seen = 0
         self.failures_seen = 0
 
@@ -161,6 +163,9 @@ class Sync:
         self._last: dict[str, "ReplicationResult | None"] = {"push": None, "pull": None}
         self._idle: dict[str, bool] = {}
         self._progress = False  # the current round wrote a batch or caught up
+        self._wake = Wake()  # the live round's one wake-up (a new one per round)
+        self._round_done = threading.Event()  # set when the current round has ended
+        self._stopper: threading.Thread | None = None  # closes a stopping round's channel
         self._thread = threading.Thread(target=self._run, name=f"pouchsync-sync[{self.remote_name}]",
                                         daemon=True)
 
@@ -270,12 +275,15 @@ class Sync:
             self._round_cancel.set()
             channel = self._channel
             graceful = self.live and bool(self._directions)
+            wake = self._wake
             self._cond.notify_all()
         if channel is not None:
-            if graceful:  # the round's supervisor closes it once they have stopped
+            if graceful:  # the round closes it once its replicators have stopped
+                self._stop_within_grace()
                 channel.interrupt_waits(Cancelled(f"{self!r} was cancelled"))
             else:
                 channel.close()
+        wake.ring("stop")
         self.client._wake()
         if not self._thread.is_alive() and self._result is None:
             # never started (the client was closed first): finish here
@@ -291,11 +299,7 @@ class Sync:
         return not self._thread.is_alive()
 
     def _on_own_thread(self) -> bool:
-        current = threading.current_thread()
-        if current is self._thread:
-            return True
-        with self._cond:
-            return any(d.thread is current for d in self._directions)
+        return threading.current_thread() is self._thread
 
     def _refuse_own_thread(self, what: str) -> None:
         if self._on_own_thread():
@@ -313,9 +317,12 @@ class Sync:
     def _connection_lost(self, connection: Connection) -> None:
         """The client saw ``connection`` die: stop the round running on it at once."""
         with self._cond:
-            if self._connection is connection:
-                self._round_cancel.set()
-                self._cond.notify_all()
+            if self._connection is not connection:
+                return
+            self._round_cancel.set()
+            self._cond.notify_all()
+            wake = self._wake
+        wake.ring("stop")
 
     # -- the sync thread ------------------------------------------------------------
     def _run(self) -> None:
@@ -394,6 +401,8 @@ class Sync:
                 return None
             self._round += 1
             self._round_cancel = threading.Event()
+            self._round_done = threading.Event()
+            self._wake = Wake()
             self._connection = connection
             self._idle = {}
             self._progress = False
@@ -416,6 +425,7 @@ class Sync:
             remote = RemoteDatabase(channel)
             return self._replicate(remote)
         finally:
+            self._end_stopper()
             channel.close()
             with self._cond:
                 self._channel = None
@@ -442,12 +452,7 @@ class Sync:
                 if self._round_cancel.is_set():
                     break
         else:
-            for direction in directions:
-                direction.thread = threading.Thread(
-                    target=self._run_direction, args=(direction,),
-                    name=f"pouchsync-sync[{self.remote_name}]-{direction.name}", daemon=True)
-                direction.thread.start()
-            self._supervise(directions)
+            self._run_live(directions)
         errors = [d.result.error for d in directions
                   if d.result is not None and d.result.error is not None]
         with self._cond:
@@ -468,35 +473,45 @@ class Sync:
             return TransportError("replication interrupted")
         return None
 
-    def _supervise(self, directions: list[_Direction]) -> None:
-        """Join a live round's direction threads, stopping them gracefully (step 4).
+    def _run_live(self, directions: list[_Direction]) -> None:
+        """A live round: both directions on this thread (``liveround.py``)."""
+        with self._cond:
+            wake = self._wake
+        results = LiveRound([(d.name, d.replicator) for d in directions],
+                            cancel=self._round_cancel, wake=wake,
+                            poll_interval=self.client.local_poll_interval,
+                            on_stop=self._stop_within_grace).run()
+        for direction in directions:
+            direction.result = results[direction.name]
+            with self._cond:
+                self._last_seq[direction.name] = direction.result.last_seq
 
-        Until the round's cancel event is set (by ``cancel``, a lost connection, or a
-        direction ending), wait for it. Then interrupt the server waits in progress,
-        again every slice (a wait begun just after is caught too): each replicator
-        stops and records its deferred checkpoint on the open channel. After
-        ``STOP_GRACE`` seconds the channel is closed, failing the calls still in flight.
-        """
-        threads = [d.thread for d in directions if d.thread is not None]
-        cancel = self._round_cancel
-        while not cancel.wait(self.client.ping_interval):
-            if not any(t.is_alive() for t in threads):
+    def _stop_within_grace(self) -> None:
+        """The live round begins to stop: if it still runs ``STOP_GRACE`` seconds from
+        now, close its channel under it (the calls in flight then fail at once).
+        Idempotent; the round's thread joins the helper thread at the round's end."""
+        with self._cond:
+            channel, done = self._channel, self._round_done
+            if self._stopper is not None or channel is None or done.is_set():
                 return
-        stop_by = time.monotonic() + STOP_GRACE
-        for thread in threads:
-            while thread.is_alive():
-                with self._cond:
-                    channel = self._channel
-                if time.monotonic() >= stop_by:
-                    if channel is not None:
-                        log.info("%r: replication still running %.1fs after the stop; "
-                                 "closing its channel", self, STOP_GRACE)
-                        channel.close()
-                    thread.join()  # bounded: its calls fail at once on the closed channel
-                    break
-                if channel is not None:
-                    channel.interrupt_waits(Cancelled(f"{self!r}: the round stops"))
-                thread.join(_STOP_SLICE)
+            self._stopper = threading.Thread(
+                target=self._close_after_grace, args=(channel, done),
+                name=f"pouchsync-sync[{self.remote_name}]-stop", daemon=True)
+            self._stopper.start()  # under the lock: the round's end joins a started thread
+
+    def _close_after_grace(self, channel: Channel, done: threading.Event) -> None:
+        if not done.wait(STOP_GRACE):
+            log.info("%r: replication still running %.1fs after the stop; closing its "
+                     "channel", self, STOP_GRACE)
+            channel.close()
+
+    def _end_stopper(self) -> None:
+        """The round has ended: end the grace thread, if one runs."""
+        with self._cond:
+            self._round_done.set()
+            stopper, self._stopper = self._stopper, None
+        if stopper is not None:
+            stopper.join()  # at once: the round is done
 
     def _connection_gone(self) -> bool:
         with self._cond:
@@ -526,6 +541,7 @@ class Sync:
         return direction
 
     def _run_direction(self, direction: _Direction) -> None:
+        """A one-shot direction, on this thread."""
         try:
             direction.result = direction.replicator.run()
         except Exception as exc:  # noqa: BLE001 - the replicator should not raise
@@ -535,12 +551,10 @@ class Sync:
         result = direction.result
         with self._cond:
             self._last_seq[direction.name] = result.last_seq
-        if result.error is not None or self.live:
-            # stop the other direction too: a live round is all or nothing (live: the
-            # supervisor wakes it from its server wait, and closes the channel after)
-            self._round_cancel.set()
+        if result.error is not None:
+            self._round_cancel.set()  # the other direction does not start
 
-    # -- replicator callbacks (on direction threads) ------------------------------------
+    # -- replicator callbacks (on the sync's thread) ------------------------------------
     def _on_batch(self, direction: _Direction, info: Mapping[str, Any]) -> None:
         written = int(info.get("docs_written", 0))
         failures = int(info.get("doc_write_failures", 0))

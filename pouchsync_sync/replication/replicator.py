@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import email.utils
+import functools
 import logging
 import random
 import threading
@@ -94,6 +95,7 @@ from .batch import (
 from .checkpoint import LOWEST_SEQ, Checkpointer
 from .ids import generate_replication_id
 from .items import BatchEnd, BatchStart, BatchStats, Done, Fetched
+from .listen import SourceListener
 from .pipeline import Prefetcher
 from .progress import STATES, Progress
 from .writebehind import WriteBehind
@@ -225,6 +227,9 @@ class Replicator(WriteSide):
         self._saved_at = float("-inf")  # time.monotonic() of the last checkpoint recorded
         self._next_interval = checkpoint_interval  # this one's, jittered after each record
 
+        self._listener: SourceListener | None = None  # the steps API's wake-ups (open())
+        self._caught_up_at: Any = None  # the seq the last catch_up() ended caught up at
+
         self._progress = Progress(LOWEST_SEQ)
         self._run_lock = threading.Lock()
         self._ran = False
@@ -260,31 +265,119 @@ class Replicator(WriteSide):
     # -- the run ----------------------------------------------------------------------
     def run(self) -> ReplicationResult:
         """Replicate until done (one-shot), cancelled or failed; never raises for those."""
+        self._claim()
+        status, error = "complete", None
+        try:
+            self._open()
+            if not self.locate_changed_documents():
+                status = "cancelled"
+        except Exception as exc:  # top frame of the replication: report, don't raise
+            status, error = "error", exc
+        return self._end(status, error)
+
+    # -- the run in steps, driven by an owner (a client's Sync) ---------------------------
+    def open(self) -> None:
+        """Start the run: Verify Peers and Find Common Ancestry (state ``active``).
+
+        The steps API, for an owner that drives a live replication on its own thread
+        instead of ``run()``: ``open()``; ``catch_up()``; then, while live, ``listen(wake)``,
+        wait for ``wake`` (or ``polls``: a while), ``catch_up(woken=True)``, again; and
+        ``finish()`` to end (always, also after an error). Raises what failed.
+        """
+        self._claim()
+        self._open()
+
+    def _claim(self) -> None:
         with self._run_lock:
             if self._ran:
                 raise PouchSyncError("a Replicator runs once; create a new one")
             self._ran = True
-        result = self._result
-        result.start_time = _now()
-        status, error = "complete", None
+
+    def _open(self) -> None:
+        self._result.start_time = _now()
+        self._listener = SourceListener(self.source)
         self._set_state("active")
-        try:
-            self.verify_peers()
-            self.find_common_ancestry()
-            if not self.locate_changed_documents():
-                status = "cancelled"
-        except PouchSyncError as exc:
-            if isinstance(exc, Cancelled) and self._cancelled():
+        self.verify_peers()
+        self.find_common_ancestry()
+
+    def catch_up(self, *, woken: bool = False) -> bool:
+        """Replicate until a read finds nothing new: True then (state ``paused`` when
+        live), False when cancelled; raises what failed.
+
+        ``woken``: a wake-up from ``listen`` started this pass, so its first read takes
+        what the source's subscription delivered (a live read: a batch that leaves it
+        caught up may defer its checkpoint). The first read runs on this thread; only
+        when more is pending does the read side go ahead on a reader thread, which ends
+        with the pass.
+        """
+        if self._cancelled():
+            return False
+        since = self._seq
+        live_first = woken and self._listener is not None and self._listener.pushed
+        first = self.read_batch_of_changes(since, longpoll=live_first, timeout=0.0)
+        changes = first[0]
+        batches = functools.partial(self.changed_batches, since=since, first=first,
+                                    live_first=woken, one_pass=True)
+        if not changes.get("results") or changes.get("pending") == 0 \
+                or self.batches_limit <= 1:
+            done = self._consume(batches(threading.Event()))
+        else:
+            reader = Prefetcher(batches, depth=self.batches_limit, name=self._reader_name(),
+                                join_timeout=self.longpoll_timeout + 10.0).start()
+            try:
+                done = self._consume(reader.items(self._cancelled))
+            finally:
+                reader.close()
+        self._caught_up_at = self._seq if done else None
+        return done
+
+    def listen(self, wake: Callable[[], Any]) -> None:
+        """Call ``wake()`` (from any thread; it must not block) when the source may have
+        changes past what was replicated; call again after each ``catch_up``. A source
+        that cannot tell across processes is to be re-read now and then (``polls``)."""
+        if self._listener is None:
+            raise PouchSyncError("listen() before open()")
+        caught_up = self._caught_up_at is not None and self._caught_up_at == self._seq
+        self._listener.arm(wake, since=self._seq, caught_up=caught_up,
+                           read_args=self._changes_args())
+
+    @property
+    def polls(self) -> bool:
+        """True when ``listen`` cannot see every change (other processes' writes to an
+        embedded store; a backend without notifications): re-read now and then."""
+        return self._listener is None or self._listener.polls
+
+    def unlisten(self) -> None:
+        """Stop the ``listen`` wake-ups (idempotent)."""
+        if self._listener is not None:
+            self._listener.disarm()
+
+    def finish(self, error: BaseException | None = None) -> ReplicationResult:
+        """End a run driven by steps: record the deferred checkpoint (best effort) and
+        enter the final state, ``error`` when ``error`` is given (unless it is the
+        ``Cancelled`` of our own cancel), else ``cancelled`` for a live run (it only
+        stops when told) and ``complete`` for a one-shot one."""
+        self.unlisten()
+        if error is not None:
+            return self._end("error", error)
+        return self._end("cancelled" if self.live or self._cancelled() else "complete", None)
+
+    def _end(self, status: str, error: BaseException | None) -> ReplicationResult:
+        result = self._result
+        if result.start_time is None:
+            result.start_time = _now()
+        if error is not None:
+            if isinstance(error, Cancelled) and self._cancelled():
                 # our owner cancelled us and closed what the call in flight waited on
-                status = "cancelled"
-                log.debug("replication %s: a call in flight was cancelled: %r",
-                          self.replication_id, exc)
+                status, error = "cancelled", None
+                log.debug("replication %s: a call in flight was cancelled",
+                          self.replication_id)
+            elif isinstance(error, PouchSyncError):
+                log.warning("replication %s -> %s failed: %r", self.source, self.target,
+                            error)
             else:
-                status, error = "error", exc
-                log.warning("replication %s -> %s failed: %r", self.source, self.target, exc)
-        except Exception as exc:  # top frame of the replication: report, don't raise
-            status, error = "error", exc
-            log.exception("replication %s -> %s crashed", self.source, self.target)
+                log.error("replication %s -> %s crashed", self.source, self.target,
+                          exc_info=error)
         if self._unsaved is not None:
             try:  # best effort: after an error it may be the very connection it needs
                 self.flush_checkpoint()
@@ -339,14 +432,16 @@ class Replicator(WriteSide):
         if self.batches_limit <= 1:
             return self._consume(self.changed_batches(threading.Event()))
         reader = Prefetcher(self.changed_batches, depth=self.batches_limit,
-                            name=f"pouchsync-replicate-reader[{self.source.name}->{self.target.name}]",
+                            name=self._reader_name(),
                             join_timeout=self.longpoll_timeout + 10.0).start()
         try:
             return self._consume(reader.items(self._cancelled))
         finally:
             reader.close()
 
-    def changed_batches(self, stop: threading.Event) -> Iterator[Any]:
+    def changed_batches(self, stop: threading.Event, *, since: Any = None,
+                        first: tuple[dict[str, Any], int] | None = None,
+                        live_first: bool = False, one_pass: bool = False) -> Iterator[Any]:
         """The read side: Listen to Changes Feed, Read Batch of Changes, Calculate
         Revision Difference and Fetch Changed Documents, as a stream of items.
 
@@ -354,8 +449,10 @@ class Replicator(WriteSide):
         longpoll reads until cancelled or ``stop`` is set. With read-ahead
         (``batches_limit`` > 1) the next batch of changes is read while this one is
         diffed and handed over, as long as the source says more is pending.
+        ``one_pass`` (``catch_up``): from ``since``, starting with the read ``first``
+        already made (a live read when ``live_first``), until caught up, then ``Done``.
         """
-        seq = self._start_seq
+        seq = self._start_seq if since is None else since
         caught_up = False
         ahead: Future[tuple[dict[str, Any], int]] | None = None
         pool: ThreadPoolExecutor | None = None
@@ -363,10 +460,14 @@ class Replicator(WriteSide):
             while True:
                 if stop.is_set() or self._cancelled():
                     return
-                if caught_up and not self.live:
+                if caught_up and (one_pass or not self.live):
                     yield Done()
                     return
-                if ahead is not None:
+                live_read = caught_up
+                if first is not None:
+                    (changes, ticket), first = first, None
+                    live_read = live_first
+                elif ahead is not None:
                     changes, ticket = ahead.result(timeout=_AHEAD_TIMEOUT)
                     ahead = None
                 else:
@@ -388,7 +489,7 @@ class Replicator(WriteSide):
                         return  # stopped half way: never checkpoint past what was not fetched
                 yield BatchEnd(ticket=ticket, last_seq=last_seq, pending=pending,
                                 caught_up=not rows or pending == 0, had_rows=bool(rows),
-                                live_read=caught_up)
+                                live_read=live_read)
                 caught_up = not rows or pending == 0
                 seq = last_seq
                 if caught_up and pool is not None and ahead is None:
@@ -398,21 +499,33 @@ class Replicator(WriteSide):
             if pool is not None:
                 pool.shutdown(wait=True)  # a read in flight ends by its own timeout
 
-    def read_batch_of_changes(self, since: Any, *, longpoll: bool) -> tuple[dict[str, Any], int]:
-        """Read Batch of Changes (``feed=longpoll``: Listen to Changes Feed when caught up)."""
+    def read_batch_of_changes(self, since: Any, *, longpoll: bool,
+                              timeout: float | None = None) -> tuple[dict[str, Any], int]:
+        """Read Batch of Changes (``feed=longpoll``: Listen to Changes Feed when caught
+        up, for ``timeout`` seconds, ``longpoll_timeout`` by default)."""
         ticket = self._progress.begin_read()
         if self._texts_ok and self._docs_in_changes and not longpoll:
             return self.source.changes_texts(since=since, limit=self.batch_size,
                                              max_bytes=self.max_batch_bytes), ticket
-        kwargs: dict[str, Any] = dict(since=since, limit=self.batch_size, style="all_docs",
+        kwargs = self._changes_args()
+        if longpoll:
+            kwargs.update(feed="longpoll",
+                          timeout=self.longpoll_timeout if timeout is None else timeout)
+        return self.source.changes(since=since, **kwargs), ticket
+
+    def _changes_args(self) -> dict[str, Any]:
+        """The arguments of a ``changes`` read (not of ``changes_texts``), less ``since``
+        and the feed."""
+        kwargs: dict[str, Any] = dict(limit=self.batch_size, style="all_docs",
                                       include_docs=self.filter is not None or self._docs_in_changes)
         if self.doc_ids is not None:
             kwargs["doc_ids"] = self.doc_ids
         if self.selector is not None:
             kwargs["selector"] = self.selector
-        if longpoll:
-            kwargs.update(feed="longpoll", timeout=self.longpoll_timeout)
-        return self.source.changes(**kwargs), ticket
+        return kwargs
+
+    def _reader_name(self) -> str:
+        return f"pouchsync-replicate-reader[{self.source.name}->{self.target.name}]"
 
     def locate_changed_documents_in(self, rows: Sequence[Mapping[str, Any]],
                                     stop: threading.Event
