@@ -21,6 +21,7 @@ the socket and joins the connection thread. Idempotent and safe from any thread.
 from __future__ import annotations
 
 import logging
+import math
 import random as _random
 import threading
 import time
@@ -63,8 +64,11 @@ class Client:
     ``factor``, ``max_delay``, ``max_attempts``, ``jitter``; ``ping_interval`` and
     ``dead_timeout`` (no traffic for that long = dead server); ``connect_timeout``
     (TCP + websocket handshake + hello/welcome); ``open_timeout`` (a database request
-    unanswered); ``call_timeout`` (a reply to a call); ``longpoll_timeout`` (the pull
-    side's live wait on the server); ``checkpoint_interval`` (the default of every
+    unanswered); ``call_timeout`` (a reply to a call); ``longpoll_timeout`` (a
+    ``Replicator.run`` longpoll on a ``RemoteDatabase``; a live sync instead waits for
+    the server's subscription to push, without a thread per wait);
+    ``local_poll_interval`` (how often an idle live sync re-reads its local database
+    for writes by other processes; this process's writes wake it at once; > 0); ``checkpoint_interval`` (the default of every
     ``sync``: a caught-up live sync records its checkpoint at most that often, ±25 %;
     0: after every batch); ``clock`` and ``random`` for tests.
     """
@@ -96,6 +100,10 @@ class Client:
         self.open_timeout = float(open_timeout)
         self.call_timeout = float(call_timeout)
         self.longpoll_timeout = float(longpoll_timeout)
+        if isinstance(local_poll_interval, bool) or not isinstance(local_poll_interval, (int, float)) \
+                or not 0 < local_poll_interval < math.inf:
+            raise ValueError(f"local_poll_interval must be a finite number of seconds > 0, "
+                             f"got {local_poll_interval!r}")
         self.local_poll_interval = float(local_poll_interval)
         self.checkpoint_interval = check_checkpoint_interval(checkpoint_interval)
         self._clock = clock

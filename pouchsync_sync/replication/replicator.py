@@ -30,6 +30,15 @@ Theory of operation. ``Replicator.run`` walks the protocol's steps, one method e
    ``longpoll`` read (at most ``longpoll_timeout`` seconds, so ``cancel`` takes effect
    within one wait), ``active`` again when changes come.
 
+``run()`` does all of it on the caller's thread. An owner that runs several live
+replications on one thread (a client's ``Sync``: pull and push) drives the same steps
+itself instead: ``open()`` (1 and 2), ``catch_up()`` (3 and 4 until a read finds
+nothing new; a read-ahead thread only while a backlog moves), ``listen(wake)`` (no
+thread waits: the source's subscription or the embedded store's notifier calls
+``wake``; ``polls`` says when a periodic re-read is needed too), ``catch_up(woken=True)``
+when woken (its first read takes what the subscription delivered, a live read), and
+``finish()`` (the deferred checkpoint, the final state). See ``listen.py``.
+
 Checkpoints (CouchDB's ``checkpoint_interval``, 30 s by default): in a one-shot run, and
 for a batch that a live ``longpoll`` read delivered and that left a live replication
 caught up, a checkpoint is recorded only when the last one is ``checkpoint_interval``
