@@ -66,8 +66,6 @@ DEFAULT_CHECKPOINT_INTERVAL = 30.0
 #: seconds a stopping live round's replicators get to finish their calls and record
 #: their checkpoints before the channel is closed under them
 STOP_GRACE = 2.0
-#: seconds between the supervisor's looks at a stopping live round
-_STOP_SLICE = 0.05
 
 
 def check_checkpoint_interval(value: Any) -> float:
