@@ -259,3 +259,40 @@ def test_bad_local_poll_intervals_are_refused(bad):
 
     with pytest.raises(ValueError, match="local_poll_interval"):
         Client(local_poll_interval=bad)
+
+
+def test_a_connection_cut_while_a_batch_moves_resumes_and_settles_to_one_thread(
+        server, hub, clients, local, recorders):
+    from urllib.parse import urlsplit
+
+    from tests.fault.proxy import FaultProxy
+
+    a = local("todos")
+    a.bulk_docs([{"_id": f"up-{k:05d}"} for k in range(2000)])
+    hub.db("todos").bulk_docs([{"_id": f"down-{k:05d}"} for k in range(2000)])
+    with FaultProxy(urlsplit(server.url).port or 0) as proxy:
+        client = clients().connect(proxy.url())
+        sync = client.sync(a, credentials=TOKEN, live=True, batch_size=100)
+        moving = threading.Event()
+        offline = recorders(signals.sync_paused, sync)
+
+        def on_change(sender: Any, **kwargs: Any) -> None:
+            moving.set()
+
+        signals.sync_change.connect(on_change, sender=sync)
+        try:
+            assert moving.wait(WAIT)
+            assert proxy.cut_all() >= 1  # mid-backlog
+        finally:
+            signals.sync_change.disconnect(on_change, sender=sync)
+        assert offline.wait_for(lambda ev: any(e["direction"] is None for e in ev))
+        sync.wait_in_sync(timeout=WAIT)
+        sync.wait_in_sync(timeout=WAIT)
+        assert ids(a) == ids(hub.db("todos"))
+        assert len(ids(a)) == 4000
+        assert sync.status.rounds >= 2
+        assert paused([sync])
+        assert settles_at(1 + PER_CLIENT), client_threads()
+        sync.cancel()
+        assert sync.wait(timeout=WAIT).state is SyncState.CANCELLED
+        client.close()
