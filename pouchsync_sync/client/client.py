@@ -42,6 +42,14 @@ log = logging.getLogger(__name__)
 __all__ = ["Client", "create_client"]
 
 
+def _seconds(name: str, value: Any) -> float:
+    """``value`` as a finite number of seconds > 0, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
 class Client:
     """A connection to one sync server, shared by any number of syncs: ``connect(url)``,
     then ``sync(db)`` for each database (the original's ``createClient``). Thread-safe;
@@ -64,9 +72,9 @@ class Client:
     ``factor``, ``max_delay``, ``max_attempts``, ``jitter``; ``ping_interval`` and
     ``dead_timeout`` (no traffic for that long = dead server); ``connect_timeout``
     (TCP + websocket handshake + hello/welcome); ``open_timeout`` (a database request
-    unanswered); ``call_timeout`` (a reply to a call); ``longpoll_timeout`` (a
-    ``Replicator.run`` longpoll on a ``RemoteDatabase``; a live sync instead waits for
-    the server's subscription to push, without a thread per wait);
+    unanswered); ``call_timeout`` (a reply to a call); ``longpoll_timeout`` (an idle
+    live sync waits for the server's subscription to push changes; after this long
+    without one it reads the server's changes anyway, as a longpoll does when it expires);
     ``local_poll_interval`` (how often an idle live sync re-reads its local database
     for writes by other processes; this process's writes wake it at once; > 0); ``checkpoint_interval`` (the default of every
     ``sync``: a caught-up live sync records its checkpoint at most that often, ±25 %;
@@ -99,12 +107,8 @@ class Client:
         self.connect_timeout = float(connect_timeout)
         self.open_timeout = float(open_timeout)
         self.call_timeout = float(call_timeout)
-        self.longpoll_timeout = float(longpoll_timeout)
-        if isinstance(local_poll_interval, bool) or not isinstance(local_poll_interval, (int, float)) \
-                or not 0 < local_poll_interval < math.inf:
-            raise ValueError(f"local_poll_interval must be a finite number of seconds > 0, "
-                             f"got {local_poll_interval!r}")
-        self.local_poll_interval = float(local_poll_interval)
+        self.longpoll_timeout = _seconds("longpoll_timeout", longpoll_timeout)
+        self.local_poll_interval = _seconds("local_poll_interval", local_poll_interval)
         self.checkpoint_interval = check_checkpoint_interval(checkpoint_interval)
         self._clock = clock
         self._random = random

@@ -8,9 +8,10 @@ one thread, the sync's own, waiting on one ``Wake``:
    with a read-ahead thread only while a backlog moves);
 2. wait for the wake-up: a batch on the pull's subscription (rung by the connection's
    reader thread), a write to the local database (rung by the writer, through its
-   ``Notifier``), the round's stop (cancel, a lost connection), or, every
-   ``poll_interval``, a re-read of the directions whose source cannot tell (other
-   processes' writes to the local file);
+   ``Notifier``), the round's stop (cancel, a lost connection), or a direction's
+   re-read falling due: every ``poll_interval`` of its own (the local store's
+   ``local_poll_interval``, for other processes' writes; the server's
+   ``longpoll_timeout``, the read a longpoll does when its wait ends);
 3. catch up the directions that were rung, re-arm, wait again.
 
 It ends when the round's cancel event is set (returning normally) or a step fails
@@ -61,24 +62,24 @@ class Wake:
 
 
 class LiveRound:
-    """Runs the directions ``[(name, replicator), ...]`` live until ``cancel`` is set or
-    one fails; see the module docstring."""
+    """Runs the directions ``[(name, replicator, poll_interval), ...]`` live until
+    ``cancel`` is set or one fails; see the module docstring."""
 
-    def __init__(self, directions: Sequence[tuple[str, "Replicator"]], *,
-                 cancel: threading.Event, wake: Wake, poll_interval: float,
-                 on_stop: Callable[[], Any]) -> None:
+    def __init__(self, directions: Sequence[tuple[str, "Replicator", float]], *,
+                 cancel: threading.Event, wake: Wake, on_stop: Callable[[], Any]) -> None:
+        if any(not interval > 0 for _, _, interval in directions):
+            raise ValueError("every poll interval must be > 0 seconds")
         self.directions = list(directions)
         self.on_stop = on_stop
         self.cancel = cancel
         self.wake = wake
-        self.poll_interval = poll_interval
 
     def run(self) -> dict[str, "ReplicationResult"]:
         """Replicate until stopped; every direction's result, by name."""
         failed: tuple[str, BaseException] | None = None
         opened: list[tuple[str, "Replicator"]] = []
         try:
-            for name, replicator in self.directions:
+            for name, replicator, _ in self.directions:
                 opened.append((name, replicator))
                 replicator.open()
                 replicator.listen(functools.partial(self.wake.ring, name))
@@ -89,19 +90,19 @@ class LiveRound:
             self.cancel.set()  # a live round is all or nothing: the others stop too
         self.on_stop()  # the finishing calls below get STOP_GRACE seconds
         results = {}
-        for name, replicator in self.directions:
+        for name, replicator, _ in self.directions:
             error = failed[1] if failed is not None and failed[0] == name else None
             results[name] = replicator.finish(error)
         return results
 
     def _loop(self) -> tuple[str, BaseException] | None:
         """Catch up, wait, catch up...; the direction that failed and its error, or None."""
-        rung = {name for name, _ in self.directions}
+        rung = {name for name, _, _ in self.directions}
         woken = False
-        polled = {name for name, replicator in self.directions if replicator.polls}
-        next_poll = time.monotonic() + self.poll_interval
+        now = time.monotonic()
+        due = {name: now + interval for name, _, interval in self.directions}
         while not self.cancel.is_set():
-            for name, replicator in self.directions:
+            for name, replicator, interval in self.directions:
                 if name not in rung:
                     continue
                 try:
@@ -110,12 +111,11 @@ class LiveRound:
                     replicator.listen(functools.partial(self.wake.ring, name))
                 except Exception as exc:  # noqa: BLE001 - reported through its result
                     return name, exc
+                due[name] = time.monotonic() + interval
                 if self.cancel.is_set():
                     return None
             woken = True
+            rung = self.wake.take(min(IDLE_SLICE, max(0.0, min(due.values()) - time.monotonic())))
             now = time.monotonic()
-            rung = self.wake.take(max(0.0, next_poll - now) if polled else IDLE_SLICE)
-            if polled and time.monotonic() >= next_poll:
-                rung |= polled
-                next_poll = time.monotonic() + self.poll_interval
+            rung |= {name for name, at in due.items() if at <= now}
         return None

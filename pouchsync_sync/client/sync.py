@@ -475,9 +475,12 @@ class Sync:
         """A live round: both directions on this thread (``liveround.py``)."""
         with self._cond:
             wake = self._wake
-        results = LiveRound([(d.name, d.replicator) for d in directions],
+        # a re-read falls due when nothing woke a direction for a while: a local store's
+        # for other processes' writes; the server's as a longpoll's read when it expires
+        results = LiveRound([(d.name, d.replicator, self.client.local_poll_interval
+                              if d.replicator.polls else self.client.longpoll_timeout)
+                             for d in directions],
                             cancel=self._round_cancel, wake=wake,
-                            poll_interval=self.client.local_poll_interval,
                             on_stop=self._stop_within_grace).run()
         for direction in directions:
             direction.result = results[direction.name]

@@ -236,7 +236,7 @@ class Replicator(WriteSide):
         self._saved_at = float("-inf")  # time.monotonic() of the last checkpoint recorded
         self._next_interval = checkpoint_interval  # this one's, jittered after each record
 
-        self._listener: SourceListener | None = None  # the steps API's wake-ups (open())
+        self._listener = SourceListener(source)  # the steps API's wake-ups
         self._caught_up_at: Any = None  # the seq the last catch_up() ended caught up at
 
         self._progress = Progress(LOWEST_SEQ)
@@ -304,7 +304,6 @@ class Replicator(WriteSide):
 
     def _open(self) -> None:
         self._result.start_time = _now()
-        self._listener = SourceListener(self.source)
         self._set_state("active")
         self.verify_peers()
         self.find_common_ancestry()
@@ -322,7 +321,7 @@ class Replicator(WriteSide):
         if self._cancelled():
             return False
         since = self._seq
-        live_first = woken and self._listener is not None and self._listener.pushed
+        live_first = woken and self._listener.pushed
         first = self.read_batch_of_changes(since, longpoll=live_first, timeout=0.0)
         changes = first[0]
         batches = functools.partial(self.changed_batches, since=since, first=first,
@@ -344,7 +343,7 @@ class Replicator(WriteSide):
         """Call ``wake()`` (from any thread; it must not block) when the source may have
         changes past what was replicated; call again after each ``catch_up``. A source
         that cannot tell across processes is to be re-read now and then (``polls``)."""
-        if self._listener is None:
+        if not self._ran:
             raise PouchSyncError("listen() before open()")
         caught_up = self._caught_up_at is not None and self._caught_up_at == self._seq
         self._listener.arm(wake, since=self._seq, caught_up=caught_up,
@@ -354,12 +353,11 @@ class Replicator(WriteSide):
     def polls(self) -> bool:
         """True when ``listen`` cannot see every change (other processes' writes to an
         embedded store; a backend without notifications): re-read now and then."""
-        return self._listener is None or self._listener.polls
+        return self._listener.polls
 
     def unlisten(self) -> None:
         """Stop the ``listen`` wake-ups (idempotent)."""
-        if self._listener is not None:
-            self._listener.disarm()
+        self._listener.disarm()
 
     def finish(self, error: BaseException | None = None) -> ReplicationResult:
         """End a run driven by steps: record the deferred checkpoint (best effort) and

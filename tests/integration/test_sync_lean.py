@@ -253,12 +253,14 @@ def test_a_connection_lost_while_idle_stops_the_round_at_once(hub, clients, loca
     assert not [name for name in client_threads() if name.startswith("pouchsync-sync")]
 
 
+@pytest.mark.parametrize("option", ["local_poll_interval", "longpoll_timeout"])
 @pytest.mark.parametrize("bad", [0, -0.5, float("nan"), float("inf"), True, "0.25", None])
-def test_bad_local_poll_intervals_are_refused(bad):
+def test_bad_poll_intervals_are_refused(option, bad):
+    """They pace an idle live sync's re-reads: 0 would spin, nonsense would crash it later."""
     from pouchsync_sync import Client
 
-    with pytest.raises(ValueError, match="local_poll_interval"):
-        Client(local_poll_interval=bad)
+    with pytest.raises(ValueError, match=option):
+        Client(**{option: bad})
 
 
 def test_a_connection_cut_while_a_batch_moves_resumes_and_settles_to_one_thread(
