@@ -3,8 +3,8 @@
     python3 bench/bench_idle_threads.py [--syncs 20]
 
 Starts a ``SyncServer`` (embedded stores) and one ``Client`` in this process, opens
-``--syncs`` live syncs (direction both, one database each), waits until every one is in
-sync and paused, lets the transient threads of the last batches end (read-ahead,
+``--syncs`` live syncs (direction both, one database each; at most the server's
+``max_channels``, 100 by default), waits until every one is in sync and paused, lets the transient threads of the last batches end (read-ahead,
 uploads: at most 10 s), and counts the client's library threads by name. Prints one
 JSON line: the counts by name and the threads per idle live sync beyond the client's own
 two (``pouchsync-client``, ``pouchsync-client-reader``).
