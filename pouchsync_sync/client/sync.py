@@ -288,7 +288,8 @@ class Sync:
             self._finish(SyncState.CANCELLED, None)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Join the sync's thread (it joins its direction threads); True when ended.
+        """Join the sync's thread (which ends its read-ahead and upload threads first);
+        True when ended.
 
         From one of the sync's own threads (a signal receiver) it returns at once.
         """
