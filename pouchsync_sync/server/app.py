@@ -23,7 +23,9 @@ from .handler import RateLimit, request_handler
 from .listen import make_http_server
 from .localquota import LocalQuota
 from .options import ServerOptions
+from .pool import WorkerPool
 from .session import Session
+from .timer import Timer
 from .transport import WebSocketServer, serialized_environ
 
 __all__ = ["SyncServer", "create_server"]
@@ -74,6 +76,11 @@ class SyncServer:
         self.budget = ReplyBudget(self.options.reply_memory)
         self.local_quota = LocalQuota(self.options.max_local_doc_size, self.options.max_local_docs)
         self.complaints = RateLimit()  # INFO lines about clients' mistakes, server-wide
+        #: every socket's on_request, calls and live pushes run here (threads made lazily)
+        self.pool = WorkerPool(self.options.pool_size, "pouchsync-server-worker")
+        #: longpoll deadlines and the watchdog of stuck sends: one thread for all sockets
+        self.timer = Timer()
+        self._watchdog = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sessions: set[Session] = set()
@@ -114,22 +121,28 @@ class SyncServer:
                           b"pouchsync_sync: bad WebSocket handshake\n")
         session = Session(ws, conn_id=conn_id, peer=peer, options=opts,
                           on_request=self.on_request, followers=self.followers,
-                          server_stopping=self._stopping, agent=self.agent, budget=self.budget,
-                          local_quota=self.local_quota, complaints=self.complaints)
+                          server_stopping=self._stopping, agent=self.agent, pool=self.pool,
+                          timer=self.timer, budget=self.budget, local_quota=self.local_quota,
+                          complaints=self.complaints)
         with self._lock:
             self._sessions.add(session)
             self._connections_total += 1
             late = self._stopping.is_set()
+            if self._watchdog is None and not late:
+                self._watchdog = self.timer.call_every(1.0, self._check_sends)
         log.info("connection %s: connected", session.name)
         thread = threading.current_thread()
         thread_name, thread.name = thread.name, f"pouchsync-server-conn[{conn_id}]"
         try:
             if late:
-                session.shutdown(1001, "server shutting down")
+                session.send_close(1001, "server shutting down")
             session.run()
         finally:
             with self._lock:
                 self._sessions.discard(session)
+                if not self._sessions and self._watchdog is not None:
+                    self._watchdog.cancel()  # the timer's thread ends when idle
+                    self._watchdog = None
             thread.name = thread_name  # the WSGI server's thread, lent for the socket's life
         return _end_of_websocket(ws)
 
@@ -188,6 +201,13 @@ class SyncServer:
         finally:
             self.stop()
 
+    def _check_sends(self) -> None:
+        """The watchdog (every second, on the timer): close sockets whose send is stuck."""
+        with self._lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.check_send_stuck()
+
     def _request_handler(self) -> Any:
         return request_handler(self.options.hello_timeout, self.complaints)
 
@@ -212,9 +232,11 @@ class SyncServer:
         for session in sessions:
             if not session.done.wait(_JOIN_TIMEOUT):
                 log.error("connection %s did not finish", session.name)
-        stuck = self.followers.close(5.0)
+        stuck = self.followers.close(5.0) + self.pool.close(timeout=_JOIN_TIMEOUT)
+        if not self.timer.close(_JOIN_TIMEOUT):
+            stuck.append(self.timer.name)
         if stuck:
-            log.error("change followers did not stop: %s", stuck)
+            log.error("threads did not stop: %s", stuck)
         if http is not None:
             http.server_close()
         thread = self._thread
@@ -242,7 +264,9 @@ class SyncServer:
             "channels": sum(p["channels"] for p in per),
             "subscriptions": sum(p["subscriptions"] for p in per),
             "calls_in_flight": sum(p["calls_in_flight"] for p in per),
-            "workers": sum(p["workers"] for p in per),
+            "workers": self.pool.threads,
+            "tasks_running": sum(p["workers"] for p in per),
+            "queued_bytes": sum(p["queued_bytes"] for p in per),
             "followers": self.followers.active(),
             "followers_started": self.followers.started_total,
             "reply_bytes_held": self.budget.total,
