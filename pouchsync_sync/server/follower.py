@@ -13,6 +13,13 @@ Correctness: the follower's starting point is read synchronously (``since="now"`
 before anyone waits on it, so every write after a waiter's own read is seen by the
 follower and wakes the waiter.
 
+Shared reads (``shared_read``): after a change, every subscription of the database
+reads ``changes`` from where it is, most of them from the same ``since`` with the same
+options. The first of them reads; the others with the same key, in the same
+generation, take its answer (one read instead of one per subscriber). That is safe
+because the answer was read after the generation began: a write it missed bumps the
+generation again, and every listener reads afresh.
+
 ``FollowerRegistry`` keys followers by ``db.identity()`` with a count of the channels
 using each; the last release stops it. ``close()`` stops and joins all of them.
 """
@@ -43,6 +50,18 @@ def default_poll_timeout(db: Database) -> float:
     return EMBEDDED_POLL if isinstance(db, LocalDatabase) else REMOTE_POLL
 
 
+_SHARED_WAIT = 30.0  # longest wait for another reader's shared read (then read alone)
+
+
+class _SharedRead:
+    """One read in flight or done, for every reader with the same key."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
 class Follower:
     """Follows one database's changes feed. Thread-safe."""
 
@@ -60,6 +79,9 @@ class Follower:
         self._start_lock = threading.Lock()
         self._since: Any = None
         self.thread: threading.Thread | None = None
+        self._reads: dict[Any, _SharedRead] = {}
+        self._reads_generation = -1
+        self.shared_reads = 0  # reads answered from another reader's read
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_started(self) -> None:
@@ -125,6 +147,36 @@ class Follower:
             self._cond.wait_for(lambda: self._generation != generation or cancelled()
                                 or self._stop.is_set(), timeout)
             return self._generation != generation
+
+    def shared_read(self, generation: int, key: Any, read: Callable[[], Any]) -> Any:
+        """``read()``, or the answer of a read with the same ``key`` begun in the same
+        ``generation`` (read ``generation`` before calling). Raises what ``read`` raises."""
+        with self._cond:
+            if self._reads_generation != generation:
+                self._reads = {}
+                self._reads_generation = generation
+            flight = self._reads.get(key)
+            mine = flight is None
+            if mine:
+                flight = self._reads[key] = _SharedRead()
+        assert flight is not None
+        if not mine:
+            if flight.done.wait(_SHARED_WAIT) and flight.error is None:
+                with self._cond:
+                    self.shared_reads += 1
+                return flight.result
+            return read()  # it failed or is stuck: read on our own
+        try:
+            flight.result = read()
+        except BaseException as exc:
+            flight.error = exc
+            with self._cond:
+                if self._reads.get(key) is flight:
+                    del self._reads[key]
+            raise
+        finally:
+            flight.done.set()
+        return flight.result
 
     def wake(self) -> None:
         """Make waiters re-check their ``cancelled`` (no change is reported)."""

@@ -25,6 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from .. import jsoncodec
 from ..protocol import Connection
 from ..protocol import messages as m
 from .dispatch import error_json, execute
@@ -93,6 +94,8 @@ class Subscription(_Waiting):
         self.kwargs = kwargs
         self.batch = batch
         self.dirty = False
+        #: what makes two subscriptions' reads the same (with their ``since``)
+        self.read_key = (batch, jsoncodec.dumps(sorted(kwargs.items())))
 
 
 class LongPoll(_Waiting):
@@ -232,6 +235,8 @@ class LiveChannels:
 
     def _pump(self, sub: Subscription) -> None:
         db = sub.ctx.grant.db
+        follower = sub.follower
+        assert follower is not None
         while True:
             with sub.lock:
                 if sub.cancelled:
@@ -245,7 +250,10 @@ class LiveChannels:
                             sub.scheduled = False
                         self.on_drain(lambda: self._wake(sub, self._pump))
                         return
-                    result = db.changes(since=sub.since, limit=sub.batch, **sub.kwargs)
+                    since = sub.since
+                    result = follower.shared_read(
+                        follower.generation, (jsoncodec.dumps(since), sub.read_key),
+                        lambda: db.changes(since=since, limit=sub.batch, **sub.kwargs))
                     rows = result.get("results") or []
                     if rows:
                         msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"),
