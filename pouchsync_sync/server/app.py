@@ -70,16 +70,17 @@ class SyncServer:
         else:
             self.agent = self.options.agent
         self.url: str | None = None
+        #: every socket's on_request, calls and live pushes run here (threads made lazily)
+        self.pool = WorkerPool(self.options.pool_size, "pouchsync-server-worker")
+        #: longpoll deadlines, the watchdog of stuck sends, embedded followers' looks
+        self.timer = Timer()
         self.followers = FollowerRegistry(poll_timeout=self.options.follow_timeout,
-                                          limit=self.options.live_batch)
+                                          limit=self.options.live_batch, pool=self.pool,
+                                          timer=self.timer)
         #: bytes of unsent replies over all sockets (``reply_memory``)
         self.budget = ReplyBudget(self.options.reply_memory)
         self.local_quota = LocalQuota(self.options.max_local_doc_size, self.options.max_local_docs)
         self.complaints = RateLimit()  # INFO lines about clients' mistakes, server-wide
-        #: every socket's on_request, calls and live pushes run here (threads made lazily)
-        self.pool = WorkerPool(self.options.pool_size, "pouchsync-server-worker")
-        #: longpoll deadlines and the watchdog of stuck sends: one thread for all sockets
-        self.timer = Timer()
         self._watchdog = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()

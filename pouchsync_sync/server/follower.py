@@ -21,17 +21,25 @@ because the answer was read after the generation began: a write it missed bumps 
 generation again, and every listener reads afresh.
 
 ``FollowerRegistry`` keys followers by ``db.identity()`` with a count of the channels
-using each; the last release stops it. ``close()`` stops and joins all of them.
+using each; the last release stops it. ``close()`` stops and joins all of them. Given
+the server's pool and timer, it follows embedded databases with a ``LocalFollower``
+(localfollower.py), which does the same without a thread.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..store.base import Database
+from ..store.notify import notifier_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pool import WorkerPool
+    from .timer import Timer
 
 __all__ = ["Follower", "FollowerRegistry"]
 
@@ -110,6 +118,15 @@ class Follower:
             return True
         thread.join(timeout)
         return not thread.is_alive()
+
+    def alive(self) -> bool:
+        """Started and not yet ended."""
+        return self.thread is not None and self.thread.is_alive()
+
+    @property
+    def label(self) -> str:
+        """How ``close`` names it when it does not stop."""
+        return self.thread.name if self.thread is not None else self.key
 
     def _run(self) -> None:
         delay = 0.5
@@ -209,9 +226,13 @@ class Follower:
 class FollowerRegistry:
     """The server's followers by database identity. Thread-safe."""
 
-    def __init__(self, *, poll_timeout: float | None, limit: int = 500) -> None:
+    def __init__(self, *, poll_timeout: float | None, limit: int = 500,
+                 pool: "WorkerPool | None" = None, timer: "Timer | None" = None) -> None:
         self.poll_timeout = poll_timeout
         self.limit = limit
+        #: with both, embedded databases get a ``LocalFollower`` (no thread)
+        self.pool = pool
+        self.timer = timer
         self._lock = threading.Lock()
         self._followers: dict[str, Follower] = {}
         self._started: list[Follower] = []
@@ -230,8 +251,7 @@ class FollowerRegistry:
                 raise RuntimeError("the server is stopping")
             follower = self._followers.get(key)
             if follower is None:
-                timeout = self.poll_timeout or default_poll_timeout(db)
-                follower = Follower(db, key, poll_timeout=timeout, limit=self.limit)
+                follower = self._make(db, key)
                 self._followers[key] = follower
             follower.refs += 1
         try:
@@ -240,12 +260,23 @@ class FollowerRegistry:
             self.release(follower)
             raise
         with self._lock:
-            self._started = [f for f in self._started
-                             if f is follower or (f.thread is not None and f.thread.is_alive())]
+            self._started = [f for f in self._started if f is follower or f.alive()]
             if follower not in self._started:
                 self._started.append(follower)
                 self.started_total += 1
         return follower
+
+    def _make(self, db: Database, key: str) -> Follower:
+        timeout = self.poll_timeout or default_poll_timeout(db)
+        notifier = notifier_of(db)
+        if notifier is not None and self.pool is not None and self.timer is not None:
+            from .localfollower import LocalFollower
+            path = getattr(db, "path", None)
+            memory = not isinstance(path, str) or path == ":memory:" or path.startswith("file::memory:")
+            return LocalFollower(db, key, notifier, path=None if memory else os.path.realpath(path),
+                                 poll_timeout=timeout, limit=self.limit, pool=self.pool,
+                                 timer=self.timer)
+        return Follower(db, key, poll_timeout=timeout, limit=self.limit)
 
     def release(self, follower: Follower) -> None:
         with self._lock:
@@ -273,7 +304,7 @@ class FollowerRegistry:
         alive = []
         for follower in followers:
             if not follower.join(follower.poll_timeout + grace):
-                alive.append(follower.thread.name if follower.thread else follower.key)
+                alive.append(follower.label)
         with self._lock:
-            self._started = [f for f in self._started if f.thread is not None and f.thread.is_alive()]
+            self._started = [f for f in self._started if f.alive()]
         return sorted(set(alive))

@@ -265,7 +265,8 @@ class Session(LiveChannels):
         return queued
 
     def backlogged(self) -> bool:
-        """More than ``HIGH_WATER`` bytes wait to be sent (the peer reads slowly)."""
+        """More than ``HIGH_WATER`` bytes wait to be sent, or are being sent (the peer
+        reads slowly)."""
         return self._out_bytes > HIGH_WATER
 
     def on_drain(self, fn: Callable[[], None]) -> None:
@@ -277,24 +278,25 @@ class Session(LiveChannels):
         fn()
 
     def _flush(self) -> None:
-        """Send everything queued (handler thread only)."""
+        """Send everything queued (handler thread only). A frame counts as waiting until
+        its send returned."""
         while True:
             with self._lock:
                 if not self._out:
                     return
                 text, held, reply = self._out.popleft()
-                self._out_bytes -= len(text)
-                waiters: list[Callable[[], None]] = []
-                if self._drain_waiters and self._out_bytes <= _LOW_WATER:
-                    waiters, self._drain_waiters = self._drain_waiters, []
             try:
                 self._send(text)
             finally:
                 if held:
                     self.budget.release(self, held)
-                if reply:
-                    with self._lock:
+                with self._lock:
+                    self._out_bytes -= len(text)
+                    if reply:
                         self._calls -= 1
+                    waiters: list[Callable[[], None]] = []
+                    if self._drain_waiters and self._out_bytes <= _LOW_WATER:
+                        waiters, self._drain_waiters = self._drain_waiters, []
             for fn in waiters:
                 fn()
 
@@ -315,7 +317,7 @@ class Session(LiveChannels):
     def _drop_queue(self) -> None:
         with self._lock:
             dropped, self._out = list(self._out), collections.deque()
-            self._out_bytes = 0
+            self._out_bytes -= sum(len(text) for text, _, _ in dropped)
             self._drain_waiters = []
             self._calls -= sum(1 for _, _, reply in dropped if reply)
         for _, held, _ in dropped:
