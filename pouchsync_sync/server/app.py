@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 from ..jsclient import JS_CLIENT_NAME, js_client_response
 from .budget import ReplyBudget
 from .follower import FollowerRegistry
-from .handler import RateLimit, request_handler
+from .handler import OpenConnections, RateLimit, request_handler
 from .listen import make_http_server
 from .localquota import LocalQuota
 from .options import ServerOptions
@@ -82,6 +82,8 @@ class SyncServer:
         self.local_quota = LocalQuota(self.options.max_local_doc_size, self.options.max_local_docs)
         self.complaints = RateLimit()  # INFO lines about clients' mistakes, server-wide
         self._watchdog = None
+        #: connections of ``start``/``serve_forever``'s server, closed and joined at stop
+        self._connections = OpenConnections()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sessions: set[Session] = set()
@@ -210,7 +212,7 @@ class SyncServer:
             session.check_send_stuck()
 
     def _request_handler(self) -> Any:
-        return request_handler(self.options.hello_timeout, self.complaints)
+        return request_handler(self.options.hello_timeout, self.complaints, self._connections)
 
     def stop(self) -> None:
         """Close every socket (1001), stop the followers, join every thread. Idempotent."""
@@ -233,6 +235,10 @@ class SyncServer:
         for session in sessions:
             if not session.done.wait(_JOIN_TIMEOUT):
                 log.error("connection %s did not finish", session.name)
+        # connections still reading their HTTP request (and handler threads finishing)
+        stuck = self._connections.close_all(_JOIN_TIMEOUT)
+        if stuck:
+            log.error("request handler threads did not stop: %s", stuck)
         stuck = self.followers.close(5.0) + self.pool.close(timeout=_JOIN_TIMEOUT)
         if not self.timer.close(_JOIN_TIMEOUT):
             stuck.append(self.timer.name)
