@@ -7,7 +7,9 @@ approximation (case-insensitive first, lowercase before uppercase, accents after
 base letter) that agreed with ICU on every pair of random ASCII strings tried and on
 99.75–99.94 % of an awkward mix of accented, Greek, Cyrillic and CJK text.
 ``raw_collate`` is the Erlang term order CouchDB uses for ``_id`` conditions.
-Used by the Mango selector matcher (``selector.py``).
+Used by the Mango selector matcher (``selector``), which also compiles fast comparisons
+from the type ranks (``type_rank``, the ``RANK_*`` constants), ``equal``/``raw_equal``
+and ``string_key``.
 """
 
 from __future__ import annotations
