@@ -65,7 +65,7 @@ class SyncServer:
         self.on_request = on_request
         self.options = options or ServerOptions()
         if self.options.agent is None:
-            from .. import __version__
+            from .._version import __version__
             self.agent = f"pouchsync_sync/{__version__}"
         else:
             self.agent = self.options.agent

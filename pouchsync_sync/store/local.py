@@ -33,6 +33,7 @@ from .base import Database
 from .groupcommit import GroupCommit
 from .incoming import Prepared, prepare_doc, prepare_replicated
 from .local_file import LocalFile, is_memory_path
+from .notify import Notifier
 from .local_writes import Writer
 from .texts import check_text_rows
 from .validate import check_all_docs_args, check_changes_args, check_count, check_doc_id, is_local_id
@@ -87,6 +88,12 @@ class LocalDatabase(Database):
     @max_leaves.setter
     def max_leaves(self, value: int) -> None:
         self._writer.max_leaves = value
+
+    @property
+    def notifier(self) -> Notifier:
+        """What every write to this file in this process rings (``store.notify``): a
+        listener learns of writes without a thread waiting in ``changes``."""
+        return self._file.notifier
 
     @property
     def _closed(self) -> bool:
