@@ -42,7 +42,7 @@ def on_open(session: "Session", msg: dict[str, Any]) -> None:
                    "reason": f"at most {session.options.max_channels} channels per socket"}
     if refusal is not None:
         session.complain("connection %s: channel %d refused: %s", session.name, ch, refusal["reason"])
-        session._queue_locked(session.proto.send(m.denied(ch, refusal)))
+        session.outbox.put_locked(session.proto.send(m.denied(ch, refusal)))
         return
     ctx = ChannelContext(ch, msg["db"])
     chan.context = ctx
@@ -52,9 +52,9 @@ def on_open(session: "Session", msg: dict[str, Any]) -> None:
 def on_close(session: "Session", msg: dict[str, Any]) -> None:
     chan = session.proto.channel(msg["ch"])
     ctx = chan.context if chan is not None else None
-    session._queue_locked(session.proto.send(m.closed(msg["ch"])))
+    session.outbox.put_locked(session.proto.send(m.closed(msg["ch"])))
     if isinstance(ctx, ChannelContext):
-        session.drop_channel_locked(ctx)
+        session.live.drop_channel_locked(ctx)
         log.debug("connection %s: channel %d (%s) closed", session.name, ctx.ch, ctx.db_name)
 
 
@@ -64,20 +64,20 @@ def on_call(session: "Session", msg: dict[str, Any]) -> None:
     try:
         kwargs = bounded(op, ops.validate_call(op, msg["args"]), session.options.max_rows)
     except BadRequest as exc:
-        session._queue_locked(session.proto.send(m.reply_error(ch, call_id, exc.to_json())))
+        session.outbox.put_locked(session.proto.send(m.reply_error(ch, call_id, exc.to_json())))
         return
-    if session._calls >= session.options.max_calls:
+    if session.calls_in_flight >= session.options.max_calls:
         err = {"status": 429, "error": "too_many_requests",
                "reason": f"at most {session.options.max_calls} calls in flight per socket"}
-        session._queue_locked(session.proto.send(m.reply_error(ch, call_id, err)))
+        session.outbox.put_locked(session.proto.send(m.reply_error(ch, call_id, err)))
         return
-    session._calls += 1
+    session.calls_in_flight += 1
     if op == "changes" and kwargs.get("feed") == "longpoll":
-        queued = session.lane.submit(session.start_longpoll, ctx, call_id, kwargs)
+        queued = session.lane.submit(session.live.start_longpoll, ctx, call_id, kwargs)
     else:
         queued = session.lane.submit(call_task, session, ctx, call_id, op, kwargs)
     if not queued:
-        session._calls -= 1
+        session.calls_in_flight -= 1
 
 
 def on_subscribe(session: "Session", msg: dict[str, Any]) -> None:
@@ -86,26 +86,26 @@ def on_subscribe(session: "Session", msg: dict[str, Any]) -> None:
     try:
         kwargs = ops.validate_changes_args(options)
     except BadRequest as exc:  # pragma: no cover - the message schema checks these first
-        session._queue_locked(session.proto.send(m.changes_error(ctx.ch, msg["sub"], exc.to_json())))
+        session.outbox.put_locked(session.proto.send(m.changes_error(ctx.ch, msg["sub"], exc.to_json())))
         return
     subscriptions = sum(len(c.context.subs) for c in session.proto.channels()
                         if isinstance(c.context, ChannelContext))
     if subscriptions >= session.options.max_subscriptions:
         err = {"status": 429, "error": "too_many_subscriptions",
                "reason": f"at most {session.options.max_subscriptions} subscriptions per socket"}
-        session._queue_locked(session.proto.send(m.changes_error(ctx.ch, msg["sub"], err)))
+        session.outbox.put_locked(session.proto.send(m.changes_error(ctx.ch, msg["sub"], err)))
         return
     batch = min(msg["batch"] or session.options.live_batch, session.options.live_batch)
     sub = Subscription(ctx, msg["sub"], msg["since"], kwargs, batch)
     ctx.subs[sub.sub] = sub
-    session.lane.submit(session.start_subscription, sub)
+    session.lane.submit(session.live.start_subscription, sub)
 
 
 def on_unsubscribe(session: "Session", msg: dict[str, Any]) -> None:
     ctx = session.proto.channel(msg["ch"]).context
     sub = ctx.subs.pop(msg["sub"], None)
     if sub is not None:
-        session.cancel_subscription(sub)
+        session.live.cancel_subscription(sub)
 
 
 HANDLERS: dict[str, Callable[["Session", dict[str, Any]], None]] = {

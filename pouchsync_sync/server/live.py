@@ -16,7 +16,7 @@ channel closes). Nothing here holds a thread while it waits:
 
 Every answer is checked, under the session's lock, against the channel and
 subscription it works for, so nothing reaches a closed or reused channel.
-``LiveChannels`` is a mixin of ``Session``.
+``Live`` is the part of a ``Session`` (``session.live``) that does this.
 """
 
 from __future__ import annotations
@@ -26,19 +26,16 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import jsoncodec
-from ..protocol import Connection
 from ..protocol import messages as m
 from .dispatch import error_json, execute
-from .follower import Follower, FollowerRegistry
+from .follower import Follower
 from .grant import Grant
-from .options import ServerOptions
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .budget import ReplyBudget
-    from .pool import Lane
-    from .timer import Timer, TimerEntry
+    from .session import Session
+    from .timer import TimerEntry
 
-__all__ = ["ChannelContext", "Subscription", "LongPoll", "LiveChannels", "ChannelGone"]
+__all__ = ["ChannelContext", "Subscription", "LongPoll", "Live", "ChannelGone"]
 
 
 class ChannelGone(Exception):
@@ -110,22 +107,15 @@ class LongPoll(_Waiting):
         self.deadline = deadline
 
 
-class LiveChannels:
-    """Longpolls and subscriptions of one socket (a mixin of ``Session``)."""
+class Live:
+    """Longpolls and subscriptions of one socket (``Session.live``)."""
 
-    # provided by Session
-    _lock: threading.Lock
-    _closing: threading.Event
-    _calls: int
-    proto: Connection
-    lane: "Lane"
-    timer: "Timer"
-    budget: "ReplyBudget"
-    followers: FollowerRegistry
-    options: ServerOptions
-    enqueue: Callable[..., bool]
-    backlogged: Callable[[], bool]
-    on_drain: Callable[[Callable[[], None]], None]
+    def __init__(self, session: "Session") -> None:
+        self.session = session
+        self.lane = session.lane
+        self.timer = session.timer
+        self.followers = session.followers
+        self.options = session.options
 
     # -- longpoll calls -----------------------------------------------------------------
     def start_longpoll(self, ctx: ChannelContext, call_id: int, kwargs: dict[str, Any]) -> None:
@@ -136,7 +126,7 @@ class LiveChannels:
         timeout = min(float(timeout), self.options.max_longpoll_timeout)
         kwargs["feed"] = "normal"
         poll = LongPoll(ctx, call_id, kwargs, time.monotonic() + timeout)
-        with self._lock:
+        with self.session.lock:
             gone = ctx.closed
             if not gone:
                 ctx.longpolls.add(poll)
@@ -183,10 +173,10 @@ class LiveChannels:
                 return
             poll.cancelled = True
         poll.detach()
-        with self._lock:
+        with self.session.lock:
             poll.ctx.longpolls.discard(poll)
         from .calls import reply
-        reply(self, poll.ctx, poll.call_id, "changes", result=result, error=error)  # type: ignore[arg-type]
+        reply(self.session, poll.ctx, poll.call_id, "changes", result=result, error=error)
 
     def _wake(self, waiting: _Waiting, step: Callable[[Any], None]) -> None:
         """Run ``step(waiting)`` on the lane soon (coalesced: at most one queued)."""
@@ -245,10 +235,10 @@ class LiveChannels:
                 sub.dirty = False
             try:
                 while not sub.cancelled:
-                    if self.backlogged():  # the peer reads slowly: go on once it caught up
+                    if self.session.outbox.backlogged():  # the peer reads slowly: go on once it caught up
                         with sub.lock:
                             sub.scheduled = False
-                        self.on_drain(lambda: self._wake(sub, self._pump))
+                        self.session.outbox.on_drain(lambda: self._wake(sub, self._pump))
                         return
                     since = sub.since
                     result = follower.shared_read(
@@ -277,23 +267,23 @@ class LiveChannels:
 
     def _send_for(self, sub: Subscription, msg: dict[str, Any], text: str) -> bool:
         held = len(text)
-        self.budget.hold(self, held)  # type: ignore[arg-type]
+        self.session.budget.hold(self.session, held)
 
         def build() -> str | None:
             if sub.ctx.subs.get(sub.sub) is not sub:
                 return None
-            return self.proto.send_if_current(msg, sub.ctx, text)
+            return self.session.proto.send_if_current(msg, sub.ctx, text)
 
-        return self.enqueue(build, held)
+        return self.session.enqueue(build, held)
 
     def _end_subscription(self, sub: Subscription, err: dict[str, Any]) -> None:
         def build() -> str | None:
             if sub.ctx.subs.get(sub.sub) is not sub:
                 return None
             del sub.ctx.subs[sub.sub]
-            return self.proto.send_if_current(m.changes_error(sub.ctx.ch, sub.sub, err), sub.ctx)
+            return self.session.proto.send_if_current(m.changes_error(sub.ctx.ch, sub.sub, err), sub.ctx)
 
-        self.enqueue(build)
+        self.session.enqueue(build)
         self.cancel_subscription(sub)
 
     def cancel_subscription(self, sub: Subscription) -> None:
@@ -315,7 +305,7 @@ class LiveChannels:
                 answered, poll.cancelled = poll.cancelled, True
             poll.detach()
             if not answered:
-                self._calls -= 1  # the call ends without an answer
+                self.session.call_done_locked()  # the call ends without an answer
         with ctx.flock:
             follower, ctx.follower = ctx.follower, None
         if follower is not None:

@@ -7,7 +7,7 @@ frame goes through the sans-IO ``protocol.Connection`` under the session's lock
 (``calls.py`` handles it and starts tasks); everything slow (``on_request``, database
 calls, live pushes) runs on the server's process-wide ``WorkerPool``, through this
 socket's ``Lane`` (at most ``workers`` tasks at once). A task's answer is checked and
-queued under the lock (``enqueue``), so protocol state and frame order always agree:
+queued in its ``Outbox`` under the lock (``enqueue``), so protocol state and frame order always agree:
 nothing about a channel is sent after its ``closed``, and a late reply never reaches a
 channel that reuses the number. The handler thread sends what is queued; no thread
 other than the handler ever writes a frame, and nobody holds the lock while sending.
@@ -25,15 +25,11 @@ transport's thread, then sets ``done``.
 
 from __future__ import annotations
 
-import collections
 import logging
 import socket
 import threading
 import time
 from typing import Any, Callable
-
-from simple_websocket import ConnectionClosed
-from wsproto.utilities import LocalProtocolError  # simple-websocket's, once closing
 
 from .. import gcpause
 from ..protocol import Connection, choose_version
@@ -43,29 +39,20 @@ from . import calls
 from .budget import ReplyBudget
 from .follower import FollowerRegistry
 from .handler import RateLimit
-from .live import ChannelContext, LiveChannels
+from .live import ChannelContext, Live
 from .localquota import LocalQuota
 from .options import ServerOptions
+from .outbox import HIGH_WATER, Outbox, short
 from .pool import Lane, WorkerPool
 from .timer import Timer
 
-__all__ = ["Session"]
+__all__ = ["Session", "HIGH_WATER"]
 
 log = logging.getLogger(__name__)
 
-_DEBUG_CHARS = 300
 _WAIT_SLICE = 1.0        # the handler re-checks closing at least this often
 _CLOSE_GRACE = 1.0       # time for the peer to answer our close frame
 _EVICT_SEND = 0.5        # longest an evicted socket's close frame may take to send
-#: live pushes pause while more than this many bytes wait to be sent on the socket,
-#: and resume once it is down to ``_LOW_WATER``
-HIGH_WATER = 1024 * 1024
-_LOW_WATER = 256 * 1024
-
-
-def _short(data: Any) -> str:
-    text = data if isinstance(data, str) else repr(data)
-    return text if len(text) <= _DEBUG_CHARS else f"{text[:_DEBUG_CHARS]}… ({len(text)} chars)"
 
 
 def _redacted(msg: dict[str, Any], data: Any) -> Any:
@@ -79,7 +66,7 @@ class _Gone(Exception):
     """The WebSocket is closed."""
 
 
-class Session(LiveChannels):
+class Session:
     """One WebSocket. ``run`` on the handler thread; ``send_close``, ``force_close``,
     ``evict`` and ``enqueue`` from any thread."""
 
@@ -106,16 +93,15 @@ class Session(LiveChannels):
         self.proto = Connection("server")
         self.lane = Lane(pool, options.workers, f"pouchsync-server-lane[{conn_id}]")
         self.done = threading.Event()
-        self._lock = threading.Lock()
-        self._closing = threading.Event()
+        self.lock = threading.Lock()
+        self.closing = threading.Event()
         self._close_frame: tuple[int, str] = (1000, "")
-        #: frames to send, in protocol order: (text, bytes held in the budget, is a reply)
-        self._out: collections.deque[tuple[str, int, bool]] = collections.deque()
-        self._out_bytes = 0
-        self._drain_waiters: list[Callable[[], None]] = []
-        self._calls = 0
+        self.calls_in_flight = 0
         self._errors = 0
-        self._send_started: float | None = None
+        self.outbox = Outbox(ws, self.lock, self.closing, self.budget, self, self.call_done_locked,
+                             self.name)
+        #: longpolls and subscriptions of this socket
+        self.live = Live(self)
 
     # -- the handler thread -------------------------------------------------------------
     def run(self) -> None:
@@ -137,8 +123,8 @@ class Session(LiveChannels):
         ws = self.ws
         while True:
             ws.event.clear()  # before looking: a frame or a wake-up after this sets it
-            self._flush()
-            if self._closing.is_set():
+            self.outbox.flush()
+            if self.closing.is_set():
                 raise _Gone
             if ws.input_buffer:
                 return ws.input_buffer.pop(0)
@@ -161,14 +147,14 @@ class Session(LiveChannels):
                 self._fatal(m.error(408, "hello_timeout", f"no hello within {limit} s",
                                     fatal=True), 1008, "hello timeout")
                 return False
-            with self._lock:
+            with self.lock:
                 try:
                     hello = self.proto.receive(data)
                 except BadMessage as exc:
                     reason = exc.reason
                     if "hello first" not in reason:
                         reason = f"expected a hello first: {reason}"
-                    self._queue_locked(self.proto.send(m.error(exc.status, exc.error, reason,
+                    self.outbox.put_locked(self.proto.send(m.error(exc.status, exc.error, reason,
                                                                fatal=True)))
                     code = 1002
                 else:
@@ -178,13 +164,13 @@ class Session(LiveChannels):
                         msg = m.error(400, "unsupported_version",
                                       f"server speaks versions {list(m.PROTOCOL_VERSIONS)}, "
                                       f"client offered {offered}", fatal=True)
-                        self._queue_locked(self.proto.send(msg))
+                        self.outbox.put_locked(self.proto.send(msg))
                         code = 1002
                     else:
                         welcome = m.welcome(version, self.options.limits(), agent=self.agent)
                         # the hello limit ends with the welcome (clients wait for it)
                         self.ws.max_message_size = self.options.max_message_size
-                        self._queue_locked(self.proto.send(welcome))
+                        self.outbox.put_locked(self.proto.send(welcome))
                         log.info("connection %s: hello from %r, protocol v%d", self.name,
                                  hello.get("agent"), version)
                         return True
@@ -200,8 +186,8 @@ class Session(LiveChannels):
     def _handle(self, data: Any) -> bool:
         """One incoming frame; True when the socket must close."""
         fatal = None
-        with self._lock:
-            if self._closing.is_set():
+        with self.lock:
+            if self.closing.is_set():
                 return True
             try:
                 with gcpause.paused_for(data):  # a batch of docs: thousands of objects
@@ -210,7 +196,7 @@ class Session(LiveChannels):
                 fatal = self._answer_bad_locked(exc)
             else:
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s <- %s", self.name, _short(_redacted(msg, data)))
+                    log.debug("%s <- %s", self.name, short(_redacted(msg, data)))
                 calls.HANDLERS[msg["type"]](self, msg)
         if fatal is not None:
             self._fatal(None, *fatal)
@@ -228,107 +214,42 @@ class Session(LiveChannels):
             msg["fatal"] = True
             close = (1008, "too many errors")
         self.complain("connection %s: %s %s", self.name, exc.error, exc.reason)
-        self._queue_locked(self.proto.send(msg))
+        self.outbox.put_locked(self.proto.send(msg))
         return close
 
     def _fatal(self, msg: dict[str, Any] | None, code: int, reason: str) -> None:
         """Send ``msg`` (if any) and what is queued, then close (handler thread)."""
         if msg is not None:
-            with self._lock:
-                self._queue_locked(self.proto.send(msg))
-        self._flush()
+            with self.lock:
+                self.outbox.put_locked(self.proto.send(msg))
+        self.outbox.flush()
         self._close_frame = (code, reason)
-        self._closing.set()
+        self.closing.set()
 
     # -- the outgoing queue -------------------------------------------------------------
-    def _queue_locked(self, text: str, held: int = 0, reply: bool = False) -> bool:
-        """Queue a frame (under the lock, in protocol order); False once closing."""
-        if self._closing.is_set():
-            return False
-        self._out.append((text, held, reply))
-        self._out_bytes += len(text)
-        self.ws.event.set()  # wake the handler thread
-        return True
+    def call_done_locked(self) -> None:
+        """A call in flight ended (answered, or dropped with its channel)."""
+        self.calls_in_flight -= 1
 
     def enqueue(self, build: Callable[[], str | None], held: int = 0, reply: bool = False) -> bool:
         """Queue the frame ``build()`` makes under the session's lock (``None``: nothing
         to send, e.g. a channel closed meanwhile); any thread. ``held``: bytes already
         counted in the reply budget, released once sent or dropped. ``reply``: it answers
         a call (the call counts as in flight until it is sent)."""
-        with self._lock:
+        with self.lock:
             text = build()
-            queued = text is not None and self._queue_locked(text, held, reply)
+            queued = text is not None and self.outbox.put_locked(text, held, reply)
             if not queued and reply:
-                self._calls -= 1
+                self.calls_in_flight -= 1
         if not queued and held:
             self.budget.release(self, held)
         return queued
-
-    def backlogged(self) -> bool:
-        """More than ``HIGH_WATER`` bytes wait to be sent, or are being sent (the peer
-        reads slowly)."""
-        return self._out_bytes > HIGH_WATER
-
-    def on_drain(self, fn: Callable[[], None]) -> None:
-        """Call ``fn()`` once the queue is down to the low-water mark (now if it is)."""
-        with self._lock:
-            if self._out_bytes > _LOW_WATER and not self._closing.is_set():
-                self._drain_waiters.append(fn)
-                return
-        fn()
-
-    def _flush(self) -> None:
-        """Send everything queued (handler thread only). A frame counts as waiting until
-        its send returned."""
-        while True:
-            with self._lock:
-                if not self._out:
-                    return
-                text, held, reply = self._out.popleft()
-            try:
-                self._send(text)
-            finally:
-                if held:
-                    self.budget.release(self, held)
-                with self._lock:
-                    self._out_bytes -= len(text)
-                    if reply:
-                        self._calls -= 1
-                    waiters: list[Callable[[], None]] = []
-                    if self._drain_waiters and self._out_bytes <= _LOW_WATER:
-                        waiters, self._drain_waiters = self._drain_waiters, []
-            for fn in waiters:
-                fn()
-
-    def _send(self, text: str) -> None:
-        if self._closing.is_set():
-            return
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s -> %s", self.name, _short(text))
-        self._send_started = time.monotonic()
-        try:
-            self.ws.send(text)
-        except (ConnectionClosed, LocalProtocolError, OSError) as exc:
-            log.debug("connection %s: send failed: %s", self.name, exc)
-            self._closing.set()
-        finally:
-            self._send_started = None
-
-    def _drop_queue(self) -> None:
-        with self._lock:
-            dropped, self._out = list(self._out), collections.deque()
-            self._out_bytes -= sum(len(text) for text, _, _ in dropped)
-            self._drain_waiters = []
-            self._calls -= sum(1 for _, _, reply in dropped if reply)
-        for _, held, _ in dropped:
-            if held:
-                self.budget.release(self, held)
 
     # -- closing (any thread) -----------------------------------------------------------
     def check_send_stuck(self) -> None:
         """The server's watchdog: close a socket whose send is blocked for over
         ``send_timeout`` (its peer does not read)."""
-        started = self._send_started
+        started = self.outbox.send_started
         if started is not None and time.monotonic() - started > self.options.send_timeout:
             log.warning("connection %s: a send has been blocked for over %.0f s "
                         "(the peer does not read); closing", self.name, self.options.send_timeout)
@@ -338,10 +259,10 @@ class Session(LiveChannels):
         """Drop this socket now, without waiting on its sends (the reply budget's
         choice: its peer does not read). A close frame goes out if no send is blocked;
         the socket is shut down within ``_EVICT_SEND`` seconds either way."""
-        if self._closing.is_set():
+        if self.closing.is_set():
             return
         self.send_close(1008, reason[:120])
-        if self._send_started is not None:
+        if self.outbox.send_started is not None:
             self.force_close()
         else:
             self.timer.call_later(_EVICT_SEND, self._shutdown_if_running)
@@ -352,9 +273,9 @@ class Session(LiveChannels):
 
     def send_close(self, code: int, reason: str) -> None:
         """Ask the handler thread to send a close frame and end."""
-        if not self._closing.is_set():
+        if not self.closing.is_set():
             self._close_frame = (code, reason)
-            self._closing.set()
+            self.closing.set()
         self.ws.event.set()
 
     def wait_transport(self, timeout: float) -> bool:
@@ -378,31 +299,25 @@ class Session(LiveChannels):
 
     def force_close(self) -> None:
         """Shut the socket down now (after ``send_close`` and a grace period)."""
-        self._closing.set()
+        self.closing.set()
         self._shutdown_socket()
 
     def _teardown(self) -> None:
-        self._closing.set()
-        with self._lock:
+        self.closing.set()
+        with self.lock:
             contexts = [c.context for c in self.proto.channels()
                         if isinstance(c.context, ChannelContext)]
             self.proto.mark_closed()
             for ctx in contexts:
-                self.drop_channel_locked(ctx)
-        self._drop_queue()
+                self.live.drop_channel_locked(ctx)
+        self.outbox.drop()
         if self.ws.connected:
-            self._send_started = time.monotonic()  # the watchdog ends a stuck close too
-            try:
-                self.ws.close(*self._close_frame)
-            except (ConnectionClosed, LocalProtocolError, OSError):
-                pass
-            finally:
-                self._send_started = None
+            self.outbox.send_close(*self._close_frame)
             self.wait_transport(_CLOSE_GRACE)
         self._shutdown_socket()
         if not self.lane.close(timeout=10.0):
             log.error("connection %s: tasks still running after 10 s", self.name)
-        self._drop_queue()  # what those tasks queued meanwhile
+        self.outbox.drop()  # what those tasks queued meanwhile
         thread = getattr(self.ws, "thread", None)
         if thread is not None:
             thread.join(5.0)
@@ -440,7 +355,7 @@ class Session(LiveChannels):
         return {
             "channels": len(channels),
             "subscriptions": sum(len(c.context.subs) for c in channels),
-            "calls_in_flight": self._calls,
+            "calls_in_flight": self.calls_in_flight,
             "workers": self.lane.running,
-            "queued_bytes": self._out_bytes,
+            "queued_bytes": self.outbox.size,
         }
