@@ -302,7 +302,7 @@ class ReadAhead:
                             and span.generation == self._generation:
                         self._pages.setdefault(at_key, span)
                 if pages and len(pages) * limit == span_rows(limit) \
-                        and keys[-1] in span.ends:
+                        and is_full_page(pages[-1][1], limit) and keys[-1] in span.ends:
                     job = self._next_span_locked(span, *span.ends[keys[-1]])
         finally:
             span.done.set()

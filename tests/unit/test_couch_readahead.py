@@ -122,6 +122,21 @@ def test_the_reading_thread_goes_on_while_the_reader_keeps_up_and_stops_ahead_of
     assert ra.stats()["served"] == 8
 
 
+def test_a_span_that_ends_the_feed_is_not_followed_by_the_thread(ra):
+    feed = Feed(24, 4)                       # the span from 8 holds rows 9-24, the end
+    fetch_plain = feed.fetch
+
+    def fetch(since: int, limit: int | None = None) -> dict:
+        answer = fetch_plain(since, limit)
+        answer["pending"] = len([r for r in feed.rows if r["seq"] > answer["last_seq"]])
+        return answer
+
+    ra.read(0, OPTS, 4, fetch)
+    ra.read(4, OPTS, 4, fetch)
+    assert ra.wait_idle(5)
+    assert feed.requests == [0, 4, 8]        # nothing asked past pending == 0
+
+
 def test_a_single_full_page_request_reads_nothing_ahead(ra):
     feed = Feed(10, 1)
     page = ra.read(0, OPTS, 1, feed.fetch)
