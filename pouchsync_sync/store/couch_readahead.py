@@ -8,13 +8,9 @@ is seen paging (a request at the ``last_seq`` of a full page this handle answere
 the following pages are requested on a thread, so the server prepares them while
 the reader handles the current one. They are read in spans of several pages (up to
 ``_SPAN_PAGES`` pages, ``_SPAN_ROWS`` rows) in one request, split at row sequences:
-pouchdb-server spends several ms per request besides its per-row work. The thread
-that read a full span goes straight on with the next one while fewer than
-``_AHEAD_PAGES`` pages wait unclaimed, so the server is asked again the moment it has
-answered, not when the reader reaches the new pages (waiting for the reader left
-pouchdb-server idle a quarter of the time); once the reader falls behind, the thread
-stops, and the reader starts one again when fewer than a span of pages is left ahead
-of it. CouchDB's own replicator overlaps the same way by streaming the feed.
+pouchdb-server spends several ms per request besides its per-row work. The next span
+is requested as soon as fewer than a span of pages is left ahead of the reader.
+CouchDB's own replicator overlaps the same way by streaming the feed.
 
 Why a page read ahead is a correct answer (theory of operation):
 
@@ -54,7 +50,6 @@ _MAX_SPANS = 4       # spans read ahead and not yet claimed (memory bound)
 _MAX_CHAINS = 16     # remembered ends of full pages (readers that may be paging)
 _SPAN_PAGES = 4      # pages per read-ahead request ...
 _SPAN_ROWS = 2000    # ... but no more rows than this (unless one page is bigger)
-_AHEAD_PAGES = 2 * _SPAN_PAGES  # a thread reads on while fewer pages wait unclaimed
 
 
 def page_key(since: Any, options: Hashable) -> tuple[str, Hashable] | None:
@@ -267,26 +262,12 @@ class ReadAhead:
 
     def _run(self, span: _Span, key: Hashable, since: Any, options: Hashable, limit: int,
              fetch: Fetch) -> None:
-        """Read ``span`` and, while the reader stays close behind, the spans after it
-        (``_next_span_locked``), so the server never waits for the reader to ask."""
-        job: tuple[_Span, Hashable, Any] | None = (span, key, since)
         try:
-            while job is not None:
-                job = self._read_span(*job, options, limit, fetch)
-        finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
-
-    def _read_span(self, span: _Span, key: Hashable, since: Any, options: Hashable,
-                   limit: int, fetch: Fetch) -> tuple[_Span, Hashable, Any] | None:
-        """Read one span and keep its pages; the next span to read, if any."""
-        job = None
+            pages = split_span(since, fetch(since, span_rows(limit)), limit)
+        except Exception as exc:  # the thread's top frame: the reader reads the page itself
+            span.error = exc
+            pages = []
         try:
-            try:
-                pages = split_span(since, fetch(since, span_rows(limit)), limit)
-            except Exception as exc:  # the thread's top frame: the reader reads the page itself
-                span.error = exc
-                pages = []
             keys = [page_key(at, (options, limit)) for at, _ in pages]
             with self._lock:
                 for i, (at_key, (_, page)) in enumerate(zip(keys, pages)):
@@ -301,24 +282,7 @@ class ReadAhead:
                     if at_key != key and not self._closed \
                             and span.generation == self._generation:
                         self._pages.setdefault(at_key, span)
-                if pages and len(pages) * limit == span_rows(limit) \
-                        and is_full_page(pages[-1][1], limit) and keys[-1] in span.ends:
-                    job = self._next_span_locked(span, *span.ends[keys[-1]])
         finally:
             span.done.set()
-        return job
-
-    def _next_span_locked(self, span: _Span, next_key: Hashable, next_since: Any
-                          ) -> tuple[_Span, Hashable, Any] | None:
-        """After a full span: the span that follows it, to read on this thread, while
-        fewer than ``_AHEAD_PAGES`` pages wait unclaimed (the reader keeps up) and the
-        memory bound allows; None to stop (the reader starts a thread again later)."""
-        if self._closed or span.generation != self._generation or next_key in self._pages:
-            return None
-        if len(self._pages) >= _AHEAD_PAGES \
-                or len({id(s) for s in self._pages.values()}) >= self._max_spans:
-            return None
-        following = _Span(self._generation)
-        self._pages[next_key] = following
-        self._stats["read_ahead"] += 1
-        return following, next_key, next_since
+            with self._lock:
+                self._threads.discard(threading.current_thread())

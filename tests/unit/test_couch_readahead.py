@@ -103,40 +103,6 @@ def test_a_long_feed_takes_fewer_requests_than_pages(ra):
     assert ra.stats()["served"] >= 90
 
 
-def test_the_reading_thread_goes_on_while_the_reader_keeps_up_and_stops_ahead_of_it(ra):
-    feed = Feed(400, 4)                      # spans of 16 rows = 4 pages
-    ra.read(0, OPTS, 4, feed.fetch)
-    ra.read(4, OPTS, 4, feed.fetch)          # paging: a thread reads the span from 8 ...
-    assert ra.wait_idle(5)
-    # ... and, 4 pages waiting, the span from 24 on the same thread; with 8 pages waiting
-    # unclaimed it stops: what is read ahead of a reader stays bounded
-    assert feed.requests == [0, 4, 8, 24]
-    assert ra.stats()["read_ahead"] == 2
-    since, seen = 8, []
-    for _ in range(8):                       # the 8 pages waiting, served without a request
-        page = ra.read(since, OPTS, 4, feed.fetch)
-        seen += [r["seq"] for r in page["results"]]
-        since = page["last_seq"]
-    assert seen == list(range(9, 41))
-    assert not set(feed.requests[4:]) & set(range(8, 40, 4))  # later requests read further
-    assert ra.stats()["served"] == 8
-
-
-def test_a_span_that_ends_the_feed_is_not_followed_by_the_thread(ra):
-    feed = Feed(24, 4)                       # the span from 8 holds rows 9-24, the end
-    fetch_plain = feed.fetch
-
-    def fetch(since: int, limit: int | None = None) -> dict:
-        answer = fetch_plain(since, limit)
-        answer["pending"] = len([r for r in feed.rows if r["seq"] > answer["last_seq"]])
-        return answer
-
-    ra.read(0, OPTS, 4, fetch)
-    ra.read(4, OPTS, 4, fetch)
-    assert ra.wait_idle(5)
-    assert feed.requests == [0, 4, 8]        # nothing asked past pending == 0
-
-
 def test_a_single_full_page_request_reads_nothing_ahead(ra):
     feed = Feed(10, 1)
     page = ra.read(0, OPTS, 1, feed.fetch)
