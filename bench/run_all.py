@@ -73,6 +73,10 @@ def section_1(results: list[dict[str, Any]] | dict[str, Any], cmd: str) -> list[
     return lines
 
 
+def times(ratio: float, digits: int) -> str:
+    return "n/a" if ratio != ratio else f"{fmt_num(ratio, digits)}×"
+
+
 def summary_median(runs: list[dict[str, Any]], key: str) -> float:
     values = [r[key] for r in runs if r.get(key) == r.get(key)]
     return statistics.median(values) if values else float("nan")
@@ -141,7 +145,7 @@ def section_2(res: dict[str, Any], cmd: str) -> list[str]:
         p = e.get("pouchdb_total_cpu_s", {}).get("median", float("nan"))
         g = e.get("original_total_cpu_s", {}).get("median", float("nan"))
         lines.append(f"| {int(count):,} | {fmt_num(o, 2)} | {fmt_num(p, 2)} | {fmt_num(g, 2)} | "
-                     f"{fmt_num(p / o, 2)}× | {fmt_num(g / o, 1)}× |")
+                     f"{times(p / o, 2)} | {times(g / o, 1)} |")
     lines.append("")
     for count, e in res["sizes"].items():
         if "pouchdb" in e:
@@ -165,7 +169,9 @@ def section_2(res: dict[str, Any], cmd: str) -> list[str]:
                      f"on our websocket, client peak RSS {ours[-1]['peak_rss_mb']:.0f} MB, "
                      f"loads: " + " | ".join(r["load"] for r in ours))
     for name, inst in res["install"].items():
-        if not inst["ok"]:
+        if not inst["ok"] and str(inst.get("error", "")).startswith("skipped"):
+            lines.append(f"- {name}: not run ({inst['error']})")
+        elif not inst["ok"]:
             lines.append(f"- **{name} could not be installed**: `{inst['error']}`")
     lines += ["", f"Command: `{cmd}`", ""]
     return lines
