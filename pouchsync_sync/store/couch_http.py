@@ -145,7 +145,7 @@ class CouchHTTP:
             raise self._error(status, content, method, path)
         if raw:
             return content
-        if not content.strip():
+        if not content or content.isspace():  # (not strip(): no copy of a big answer)
             # every JSON answer of CouchDB has a body: an empty one is an answer cut inside
             # its headers (http.client takes the end of the stream as their end)
             raise TransportError(f"{method} {self._where(path)}: empty answer (cut short)")
