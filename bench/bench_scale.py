@@ -56,6 +56,23 @@ def machine_limits() -> dict[str, Any]:
             "port_range": read("/proc/sys/net/ipv4/ip_local_port_range")}
 
 
+def machine_threads() -> int:
+    """Threads of every process on the machine (the 4th field of /proc/loadavg): what
+    kernel.pid_max bounds."""
+    with open("/proc/loadavg") as fh:
+        return int(fh.read().split()[3].split("/")[1])
+
+
+def default_thread_cap() -> int:
+    """70 % of kernel.pid_max: the light peers stop connecting there, so that the spike
+    of a change (a layout that starts a thread per socket to push it) and the other
+    users of the machine keep the rest."""
+    try:
+        return int(int(Path("/proc/sys/kernel/pid_max").read_text()) * 0.7)
+    except (OSError, ValueError):
+        return 20_000
+
+
 def user_threads() -> int:
     """Threads of every process of this user (what ``ulimit -u`` counts)."""
     uid, total = os.getuid(), 0
@@ -77,7 +94,7 @@ class Sampler:
 
     def __init__(self, pid: int, interval: float = 1.0) -> None:
         self.pid, self.interval = pid, interval
-        self.peak = {"Threads": 0, "VmRSS": 0, "maps": 0}
+        self.peak = {"Threads": 0, "VmRSS": 0, "maps": 0, "machine_threads": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pouchsync-bench-scale-sampler",
                                         daemon=True)
@@ -89,6 +106,7 @@ class Sampler:
             if not st:
                 return
             st["maps"] = map_count(self.pid)
+            st["machine_threads"] = machine_threads()
             for key in self.peak:
                 self.peak[key] = max(self.peak[key], st.get(key, 0))
 
@@ -140,8 +158,10 @@ def limits_in_log(path: Path, where: str) -> list[str]:
 
 def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light_procs: int = 2,
             syncs_per_socket: int = 1, changes: int = 3, concurrency: int = 100,
-            change_timeout: float = 60.0) -> dict[str, Any]:
+            change_timeout: float = 60.0, max_machine_threads: int | None = None) -> dict[str, Any]:
     raise_nofile()
+    if max_machine_threads is None:
+        max_machine_threads = default_thread_cap()
     real = min(real, syncs)
     light = syncs - real
     light_sockets = -(-light // syncs_per_socket)
@@ -152,6 +172,8 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
                            "light": light, "light_procs": light_procs,
                            "syncs_per_socket": syncs_per_socket, "changes": changes,
                            "machine_limits": machine_limits(), "user_threads_before": user_threads(),
+                           "max_machine_threads": max_machine_threads,
+                           "machine_threads_before": machine_threads(),
                            "load_before": load()}
     server = Child(py("sync_server.py", "--db", srv_path, "--max-seconds", max_s),
                    timeout=max_s + 60, log_name=f"scale-{syncs}-server.log")
@@ -165,29 +187,39 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
         out["server_idle"] = server_reading(server)
         sampler = Sampler(server.pid)
         t0 = time.monotonic()
-        for i, n in enumerate(_split(real, real_procs)):
-            children.append(("real", Child(
-                py("sync_client.py", "fanout", url, "--count", n, "--timeout", change_timeout,
-                   "--ready-timeout", max_s / 2),
-                timeout=max_s, log_name=f"scale-{syncs}-real{i}.log")))
-        per_light = _split(light_sockets, light_procs)
-        for i, n in enumerate(per_light):
-            children.append(("light", Child(
-                py("light_peers.py", url, "--sockets", n, "--channels-per-socket",
-                   syncs_per_socket, "--concurrency", max(10, concurrency // len(per_light)),
-                   "--ready-timeout", max_s / 2, "--timeout", change_timeout),
-                timeout=max_s, log_name=f"scale-{syncs}-light{i}.log")))
-        ready: list[dict[str, Any]] = []
         alive: list[tuple[str, Child]] = []
-        for kind, child in children:
-            try:
-                r = child.read()
-            except RuntimeError as exc:
-                limits_hit.append(f"{kind} client process {child.log_path.name} ended: {exc}")
-                continue
-            r["kind"] = kind
-            ready.append(r)
-            alive.append((kind, child))
+        ready: list[dict[str, Any]] = []
+
+        def wait_ready(started: list[tuple[str, Child]]) -> None:
+            for kind, child in started:
+                try:
+                    r = child.read()
+                except RuntimeError as exc:
+                    limits_hit.append(f"{kind} client process {child.log_path.name} ended: {exc}")
+                    continue
+                r["kind"] = kind
+                ready.append(r)
+                alive.append((kind, child))
+
+        # the real Clients first, then the light peers: one crowd at a time
+        started = [("real", Child(
+            py("sync_client.py", "fanout", url, "--count", n, "--timeout", change_timeout,
+               "--ready-timeout", max_s / 2),
+            timeout=max_s, log_name=f"scale-{syncs}-real{i}.log"))
+            for i, n in enumerate(_split(real, real_procs))]
+        children += started
+        wait_ready(started)
+        out["connect_real_s"] = time.monotonic() - t0
+        per_light = _split(light_sockets, light_procs)
+        started = [("light", Child(
+            py("light_peers.py", url, "--sockets", n, "--channels-per-socket",
+               syncs_per_socket, "--concurrency", max(10, concurrency // len(per_light)),
+               "--ready-timeout", max_s / 2, "--timeout", change_timeout,
+               "--max-machine-threads", max_machine_threads),
+            timeout=max_s, log_name=f"scale-{syncs}-light{i}.log"))
+            for i, n in enumerate(per_light)] if light else []
+        children += started
+        wait_ready(started)
         children_alive = alive
         out["connect_all_s"] = time.monotonic() - t0
         out["ready"] = sum(r["ready"] for r in ready)
@@ -204,6 +236,7 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
                                      "happened)" if at is not None else ""))
         out["server_connected"] = server_reading(server)
         out["user_threads_connected"] = user_threads()
+        out["machine_threads_connected"] = machine_threads()
         conns = out["server_connected"].get("stats", {}).get("connections", 0)
         idle_r = out["server_idle"]
         con = out["server_connected"]
@@ -287,12 +320,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100,
                         help="light sockets mid-handshake at once (over all light processes)")
     parser.add_argument("--change-timeout", type=float, default=60.0)
+    parser.add_argument("--max-machine-threads", type=int, default=None,
+                        help="light peers stop connecting when the machine runs this many "
+                             "threads (default 70 %% of kernel.pid_max)")
     args = parser.parse_args()
     print_machine()
     res = measure(args.syncs, real=args.real, real_procs=args.real_procs,
                   light_procs=args.light_procs, syncs_per_socket=args.syncs_per_socket,
                   changes=args.changes, concurrency=args.concurrency,
-                  change_timeout=args.change_timeout)
+                  change_timeout=args.change_timeout,
+                  max_machine_threads=args.max_machine_threads)
     OUT.mkdir(exist_ok=True)
     path = OUT / f"scale-{args.syncs}.json"
     path.write_text(json.dumps(res, indent=1, default=str))
@@ -342,11 +379,16 @@ def section(res: dict[str, Any], cmd: str) -> list[str]:
     lines += ["", "Client processes (kind: syncs ready, threads, RSS MB): "
               + "; ".join(f"{p['kind']}: {p['ready']}, {p['threads']}, {p['rss_mb']:.0f}"
                           for p in procs) + ".",
-              f"Threads of this user on the machine: {res.get('user_threads_before', '?'):,} before, "
-              f"{res.get('user_threads_connected', 0):,} with everything connected. Limits: "
+              f"Threads on the machine (all users; kernel.pid_max bounds them): "
+              f"{res.get('machine_threads_before', 0):,} before, "
+              f"{res.get('machine_threads_connected', 0):,} with everything connected, "
+              f"{peak.get('machine_threads', 0):,} at the peak; the light peers stop connecting at "
+              f"{res.get('max_machine_threads', 0):,}. Time to connect: real Clients "
+              f"{res.get('connect_real_s', float('nan')):.1f} s, then the light peers (all: the "
+              "table's figure). Limits: "
               + ", ".join(f"{k} {v}" for k, v in res.get("machine_limits", {}).items()) + "."]
     hit = res.get("limits_hit", [])
-    lines.append("Limits that bound: " + ("; ".join(hit) if hit else "none") + ".")
+    lines.append("Limits that bound, and failures: " + ("; ".join(hit) if hit else "none") + ".")
     lines += [f"Bar (10,000 live syncs, one change reaches all in ≤ {BAR_FANOUT_S:.0f} s median, "
               f"RSS ≤ 1 GB): {'**met**' if ok else '**not met**'}.", "", f"Command: `{cmd}`", ""]
     return lines

@@ -44,6 +44,12 @@ DB = "bench"
 PREFIX = "fan-"
 
 
+def machine_threads() -> int:
+    """Threads of every process on the machine (the 4th field of /proc/loadavg)."""
+    with open("/proc/loadavg") as fh:
+        return int(fh.read().split()[3].split("/")[1])
+
+
 class Peer:
     """One socket and its channels; all state of the handshake and the live syncs."""
 
@@ -70,7 +76,7 @@ class LightPeers:
     """The event loop: opens ``sockets`` peers, at most ``concurrency`` mid-handshake."""
 
     def __init__(self, url: str, *, sockets: int, channels: int, concurrency: int,
-                 handshake_timeout: float) -> None:
+                 handshake_timeout: float, max_machine_threads: int = 0) -> None:
         parsed = urlparse(url)
         self.addr = (parsed.hostname or "127.0.0.1", parsed.port or 80)
         self.target = parsed.path or "/"
@@ -79,6 +85,7 @@ class LightPeers:
         self.channels = channels
         self.concurrency = concurrency
         self.handshake_timeout = handshake_timeout
+        self.max_machine_threads = max_machine_threads
         self.sel = selectors.DefaultSelector()
         self.peers: dict[int, Peer] = {}      # by fileno
         self.opened = 0
@@ -95,6 +102,15 @@ class LightPeers:
 
     # -- opening ------------------------------------------------------------------------
     def _open_more(self) -> None:
+        if (self.max_machine_threads and self.stop_opening is None
+                and self.pending < self.concurrency and self.opened < self.sockets):
+            threads = machine_threads()
+            if threads >= self.max_machine_threads:
+                pid_max = Path("/proc/sys/kernel/pid_max").read_text().strip()
+                self._limit(f"stopped opening: the machine runs {threads} threads, the cap is "
+                            f"{self.max_machine_threads} (kernel.pid_max {pid_max} counts every "
+                            "thread of every process; the rest is left to the others)")
+                return
         while (self.stop_opening is None and self.opened < self.sockets
                and self.pending < self.concurrency):
             try:
@@ -177,7 +193,8 @@ class LightPeers:
         elif isinstance(event, Ping):
             peer.out += peer.ws.send(event.response())
         elif isinstance(event, CloseConnection):
-            self._fail(peer, f"close {event.code} in state {peer.state}")
+            self._fail(peer, f"close {event.code} ({event.reason or 'no reason'}) "
+                             f"in state {peer.state}")
         elif isinstance(event, TextMessage):
             peer.parts.append(event.data)
             if event.message_finished:
@@ -307,10 +324,13 @@ def main() -> None:
     parser.add_argument("--handshake-timeout", type=float, default=120.0)
     parser.add_argument("--ready-timeout", type=float, default=900.0)
     parser.add_argument("--timeout", type=float, default=60.0, help="per change")
+    parser.add_argument("--max-machine-threads", type=int, default=0,
+                        help="stop opening sockets when the machine runs this many threads")
     args = parser.parse_args()
     nofile = raise_nofile()
     peers = LightPeers(args.url, sockets=args.sockets, channels=args.channels_per_socket,
-                       concurrency=args.concurrency, handshake_timeout=args.handshake_timeout)
+                       concurrency=args.concurrency, handshake_timeout=args.handshake_timeout,
+                       max_machine_threads=args.max_machine_threads)
     peers.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, None)
     t0 = time.monotonic()
     peers.connect_all(t0 + args.ready_timeout)
