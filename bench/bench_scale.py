@@ -158,7 +158,8 @@ def limits_in_log(path: Path, where: str) -> list[str]:
 
 def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light_procs: int = 2,
             syncs_per_socket: int = 1, changes: int = 3, concurrency: int = 100,
-            change_timeout: float = 60.0, max_machine_threads: int | None = None) -> dict[str, Any]:
+            change_timeout: float = 60.0, max_machine_threads: int | None = None,
+            connect_timeout: float = 600.0) -> dict[str, Any]:
     raise_nofile()
     if max_machine_threads is None:
         max_machine_threads = default_thread_cap()
@@ -204,7 +205,7 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
         # the real Clients first, then the light peers: one crowd at a time
         started = [("real", Child(
             py("sync_client.py", "fanout", url, "--count", n, "--timeout", change_timeout,
-               "--ready-timeout", max_s / 2),
+               "--ready-timeout", connect_timeout),
             timeout=max_s, log_name=f"scale-{syncs}-real{i}.log"))
             for i, n in enumerate(_split(real, real_procs))]
         children += started
@@ -214,7 +215,7 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
         started = [("light", Child(
             py("light_peers.py", url, "--sockets", n, "--channels-per-socket",
                syncs_per_socket, "--concurrency", max(10, concurrency // len(per_light)),
-               "--ready-timeout", max_s / 2, "--timeout", change_timeout,
+               "--ready-timeout", connect_timeout, "--timeout", change_timeout,
                "--max-machine-threads", max_machine_threads),
             timeout=max_s, log_name=f"scale-{syncs}-light{i}.log"))
             for i, n in enumerate(per_light)] if light else []
@@ -320,6 +321,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100,
                         help="light sockets mid-handshake at once (over all light processes)")
     parser.add_argument("--change-timeout", type=float, default=60.0)
+    parser.add_argument("--connect-timeout", type=float, default=600.0,
+                        help="each client process reports what is ready after this long")
     parser.add_argument("--max-machine-threads", type=int, default=None,
                         help="light peers stop connecting when the machine runs this many "
                              "threads (default 70 %% of kernel.pid_max)")
@@ -329,7 +332,8 @@ def main() -> None:
                   light_procs=args.light_procs, syncs_per_socket=args.syncs_per_socket,
                   changes=args.changes, concurrency=args.concurrency,
                   change_timeout=args.change_timeout,
-                  max_machine_threads=args.max_machine_threads)
+                  max_machine_threads=args.max_machine_threads,
+                  connect_timeout=args.connect_timeout)
     OUT.mkdir(exist_ok=True)
     path = OUT / f"scale-{args.syncs}.json"
     path.write_text(json.dumps(res, indent=1, default=str))
