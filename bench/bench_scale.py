@@ -159,7 +159,7 @@ def limits_in_log(path: Path, where: str) -> list[str]:
 def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light_procs: int = 2,
             syncs_per_socket: int = 1, changes: int = 3, concurrency: int = 100,
             change_timeout: float = 60.0, max_machine_threads: int | None = None,
-            connect_timeout: float = 600.0) -> dict[str, Any]:
+            connect_timeout: float = 600.0, quiet_wait: float = 35.0) -> dict[str, Any]:
     raise_nofile()
     if max_machine_threads is None:
         max_machine_threads = default_thread_cap()
@@ -243,6 +243,12 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
         con = out["server_connected"]
         out["per_connection"] = _per(con, idle_r, conns)
         out["per_sync"] = _per(con, idle_r, out["ready"])
+        if quiet_wait > 0:  # pool threads that idle out after their work are gone by then
+            threading.Event().wait(quiet_wait)
+            out["server_quiet"] = server_reading(server)
+            out["quiet_wait_s"] = quiet_wait
+            q_conns = out["server_quiet"].get("stats", {}).get("connections", 0)
+            out["per_connection_quiet"] = _per(out["server_quiet"], idle_r, q_conns)
         print(f"  {out['ready']:,}/{syncs:,} live syncs ready ({out['ready_real']:,} real, "
               f"{out['ready_light']:,} light) on {conns:,} sockets in {out['connect_all_s']:.1f} s; "
               f"server {con['threads']:,} threads, RSS {con['rss_mb']:.0f} MB, "
@@ -321,6 +327,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100,
                         help="light sockets mid-handshake at once (over all light processes)")
     parser.add_argument("--change-timeout", type=float, default=60.0)
+    parser.add_argument("--quiet-wait", type=float, default=35.0,
+                        help="seconds after connecting before the 'quiet' reading (0: none); "
+                             "today's per-socket workers end after 30 s idle")
     parser.add_argument("--connect-timeout", type=float, default=600.0,
                         help="each client process reports what is ready after this long")
     parser.add_argument("--max-machine-threads", type=int, default=None,
@@ -333,7 +342,7 @@ def main() -> None:
                   changes=args.changes, concurrency=args.concurrency,
                   change_timeout=args.change_timeout,
                   max_machine_threads=args.max_machine_threads,
-                  connect_timeout=args.connect_timeout)
+                  connect_timeout=args.connect_timeout, quiet_wait=args.quiet_wait)
     OUT.mkdir(exist_ok=True)
     path = OUT / f"scale-{args.syncs}.json"
     path.write_text(json.dumps(res, indent=1, default=str))
@@ -370,7 +379,8 @@ def section(res: dict[str, Any], cmd: str) -> list[str]:
              f"{res.get('per_sync', {}).get('threads', float('nan')):.2f} | "
              f"{res.get('per_sync', {}).get('rss_kb', float('nan')):.0f} | "
              f"{con.get('maps', 0):,} ({peak.get('maps', 0):,}) |", "",
-             "| change | reached | all reached, s | median, s | p99, s | median real / light, s | "
+             "| change | reached / syncs still connected | all reached, s | median, s | p99, s | "
+             "median real / light, s | "
              "server CPU s | client processes CPU s | load |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rounds:
@@ -379,6 +389,16 @@ def section(res: dict[str, Any], cmd: str) -> list[str]:
                      f"{r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['real_p50_s']:.3f} / "
                      f"{r['light_p50_s']:.3f} | {r['server_cpu_s']:.2f} | "
                      f"{r['client_cpu_s']:.2f} | {r['load']} |")
+    quiet = res.get("server_quiet")
+    if quiet:
+        qc = quiet.get("stats", {}).get("connections", 0)
+        pq = res.get("per_connection_quiet", {})
+        lines += ["", f"Quiet, {res.get('quiet_wait_s', 0):.0f} s after connecting: {qc:,} "
+                  f"connections, server {quiet.get('threads', 0):,} threads "
+                  f"({pq.get('threads', float('nan')):.2f} per connection; "
+                  f"{quiet.get('stats', {}).get('workers', 0):,} of them pool workers), "
+                  f"RSS {quiet.get('rss_mb', 0):.0f} MB ({pq.get('rss_kb', float('nan')):.0f} KB "
+                  "per connection)."]
     procs = res.get("client_procs", [])
     lines += ["", "Client processes (kind: syncs ready, threads, RSS MB): "
               + "; ".join(f"{p['kind']}: {p['ready']}, {p['threads']}, {p['rss_mb']:.0f}"

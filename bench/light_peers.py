@@ -288,6 +288,13 @@ class LightPeers:
             if peer.state != "ready":
                 self._fail(peer, f"not ready by the deadline, in state {peer.state}")
 
+    def end_connect_phase(self) -> None:
+        """No socket is opened after the connect phase (the changes are timed on the
+        syncs that were ready, not on newcomers)."""
+        if self.opened < self.sockets and self.stop_opening is None:
+            self.stop_opening = "connect phase over"
+            self.failed[f"not opened: the connect phase ended ({self.sockets - self.opened})"] += 1
+
     def wait_for(self, doc_id: str, timeout: float) -> dict[tuple[int, int], float]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -334,6 +341,7 @@ def main() -> None:
     peers.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, None)
     t0 = time.monotonic()
     peers.connect_all(t0 + args.ready_timeout)
+    peers.end_connect_phase()
     print(orjson.dumps({"ready": peers.ready_syncs, "sockets_ready": peers.ready_sockets,
                         "sockets": args.sockets, "syncs": args.sockets * args.channels_per_socket,
                         "seconds": time.monotonic() - t0, "failed": dict(peers.failed),

@@ -68,8 +68,12 @@ class Rig:
         self.before_server = {t.ident for t in _threads()}
         self.before_count = _count()
         self.db = LocalDatabase(root / f"{DB}.sqlite", name=DB)
-        # a large hello_timeout: the handshake states must be freed by the drop itself
-        self.server = create_server(lambda credentials, name: self.db, hello_timeout=60.0)
+        # a large hello_timeout: the handshake states must be freed by the drop itself;
+        # one worker: a layout whose pool is shared by the server has at most one pool
+        # thread, which the warm-up starts, so the baseline does not depend on how many
+        # pool threads a test happened to wake
+        self.server = create_server(lambda credentials, name: self.db, hello_timeout=60.0,
+                                    workers=1)
         self.server.start()
         self.port = int(self.server.url.rstrip("/").rsplit(":", 1)[1])
         try:
