@@ -3,14 +3,18 @@ the server (threads, RSS), and how fast one change reaches all of them.
 
     python3 bench/bench_scale.py [--syncs 10000] [--real 1000] [--real-procs 4]
                                  [--light-procs 2] [--syncs-per-socket 1] [--changes 3]
+                                 [--connect-timeout 600] [--quiet-wait 35]
+                                 [--max-machine-threads (70 % of kernel.pid_max)]
 
 One server process (``sync_server.py``, embedded store). ``--real`` of the syncs are real
 ``pouchsync_sync.Client``s (one live pull sync each on its own ``:memory:`` store, in
 ``--real-procs`` processes of ``sync_client.py fanout``); the rest are light
 protocol-level peers (``light_peers.py``: thousands of WebSockets in one thread each,
 ``--syncs-per-socket`` channels per socket; the light count is rounded up to whole
-sockets). Then ``--changes`` times one doc is written
-through the server process and timed until every sync has received it.
+sockets). The real Clients connect first, then the light peers; ``--quiet-wait`` s later
+the server is read again (today's per-socket pool threads idle out after 30 s). Then
+``--changes`` times one doc is written through the server process and timed until every
+sync still connected has received it.
 
 Where a limit of the machine binds first (threads per user, kernel pid_max, memory maps
 per process, open files), the run goes on with what connected and says which limit and
@@ -23,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import resource
 import sys
 import threading
 import time
@@ -35,85 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (OUT, Child, cpu_seconds, load, map_count, percentile,  # noqa: E402
                     print_machine, proc_status, py, raise_nofile, remove_db)
+from scale_limits import (Sampler, default_thread_cap, limits_in_log,  # noqa: E402
+                          machine_limits, machine_threads, user_threads)
 
 BAR_FANOUT_S = 2.0
 BAR_RSS_MB = 1024.0
 BAR_SYNCS = 10_000
-
-
-def machine_limits() -> dict[str, Any]:
-    """The limits that can bind first, as the kernel and this process see them."""
-    def read(path: str) -> str:
-        try:
-            return Path(path).read_text().strip()
-        except OSError:
-            return "?"
-    return {"ulimit_u": resource.getrlimit(resource.RLIMIT_NPROC),
-            "ulimit_n": resource.getrlimit(resource.RLIMIT_NOFILE),
-            "max_map_count": read("/proc/sys/vm/max_map_count"),
-            "pid_max": read("/proc/sys/kernel/pid_max"),
-            "threads_max": read("/proc/sys/kernel/threads-max"),
-            "port_range": read("/proc/sys/net/ipv4/ip_local_port_range")}
-
-
-def machine_threads() -> int:
-    """Threads of every process on the machine (the 4th field of /proc/loadavg): what
-    kernel.pid_max bounds."""
-    with open("/proc/loadavg") as fh:
-        return int(fh.read().split()[3].split("/")[1])
-
-
-def default_thread_cap() -> int:
-    """70 % of kernel.pid_max: the light peers stop connecting there, so that the spike
-    of a change (a layout that starts a thread per socket to push it) and the other
-    users of the machine keep the rest."""
-    try:
-        return int(int(Path("/proc/sys/kernel/pid_max").read_text()) * 0.7)
-    except (OSError, ValueError):
-        return 20_000
-
-
-def user_threads() -> int:
-    """Threads of every process of this user (what ``ulimit -u`` counts)."""
-    uid, total = os.getuid(), 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status") as fh:
-                fields = dict(line.split(":", 1) for line in fh if ":" in line)
-            if int(fields["Uid"].split()[0]) == uid:
-                total += int(fields["Threads"])
-        except (OSError, KeyError, ValueError):
-            continue
-    return total
-
-
-class Sampler:
-    """Peak threads, RSS and maps of the server process, every ``interval`` s."""
-
-    def __init__(self, pid: int, interval: float = 1.0) -> None:
-        self.pid, self.interval = pid, interval
-        self.peak = {"Threads": 0, "VmRSS": 0, "maps": 0, "machine_threads": 0}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pouchsync-bench-scale-sampler",
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            st = proc_status(self.pid)
-            if not st:
-                return
-            st["maps"] = map_count(self.pid)
-            st["machine_threads"] = machine_threads()
-            for key in self.peak:
-                self.peak[key] = max(self.peak[key], st.get(key, 0))
-
-    def stop(self) -> dict[str, int]:
-        self._stop.set()
-        self._thread.join(10)
-        return self.peak
 
 
 def server_reading(server: Child) -> dict[str, Any]:
@@ -132,28 +61,6 @@ def _split(total: int, parts: int) -> list[int]:
     parts = max(1, parts)
     return [n for n in (total // parts + (1 if i < total % parts else 0)
                         for i in range(parts)) if n > 0]
-
-
-_LOG_LIMITS = {  # what a limit looks like in a process's log
-    "can't start new thread": "thread creation refused (ulimit -u, kernel pid_max/threads-max "
-                              "or vm.max_map_count)",
-    "Too many open files": "open files (ulimit -n)",
-    "Cannot allocate memory": "memory (or vm.max_map_count)",
-    "Resource temporarily unavailable": "EAGAIN (threads per user or pid_max)",
-}
-
-
-def limits_in_log(path: Path, where: str) -> list[str]:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return []
-    found = []
-    for needle, meaning in _LOG_LIMITS.items():
-        n = len(re.findall(re.escape(needle), text))
-        if n:
-            found.append(f"{where}: '{needle}' {n}× in {path.name} → {meaning}")
-    return found
 
 
 def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light_procs: int = 2,

@@ -39,15 +39,10 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import own_usage, raise_nofile  # noqa: E402
+from scale_limits import machine_threads  # noqa: E402
 
 DB = "bench"
 PREFIX = "fan-"
-
-
-def machine_threads() -> int:
-    """Threads of every process on the machine (the 4th field of /proc/loadavg)."""
-    with open("/proc/loadavg") as fh:
-        return int(fh.read().split()[3].split("/")[1])
 
 
 class Peer:
