@@ -69,8 +69,7 @@ from .store.local import LocalDatabase
 from .store.open import open_database
 from .datadir import CouchDir, DataDir
 from .jsclient import js_client_path
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

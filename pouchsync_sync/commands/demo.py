@@ -39,8 +39,11 @@ def _fingerprint(db: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
 
 
 def run_demo(out: TextIO, *, timeout: float = 30.0) -> int:
-    import pouchsync_sync as ps
+    from ..client import create_client
     from ..datadir import DataDir
+    from ..errors import Denied
+    from ..server import create_server
+    from ..store.local import LocalDatabase
 
     started = time.monotonic()
 
@@ -54,14 +57,14 @@ def run_demo(out: TextIO, *, timeout: float = 30.0) -> int:
         def on_request(credentials: Any, db_name: str) -> Any:
             if isinstance(credentials, dict) and credentials.get("token") == TOKEN:
                 return data.database(db_name)
-            raise ps.Denied("a valid token is required")
+            raise Denied("a valid token is required")
 
-        server = ps.create_server(on_request, follow_timeout=0.25).start(port=0)
+        server = create_server(on_request, follow_timeout=0.25).start(port=0)
         (tmp / "alice").mkdir()
         (tmp / "bob").mkdir()
-        alice = ps.LocalDatabase(tmp / "alice" / "todos.sqlite")
-        bob = ps.LocalDatabase(tmp / "bob" / "todos.sqlite")
-        clients = {name: ps.create_client(initial_delay=0.05, max_delay=0.5, max_attempts=5)
+        alice = LocalDatabase(tmp / "alice" / "todos.sqlite")
+        bob = LocalDatabase(tmp / "bob" / "todos.sqlite")
+        clients = {name: create_client(initial_delay=0.05, max_delay=0.5, max_attempts=5)
                    for name in ("alice", "bob")}
         stores = {"alice": alice, "bob": bob}
         creds = {"token": TOKEN}

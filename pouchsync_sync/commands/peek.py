@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import Conflict, NotFound
 from ..store.base import Database
+from . import UsageError
 
 __all__ = ["add_parsers", "open_db"]
 
@@ -28,8 +29,6 @@ def _is_url(spec: str) -> bool:
 @contextlib.contextmanager
 def open_db(spec: str, *, create: bool) -> Iterator[Database]:
     """The database ``spec`` names, closed afterwards; ``create=False`` refuses to make one."""
-    from ..cli import UsageError
-
     if _is_url(spec):
         from ..store.couch import CouchDB
 
@@ -71,8 +70,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _put(args: argparse.Namespace) -> int:
-    from ..cli import UsageError
-
     text = sys.stdin.read() if args.json == "-" else args.json
     try:
         doc = json.loads(text)

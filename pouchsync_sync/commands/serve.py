@@ -18,7 +18,7 @@ from typing import Any, Callable, Collection
 
 from ..datadir import CouchDir, DataDir, check_name
 from ..errors import BadRequest, Denied
-from . import on_stop_signals, restore_signals
+from . import UsageError, on_stop_signals, restore_signals
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,6 @@ def start_refusal(host: str, policy: TokenPolicy, allow_anonymous: bool,
 
 def load_tokens(path: str) -> list[str]:
     """Tokens from a file: one per line; blank lines and ``#`` comments skipped."""
-    from ..cli import UsageError
-
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -130,7 +128,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import UsageError
     from ..server import create_server
 
     if not 0 <= args.port <= 65535:

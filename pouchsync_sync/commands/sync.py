@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from ..display import Meter, Snapshot, progress_line
 from ..errors import PouchSyncError
-from . import on_stop_signals, restore_signals
+from . import UsageError, on_stop_signals, restore_signals
 
 __all__ = ["add_parser", "run", "Reporter", "remote_name"]
 
@@ -92,8 +92,6 @@ def add_parser(sub: Any) -> None:
 
 
 def _credentials(args: argparse.Namespace) -> Any:
-    from ..cli import UsageError
-
     if args.token is not None:
         return {"token": args.token}
     if args.credentials is not None:
@@ -108,7 +106,6 @@ def remote_name(args: argparse.Namespace) -> str | None:
     """The database name asked for on the server: ``--remote``, else the store file's
     name without ``.sqlite``, checked now (a server would refuse it after the local
     file was made)."""
-    from ..cli import UsageError
     from ..datadir import check_name
     from ..errors import BadRequest
 
@@ -149,8 +146,6 @@ def _remove_if_untouched(path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check every argument, then sync; a store file made by a failed run is removed."""
-    from ..cli import UsageError
-
     if not args.url.startswith(("ws://", "wss://")):
         raise UsageError(f"WS_URL must start with ws:// or wss://, not {args.url[:40]!r}")
     if args.retries is not None and args.retries < 1:

@@ -4,7 +4,7 @@
 ``CouchDatabase`` maps every store operation onto CouchDB's endpoints
 (https://docs.couchdb.org/en/stable/api/database/index.html) and brings the answers
 of CouchDB-protocol servers that deviate (pouchdb-server in the tests, see
-research/couchdb-test-server.md) to CouchDB 3's shapes:
+``pouchsync_sync.testing.couchserver`` and ``couch_shapes``) to CouchDB 3's shapes:
 
 - ``changes`` (in ``couch_changes``): selectors matched on the client, a client-side
   longpoll deadline.

@@ -3,9 +3,9 @@
 A live server holds one ``LocalDatabase`` for many channels, and each live replication
 records its checkpoint (a ``_local`` doc) after every batch. One change fanned out to a
 thousand live syncs thus brings a thousand checkpoint writes at once. One by one, each
-is its own ``BEGIN IMMEDIATE … COMMIT`` under the store's lock: about 0.18 ms each on
-this machine, most of it the transaction itself (1,000 one by one 182 ms, the same 1,000
-in one ``bulk_docs`` 24 ms), so the last writer waited for all the others' commits.
+is its own ``BEGIN IMMEDIATE … COMMIT`` under the store's lock, most of its cost the
+transaction itself, so the last writer waited for all the others' commits (measured in
+bench/results.md, "Checkpoint writes at once"; ``bench/bench_checkpoints.py``).
 
 ``GroupCommit.write`` queues the item, then takes the store's lock. Whoever gets the
 lock writes *everything queued so far* in one transaction and hands each writer its own
