@@ -334,11 +334,9 @@ def test_stop_with_upgraded_sockets_in_every_state(tmp_path: Path) -> None:
         r.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "SyncServer.stop() does not close connections still in their HTTP request (nothing "
-    "sent, or the upgrade half sent): werkzeug's handler threads for them stay until "
-    "hello_timeout ends each (60 s here, 10 s by default)"))
 def test_stop_with_sockets_before_the_upgrade(tmp_path: Path) -> None:
+    """stop() also ends the connections still reading their HTTP request (before it
+    did, their handler threads stayed until hello_timeout: 60 s here)."""
     r = Rig(tmp_path)
     opened: list[socket.socket] = []
     try:
