@@ -3,6 +3,7 @@
     python3 bench/run_all.py            # measurements 1, 2, 3, 5 (about 20-30 min here)
     python3 bench/run_all.py --big      # and measurement 4 (1,000,000 docs; long)
     python3 bench/run_all.py --only 1,3 # a subset; --quick for a smoke run (small sizes)
+    python3 bench/run_all.py --only "" --scale 10000  # only the scale run (long: 10-30 min)
 
 Everything binds to 127.0.0.1 and stops by itself (child processes have watchdogs).
 Raw figures go to bench/out/*.json; the tables to bench/results.md (or --out).
@@ -250,6 +251,17 @@ def section_5(res: dict[str, Any], cmd: str) -> list[str]:
     return lines
 
 
+def section_scale(res: dict[str, Any], cmd: str) -> list[str]:
+    import bench_scale
+
+    return (["## Scale: live syncs per server process", "",
+             f"Bar: one server process holds {bench_scale.BAR_SYNCS:,} live syncs, one change "
+             f"reaches all in ≤ {bench_scale.BAR_FANOUT_S:.0f} s median, server RSS ≤ 1 GB "
+             "(issue 14, point 3). Real `Client`s and light protocol-level peers "
+             "(bench/light_peers.py) on one server process (embedded store).", ""]
+            + bench_scale.section(res, cmd))
+
+
 def limits() -> str:
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
@@ -270,12 +282,15 @@ def main() -> None:
                         help="batch_size of our syncs in 1 and 2 (Client.sync's default is 500)")
     parser.add_argument("--extra-batch", type=int, default=100,
                         help="also measure 1 and 2 with this batch_size (0: no)")
+    parser.add_argument("--scale", type=int, default=0, metavar="SYNCS",
+                        help="also the scale run: SYNCS live syncs on one server process "
+                             "(bench/bench_scale.py; long: 10-30 min at 10,000)")
     parser.add_argument("--out", default=str(BENCH / "results.md"))
     parser.add_argument("--render", nargs="?", const=str(OUT / "run_all.json"), default=None,
                         metavar="JSON", help="measure nothing: rewrite --out from the raw figures "
                                              "of a run (default bench/out/run_all.json)")
     args = parser.parse_args()
-    only = {int(x) for x in args.only.split(",")}
+    only = {int(x) for x in args.only.split(",") if x.strip()}
     if args.big:
         only.add(4)
     runs = 1 if args.quick else args.runs
@@ -291,7 +306,7 @@ def main() -> None:
     started = time.monotonic()
     info = print_machine()
     base = "python3 bench/run_all.py"
-    sections: dict[int, list[str]] = {}
+    sections: dict[int | str, list[str]] = {}
     raw: dict[str, Any] = {}
     OUT.mkdir(exist_ok=True)
 
@@ -313,6 +328,8 @@ def main() -> None:
             sections[4] = section_4(raw["4"], cmds[4])
         if "5" in raw:
             sections[5] = section_5(raw["5"], cmds[5])
+        if "scale" in raw:
+            sections["scale"] = section_scale(raw["scale"], f"{base} --scale {raw['scale']['syncs']}")
         info = dict(info, **raw.get("machine", {}))  # as measured, when recorded
     if 1 in only:
         print(f"\n== 1. pull and push of {n1} docs, {runs} runs", flush=True)
@@ -357,6 +374,15 @@ def main() -> None:
                                           f"fanout --clients {clients} --procs 4 --runs {runs})")
         save()
 
+    if args.scale and not args.render:
+        import bench_scale
+
+        print(f"\n== scale: {args.scale} live syncs on one server process", flush=True)
+        raw["scale"] = bench_scale.measure(args.scale, changes=max(3, runs))
+        sections["scale"] = section_scale(raw["scale"], f"{base} --scale {args.scale} (or: "
+                                          f"python3 bench/bench_scale.py --syncs {args.scale})")
+        save()
+
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if not args.render:
         raw["machine"] = info
@@ -383,7 +409,7 @@ def main() -> None:
         if not args.render:
             (OUT / f"section-{key}.md").write_text("\n".join(lines))
     body: list[str] = []
-    for key in (1, 2, 3, 4, 5):
+    for key in (1, 2, 3, 4, 5, "scale"):
         path = OUT / f"section-{key}.md"
         if key in sections:
             body += sections[key]
