@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["RANK_ARRAY", "RANK_FALSE", "RANK_NULL", "RANK_NUMBER", "RANK_OBJECT", "RANK_OTHER",
            "RANK_STRING", "RANK_TRUE", "collate", "equal", "raw_collate", "raw_equal",

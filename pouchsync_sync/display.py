@@ -12,8 +12,9 @@ import html
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, TextIO
 
 __all__ = ["Meter", "Snapshot", "database_html", "progress_line", "progress_html",
            "sync_html", "watch"]

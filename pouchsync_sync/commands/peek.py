@@ -12,7 +12,8 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import Conflict, NotFound

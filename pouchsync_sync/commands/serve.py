@@ -13,8 +13,9 @@ import ipaddress
 import logging
 import socket
 import threading
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any, Callable
 
 from ..datadir import CouchDir, DataDir, check_name
 from ..errors import BadRequest, Denied

@@ -15,7 +15,8 @@ bits, which keep their digits both ways).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from .. import jsoncodec
 from ..errors import ProtocolError

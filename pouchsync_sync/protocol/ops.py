@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from ..errors import BadRequest, ProtocolError
 

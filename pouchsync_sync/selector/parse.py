@@ -16,10 +16,18 @@ Every refusal is a :class:`BadRequest` naming the operator and what it expected.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from ..collation import (RANK_ARRAY, RANK_FALSE, RANK_NULL, RANK_NUMBER, RANK_OBJECT, RANK_STRING,
-                         RANK_TRUE)
+from ..collation import (
+    RANK_ARRAY,
+    RANK_FALSE,
+    RANK_NULL,
+    RANK_NUMBER,
+    RANK_OBJECT,
+    RANK_STRING,
+    RANK_TRUE,
+)
 from ..errors import BadRequest
 
 try:  # the regex package: a search can time out and runs without the GIL

@@ -14,7 +14,8 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Iterable
+from typing import Any, Callable
 
 from ..jsclient import JS_CLIENT_NAME, js_client_response
 from .budget import ReplyBudget
@@ -150,7 +151,7 @@ class SyncServer:
         return _end_of_websocket(ws)
 
     # -- mounting and running -----------------------------------------------------------
-    def init_app(self, app: Any, path: str = "/sync") -> "SyncServer":
+    def init_app(self, app: Any, path: str = "/sync") -> SyncServer:
         """Serve this server at ``path`` of a Flask app (a WSGI middleware in front of
         ``app.wsgi_app``; every other path goes to Flask as before)."""
         if not path.startswith("/"):
@@ -170,7 +171,7 @@ class SyncServer:
             extensions["pouchsync_sync"] = self
         return self
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> "SyncServer":
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> SyncServer:
         """Serve in a background thread (``pouchsync-server``); returns at once with
         ``url`` set. Stop with ``stop()`` or by leaving a ``with`` block."""
         with self._lock:
@@ -252,7 +253,7 @@ class SyncServer:
 
     close = stop
 
-    def __enter__(self) -> "SyncServer":
+    def __enter__(self) -> SyncServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -227,7 +227,7 @@ class FollowerRegistry:
     """The server's followers by database identity. Thread-safe."""
 
     def __init__(self, *, poll_timeout: float | None, limit: int = 500,
-                 pool: "WorkerPool | None" = None, timer: "Timer | None" = None) -> None:
+                 pool: WorkerPool | None = None, timer: Timer | None = None) -> None:
         self.poll_timeout = poll_timeout
         self.limit = limit
         #: with both, embedded databases get a ``LocalFollower`` (no thread)

@@ -110,7 +110,7 @@ class LongPoll(_Waiting):
 class Live:
     """Longpolls and subscriptions of one socket (``Session.live``)."""
 
-    def __init__(self, session: "Session") -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self.lane = session.lane
         self.timer = session.timer

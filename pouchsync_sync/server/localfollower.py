@@ -51,7 +51,7 @@ class LocalFollower(Follower):
     """Follows one embedded database on the server's pool and timer. Thread-safe."""
 
     def __init__(self, db: Database, key: str, notifier: Notifier, *, path: str | None,
-                 poll_timeout: float, limit: int, pool: "WorkerPool", timer: "Timer") -> None:
+                 poll_timeout: float, limit: int, pool: WorkerPool, timer: Timer) -> None:
         super().__init__(db, key, poll_timeout=poll_timeout, limit=limit)
         self._notifier = notifier
         self._path = path

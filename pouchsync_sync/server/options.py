@@ -86,7 +86,7 @@ class ServerOptions:
             raise ValueError(f"ping_interval must be positive or None, not {self.ping_interval!r}")
 
     @classmethod
-    def from_kwargs(cls, options: dict[str, Any]) -> "ServerOptions":
+    def from_kwargs(cls, options: dict[str, Any]) -> ServerOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:

@@ -14,7 +14,8 @@ them; pass back what you received.
 from __future__ import annotations
 
 import abc
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..errors import BadRequest
 from .texts import check_text_rows, docs_of_text_rows, texts_answer
@@ -243,7 +244,7 @@ class Database(abc.ABC):
     def close(self) -> None:
         """Release resources. Idempotent."""
 
-    def __enter__(self) -> "Database":
+    def __enter__(self) -> Database:
         return self
 
     def __exit__(self, *exc: object) -> None:

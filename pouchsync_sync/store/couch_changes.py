@@ -15,7 +15,8 @@ Sequences are passed through as received, never compared
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
 from ..selector import compile_selector
 from .couch_http import DeadlinePassed

@@ -37,7 +37,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
+from typing import Any, Callable
 
 __all__ = ["ReadAhead", "is_full_page", "page_key", "split_span"]
 

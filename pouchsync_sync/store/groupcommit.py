@@ -18,7 +18,8 @@ released, so nobody sees a result that was not committed.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, Callable, Generic, TypeVar
 
 __all__ = ["GroupCommit"]
 

@@ -23,20 +23,28 @@ from __future__ import annotations
 import functools
 import os
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 from .. import gcpause, revtree
 from ..errors import BadRequest, Conflict, NotFound, PouchSyncError, error_from_json
-from . import local_changes, local_reads, local_tables as tables, local_texts
+from . import local_changes, local_reads, local_texts
+from . import local_tables as tables
 from .base import Database
 from .groupcommit import GroupCommit
 from .incoming import Prepared, prepare_doc, prepare_replicated
 from .local_file import LocalFile, is_memory_path
-from .notify import Notifier
 from .local_writes import Writer
+from .notify import Notifier
 from .texts import check_text_rows
-from .validate import check_all_docs_args, check_changes_args, check_count, check_doc_id, is_local_id
+from .validate import (
+    check_all_docs_args,
+    check_changes_args,
+    check_count,
+    check_doc_id,
+    is_local_id,
+)
 
 __all__ = ["LocalDatabase"]
 

@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import BadRequest, PouchSyncError, ServerError
 from .notify import Notifier, notifier_for

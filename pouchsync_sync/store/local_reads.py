@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import base64
 import sqlite3
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .. import revtree
 from ..errors import BadRequest, NotFound

@@ -10,7 +10,8 @@ transaction the caller holds (``LocalFile.reading``/``writing``); none opens one
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from .. import revtree
 from ..errors import NotFound

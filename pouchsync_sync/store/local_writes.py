@@ -19,7 +19,8 @@ nothing here fails half-way but a conflict row or a refused revision.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import revtree
 from ..errors import Conflict, PayloadTooLarge, PreconditionFailed

@@ -28,8 +28,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable
 
 import requests
 
