@@ -119,7 +119,7 @@ class SyncServer:
                 serialized_environ(environ), ping_interval=opts.ping_interval,
                 max_message_size=opts.max_hello_size,
                 receive_bytes=opts.receive_bytes, thread_class=_thread_class(conn_id))
-        except Exception as exc:  # a broken handshake: nothing to serve
+        except Exception as exc:  # noqa: BLE001 - any broken handshake: answer 400, serve nothing
             log.info("connection from %s: WebSocket handshake failed: %s", peer, exc)
             return _plain(start_response, "400 Bad Request",
                           b"pouchsync_sync: bad WebSocket handshake\n")

@@ -134,7 +134,7 @@ class Follower:
             try:
                 result = self.db.changes(feed="longpoll", since=self._since,
                                          timeout=self.poll_timeout, limit=self.limit)
-            except Exception as exc:  # the database failed: back off and try again
+            except Exception as exc:  # noqa: BLE001 - the thread's top frame: back off, retry
                 if self._stop.is_set():
                     break
                 log.warning("change follower for %s failed (%s); retrying in %.1f s",

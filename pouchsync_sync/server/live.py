@@ -146,7 +146,7 @@ class Live:
             follower = self._follower_for(poll.ctx)
             generation = follower.generation
             result = execute(poll.ctx.grant, "changes", poll.kwargs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the peer gets the error
             self._answer_longpoll(poll, error=exc)
             return
         if result.get("results") or time.monotonic() >= poll.deadline:
@@ -213,7 +213,7 @@ class Live:
             follower = self._follower_for(sub.ctx)
         except ChannelGone:
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the peer gets the error, the session goes on
             self._end_subscription(sub, error_json(exc, what="subscribe"))
             return
         with sub.lock:
@@ -243,7 +243,7 @@ class Live:
                     since = sub.since
                     result = follower.shared_read(
                         follower.generation, (jsoncodec.dumps(since), sub.read_key),
-                        lambda: db.changes(since=since, limit=sub.batch, **sub.kwargs))
+                        lambda: db.changes(since=since, limit=sub.batch, **sub.kwargs))  # noqa: B023 - called before the loop goes on
                     rows = result.get("results") or []
                     if rows:
                         msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"),
@@ -254,7 +254,7 @@ class Live:
                         sub.since = result["last_seq"]
                     if len(rows) < sub.batch and not result.get("pending"):
                         break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the peer gets it
                 self._end_subscription(sub, error_json(exc, what="live changes"))
                 with sub.lock:
                     sub.scheduled = False

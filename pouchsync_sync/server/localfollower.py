@@ -102,7 +102,7 @@ class LocalFollower(Follower):
                 self._rung = False
             try:
                 result = self.db.changes(since=self._since, limit=self.limit)
-            except Exception as exc:  # the next write or look tries again
+            except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the next write or look tries again
                 log.warning("change follower for %s failed (%s)", self.db.name, exc)
                 break
             rows = result.get("results") or []

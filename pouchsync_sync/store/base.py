@@ -238,10 +238,10 @@ class Database(abc.ABC):
         """The raw bytes of one attachment. Raises ``NotFound``."""
 
     # -- lifecycle ----------------------------------------------------------------
-    def compact(self) -> None:
+    def compact(self) -> None:  # noqa: B027 - optional: the default has nothing to drop
         """Drop what is no longer needed (bodies of non-leaf revisions). Optional."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: the default holds nothing
         """Release resources. Idempotent."""
 
     def __enter__(self) -> Database:

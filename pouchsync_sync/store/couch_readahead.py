@@ -265,7 +265,7 @@ class ReadAhead:
              fetch: Fetch) -> None:
         try:
             pages = split_span(since, fetch(since, span_rows(limit)), limit)
-        except Exception as exc:  # the thread's top frame: the reader reads the page itself
+        except Exception as exc:  # noqa: BLE001 - the thread's top frame: the reader reads it itself
             span.error = exc
             pages = []
         try:

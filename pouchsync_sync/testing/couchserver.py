@@ -229,7 +229,7 @@ def launch(home: Path | None = None, *, timeout: float = 60.0, guard: bool | Non
     server = CouchServer("", proc, run_dir)
     try:
         server.url = _wait_ready(proc, port_file, port, run_dir, timeout)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - whatever stopped the start, the child is stopped
         tail = _tail(run_dir / "server.out")
         server.stop()
         raise CouchServerError(f"pouchdb-server did not start; last output:\n{tail}") from None
