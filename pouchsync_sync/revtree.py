@@ -91,8 +91,9 @@ def path_from_revisions(rev: str, revisions: Any = None) -> list[str]:
     pos, rev_hash = parse_rev(rev)
     if revisions is None:
         return [rev]
-    if revisions.__class__ is dict and len(revisions.get("ids") or ()) == 1 and revisions.get("start").__class__ is int \
-            and pos == 1 and revisions["start"] == 1 and revisions["ids"][0] == rev_hash:
+    if revisions.__class__ is dict and len(revisions.get("ids") or ()) == 1 \
+            and revisions.get("start").__class__ is int and pos == 1 \
+            and revisions["start"] == 1 and revisions["ids"][0] == rev_hash:
         return [rev]  # the common first generation, already fully checked
     if not isinstance(revisions, dict):
         raise BadRequest("_revisions must be an object with start and ids")
@@ -111,7 +112,8 @@ def path_from_revisions(rev: str, revisions: Any = None) -> list[str]:
     return [f"{start - i}-{h}" for i, h in enumerate(ids)]
 
 
-def merge(tree: Tree, path: Sequence[str], deleted: bool = False) -> tuple[dict[str, Node], list[str]]:
+def merge(tree: Tree, path: Sequence[str],
+          deleted: bool = False) -> tuple[dict[str, Node], list[str]]:
     """Merge a path (newest first) into ``tree``; return ``(new_tree, revs_added)``.
 
     ``deleted`` applies to the path's newest revision. Revisions already present keep
@@ -155,7 +157,8 @@ def leaf_growth(tree: Tree, leaf_set: set[str] | frozenset[str], path: Sequence[
     return 1
 
 
-def update_leaves(tree: Tree, leaf_set: set[str], path: Sequence[str], added: Sequence[str]) -> None:
+def update_leaves(tree: Tree, leaf_set: set[str], path: Sequence[str],
+                  added: Sequence[str]) -> None:
     """Update ``leaf_set`` (changed in place) after ``merge_into(tree, path)`` added
     ``added``: O(len(path))."""
     if not path:

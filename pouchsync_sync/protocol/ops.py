@@ -189,7 +189,8 @@ def written_ids(op: str, kwargs: Mapping[str, Any]) -> list[str | None]:
     return []
 
 
-def write_missing_answer(docs: list[Any], written: list[Any], failures: list[Any]) -> dict[str, Any]:
+def write_missing_answer(docs: list[Any], written: list[Any],
+                         failures: list[Any]) -> dict[str, Any]:
     """``write_missing``'s reply: ``{"written": [indexes into docs], "failures"}``.
 
     ``written`` holds doc objects of ``docs`` (``Database.write_missing`` answers the very

@@ -85,7 +85,8 @@ def _split_field(name: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def _terminal(path: tuple[str, ...], op: str, arg: Any, in_doc: bool, *, bare: bool = False) -> Node:
+def _terminal(path: tuple[str, ...], op: str, arg: Any, in_doc: bool, *,
+              bare: bool = False) -> Node:
     if not path:
         if in_doc:
             what = "a bare value" if bare else f"operator '{op}'"

@@ -182,7 +182,8 @@ class SyncServer:
             self._http = make_http_server(host, port, self,
                                           request_handler=self._request_handler())
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=self._http.serve_forever,
+                                        kwargs={"poll_interval": 0.2},
                                         name="pouchsync-server", daemon=True)
         self._thread.start()
         log.info("serving on %s", self.url)

@@ -41,7 +41,8 @@ def on_open(session: Session, msg: dict[str, Any]) -> None:
         refusal = {"status": 429, "error": "too_many_channels",
                    "reason": f"at most {session.options.max_channels} channels per socket"}
     if refusal is not None:
-        session.complain("connection %s: channel %d refused: %s", session.name, ch, refusal["reason"])
+        session.complain("connection %s: channel %d refused: %s", session.name, ch,
+                         refusal["reason"])
         session.outbox.put_locked(session.proto.send(m.denied(ch, refusal)))
         return
     ctx = ChannelContext(ch, msg["db"])
@@ -86,7 +87,8 @@ def on_subscribe(session: Session, msg: dict[str, Any]) -> None:
     try:
         kwargs = ops.validate_changes_args(options)
     except BadRequest as exc:  # pragma: no cover - the message schema checks these first
-        session.outbox.put_locked(session.proto.send(m.changes_error(ctx.ch, msg["sub"], exc.to_json())))
+        session.outbox.put_locked(
+            session.proto.send(m.changes_error(ctx.ch, msg["sub"], exc.to_json())))
         return
     subscriptions = sum(len(c.context.subs) for c in session.proto.channels()
                         if isinstance(c.context, ChannelContext))

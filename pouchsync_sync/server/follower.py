@@ -272,7 +272,8 @@ class FollowerRegistry:
         if notifier is not None and self.pool is not None and self.timer is not None:
             from .localfollower import LocalFollower
             path = getattr(db, "path", None)
-            memory = not isinstance(path, str) or path == ":memory:" or path.startswith("file::memory:")
+            memory = (not isinstance(path, str) or path == ":memory:"
+                      or path.startswith("file::memory:"))
             return LocalFollower(db, key, notifier, path=None if memory else os.path.realpath(path),
                                  poll_timeout=timeout, limit=self.limit, pool=self.pool,
                                  timer=self.timer)

@@ -235,7 +235,8 @@ class Live:
                 sub.dirty = False
             try:
                 while not sub.cancelled:
-                    if self.session.outbox.backlogged():  # the peer reads slowly: go on once it caught up
+                    # the peer reads slowly: go on once it caught up
+                    if self.session.outbox.backlogged():
                         with sub.lock:
                             sub.scheduled = False
                         self.session.outbox.on_drain(lambda: self._wake(sub, self._pump))
@@ -281,7 +282,8 @@ class Live:
             if sub.ctx.subs.get(sub.sub) is not sub:
                 return None
             del sub.ctx.subs[sub.sub]
-            return self.session.proto.send_if_current(m.changes_error(sub.ctx.ch, sub.sub, err), sub.ctx)
+            return self.session.proto.send_if_current(
+                m.changes_error(sub.ctx.ch, sub.sub, err), sub.ctx)
 
         self.session.enqueue(build)
         self.cancel_subscription(sub)

@@ -90,7 +90,8 @@ class ServerOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise TypeError(f"unknown server option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            raise TypeError(f"unknown server option {unknown[0]!r} "
+                            f"(known: {', '.join(sorted(known))})")
         return cls(**options)
 
     def limits(self) -> dict[str, Any]:

@@ -100,7 +100,8 @@ def texts_answer(changes: Mapping[str, Any], max_bytes: int | None) -> dict[str,
     for row in changes.get("results") or ():
         leaves = [c.get("rev") for c in row.get("changes") or ()]
         doc = row.get("doc")
-        text = text_of_doc(doc, leaves) if isinstance(doc, Mapping) and not row.get("deleted") else None
+        text = (text_of_doc(doc, leaves) if isinstance(doc, Mapping) and not row.get("deleted")
+                else None)
         if text is not None:
             size = text_length(text)
             if max_bytes is not None and total + size > max_bytes:

@@ -81,7 +81,8 @@ def file_lock(path: Path, timeout: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise CouchServerError(f"could not lock {path} within {timeout:.0f} s") from None
+                    raise CouchServerError(
+                        f"could not lock {path} within {timeout:.0f} s") from None
                 pause.wait(0.2)
         try:
             yield
