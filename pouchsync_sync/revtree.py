@@ -86,8 +86,9 @@ def parse_rev(rev: Any) -> tuple[int, str]:
     return pos, rev_hash
 
 
-def path_from_revisions(rev: str, revisions: Any = None) -> list[str]:
-    """The path ``[rev, parent, grandparent, ...]`` given by ``rev`` and ``_revisions``."""
+def path_from_revisions(rev: Any, revisions: Any = None) -> list[str]:
+    """The path ``[rev, parent, grandparent, ...]`` given by ``rev`` and ``_revisions``
+    (both unchecked JSON: ``BadRequest`` when malformed)."""
     pos, rev_hash = parse_rev(rev)
     if revisions is None:
         return [rev]

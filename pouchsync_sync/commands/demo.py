@@ -69,6 +69,7 @@ def run_demo(out: TextIO, *, timeout: float = 30.0) -> int:
         stores = {"alice": alice, "bob": bob}
         creds = {"token": TOKEN}
         try:
+            assert server.url is not None  # set by start()
             for client in clients.values():
                 client.connect(server.url)
 

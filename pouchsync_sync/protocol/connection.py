@@ -19,7 +19,7 @@ edge can tell a channel from a later one reusing its number (``send_if_current``
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import ProtocolError
 from . import messages as m
@@ -258,7 +258,7 @@ class Connection:
             self._channels[ch] = chan
 
     def _illegal(self, kind: str, ch: int, state: ChannelState, direction: str,
-                 msg: dict[str, Any]) -> None:
+                 msg: dict[str, Any]) -> NoReturn:
         if direction == SEND:
             raise ProtocolError(f"{self.role.value} cannot send {kind!r} on channel {ch} "
                                 f"in state {state.value!r}")

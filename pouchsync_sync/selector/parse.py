@@ -33,7 +33,7 @@ from ..errors import BadRequest
 try:  # the regex package: a search can time out and runs without the GIL
     import regex as _regex
 except ImportError:  # pragma: no cover - a dependency; without it $regex is refused
-    _regex = None
+    _regex = None  # type: ignore[assignment]
 
 __all__ = ["MAX_REGEX_LENGTH", "Node", "SUB_SELECTORS", "TYPE_RANKS", "is_int", "normalize", "show"]
 

@@ -26,7 +26,7 @@ from .localquota import LocalQuota
 from .options import ServerOptions
 from .pool import WorkerPool
 from .session import Session
-from .timer import Timer
+from .timer import Timer, TimerEntry
 from .transport import WebSocketServer, serialized_environ
 
 __all__ = ["SyncServer", "create_server"]
@@ -82,7 +82,7 @@ class SyncServer:
         self.budget = ReplyBudget(self.options.reply_memory)
         self.local_quota = LocalQuota(self.options.max_local_doc_size, self.options.max_local_docs)
         self.complaints = RateLimit()  # INFO lines about clients' mistakes, server-wide
-        self._watchdog = None
+        self._watchdog: TimerEntry | None = None
         #: connections of ``start``/``serve_forever``'s server, closed and joined at stop
         self._connections = OpenConnections()
         self._stopping = threading.Event()

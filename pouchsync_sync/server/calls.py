@@ -28,6 +28,14 @@ __all__ = ["HANDLERS", "reply"]
 log = logging.getLogger(__name__)
 
 
+def _context(session: Session, ch: int) -> ChannelContext:
+    """The context of channel ``ch``, which the state machine has just let a message through on."""
+    chan = session.proto.channel(ch)
+    assert chan is not None, "the state machine accepts messages only on known channels"
+    ctx: ChannelContext = chan.context
+    return ctx
+
+
 def on_open(session: Session, msg: dict[str, Any]) -> None:
     ch = msg["ch"]
     chan = session.proto.channel(ch)
@@ -60,7 +68,7 @@ def on_close(session: Session, msg: dict[str, Any]) -> None:
 
 
 def on_call(session: Session, msg: dict[str, Any]) -> None:
-    ctx = session.proto.channel(msg["ch"]).context
+    ctx = _context(session, msg["ch"])
     ch, call_id, op = msg["ch"], msg["id"], msg["op"]
     try:
         kwargs = bounded(op, ops.validate_call(op, msg["args"]), session.options.max_rows)
@@ -82,7 +90,7 @@ def on_call(session: Session, msg: dict[str, Any]) -> None:
 
 
 def on_subscribe(session: Session, msg: dict[str, Any]) -> None:
-    ctx = session.proto.channel(msg["ch"]).context
+    ctx = _context(session, msg["ch"])
     options = {k: msg[k] for k in ("style", "include_docs", "conflicts", "doc_ids", "selector")}
     try:
         kwargs = ops.validate_changes_args(options)
@@ -104,7 +112,7 @@ def on_subscribe(session: Session, msg: dict[str, Any]) -> None:
 
 
 def on_unsubscribe(session: Session, msg: dict[str, Any]) -> None:
-    ctx = session.proto.channel(msg["ch"]).context
+    ctx = _context(session, msg["ch"])
     sub = ctx.subs.pop(msg["sub"], None)
     if sub is not None:
         session.live.cancel_subscription(sub)
@@ -157,8 +165,8 @@ def open_task(session: Session, ctx: ChannelContext, credentials: Any) -> None:
 def call_task(session: Session, ctx: ChannelContext, call_id: int, op: str,
               kwargs: dict[str, Any]) -> None:
     try:
-        session.local_quota.check(ctx.grant, op, kwargs)
-        result = execute(ctx.grant, op, kwargs)
+        session.local_quota.check(ctx.granted, op, kwargs)
+        result = execute(ctx.granted, op, kwargs)
     except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the error is the answer
         reply(session, ctx, call_id, op, error=exc)
     else:

@@ -272,9 +272,11 @@ class FollowerRegistry:
         if notifier is not None and self.pool is not None and self.timer is not None:
             from .localfollower import LocalFollower
             path = getattr(db, "path", None)
-            memory = (not isinstance(path, str) or path == ":memory:"
-                      or path.startswith("file::memory:"))
-            return LocalFollower(db, key, notifier, path=None if memory else os.path.realpath(path),
+            if not isinstance(path, str) or path == ":memory:" \
+                    or path.startswith("file::memory:"):
+                path = None  # in memory: no file to share
+            return LocalFollower(db, key, notifier,
+                                 path=os.path.realpath(path) if path is not None else None,
                                  poll_timeout=timeout, limit=self.limit, pool=self.pool,
                                  timer=self.timer)
         return Follower(db, key, poll_timeout=timeout, limit=self.limit)

@@ -55,6 +55,12 @@ class ChannelContext:
         self.subs: dict[int, Subscription] = {}
         self.longpolls: set[LongPoll] = set()
 
+    @property
+    def granted(self) -> Grant:
+        """``grant``, set before the channel opens (tasks only run for open channels)."""
+        assert self.grant is not None, "a task for a channel that was never granted"
+        return self.grant
+
 
 class _Waiting:
     """What a waiting longpoll or subscription holds: a follower listener (and a
@@ -145,7 +151,7 @@ class Live:
         try:
             follower = self._follower_for(poll.ctx)
             generation = follower.generation
-            result = execute(poll.ctx.grant, "changes", poll.kwargs)
+            result = execute(poll.ctx.granted, "changes", poll.kwargs)
         except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the peer gets the error
             self._answer_longpoll(poll, error=exc)
             return
@@ -196,7 +202,7 @@ class Live:
                 raise ChannelGone
             if ctx.follower is not None:
                 return ctx.follower
-        follower = self.followers.acquire(ctx.grant.db)
+        follower = self.followers.acquire(ctx.granted.db)
         with ctx.flock:
             if not ctx.closed and ctx.follower is None:
                 ctx.follower = follower
@@ -224,7 +230,7 @@ class Live:
         self._wake(sub, self._pump)
 
     def _pump(self, sub: Subscription) -> None:
-        db = sub.ctx.grant.db
+        db = sub.ctx.granted.db
         follower = sub.follower
         assert follower is not None
         while True:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from typing import Any
+from typing import Any, cast
 
 import simple_websocket
 from wsproto.extensions import PerMessageDeflate
@@ -101,4 +101,4 @@ class WebSocketServer(simple_websocket.Server):
         for extension in getattr(proto, "extensions", ()):
             if isinstance(extension, PerMessageDeflate):
                 extension.__class__ = _BoundedDeflate
-                extension.owner = self
+                cast(_BoundedDeflate, extension).owner = self

@@ -40,7 +40,7 @@ __all__ = [
 TextRow = Sequence[Any]
 
 
-class CheckedTexts(tuple):  # type: ignore[type-arg]
+class CheckedTexts(tuple):
     """Text rows ``check_text_rows`` has checked: immutable ``(id, rev, text)`` tuples
     a store writes without checking them again (``Database.check_texts``). A slice
     stays checked."""

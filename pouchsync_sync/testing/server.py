@@ -150,6 +150,7 @@ class RunningServer:
             server = self._listen()
             with self._lock:
                 self._server = server
+                assert server.url is not None  # set by start()
                 self._port = int(server.url.rstrip("/").rsplit(":", 1)[1])
         return self
 
