@@ -24,11 +24,20 @@ import argparse
 import logging
 import sys
 import traceback
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from .commands import UsageError
-from .errors import (CouchError, Denied, ListenError, NotASyncServer, PouchSyncError,
-                     TLSError, TransportError, UnsupportedProtocol)
+from .errors import (
+    CouchError,
+    Denied,
+    ListenError,
+    NotASyncServer,
+    PouchSyncError,
+    TLSError,
+    TransportError,
+    UnsupportedProtocol,
+)
 
 __all__ = ["main", "build_parser", "describe", "UsageError", "EXIT_OK", "EXIT_ERROR",
            "EXIT_USAGE", "EXIT_DENIED", "EXIT_UNREACHABLE", "EXIT_WRONG_SERVER",

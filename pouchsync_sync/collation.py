@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import unicodedata
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["RANK_ARRAY", "RANK_FALSE", "RANK_NULL", "RANK_NUMBER", "RANK_OBJECT", "RANK_OTHER",
            "RANK_STRING", "RANK_TRUE", "collate", "equal", "raw_collate", "raw_equal",
@@ -24,7 +25,8 @@ __all__ = ["RANK_ARRAY", "RANK_FALSE", "RANK_NULL", "RANK_NUMBER", "RANK_OBJECT"
 
 
 #: the order of JSON types in collation (``RANK_OTHER``: not a JSON value)
-RANK_NULL, RANK_FALSE, RANK_TRUE, RANK_NUMBER, RANK_STRING, RANK_ARRAY, RANK_OBJECT, RANK_OTHER = range(8)
+(RANK_NULL, RANK_FALSE, RANK_TRUE, RANK_NUMBER, RANK_STRING, RANK_ARRAY, RANK_OBJECT,
+ RANK_OTHER) = range(8)
 _RANK_BY_TYPE: dict[type, int] = {
     type(None): RANK_NULL, int: RANK_NUMBER, float: RANK_NUMBER, str: RANK_STRING,
     list: RANK_ARRAY, tuple: RANK_ARRAY, dict: RANK_OBJECT,
@@ -249,8 +251,8 @@ def raw_collate(a: Any, b: Any) -> int:
     return collate(a, b)  # numbers and the rest
 
 
-_RAW_RANK = {RANK_NUMBER: 0, RANK_FALSE: 1, RANK_NULL: 2, RANK_TRUE: 3, RANK_OBJECT: 4, RANK_ARRAY: 5,
-             RANK_STRING: 6, RANK_OTHER: 7}
+_RAW_RANK = {RANK_NUMBER: 0, RANK_FALSE: 1, RANK_NULL: 2, RANK_TRUE: 3, RANK_OBJECT: 4,
+             RANK_ARRAY: 5, RANK_STRING: 6, RANK_OTHER: 7}
 
 
 def equal(a: Any, b: Any) -> bool:

@@ -12,7 +12,8 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import Conflict, NotFound
@@ -39,7 +40,7 @@ def open_db(spec: str, *, create: bool) -> Iterator[Database]:
             raise UsageError("a CouchDB URL must end with the database name")
         server = CouchDB(parts._replace(path=server_path, query="", fragment="").geturl())
         try:
-            db = server.database(name, create=create)
+            db: Database = server.database(name, create=create)
             if not create:
                 db.info()  # NotFound when it does not exist
             yield db

@@ -74,10 +74,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("local_db", metavar="LOCAL_DB", help="local store file (created if missing)")
     p.add_argument("url", metavar="WS_URL", help="server URL, e.g. ws://127.0.0.1:3000/")
     p.add_argument("--remote", metavar="NAME",
-                   help="database name on the server (default: LOCAL_DB's file name without .sqlite)")
+                   help="database name on the server "
+                        "(default: LOCAL_DB's file name without .sqlite)")
     creds = p.add_mutually_exclusive_group()
     creds.add_argument("--token", metavar="T", help='send credentials {"token": T}')
-    creds.add_argument("--credentials", metavar="JSON", help="send these credentials (a JSON value)")
+    creds.add_argument("--credentials", metavar="JSON",
+                       help="send these credentials (a JSON value)")
     p.add_argument("--live", action="store_true", help="keep syncing until Ctrl-C")
     way = p.add_mutually_exclusive_group()
     way.add_argument("--push", action="store_true", help="only send local changes")

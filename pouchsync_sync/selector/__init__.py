@@ -49,7 +49,8 @@ strings by code point (CouchDB's raw order), not by collation.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..collation import collate
 from .compile import REGEX_TIMEOUT, Matcher, compile_node

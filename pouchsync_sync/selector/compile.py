@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from ..collation import collate, equal, raw_collate, raw_equal, string_key, type_rank
 from ..errors import BadRequest

@@ -16,16 +16,24 @@ Every refusal is a :class:`BadRequest` naming the operator and what it expected.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from ..collation import (RANK_ARRAY, RANK_FALSE, RANK_NULL, RANK_NUMBER, RANK_OBJECT, RANK_STRING,
-                         RANK_TRUE)
+from ..collation import (
+    RANK_ARRAY,
+    RANK_FALSE,
+    RANK_NULL,
+    RANK_NUMBER,
+    RANK_OBJECT,
+    RANK_STRING,
+    RANK_TRUE,
+)
 from ..errors import BadRequest
 
 try:  # the regex package: a search can time out and runs without the GIL
     import regex as _regex
 except ImportError:  # pragma: no cover - a dependency; without it $regex is refused
-    _regex = None
+    _regex = None  # type: ignore[assignment]
 
 __all__ = ["MAX_REGEX_LENGTH", "Node", "SUB_SELECTORS", "TYPE_RANKS", "is_int", "normalize", "show"]
 
@@ -77,7 +85,8 @@ def _split_field(name: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def _terminal(path: tuple[str, ...], op: str, arg: Any, in_doc: bool, *, bare: bool = False) -> Node:
+def _terminal(path: tuple[str, ...], op: str, arg: Any, in_doc: bool, *,
+              bare: bool = False) -> Node:
     if not path:
         if in_doc:
             what = "a bare value" if bare else f"operator '{op}'"

@@ -14,7 +14,8 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Iterable
+from typing import Any, Callable
 
 from ..jsclient import JS_CLIENT_NAME, js_client_response
 from .budget import ReplyBudget
@@ -25,7 +26,7 @@ from .localquota import LocalQuota
 from .options import ServerOptions
 from .pool import WorkerPool
 from .session import Session
-from .timer import Timer
+from .timer import Timer, TimerEntry
 from .transport import WebSocketServer, serialized_environ
 
 __all__ = ["SyncServer", "create_server"]
@@ -81,7 +82,7 @@ class SyncServer:
         self.budget = ReplyBudget(self.options.reply_memory)
         self.local_quota = LocalQuota(self.options.max_local_doc_size, self.options.max_local_docs)
         self.complaints = RateLimit()  # INFO lines about clients' mistakes, server-wide
-        self._watchdog = None
+        self._watchdog: TimerEntry | None = None
         #: connections of ``start``/``serve_forever``'s server, closed and joined at stop
         self._connections = OpenConnections()
         self._stopping = threading.Event()
@@ -118,7 +119,7 @@ class SyncServer:
                 serialized_environ(environ), ping_interval=opts.ping_interval,
                 max_message_size=opts.max_hello_size,
                 receive_bytes=opts.receive_bytes, thread_class=_thread_class(conn_id))
-        except Exception as exc:  # a broken handshake: nothing to serve
+        except Exception as exc:  # noqa: BLE001 - any broken handshake: answer 400, serve nothing
             log.info("connection from %s: WebSocket handshake failed: %s", peer, exc)
             return _plain(start_response, "400 Bad Request",
                           b"pouchsync_sync: bad WebSocket handshake\n")
@@ -150,7 +151,7 @@ class SyncServer:
         return _end_of_websocket(ws)
 
     # -- mounting and running -----------------------------------------------------------
-    def init_app(self, app: Any, path: str = "/sync") -> "SyncServer":
+    def init_app(self, app: Any, path: str = "/sync") -> SyncServer:
         """Serve this server at ``path`` of a Flask app (a WSGI middleware in front of
         ``app.wsgi_app``; every other path goes to Flask as before)."""
         if not path.startswith("/"):
@@ -170,7 +171,7 @@ class SyncServer:
             extensions["pouchsync_sync"] = self
         return self
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> "SyncServer":
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> SyncServer:
         """Serve in a background thread (``pouchsync-server``); returns at once with
         ``url`` set. Stop with ``stop()`` or by leaving a ``with`` block."""
         with self._lock:
@@ -181,7 +182,8 @@ class SyncServer:
             self._http = make_http_server(host, port, self,
                                           request_handler=self._request_handler())
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=self._http.serve_forever,
+                                        kwargs={"poll_interval": 0.2},
                                         name="pouchsync-server", daemon=True)
         self._thread.start()
         log.info("serving on %s", self.url)
@@ -252,7 +254,7 @@ class SyncServer:
 
     close = stop
 
-    def __enter__(self) -> "SyncServer":
+    def __enter__(self) -> SyncServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -28,7 +28,15 @@ __all__ = ["HANDLERS", "reply"]
 log = logging.getLogger(__name__)
 
 
-def on_open(session: "Session", msg: dict[str, Any]) -> None:
+def _context(session: Session, ch: int) -> ChannelContext:
+    """The context of channel ``ch``, which the state machine has just let a message through on."""
+    chan = session.proto.channel(ch)
+    assert chan is not None, "the state machine accepts messages only on known channels"
+    ctx: ChannelContext = chan.context
+    return ctx
+
+
+def on_open(session: Session, msg: dict[str, Any]) -> None:
     ch = msg["ch"]
     chan = session.proto.channel(ch)
     assert chan is not None
@@ -41,7 +49,8 @@ def on_open(session: "Session", msg: dict[str, Any]) -> None:
         refusal = {"status": 429, "error": "too_many_channels",
                    "reason": f"at most {session.options.max_channels} channels per socket"}
     if refusal is not None:
-        session.complain("connection %s: channel %d refused: %s", session.name, ch, refusal["reason"])
+        session.complain("connection %s: channel %d refused: %s", session.name, ch,
+                         refusal["reason"])
         session.outbox.put_locked(session.proto.send(m.denied(ch, refusal)))
         return
     ctx = ChannelContext(ch, msg["db"])
@@ -49,7 +58,7 @@ def on_open(session: "Session", msg: dict[str, Any]) -> None:
     session.lane.submit(open_task, session, ctx, msg["credentials"])
 
 
-def on_close(session: "Session", msg: dict[str, Any]) -> None:
+def on_close(session: Session, msg: dict[str, Any]) -> None:
     chan = session.proto.channel(msg["ch"])
     ctx = chan.context if chan is not None else None
     session.outbox.put_locked(session.proto.send(m.closed(msg["ch"])))
@@ -58,8 +67,8 @@ def on_close(session: "Session", msg: dict[str, Any]) -> None:
         log.debug("connection %s: channel %d (%s) closed", session.name, ctx.ch, ctx.db_name)
 
 
-def on_call(session: "Session", msg: dict[str, Any]) -> None:
-    ctx = session.proto.channel(msg["ch"]).context
+def on_call(session: Session, msg: dict[str, Any]) -> None:
+    ctx = _context(session, msg["ch"])
     ch, call_id, op = msg["ch"], msg["id"], msg["op"]
     try:
         kwargs = bounded(op, ops.validate_call(op, msg["args"]), session.options.max_rows)
@@ -80,13 +89,14 @@ def on_call(session: "Session", msg: dict[str, Any]) -> None:
         session.calls_in_flight -= 1
 
 
-def on_subscribe(session: "Session", msg: dict[str, Any]) -> None:
-    ctx = session.proto.channel(msg["ch"]).context
+def on_subscribe(session: Session, msg: dict[str, Any]) -> None:
+    ctx = _context(session, msg["ch"])
     options = {k: msg[k] for k in ("style", "include_docs", "conflicts", "doc_ids", "selector")}
     try:
         kwargs = ops.validate_changes_args(options)
     except BadRequest as exc:  # pragma: no cover - the message schema checks these first
-        session.outbox.put_locked(session.proto.send(m.changes_error(ctx.ch, msg["sub"], exc.to_json())))
+        session.outbox.put_locked(
+            session.proto.send(m.changes_error(ctx.ch, msg["sub"], exc.to_json())))
         return
     subscriptions = sum(len(c.context.subs) for c in session.proto.channels()
                         if isinstance(c.context, ChannelContext))
@@ -101,14 +111,14 @@ def on_subscribe(session: "Session", msg: dict[str, Any]) -> None:
     session.lane.submit(session.live.start_subscription, sub)
 
 
-def on_unsubscribe(session: "Session", msg: dict[str, Any]) -> None:
-    ctx = session.proto.channel(msg["ch"]).context
+def on_unsubscribe(session: Session, msg: dict[str, Any]) -> None:
+    ctx = _context(session, msg["ch"])
     sub = ctx.subs.pop(msg["sub"], None)
     if sub is not None:
         session.live.cancel_subscription(sub)
 
 
-HANDLERS: dict[str, Callable[["Session", dict[str, Any]], None]] = {
+HANDLERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
     "open": on_open,
     "close": on_close,
     "call": on_call,
@@ -118,7 +128,7 @@ HANDLERS: dict[str, Callable[["Session", dict[str, Any]], None]] = {
 
 
 # -- tasks (on the session's lane) -------------------------------------------------------
-def open_task(session: "Session", ctx: ChannelContext, credentials: Any) -> None:
+def open_task(session: Session, ctx: ChannelContext, credentials: Any) -> None:
     grant: Grant | None = None
     err: dict[str, Any] | None = None
     try:
@@ -152,18 +162,18 @@ def open_task(session: "Session", ctx: ChannelContext, credentials: Any) -> None
     session.enqueue(answer)
 
 
-def call_task(session: "Session", ctx: ChannelContext, call_id: int, op: str,
+def call_task(session: Session, ctx: ChannelContext, call_id: int, op: str,
               kwargs: dict[str, Any]) -> None:
     try:
-        session.local_quota.check(ctx.grant, op, kwargs)
-        result = execute(ctx.grant, op, kwargs)
-    except Exception as exc:
+        session.local_quota.check(ctx.granted, op, kwargs)
+        result = execute(ctx.granted, op, kwargs)
+    except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the error is the answer
         reply(session, ctx, call_id, op, error=exc)
     else:
         reply(session, ctx, call_id, op, result=result)
 
 
-def reply(session: "Session", ctx: ChannelContext, call_id: int, op: str, *,
+def reply(session: Session, ctx: ChannelContext, call_id: int, op: str, *,
           result: Any = None, error: BaseException | None = None) -> None:
     """Answer call ``call_id`` with ``result`` (or ``error``; ``ChannelGone``: no answer),
     refused as ``too_large`` past ``max_reply_size``, queued in the call's order."""
@@ -184,7 +194,7 @@ def reply(session: "Session", ctx: ChannelContext, call_id: int, op: str, *,
     session.enqueue(lambda: session.proto.send_if_current(msg, ctx, text), held, reply=True)
 
 
-def too_large(session: "Session", ctx: ChannelContext, call_id: int, op: str,
+def too_large(session: Session, ctx: ChannelContext, call_id: int, op: str,
               size: int) -> dict[str, Any]:
     session.complain("connection %s: %s reply of %d bytes over max_reply_size (%d): refused",
                      session.name, op, size, session.max_reply_size)

@@ -134,7 +134,7 @@ class Follower:
             try:
                 result = self.db.changes(feed="longpoll", since=self._since,
                                          timeout=self.poll_timeout, limit=self.limit)
-            except Exception as exc:  # the database failed: back off and try again
+            except Exception as exc:  # noqa: BLE001 - the thread's top frame: back off, retry
                 if self._stop.is_set():
                     break
                 log.warning("change follower for %s failed (%s); retrying in %.1f s",
@@ -227,7 +227,7 @@ class FollowerRegistry:
     """The server's followers by database identity. Thread-safe."""
 
     def __init__(self, *, poll_timeout: float | None, limit: int = 500,
-                 pool: "WorkerPool | None" = None, timer: "Timer | None" = None) -> None:
+                 pool: WorkerPool | None = None, timer: Timer | None = None) -> None:
         self.poll_timeout = poll_timeout
         self.limit = limit
         #: with both, embedded databases get a ``LocalFollower`` (no thread)
@@ -272,8 +272,11 @@ class FollowerRegistry:
         if notifier is not None and self.pool is not None and self.timer is not None:
             from .localfollower import LocalFollower
             path = getattr(db, "path", None)
-            memory = not isinstance(path, str) or path == ":memory:" or path.startswith("file::memory:")
-            return LocalFollower(db, key, notifier, path=None if memory else os.path.realpath(path),
+            if not isinstance(path, str) or path == ":memory:" \
+                    or path.startswith("file::memory:"):
+                path = None  # in memory: no file to share
+            return LocalFollower(db, key, notifier,
+                                 path=os.path.realpath(path) if path is not None else None,
                                  poll_timeout=timeout, limit=self.limit, pool=self.pool,
                                  timer=self.timer)
         return Follower(db, key, poll_timeout=timeout, limit=self.limit)

@@ -55,6 +55,12 @@ class ChannelContext:
         self.subs: dict[int, Subscription] = {}
         self.longpolls: set[LongPoll] = set()
 
+    @property
+    def granted(self) -> Grant:
+        """``grant``, set before the channel opens (tasks only run for open channels)."""
+        assert self.grant is not None, "a task for a channel that was never granted"
+        return self.grant
+
 
 class _Waiting:
     """What a waiting longpoll or subscription holds: a follower listener (and a
@@ -110,7 +116,7 @@ class LongPoll(_Waiting):
 class Live:
     """Longpolls and subscriptions of one socket (``Session.live``)."""
 
-    def __init__(self, session: "Session") -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self.lane = session.lane
         self.timer = session.timer
@@ -145,8 +151,8 @@ class Live:
         try:
             follower = self._follower_for(poll.ctx)
             generation = follower.generation
-            result = execute(poll.ctx.grant, "changes", poll.kwargs)
-        except Exception as exc:
+            result = execute(poll.ctx.granted, "changes", poll.kwargs)
+        except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the peer gets the error
             self._answer_longpoll(poll, error=exc)
             return
         if result.get("results") or time.monotonic() >= poll.deadline:
@@ -196,7 +202,7 @@ class Live:
                 raise ChannelGone
             if ctx.follower is not None:
                 return ctx.follower
-        follower = self.followers.acquire(ctx.grant.db)
+        follower = self.followers.acquire(ctx.granted.db)
         with ctx.flock:
             if not ctx.closed and ctx.follower is None:
                 ctx.follower = follower
@@ -213,7 +219,7 @@ class Live:
             follower = self._follower_for(sub.ctx)
         except ChannelGone:
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the peer gets the error, the session goes on
             self._end_subscription(sub, error_json(exc, what="subscribe"))
             return
         with sub.lock:
@@ -224,7 +230,7 @@ class Live:
         self._wake(sub, self._pump)
 
     def _pump(self, sub: Subscription) -> None:
-        db = sub.ctx.grant.db
+        db = sub.ctx.granted.db
         follower = sub.follower
         assert follower is not None
         while True:
@@ -235,7 +241,8 @@ class Live:
                 sub.dirty = False
             try:
                 while not sub.cancelled:
-                    if self.session.outbox.backlogged():  # the peer reads slowly: go on once it caught up
+                    # the peer reads slowly: go on once it caught up
+                    if self.session.outbox.backlogged():
                         with sub.lock:
                             sub.scheduled = False
                         self.session.outbox.on_drain(lambda: self._wake(sub, self._pump))
@@ -243,7 +250,7 @@ class Live:
                     since = sub.since
                     result = follower.shared_read(
                         follower.generation, (jsoncodec.dumps(since), sub.read_key),
-                        lambda: db.changes(since=since, limit=sub.batch, **sub.kwargs))
+                        lambda: db.changes(since=since, limit=sub.batch, **sub.kwargs))  # noqa: B023 - called before the loop goes on
                     rows = result.get("results") or []
                     if rows:
                         msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"),
@@ -254,7 +261,7 @@ class Live:
                         sub.since = result["last_seq"]
                     if len(rows) < sub.batch and not result.get("pending"):
                         break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the peer gets it
                 self._end_subscription(sub, error_json(exc, what="live changes"))
                 with sub.lock:
                     sub.scheduled = False
@@ -281,7 +288,8 @@ class Live:
             if sub.ctx.subs.get(sub.sub) is not sub:
                 return None
             del sub.ctx.subs[sub.sub]
-            return self.session.proto.send_if_current(m.changes_error(sub.ctx.ch, sub.sub, err), sub.ctx)
+            return self.session.proto.send_if_current(
+                m.changes_error(sub.ctx.ch, sub.sub, err), sub.ctx)
 
         self.session.enqueue(build)
         self.cancel_subscription(sub)

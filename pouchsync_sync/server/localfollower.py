@@ -51,7 +51,7 @@ class LocalFollower(Follower):
     """Follows one embedded database on the server's pool and timer. Thread-safe."""
 
     def __init__(self, db: Database, key: str, notifier: Notifier, *, path: str | None,
-                 poll_timeout: float, limit: int, pool: "WorkerPool", timer: "Timer") -> None:
+                 poll_timeout: float, limit: int, pool: WorkerPool, timer: Timer) -> None:
         super().__init__(db, key, poll_timeout=poll_timeout, limit=limit)
         self._notifier = notifier
         self._path = path
@@ -102,7 +102,7 @@ class LocalFollower(Follower):
                 self._rung = False
             try:
                 result = self.db.changes(since=self._since, limit=self.limit)
-            except Exception as exc:  # the next write or look tries again
+            except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the next write or look tries again
                 log.warning("change follower for %s failed (%s)", self.db.name, exc)
                 break
             rows = result.get("results") or []

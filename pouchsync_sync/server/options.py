@@ -86,11 +86,12 @@ class ServerOptions:
             raise ValueError(f"ping_interval must be positive or None, not {self.ping_interval!r}")
 
     @classmethod
-    def from_kwargs(cls, options: dict[str, Any]) -> "ServerOptions":
+    def from_kwargs(cls, options: dict[str, Any]) -> ServerOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise TypeError(f"unknown server option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            raise TypeError(f"unknown server option {unknown[0]!r} "
+                            f"(known: {', '.join(sorted(known))})")
         return cls(**options)
 
     def limits(self) -> dict[str, Any]:

@@ -20,6 +20,9 @@ __all__ = ["WorkerPool", "Lane"]
 
 log = logging.getLogger(__name__)
 
+#: a queued call: the function and its arguments
+_Task = tuple[Callable[..., Any], tuple[Any, ...]]
+
 #: a thread idle this long ends (a new one starts when work comes); close() wakes all
 IDLE_EXIT = 2.0
 
@@ -33,7 +36,7 @@ class WorkerPool:
         self.size = size
         self.name = name
         self._cond = threading.Condition()
-        self._tasks: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
+        self._tasks: collections.deque[_Task] = collections.deque()
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
@@ -110,7 +113,7 @@ class Lane:
         self.limit = limit
         self.name = name
         self._cond = threading.Condition()
-        self._tasks: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
+        self._tasks: collections.deque[_Task] = collections.deque()
         self._running = 0
         self._closed = False
 

@@ -7,8 +7,8 @@ frame goes through the sans-IO ``protocol.Connection`` under the session's lock
 (``calls.py`` handles it and starts tasks); everything slow (``on_request``, database
 calls, live pushes) runs on the server's process-wide ``WorkerPool``, through this
 socket's ``Lane`` (at most ``workers`` tasks at once). A task's answer is checked and
-queued in its ``Outbox`` under the lock (``enqueue``), so protocol state and frame order always agree:
-nothing about a channel is sent after its ``closed``, and a late reply never reaches a
+queued in its ``Outbox`` under the lock (``enqueue``), so protocol state and frame order
+always agree: nothing about a channel is sent after its ``closed``, and a late reply never reaches a
 channel that reuses the number. The handler thread sends what is queued; no thread
 other than the handler ever writes a frame, and nobody holds the lock while sending.
 
@@ -58,7 +58,8 @@ _EVICT_SEND = 0.5        # longest an evicted socket's close frame may take to s
 def _redacted(msg: dict[str, Any], data: Any) -> Any:
     """What to log of an incoming frame: never the credentials of an ``open``."""
     if msg.get("type") == "open":
-        return m.encode({**msg, "credentials": "<redacted>" if msg.get("credentials") is not None else None})
+        redacted = "<redacted>" if msg.get("credentials") is not None else None
+        return m.encode({**msg, "credentials": redacted})
     return data
 
 
@@ -86,7 +87,8 @@ class Session:
         self.agent = agent
         self.timer = timer
         self.budget = budget or ReplyBudget(options.reply_memory)
-        self.local_quota = local_quota or LocalQuota(options.max_local_doc_size, options.max_local_docs)
+        self.local_quota = local_quota or LocalQuota(options.max_local_doc_size,
+                                                     options.max_local_docs)
         #: the server-wide rate of INFO lines about clients' mistakes (any client can cause them)
         self.complaints = complaints or RateLimit()
         self.max_reply_size = options.max_reply_size or options.max_message_size
@@ -130,7 +132,8 @@ class Session:
                 return ws.input_buffer.pop(0)
             if not ws.connected:
                 raise _Gone
-            wait = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
+            wait = (_WAIT_SLICE if deadline is None
+                    else min(_WAIT_SLICE, deadline - time.monotonic()))
             if wait <= 0:
                 return None
             ws.event.wait(wait)

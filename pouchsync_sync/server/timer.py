@@ -32,7 +32,7 @@ class TimerEntry:
     __slots__ = ("when", "fn", "interval", "cancelled", "_timer")
 
     def __init__(self, when: float, fn: Callable[[], Any], interval: float | None,
-                 timer: "Timer | None" = None) -> None:
+                 timer: Timer | None = None) -> None:
         self.when = when
         self.fn = fn
         self.interval = interval

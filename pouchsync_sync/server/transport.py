@@ -4,7 +4,8 @@ simple-websocket writes frames with a single ``socket.send`` from two threads: o
 (data frames, under the session's lock) and its own reader thread (pongs, pings and
 close replies). A blocking ``send`` that waits for buffer space can let the other
 thread's bytes in between, and a socket with a timeout sends a frame only in part and
-drops the rest silently (research/limits.md §7, §8). ``SerializedSocket`` gives
+drops the rest silently (simple-websocket 1.1 ``Base.send``; docs/protocol.md §8).
+``SerializedSocket`` gives
 simple-websocket one lock around ``sendall`` instead, so a frame always goes out whole
 and alone; everything else is the real socket's.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from typing import Any
+from typing import Any, cast
 
 import simple_websocket
 from wsproto.extensions import PerMessageDeflate
@@ -100,4 +101,4 @@ class WebSocketServer(simple_websocket.Server):
         for extension in getattr(proto, "extensions", ()):
             if isinstance(extension, PerMessageDeflate):
                 extension.__class__ = _BoundedDeflate
-                extension.owner = self
+                cast(_BoundedDeflate, extension).owner = self

@@ -18,7 +18,8 @@ Sequences are passed through as received, never compared
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
 from ..selector import compile_selector
 from .couch_http import DeadlinePassed
@@ -50,7 +51,7 @@ class CouchChanges:
         wait = _DEFAULT_LONGPOLL if timeout is None else float(timeout)
         if feed == "longpoll" and since == "now":
             since = self._now()
-        opts = dict(include_docs=include_docs, conflicts=conflicts, style=style,
+        opts: dict[str, Any] = dict(include_docs=include_docs, conflicts=conflicts, style=style,
                     doc_ids=doc_ids, descending=descending, attachments=attachments)
         if selector is not None:
             return self._changes_selector(selector, since, limit, feed, wait, opts)

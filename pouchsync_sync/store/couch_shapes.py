@@ -12,7 +12,8 @@ These functions map either form onto CouchDB 3's; what cannot be mapped is left 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = ["bulk_get_results", "missing_entry", "open_revs_entries", "strip_null_docs"]
 

@@ -18,7 +18,8 @@ released, so nobody sees a result that was not committed.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, Callable, Generic, TypeVar
 
 __all__ = ["GroupCommit"]
 
@@ -63,7 +64,7 @@ class GroupCommit(Generic[Item]):
                     batch, self._queue = self._queue, []
                 try:
                     results = self._write_batch([s.item for s in batch])
-                except BaseException as exc:  # rolled back: each writer gets the error
+                except BaseException as exc:  # noqa: BLE001 - rolled back: each writer re-raises it
                     for s in batch:
                         s.outcome = exc
                 else:

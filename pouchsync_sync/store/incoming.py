@@ -16,12 +16,20 @@ gives, one doc at a time, which also gives the error.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from .. import revtree
 from ..errors import BadRequest
-from .validate import (ALLOWED_SPECIAL, check_doc, decode_attachment, dump_json, exact_json_texts,
-                       is_local_id, split_body)
+from .validate import (
+    ALLOWED_SPECIAL,
+    check_doc,
+    decode_attachment,
+    dump_json,
+    exact_json_texts,
+    is_local_id,
+    split_body,
+)
 
 __all__ = ["Prepared", "prepare_doc", "prepare_replicated"]
 

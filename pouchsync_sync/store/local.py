@@ -23,20 +23,28 @@ from __future__ import annotations
 import functools
 import os
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 from .. import gcpause, revtree
 from ..errors import BadRequest, Conflict, NotFound, PouchSyncError, error_from_json
-from . import local_changes, local_reads, local_tables as tables, local_texts
+from . import local_changes, local_reads, local_texts
+from . import local_tables as tables
 from .base import Database
 from .groupcommit import GroupCommit
 from .incoming import Prepared, prepare_doc, prepare_replicated
 from .local_file import LocalFile, is_memory_path
-from .notify import Notifier
 from .local_writes import Writer
+from .notify import Notifier
 from .texts import check_text_rows
-from .validate import check_all_docs_args, check_changes_args, check_count, check_doc_id, is_local_id
+from .validate import (
+    check_all_docs_args,
+    check_changes_args,
+    check_count,
+    check_doc_id,
+    is_local_id,
+)
 
 __all__ = ["LocalDatabase"]
 
@@ -106,7 +114,8 @@ class LocalDatabase(Database):
     def info(self) -> dict[str, Any]:
         with self._file.reading() as conn:
             live, dead = conn.execute(
-                "SELECT coalesce(sum(deleted = 0), 0), coalesce(sum(deleted = 1), 0) FROM docs").fetchone()
+                "SELECT coalesce(sum(deleted = 0), 0), coalesce(sum(deleted = 1), 0) FROM docs"
+            ).fetchone()
             return {"db_name": self.name, "doc_count": live, "doc_del_count": dead,
                     "update_seq": tables.update_seq(conn), "purge_seq": 0,
                     "instance_start_time": "0", "uuid": self._file.uuid, "adapter": "sqlite"}
@@ -135,7 +144,8 @@ class LocalDatabase(Database):
             raise Conflict("Document update conflict")
         return self.put({"_id": doc_id, "_rev": rev, "_deleted": True})
 
-    def bulk_docs(self, docs: Sequence[Mapping[str, Any]], *, new_edits: bool = True) -> list[dict[str, Any]]:
+    def bulk_docs(self, docs: Sequence[Mapping[str, Any]], *,
+                  new_edits: bool = True) -> list[dict[str, Any]]:
         if not isinstance(docs, (list, tuple)):
             raise BadRequest("docs must be a list")
         if not isinstance(new_edits, bool):
@@ -193,7 +203,8 @@ class LocalDatabase(Database):
                 return tables.read_local(conn, doc_id)
         if rev is not None:
             revtree.parse_rev(rev)
-        opts = {"revs": revs, "revs_info": revs_info, "conflicts": conflicts, "attachments": attachments}
+        opts = {"revs": revs, "revs_info": revs_info, "conflicts": conflicts,
+                "attachments": attachments}
         with self._file.reading() as conn:
             return local_reads.get(conn, doc_id, rev, open_revs, latest, opts)
 
@@ -285,5 +296,7 @@ class LocalDatabase(Database):
 
 
 def _error_from_result(result: Mapping[str, Any]) -> PouchSyncError:
-    status = {"conflict": 409, "not_found": 404, "missing_stub": 412, "forbidden": 403}.get(result["error"], 400)
-    return error_from_json({"status": status, "error": result["error"], "reason": result.get("reason")})
+    status = {"conflict": 409, "not_found": 404, "missing_stub": 412,
+              "forbidden": 403}.get(result["error"], 400)
+    return error_from_json({"status": status, "error": result["error"],
+                            "reason": result.get("reason")})

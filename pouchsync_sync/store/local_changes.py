@@ -16,7 +16,8 @@ import json
 import reprlib
 import sqlite3
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from .. import gcpause, revtree
 from ..errors import BadRequest

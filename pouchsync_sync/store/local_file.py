@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import BadRequest, PouchSyncError, ServerError
 from .notify import Notifier, notifier_for
@@ -44,7 +44,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS docs_by_seq ON docs (seq);
 CREATE TABLE IF NOT EXISTS revs (
     id TEXT NOT NULL, rev TEXT NOT NULL, parent TEXT, deleted INTEGER NOT NULL, body TEXT,
     PRIMARY KEY (id, rev)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS local_docs (id TEXT PRIMARY KEY, rev INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS local_docs (
+    id TEXT PRIMARY KEY, rev INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS attachments (digest TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import base64
 import sqlite3
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .. import revtree
 from ..errors import BadRequest, NotFound
@@ -45,7 +46,8 @@ def render(conn: sqlite3.Connection, doc_id: str, rev: str, tree: Mapping[str, r
     if revs_info:
         chain = revtree.ancestry(tree, rev)
         have = {r for (r,) in conn.execute(
-            f"SELECT rev FROM revs WHERE id = ? AND body IS NOT NULL AND rev IN ({','.join('?' * len(chain))})",
+            "SELECT rev FROM revs WHERE id = ? AND body IS NOT NULL "
+            f"AND rev IN ({','.join('?' * len(chain))})",
             [doc_id, *chain])}
         doc["_revs_info"] = [{"rev": r, "status": "deleted" if tree[r].deleted and r in have
                               else "available" if r in have else "missing"} for r in chain]
@@ -75,8 +77,8 @@ def _inline(conn: sqlite3.Connection, tree: Mapping[str, revtree.Node], rev: str
     return out
 
 
-def get(conn: sqlite3.Connection, doc_id: str, rev: str | None, open_revs: Sequence[str] | str | None,
-        latest: bool, opts: dict[str, Any]) -> Any:
+def get(conn: sqlite3.Connection, doc_id: str, rev: str | None,
+        open_revs: Sequence[str] | str | None, latest: bool, opts: dict[str, Any]) -> Any:
     """``LocalDatabase.get`` of a checked, non-``_local`` id; ``opts`` go to ``render``."""
     tree = tables.load_trees(conn, [doc_id]).get(doc_id, {})
     if open_revs is not None:

@@ -10,7 +10,8 @@ transaction the caller holds (``LocalFile.reading``/``writing``); none opens one
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from .. import revtree
 from ..errors import NotFound
@@ -67,7 +68,8 @@ def stem(conn: sqlite3.Connection, doc_id: str, tree: Tree, revs_limit: int) -> 
         return tree
     gone = [(doc_id, r) for r in tree if r not in stemmed]
     conn.executemany("DELETE FROM revs WHERE id = ? AND rev = ?", gone)
-    roots = [(doc_id, r) for r, node in stemmed.items() if node.parent is None and tree[r].parent is not None]
+    roots = [(doc_id, r) for r, node in stemmed.items()
+             if node.parent is None and tree[r].parent is not None]
     conn.executemany("UPDATE revs SET parent = NULL WHERE id = ? AND rev = ?", roots)
     return stemmed
 
@@ -142,7 +144,8 @@ def attachment_data(conn: sqlite3.Connection, digest: str) -> bytes | None:
 
 
 def attachment_length(conn: sqlite3.Connection, digest: str) -> int | None:
-    row = conn.execute("SELECT length(data) FROM attachments WHERE digest = ?", (digest,)).fetchone()
+    row = conn.execute("SELECT length(data) FROM attachments WHERE digest = ?",
+                       (digest,)).fetchone()
     return None if row is None else row[0]
 
 
@@ -153,7 +156,8 @@ def store_attachment(conn: sqlite3.Connection, digest: str, data: bytes) -> None
 def compact(conn: sqlite3.Connection) -> None:
     """Drop the bodies of non-leaf revisions and attachments no revision uses."""
     conn.execute("UPDATE revs SET body = NULL WHERE body IS NOT NULL AND EXISTS "
-                 "(SELECT 1 FROM revs AS child WHERE child.id = revs.id AND child.parent = revs.rev)")
+                 "(SELECT 1 FROM revs AS child "
+                 "WHERE child.id = revs.id AND child.parent = revs.rev)")
     used: set[str] = set()
     for (body,) in conn.execute("SELECT body FROM revs WHERE body LIKE '%\"_attachments\"%'"):
         for att in (loads(body).get("_attachments") or {}).values():

@@ -10,7 +10,8 @@ replicated merge, in the same transaction.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from .. import revtree
 from ..jsoncodec import loads

@@ -19,7 +19,8 @@ nothing here fails half-way but a conflict row or a refused revision.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .. import revtree
 from ..errors import Conflict, PayloadTooLarge, PreconditionFailed
@@ -171,20 +172,22 @@ class Writer:
         if leaf_set is None:
             leaf_set = leafsets[doc_id] = set(revtree.leaves(tree)) if tree else set()
         if len(leaf_set) + revtree.leaf_growth(tree, leaf_set, path) > self.max_leaves:
-            raise PayloadTooLarge(f"document {doc_id[:100]!r} would have more than {self.max_leaves} "
-                                  f"leaf revisions (conflicts); refused (max_leaves)")
+            raise PayloadTooLarge(f"document {doc_id[:100]!r} would have more than "
+                                  f"{self.max_leaves} leaf revisions (conflicts); "
+                                  "refused (max_leaves)")
         # the batch's own copy of the tree, merged in place: O(len(path)), not O(tree)
         trees[doc_id] = tree
         added, regrew = revtree.merge_into(tree, path, bool(doc.get("_deleted", False)))
         revtree.update_leaves(tree, leaf_set, path, added)
-        rows.extend((doc_id, r, tree[r].parent, int(tree[r].deleted), body_text if r == rev else None)
-                    for r in added)
+        rows.extend((doc_id, r, tree[r].parent, int(tree[r].deleted),
+                     body_text if r == rev else None) for r in added)
         regrown.extend((tree[r].parent, doc_id, r) for r in regrew)
         return True
 
 
 def _attach(conn: sqlite3.Connection, body: dict[str, Any], atts: dict[str, tuple[bytes, str]],
-            pos: int, parent_body: Mapping[str, Any] | None, *, replicated: bool = False) -> dict[str, Any]:
+            pos: int, parent_body: Mapping[str, Any] | None, *,
+            replicated: bool = False) -> dict[str, Any]:
     """Store inline attachments once per digest and turn them into stubs."""
     given = body.get("_attachments")
     if not given:

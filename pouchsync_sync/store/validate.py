@@ -11,7 +11,8 @@ import base64
 import binascii
 import hashlib
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson as _orjson
 
