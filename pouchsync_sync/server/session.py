@@ -50,7 +50,7 @@ __all__ = ["Session", "HIGH_WATER"]
 
 log = logging.getLogger(__name__)
 
-_WAIT_SLICE = 1.0        # the handler re-checks closing at least this often
+_WAIT_SLICE = 30.0       # a safety net: closing and new frames set the event anyway
 _CLOSE_GRACE = 1.0       # time for the peer to answer our close frame
 _EVICT_SEND = 0.5        # longest an evicted socket's close frame may take to send
 

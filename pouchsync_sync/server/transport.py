@@ -92,7 +92,17 @@ class _BoundedDeflate(PerMessageDeflate):
 
 class WebSocketServer(simple_websocket.Server):
     """simple-websocket's server side with inflation bounded by ``max_message_size``
-    (which the session lowers until the hello is answered). Same threads and API."""
+    (which the session lowers until the hello is answered), whose ``event`` is set once
+    more when its reader thread ends. Same threads and API."""
+
+    def _thread(self) -> None:
+        try:
+            super()._thread()
+        finally:
+            # simple-websocket sets the event for some endings *before* it marks the
+            # socket closed (a message over max_message_size): the session, waiting on
+            # the event, must see ``connected`` false after the last wake-up
+            self.event.set()
 
     def handshake(self) -> None:
         super().handshake()  # before the reader thread starts: no frame read yet
