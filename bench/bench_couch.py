@@ -3,10 +3,10 @@
     python3 bench/bench_couch.py [--docs 10000] [--batch 500] [--runs 3] [--url URL]
 
 Measures, through ``pouchsync_sync.CouchDatabase`` (and, for comparison, plain
-``requests`` on one keep-alive session, as research/couchdb-test-server.md §4 did):
+``requests`` on one keep-alive session, the baseline the test server was chosen by):
 insert with ``bulk_docs`` batches, read back with one ``changes(include_docs=True)``,
 paged ``changes`` (``limit=batch``) and ``bulk_get`` of every doc in batches (the
-replicator's read path). Docs are ~110 bytes, the research note's shape. Without
+replicator's read path). Docs are ~110 bytes (see ``doc()``). Without
 ``--url`` (or ``COUCHDB_URL``) it starts pouchdb-server through tests/couchserver.py.
 """
 

@@ -4,6 +4,10 @@
                                  [--batch-size 500] [--extra-batch N] [--no-original]
 
 The same N docs sit in pouchdb-server 4.2.0 (in memory, 127.0.0.1, tests/couchserver.py).
+- the reference: pouchdb-server's own ``_changes?include_docs=true``, the whole feed read
+  with ``requests`` + ``orjson`` in this process (bench/bench_feed.py says what is timed),
+  paged by the rows our server asks for per request, and in one request; each run of it
+  just before a run of ours, so a slow spell of the shared machine hits both;
 - ours: our sync server process (backend CouchDatabase on that db) -> websocket -> our
   client process pulling into a fresh embedded store (one-shot pull);
 - PouchDB: pouchdb 9 + pouchdb-adapter-memory, ``PouchDB.replicate(url, memorydb)`` over
@@ -29,8 +33,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_feed import aggregate as feed_aggregate  # noqa: E402
+from bench_feed import feed_run  # noqa: E402
 from common import (BENCH, OUT, REPO, Child, cpu_seconds, fill, load, print_machine,  # noqa: E402
                     summary)
+
+from pouchsync_sync.store.couch_readahead import span_rows  # noqa: E402
 
 JS = BENCH / "js"
 
@@ -115,10 +123,10 @@ def original(count: int, runs: int) -> dict[str, Any]:
 
 
 def ours(couch_url: str, db_name: str, count: int, runs: int, batch_size: int,
-         couch_pid: int | None) -> list[dict[str, Any]]:
+         couch_pid: int | None, first_run: int = 0) -> list[dict[str, Any]]:
     from bench_sync import one_run
     out = []
-    for run in range(runs):
+    for run in range(first_run, first_run + runs):
         couch0 = cpu_seconds(couch_pid) if couch_pid else float("nan")
         res = one_run("pull", count, batch_size, run, backend="couch", couch_url=couch_url,
                       couch_db=db_name, timeout=1800.0)
@@ -151,8 +159,13 @@ def measure(sizes: list[int], runs: int, orig_runs_big: int, batch_size: int,
             db = couch.database(name, create=True)
             fill(db, 0, count, chunk=1000)
             print(f"  pouchdb-server holds {count} docs in {name}", flush=True)
-            entry: dict[str, Any] = {}
-            entry["ours"] = ours(url, name, count, runs, batch_size, couch_pid)
+            entry: dict[str, Any] = {"ours": []}
+            feed_runs = []
+            page = span_rows(batch_size)  # the rows our server asks for per request
+            for run in range(runs):  # interleaved, so a slow spell hits both
+                feed_runs.append(feed_run(f"{url}/{name}", count, page, run, couch_pid))
+                entry["ours"] += ours(url, name, count, 1, batch_size, couch_pid, first_run=run)
+            entry["feed"] = feed_aggregate(feed_runs)
             if out["install"]["pouchdb"]["ok"]:
                 entry["pouchdb"] = pouchdb_http(f"{url}/{name}", count, runs, couch_pid)
             if out["install"]["original"]["ok"]:
@@ -170,6 +183,7 @@ def measure(sizes: list[int], runs: int, orig_runs_big: int, batch_size: int,
             entry["ours_docs_per_s"] = ours_rate
             entry["ours_cpu_docs_per_s"] = summary([r["cpu_docs_per_s"] for r in entry["ours"]])
             entry["ours_total_cpu_s"] = summary([r["total_cpu_s"] for r in entry["ours"]])
+            entry["ratio_feed"] = ours_rate["median"] / entry["feed"]["docs_per_s"]["median"]
             if "pouchdb" in entry:
                 entry["pouchdb_docs_per_s"] = summary([r["docs_per_s"] for r in entry["pouchdb"]])
                 entry["pouchdb_cpu_docs_per_s"] = summary(
@@ -183,7 +197,10 @@ def measure(sizes: list[int], runs: int, orig_runs_big: int, batch_size: int,
                 entry["ratio_original"] = (ours_rate["median"]
                                            / entry["original_docs_per_s"]["median"])
                 entry["original_total_cpu_s"] = summary([r["total_cpu_s"] for r in runs_o])
-            print(f"  == {count}: ours {ours_rate['median']:,.0f} docs/s; ratio to PouchDB "
+            print(f"  == {count}: ours {ours_rate['median']:,.0f} docs/s = "
+                  f"{entry['ratio_feed']:.0%} of pouchdb-server's own _changes?include_docs=true "
+                  f"({entry['feed']['docs_per_s']['median']:,.0f} docs/s, "
+                  f"{entry['feed']['reference_mode']}); ratio to PouchDB "
                   f"{entry.get('ratio_pouchdb', float('nan')):.2f}x, to the original "
                   f"{entry.get('ratio_original', float('nan')):.1f}x", flush=True)
             out["sizes"][str(count)] = entry

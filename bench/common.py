@@ -127,6 +127,32 @@ def cpu_split(pid: int) -> tuple[float, float]:
         return float("nan"), float("nan")
 
 
+def raise_nofile() -> int:
+    """Raise this process's soft limit of open files to the hard one; the new soft limit.
+
+    Every process of the scale benchmark calls it first: one socket is one descriptor."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # keep the soft limit: the benchmark reports it where it binds
+    return soft
+
+
+def map_count(pid: int) -> int:
+    """Memory mappings of a process (each thread's stack and guard page are two; the
+    kernel refuses a new one past vm.max_map_count)."""
+    try:
+        with open(f"/proc/{pid}/maps", "rb") as fh:
+            return sum(1 for _ in fh)
+    except OSError:
+        return -1
+
+
 def own_usage() -> dict[str, Any]:
     """This process: peak RSS (MB), threads, CPU seconds."""
     st = proc_status(os.getpid())

@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import own_usage, percentile, small_doc  # noqa: E402
+from common import own_usage, percentile, raise_nofile, small_doc  # noqa: E402
 
 import pouchsync_sync as ps  # noqa: E402
 from pouchsync_sync import signals  # noqa: E402
@@ -215,17 +215,29 @@ def fanout(args: argparse.Namespace) -> None:
     signals.sync_change.connect(on_change)
     count_calls()
     t0 = time.monotonic()
+    failed: Counter[str] = Counter()
     for _ in range(args.count):
-        db = ps.LocalDatabase(":memory:")
-        client = ps.create_client(ping_interval=60.0, connect_timeout=60.0, open_timeout=120.0)
-        client.connect(args.url)
-        dbs.append(db)
-        clients.append(client)
-        syncs.append(client.sync(db, remote_name="bench", live=True, direction="pull"))
+        try:
+            db = ps.LocalDatabase(":memory:")
+            dbs.append(db)
+            client = ps.create_client(ping_interval=60.0, connect_timeout=60.0, open_timeout=120.0)
+            clients.append(client)
+            client.connect(args.url)
+            syncs.append(client.sync(db, remote_name="bench", live=True, direction="pull"))
+        except (RuntimeError, OSError, ps.PouchSyncError) as exc:
+            # a limit of the machine (threads, fds, maps): report it, keep what runs
+            failed[f"starting a client: {type(exc).__name__}: {exc}"[:160]] += 1
+            break
+    live = []
     for sync in syncs:
-        sync.wait_in_sync(max(5.0, args.ready_timeout - (time.monotonic() - t0)))
-    print(json.dumps({"ready": len(syncs), "seconds": time.monotonic() - t0,
-                      **own_usage()}), flush=True)
+        try:
+            sync.wait_in_sync(max(5.0, args.ready_timeout - (time.monotonic() - t0)))
+            live.append(sync)
+        except (RuntimeError, ps.PouchSyncError) as exc:
+            failed[f"not in sync: {type(exc).__name__}: {exc}"[:160]] += 1
+    print(json.dumps({"ready": len(live), "of": args.count, "failed": dict(failed),
+                      "seconds": time.monotonic() - t0, **own_usage()}), flush=True)
+    expected = len(live)
     for line in sys.stdin:
         doc_id = line.strip()
         if not doc_id:
@@ -234,12 +246,12 @@ def fanout(args: argparse.Namespace) -> None:
             calls0 = dict(CALLS)
         cpu0 = time.process_time()
         with cond:
-            cond.wait_for(lambda: len(arrivals.get(doc_id, [])) >= len(syncs), args.timeout)
+            cond.wait_for(lambda: len(arrivals.get(doc_id, [])) >= expected, args.timeout)
             times = list(arrivals.get(doc_id, []))
         # the calls that follow an arrival (checkpoint, next longpoll) may still be in flight
         with _calls_lock:
             calls = {op: n - calls0.get(op, 0) for op, n in CALLS.items() if n != calls0.get(op, 0)}
-        print(json.dumps({"id": doc_id, "arrived": len(times), "of": len(syncs),
+        print(json.dumps({"id": doc_id, "arrived": len(times), "of": expected,
                           "times": times, "calls": calls,
                           "cpu_s_during": time.process_time() - cpu0, **own_usage()}), flush=True)
     for sync in syncs:
@@ -265,6 +277,7 @@ def main() -> None:
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
+    raise_nofile()
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
     {"oneshot": oneshot, "latency": latency, "fanout": fanout}[args.mode](args)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import own_usage, small_doc  # noqa: E402
+from common import own_usage, raise_nofile, small_doc  # noqa: E402
 
 
 def main() -> None:
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--ping-interval", type=float, default=20.0)
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args()
+    raise_nofile()
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
 

@@ -38,6 +38,9 @@ from __future__ import annotations
 
 import logging
 
+from ._version import __version__
+from .client import Backoff, Client, RemoteDatabase, Sync, SyncState, create_client
+from .datadir import CouchDir, DataDir
 from .errors import (
     BadRequest,
     Cancelled,
@@ -46,31 +49,27 @@ from .errors import (
     Denied,
     Forbidden,
     ListenError,
+    NotASyncServer,
     NotFound,
     PayloadTooLarge,
     PouchSyncError,
     PreconditionFailed,
     ProtocolError,
     ServerError,
-    TLSError,
-    NotASyncServer,
     Timeout,
+    TLSError,
     TransportError,
     Unauthorized,
     Unreachable,
     UnsupportedProtocol,
 )
-from .client import Backoff, Client, RemoteDatabase, Sync, SyncState, create_client
+from .jsclient import js_client_path
 from .replication import ReplicationResult, Replicator, replicate
 from .server import Grant, SyncServer, create_server
 from .store.base import Database
 from .store.couch import CouchDatabase, CouchDB
 from .store.local import LocalDatabase
 from .store.open import open_database
-from .datadir import CouchDir, DataDir
-from .jsclient import js_client_path
-
-__version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

@@ -24,10 +24,20 @@ import argparse
 import logging
 import sys
 import traceback
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
-from .errors import (CouchError, Denied, ListenError, NotASyncServer, PouchSyncError,
-                     TLSError, TransportError, UnsupportedProtocol)
+from .commands import UsageError
+from .errors import (
+    CouchError,
+    Denied,
+    ListenError,
+    NotASyncServer,
+    PouchSyncError,
+    TLSError,
+    TransportError,
+    UnsupportedProtocol,
+)
 
 __all__ = ["main", "build_parser", "describe", "UsageError", "EXIT_OK", "EXIT_ERROR",
            "EXIT_USAGE", "EXIT_DENIED", "EXIT_UNREACHABLE", "EXIT_WRONG_SERVER",
@@ -36,10 +46,6 @@ __all__ = ["main", "build_parser", "describe", "UsageError", "EXIT_OK", "EXIT_ER
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DENIED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 EXIT_WRONG_SERVER = 5
 EXIT_INTERRUPTED = 130
-
-
-class UsageError(PouchSyncError):
-    """A bad command-line argument found after parsing (exit status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,45 +6,53 @@ member in order. Strings follow ICU's root collation in CouchDB; ``collate`` use
 approximation (case-insensitive first, lowercase before uppercase, accents after the
 base letter) that agreed with ICU on every pair of random ASCII strings tried and on
 99.75–99.94 % of an awkward mix of accented, Greek, Cyrillic and CJK text.
-``_raw_collate`` is the Erlang term order CouchDB uses for ``_id`` conditions.
-Used by the Mango selector matcher (``selector.py``).
+``raw_collate`` is the Erlang term order CouchDB uses for ``_id`` conditions.
+Used by the Mango selector matcher (``selector``), which also compiles fast comparisons
+from the type ranks (``type_rank``, the ``RANK_*`` constants), ``equal``/``raw_equal``
+and ``string_key``.
 """
 
 from __future__ import annotations
 
 import functools
 import unicodedata
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["collate"]
+__all__ = ["RANK_ARRAY", "RANK_FALSE", "RANK_NULL", "RANK_NUMBER", "RANK_OBJECT", "RANK_OTHER",
+           "RANK_STRING", "RANK_TRUE", "collate", "equal", "raw_collate", "raw_equal",
+           "string_key", "type_rank"]
 
 
-_NONE, _FALSE, _TRUE, _NUMBER, _STRING, _ARRAY, _OBJECT, _OTHER = range(8)
+#: the order of JSON types in collation (``RANK_OTHER``: not a JSON value)
+(RANK_NULL, RANK_FALSE, RANK_TRUE, RANK_NUMBER, RANK_STRING, RANK_ARRAY, RANK_OBJECT,
+ RANK_OTHER) = range(8)
 _RANK_BY_TYPE: dict[type, int] = {
-    type(None): _NONE, int: _NUMBER, float: _NUMBER, str: _STRING,
-    list: _ARRAY, tuple: _ARRAY, dict: _OBJECT,
+    type(None): RANK_NULL, int: RANK_NUMBER, float: RANK_NUMBER, str: RANK_STRING,
+    list: RANK_ARRAY, tuple: RANK_ARRAY, dict: RANK_OBJECT,
 }
 
 
-def _rank(value: Any) -> int:
+def type_rank(value: Any) -> int:
+    """The collation rank of ``value``'s JSON type (one of the ``RANK_*`` constants)."""
     rank = _RANK_BY_TYPE.get(type(value))
     if rank is not None:
         return rank
     if value is True:
-        return _TRUE
+        return RANK_TRUE
     if value is False:
-        return _FALSE
+        return RANK_FALSE
     if isinstance(value, bool):  # pragma: no cover - bool cannot be subclassed
-        return _TRUE if value else _FALSE
+        return RANK_TRUE if value else RANK_FALSE
     if isinstance(value, (int, float)):
-        return _NUMBER
+        return RANK_NUMBER
     if isinstance(value, str):
-        return _STRING
+        return RANK_STRING
     if isinstance(value, (list, tuple)):
-        return _ARRAY
+        return RANK_ARRAY
     if isinstance(value, Mapping):
-        return _OBJECT
-    return _OTHER
+        return RANK_OBJECT
+    return RANK_OTHER
 
 
 # Root-locale ICU order of the printable ASCII non-alphanumerics (checked against
@@ -154,7 +162,7 @@ def _unicode_key(text: str) -> tuple[str, str, str, str]:
     return "".join(primary), "".join(secondary), "".join(tertiary), nfd
 
 
-def _string_key(text: str) -> tuple[str, str, str, str]:
+def string_key(text: str) -> tuple[str, str, str, str]:
     """Sort key approximating ICU root collation (see :func:`collate`)."""
     if text.isascii():
         return (text.translate(_ASCII_PRIMARY), text.translate(_ASCII_SECONDARY),
@@ -165,7 +173,7 @@ def _string_key(text: str) -> tuple[str, str, str, str]:
 def _collate_strings(a: str, b: str) -> int:
     if a == b:
         return 0
-    ka, kb = _string_key(a), _string_key(b)
+    ka, kb = string_key(a), string_key(b)
     return -1 if ka < kb else (1 if ka > kb else 0)
 
 
@@ -198,81 +206,82 @@ def collate(a: Any, b: Any) -> int:
     scripts but not within every script.  Ties are broken by code point, so only
     canonically equivalent strings (``"é"`` vs ``"e\\u0301"``) compare equal.
     """
-    ra, rb = _rank(a), _rank(b)
+    ra, rb = type_rank(a), type_rank(b)
     if ra != rb:
         return -1 if ra < rb else 1
-    if ra == _NUMBER:
+    if ra == RANK_NUMBER:
         return _collate_numbers(a, b)
-    if ra == _STRING:
+    if ra == RANK_STRING:
         return _collate_strings(a, b)
-    if ra == _ARRAY:
+    if ra == RANK_ARRAY:
         for x, y in zip(a, b):
             result = collate(x, y)
             if result:
                 return result
         return (len(a) > len(b)) - (len(a) < len(b))
-    if ra == _OBJECT:
+    if ra == RANK_OBJECT:
         for (ka, va), (kb, vb) in zip(a.items(), b.items()):
             result = collate(ka, kb) or collate(va, vb)
             if result:
                 return result
         return (len(a) > len(b)) - (len(a) < len(b))
-    if ra == _OTHER:  # not JSON: order by type name, then text, never raise
+    if ra == RANK_OTHER:  # not JSON: order by type name, then text, never raise
         ta, tb = (type(a).__name__, repr(a)), (type(b).__name__, repr(b))
         return -1 if ta < tb else (1 if ta > tb else 0)
     return 0  # null, false, true
 
 
-def _raw_collate(a: Any, b: Any) -> int:
+def raw_collate(a: Any, b: Any) -> int:
     """Erlang term order CouchDB uses for ``_id`` conditions (``mango_json:cmp_raw``):
     number < false < null < true < object < array < string; strings by code point."""
-    ra, rb = _RAW_RANK[_rank(a)], _RAW_RANK[_rank(b)]
+    ra, rb = _RAW_RANK[type_rank(a)], _RAW_RANK[type_rank(b)]
     if ra != rb:
         return -1 if ra < rb else 1
-    rank = _rank(a)
-    if rank == _STRING:
+    rank = type_rank(a)
+    if rank == RANK_STRING:
         return -1 if a < b else (1 if a > b else 0)
-    if rank in (_ARRAY, _OBJECT):
-        xs, ys = (list(a.items()), list(b.items())) if rank == _OBJECT else (a, b)
+    if rank in (RANK_ARRAY, RANK_OBJECT):
+        xs, ys = (list(a.items()), list(b.items())) if rank == RANK_OBJECT else (a, b)
         for x, y in zip(xs, ys):
-            result = (_raw_collate(x[0], y[0]) or _raw_collate(x[1], y[1])) \
-                if rank == _OBJECT else _raw_collate(x, y)
+            result = (raw_collate(x[0], y[0]) or raw_collate(x[1], y[1])) \
+                if rank == RANK_OBJECT else raw_collate(x, y)
             if result:
                 return result
         return (len(xs) > len(ys)) - (len(xs) < len(ys))
     return collate(a, b)  # numbers and the rest
 
 
-_RAW_RANK = {_NUMBER: 0, _FALSE: 1, _NONE: 2, _TRUE: 3, _OBJECT: 4, _ARRAY: 5,
-             _STRING: 6, _OTHER: 7}
+_RAW_RANK = {RANK_NUMBER: 0, RANK_FALSE: 1, RANK_NULL: 2, RANK_TRUE: 3, RANK_OBJECT: 4,
+             RANK_ARRAY: 5, RANK_STRING: 6, RANK_OTHER: 7}
 
 
-def _equal(a: Any, b: Any) -> bool:
+def equal(a: Any, b: Any) -> bool:
     """JSON equality under collation: ``1 == 1.0``, ``True != 1``, canonically
     equivalent strings equal, objects equal whatever their member order."""
     if a is b:
         return True
-    ra = _rank(a)
-    if ra != _rank(b):
+    ra = type_rank(a)
+    if ra != type_rank(b):
         return False
-    if ra == _STRING:
+    if ra == RANK_STRING:
         return a == b or (not (a.isascii() and b.isascii())
                           and unicodedata.normalize("NFD", a) == unicodedata.normalize("NFD", b))
-    if ra == _NUMBER:
+    if ra == RANK_NUMBER:
         return bool(a == b) or (a != a and b != b)
-    if ra == _ARRAY:
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    if ra == _OBJECT:
+    if ra == RANK_ARRAY:
+        return len(a) == len(b) and all(equal(x, y) for x, y in zip(a, b))
+    if ra == RANK_OBJECT:
         if len(a) != len(b):
             return False
         for key, value in a.items():
             if key not in b:
                 return False
-            if not _equal(value, b[key]):
+            if not equal(value, b[key]):
                 return False
         return True
-    return ra != _OTHER or collate(a, b) == 0
+    return ra != RANK_OTHER or collate(a, b) == 0
 
 
-def _raw_equal(a: Any, b: Any) -> bool:
-    return _raw_collate(a, b) == 0
+def raw_equal(a: Any, b: Any) -> bool:
+    """Equality in ``raw_collate``'s order (``_id`` conditions)."""
+    return raw_collate(a, b) == 0

@@ -97,7 +97,7 @@ class DataDir:
         for db in dbs:
             db.close()
 
-    def __enter__(self) -> "DataDir":
+    def __enter__(self) -> DataDir:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -151,7 +151,7 @@ class CouchDir:
     def close(self) -> None:
         self.couch.close()
 
-    def __enter__(self) -> "CouchDir":
+    def __enter__(self) -> CouchDir:
         return self
 
     def __exit__(self, *exc: object) -> None:

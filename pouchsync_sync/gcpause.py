@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["paused", "paused_for", "BULK_FRAME"]
 

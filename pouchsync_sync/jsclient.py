@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 __all__ = ["JS_CLIENT_NAME", "js_client_path", "js_client_response"]
 

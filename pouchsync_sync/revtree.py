@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from .errors import BadRequest
 
@@ -85,13 +86,15 @@ def parse_rev(rev: Any) -> tuple[int, str]:
     return pos, rev_hash
 
 
-def path_from_revisions(rev: str, revisions: Any = None) -> list[str]:
-    """The path ``[rev, parent, grandparent, ...]`` given by ``rev`` and ``_revisions``."""
+def path_from_revisions(rev: Any, revisions: Any = None) -> list[str]:
+    """The path ``[rev, parent, grandparent, ...]`` given by ``rev`` and ``_revisions``
+    (both unchecked JSON: ``BadRequest`` when malformed)."""
     pos, rev_hash = parse_rev(rev)
     if revisions is None:
         return [rev]
-    if revisions.__class__ is dict and len(revisions.get("ids") or ()) == 1 and revisions.get("start").__class__ is int \
-            and pos == 1 and revisions["start"] == 1 and revisions["ids"][0] == rev_hash:
+    if revisions.__class__ is dict and len(revisions.get("ids") or ()) == 1 \
+            and revisions.get("start").__class__ is int and pos == 1 \
+            and revisions["start"] == 1 and revisions["ids"][0] == rev_hash:
         return [rev]  # the common first generation, already fully checked
     if not isinstance(revisions, dict):
         raise BadRequest("_revisions must be an object with start and ids")
@@ -110,7 +113,8 @@ def path_from_revisions(rev: str, revisions: Any = None) -> list[str]:
     return [f"{start - i}-{h}" for i, h in enumerate(ids)]
 
 
-def merge(tree: Tree, path: Sequence[str], deleted: bool = False) -> tuple[dict[str, Node], list[str]]:
+def merge(tree: Tree, path: Sequence[str],
+          deleted: bool = False) -> tuple[dict[str, Node], list[str]]:
     """Merge a path (newest first) into ``tree``; return ``(new_tree, revs_added)``.
 
     ``deleted`` applies to the path's newest revision. Revisions already present keep
@@ -154,7 +158,8 @@ def leaf_growth(tree: Tree, leaf_set: set[str] | frozenset[str], path: Sequence[
     return 1
 
 
-def update_leaves(tree: Tree, leaf_set: set[str], path: Sequence[str], added: Sequence[str]) -> None:
+def update_leaves(tree: Tree, leaf_set: set[str], path: Sequence[str],
+                  added: Sequence[str]) -> None:
     """Update ``leaf_set`` (changed in place) after ``merge_into(tree, path)`` added
     ``added``: O(len(path))."""
     if not path:

@@ -61,4 +61,5 @@ def emit(signal: Signal, sender: Any, **kwargs: Any) -> None:
         try:
             receiver(sender, **kwargs)
         except Exception:  # noqa: BLE001 - a user's receiver must not kill a sync
-            log.exception("receiver %r of signal %r raised; ignored", receiver, signal.name)
+            log.exception("receiver %r of signal %r raised; ignored", receiver,
+                          getattr(signal, "name", signal))

@@ -1,4 +1,8 @@
-"""The commands of ``pouchsync`` (see ``pouchsync_sync.cli``): one module each."""
+"""The commands of ``pouchsync`` (see ``pouchsync_sync.cli``): one module each.
+
+What they share lives here, below ``cli`` (which imports them, never the reverse):
+``UsageError`` and the stop-signal helpers.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,13 @@ import signal
 import threading
 from typing import Any, Callable
 
-__all__ = ["on_stop_signals", "restore_signals"]
+from ..errors import PouchSyncError
+
+__all__ = ["UsageError", "on_stop_signals", "restore_signals"]
+
+
+class UsageError(PouchSyncError):
+    """A bad command-line argument found after parsing (exit status 2)."""
 
 
 def on_stop_signals(callback: Callable[[], None]) -> dict[int, Any]:

@@ -39,8 +39,11 @@ def _fingerprint(db: Any) -> dict[str, tuple[str, tuple[str, ...]]]:
 
 
 def run_demo(out: TextIO, *, timeout: float = 30.0) -> int:
-    import pouchsync_sync as ps
+    from ..client import create_client
     from ..datadir import DataDir
+    from ..errors import Denied
+    from ..server import create_server
+    from ..store.local import LocalDatabase
 
     started = time.monotonic()
 
@@ -54,24 +57,26 @@ def run_demo(out: TextIO, *, timeout: float = 30.0) -> int:
         def on_request(credentials: Any, db_name: str) -> Any:
             if isinstance(credentials, dict) and credentials.get("token") == TOKEN:
                 return data.database(db_name)
-            raise ps.Denied("a valid token is required")
+            raise Denied("a valid token is required")
 
-        server = ps.create_server(on_request, follow_timeout=0.25).start(port=0)
+        server = create_server(on_request, follow_timeout=0.25).start(port=0)
         (tmp / "alice").mkdir()
         (tmp / "bob").mkdir()
-        alice = ps.LocalDatabase(tmp / "alice" / "todos.sqlite")
-        bob = ps.LocalDatabase(tmp / "bob" / "todos.sqlite")
-        clients = {name: ps.create_client(initial_delay=0.05, max_delay=0.5, max_attempts=5)
+        alice = LocalDatabase(tmp / "alice" / "todos.sqlite")
+        bob = LocalDatabase(tmp / "bob" / "todos.sqlite")
+        clients = {name: create_client(initial_delay=0.05, max_delay=0.5, max_attempts=5)
                    for name in ("alice", "bob")}
         stores = {"alice": alice, "bob": bob}
         creds = {"token": TOKEN}
         try:
+            assert server.url is not None  # set by start()
             for client in clients.values():
                 client.connect(server.url)
 
             def sync(name: str) -> None:
                 result = clients[name].sync(stores[name], credentials=creds).wait(timeout)
-                say(f"   {name:<5} synced: pushed {result.docs_pushed}, pulled {result.docs_pulled}")
+                say(f"   {name:<5} synced: pushed {result.docs_pushed}, "
+                    f"pulled {result.docs_pulled}")
 
             say("pouchsync demo: an embedded sync server and two devices, on this machine")
             say(f"   server {server.url} (one SQLite file per database in a temp dir)")
@@ -112,8 +117,8 @@ def run_demo(out: TextIO, *, timeout: float = 30.0) -> int:
                 f"{_short(loser)} kept in _conflicts")
             winner = docs["bob"]
             losing = bob.get("buy-milk", rev=loser)
-            merged = {"_id": "buy-milk", "_rev": winner["_rev"],
-                      "title": losing["title"] if winner["title"] == "Buy milk" else winner["title"],
+            title = losing["title"] if winner["title"] == "Buy milk" else winner["title"]
+            merged = {"_id": "buy-milk", "_rev": winner["_rev"], "title": title,
                       "done": winner["done"] or losing["done"]}
             bob.put(merged)
             bob.delete("buy-milk", loser)
@@ -121,7 +126,8 @@ def run_demo(out: TextIO, *, timeout: float = 30.0) -> int:
                 sync(name)
             final = {name: db.get("buy-milk", conflicts=True) for name, db in stores.items()}
             resolved = all(not d.get("_conflicts") and d["title"] == "Buy oat milk" and d["done"]
-                           for d in final.values()) and final["alice"]["_rev"] == final["bob"]["_rev"]
+                           for d in final.values())
+            resolved = resolved and final["alice"]["_rev"] == final["bob"]["_rev"]
             say(f'   bob merges both edits and deletes the loser: {_short(final["bob"]["_rev"])} '
                 f'"{final["bob"]["title"]}", done={str(final["bob"]["done"]).lower()}, '
                 f"no conflicts on either side: {'yes' if resolved else 'NO'}")

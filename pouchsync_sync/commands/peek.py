@@ -12,11 +12,13 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import Conflict, NotFound
 from ..store.base import Database
+from . import UsageError
 
 __all__ = ["add_parsers", "open_db"]
 
@@ -28,8 +30,6 @@ def _is_url(spec: str) -> bool:
 @contextlib.contextmanager
 def open_db(spec: str, *, create: bool) -> Iterator[Database]:
     """The database ``spec`` names, closed afterwards; ``create=False`` refuses to make one."""
-    from ..cli import UsageError
-
     if _is_url(spec):
         from ..store.couch import CouchDB
 
@@ -40,7 +40,7 @@ def open_db(spec: str, *, create: bool) -> Iterator[Database]:
             raise UsageError("a CouchDB URL must end with the database name")
         server = CouchDB(parts._replace(path=server_path, query="", fragment="").geturl())
         try:
-            db = server.database(name, create=create)
+            db: Database = server.database(name, create=create)
             if not create:
                 db.info()  # NotFound when it does not exist
             yield db
@@ -71,8 +71,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _put(args: argparse.Namespace) -> int:
-    from ..cli import UsageError
-
     text = sys.stdin.read() if args.json == "-" else args.json
     try:
         doc = json.loads(text)

@@ -13,12 +13,13 @@ import ipaddress
 import logging
 import socket
 import threading
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any, Callable
 
 from ..datadir import CouchDir, DataDir, check_name
 from ..errors import BadRequest, Denied
-from . import on_stop_signals, restore_signals
+from . import UsageError, on_stop_signals, restore_signals
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def is_loopback(host: str) -> bool:
         infos = socket.getaddrinfo(host, None)
     except OSError:
         return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback
+    return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback
                                for i in infos)
 
 
@@ -81,8 +82,6 @@ def start_refusal(host: str, policy: TokenPolicy, allow_anonymous: bool,
 
 def load_tokens(path: str) -> list[str]:
     """Tokens from a file: one per line; blank lines and ``#`` comments skipped."""
-    from ..cli import UsageError
-
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -114,10 +113,12 @@ def add_parser(sub: Any) -> None:
         description="Run a sync server. By default every database is a SQLite file in "
                     "--data-dir; with --couchdb the databases live on a CouchDB server.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    p.add_argument("--port", type=int, default=3000, help="port (default %(default)s; 0: any free port)")
+    p.add_argument("--port", type=int, default=3000,
+                   help="port (default %(default)s; 0: any free port)")
     store = p.add_mutually_exclusive_group()
     store.add_argument("--data-dir", metavar="DIR",
-                       help=f"directory of SQLite files, one per database (default ./{DEFAULT_DATA_DIR})")
+                       help="directory of SQLite files, one per database "
+                            f"(default ./{DEFAULT_DATA_DIR})")
     store.add_argument("--couchdb", metavar="URL",
                        help="serve the databases of this CouchDB (http://user:pass@host:5984)")
     auth = p.add_mutually_exclusive_group()
@@ -130,7 +131,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import UsageError
     from ..server import create_server
 
     if not 0 <= args.port <= 65535:

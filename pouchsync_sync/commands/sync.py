@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from ..display import Meter, Snapshot, progress_line
 from ..errors import PouchSyncError
-from . import on_stop_signals, restore_signals
+from . import UsageError, on_stop_signals, restore_signals
 
 __all__ = ["add_parser", "run", "Reporter", "remote_name"]
 
@@ -74,10 +74,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("local_db", metavar="LOCAL_DB", help="local store file (created if missing)")
     p.add_argument("url", metavar="WS_URL", help="server URL, e.g. ws://127.0.0.1:3000/")
     p.add_argument("--remote", metavar="NAME",
-                   help="database name on the server (default: LOCAL_DB's file name without .sqlite)")
+                   help="database name on the server "
+                        "(default: LOCAL_DB's file name without .sqlite)")
     creds = p.add_mutually_exclusive_group()
     creds.add_argument("--token", metavar="T", help='send credentials {"token": T}')
-    creds.add_argument("--credentials", metavar="JSON", help="send these credentials (a JSON value)")
+    creds.add_argument("--credentials", metavar="JSON",
+                       help="send these credentials (a JSON value)")
     p.add_argument("--live", action="store_true", help="keep syncing until Ctrl-C")
     way = p.add_mutually_exclusive_group()
     way.add_argument("--push", action="store_true", help="only send local changes")
@@ -92,8 +94,6 @@ def add_parser(sub: Any) -> None:
 
 
 def _credentials(args: argparse.Namespace) -> Any:
-    from ..cli import UsageError
-
     if args.token is not None:
         return {"token": args.token}
     if args.credentials is not None:
@@ -108,7 +108,6 @@ def remote_name(args: argparse.Namespace) -> str | None:
     """The database name asked for on the server: ``--remote``, else the store file's
     name without ``.sqlite``, checked now (a server would refuse it after the local
     file was made)."""
-    from ..cli import UsageError
     from ..datadir import check_name
     from ..errors import BadRequest
 
@@ -149,8 +148,6 @@ def _remove_if_untouched(path: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check every argument, then sync; a store file made by a failed run is removed."""
-    from ..cli import UsageError
-
     if not args.url.startswith(("ws://", "wss://")):
         raise UsageError(f"WS_URL must start with ws:// or wss://, not {args.url[:40]!r}")
     if args.retries is not None and args.retries < 1:

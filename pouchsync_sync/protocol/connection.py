@@ -19,7 +19,7 @@ edge can tell a channel from a later one reusing its number (``send_if_current``
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import ProtocolError
 from . import messages as m
@@ -126,7 +126,8 @@ class Channel:
         self.context: Any = None
 
     def __repr__(self) -> str:
-        return f"<Channel {self.ch} {self.state.value} calls={len(self.calls)} subs={len(self.subs)}>"
+        return (f"<Channel {self.ch} {self.state.value} calls={len(self.calls)} "
+                f"subs={len(self.subs)}>")
 
 
 class Connection:
@@ -180,7 +181,8 @@ class Connection:
         kind = msg["type"]
         if kind == "reply" and (chan.state is not ChannelState.OPEN or msg["id"] not in chan.calls):
             return None
-        if kind == "changes" and (chan.state is not ChannelState.OPEN or msg["sub"] not in chan.subs):
+        if kind == "changes" and (chan.state is not ChannelState.OPEN
+                                  or msg["sub"] not in chan.subs):
             return None
         if kind in ("granted", "denied") and chan.state is not ChannelState.OPENING:
             return None
@@ -201,7 +203,8 @@ class Connection:
         except ProtocolError as exc:
             raise BadMessage(str(exc), ch=msg.get("ch"),
                              id=msg.get("id") if msg["type"] == "call" else None,
-                             sub=msg.get("sub") if msg["type"] in ("subscribe", "unsubscribe") else None,
+                             sub=(msg.get("sub") if msg["type"] in ("subscribe", "unsubscribe")
+                                  else None),
                              fatal=self.state is not ConnState.OPEN) from None
         return msg
 
@@ -224,7 +227,8 @@ class Connection:
         nxt = CONNECTION_TRANSITIONS.get(key)
         if nxt is None:
             verb = "send" if direction == SEND else "receive"
-            if direction == RECV and self.state in (ConnState.AWAITING_HELLO, ConnState.HELLO_RECEIVED):
+            if direction == RECV and self.state in (ConnState.AWAITING_HELLO,
+                                                     ConnState.HELLO_RECEIVED):
                 raise BadMessage(f"expected a hello first, got {kind!r}", fatal=True)
             raise ProtocolError(f"{self.role.value} cannot {verb} {kind!r} "
                                 f"in connection state {self.state.value!r}")
@@ -254,7 +258,7 @@ class Connection:
             self._channels[ch] = chan
 
     def _illegal(self, kind: str, ch: int, state: ChannelState, direction: str,
-                 msg: dict[str, Any]) -> None:
+                 msg: dict[str, Any]) -> NoReturn:
         if direction == SEND:
             raise ProtocolError(f"{self.role.value} cannot send {kind!r} on channel {ch} "
                                 f"in state {state.value!r}")
@@ -274,7 +278,8 @@ class Connection:
             call_id = msg["id"]
             if call_id in chan.calls:
                 if direction == SEND:
-                    raise ProtocolError(f"call id {call_id} is already in flight on channel {chan.ch}")
+                    raise ProtocolError(
+                        f"call id {call_id} is already in flight on channel {chan.ch}")
                 raise BadMessage(f"call id {call_id} is already in flight on channel {chan.ch}",
                                  ch=chan.ch, id=call_id)
             chan.calls.add(call_id)

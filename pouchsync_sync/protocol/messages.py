@@ -15,7 +15,8 @@ bits, which keep their digits both ways).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from .. import jsoncodec
 from ..errors import ProtocolError
@@ -319,7 +320,8 @@ def _check_outcome(kind: str, msg: Mapping[str, Any], out: dict[str, Any]) -> No
             out.pop("pending", None)
 
 
-def choose_version(offered: list[int], supported: tuple[int, ...] = PROTOCOL_VERSIONS) -> int | None:
+def choose_version(offered: list[int],
+                   supported: tuple[int, ...] = PROTOCOL_VERSIONS) -> int | None:
     """The highest version both sides speak, or ``None``."""
     common = set(offered) & set(supported)
     return max(common) if common else None
@@ -327,7 +329,8 @@ def choose_version(offered: list[int], supported: tuple[int, ...] = PROTOCOL_VER
 
 # -- builders: the only way messages are made, so both sides agree --------------------
 
-def hello(agent: str | None = None, versions: tuple[int, ...] = PROTOCOL_VERSIONS) -> dict[str, Any]:
+def hello(agent: str | None = None,
+          versions: tuple[int, ...] = PROTOCOL_VERSIONS) -> dict[str, Any]:
     msg: dict[str, Any] = {"type": "hello", "versions": list(versions)}
     if agent is not None:
         msg["agent"] = agent

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from ..errors import BadRequest, ProtocolError
 
@@ -188,7 +189,8 @@ def written_ids(op: str, kwargs: Mapping[str, Any]) -> list[str | None]:
     return []
 
 
-def write_missing_answer(docs: list[Any], written: list[Any], failures: list[Any]) -> dict[str, Any]:
+def write_missing_answer(docs: list[Any], written: list[Any],
+                         failures: list[Any]) -> dict[str, Any]:
     """``write_missing``'s reply: ``{"written": [indexes into docs], "failures"}``.
 
     ``written`` holds doc objects of ``docs`` (``Database.write_missing`` answers the very

@@ -14,16 +14,19 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Iterable
+from typing import Any, Callable
 
 from ..jsclient import JS_CLIENT_NAME, js_client_response
 from .budget import ReplyBudget
 from .follower import FollowerRegistry
-from .handler import RateLimit, request_handler
+from .handler import OpenConnections, RateLimit, request_handler
 from .listen import make_http_server
 from .localquota import LocalQuota
 from .options import ServerOptions
+from .pool import WorkerPool
 from .session import Session
+from .timer import Timer, TimerEntry
 from .transport import WebSocketServer, serialized_environ
 
 __all__ = ["SyncServer", "create_server"]
@@ -63,17 +66,25 @@ class SyncServer:
         self.on_request = on_request
         self.options = options or ServerOptions()
         if self.options.agent is None:
-            from .. import __version__
+            from .._version import __version__
             self.agent = f"pouchsync_sync/{__version__}"
         else:
             self.agent = self.options.agent
         self.url: str | None = None
+        #: every socket's on_request, calls and live pushes run here (threads made lazily)
+        self.pool = WorkerPool(self.options.pool_size, "pouchsync-server-worker")
+        #: longpoll deadlines, the watchdog of stuck sends, embedded followers' looks
+        self.timer = Timer()
         self.followers = FollowerRegistry(poll_timeout=self.options.follow_timeout,
-                                          limit=self.options.live_batch)
+                                          limit=self.options.live_batch, pool=self.pool,
+                                          timer=self.timer)
         #: bytes of unsent replies over all sockets (``reply_memory``)
         self.budget = ReplyBudget(self.options.reply_memory)
         self.local_quota = LocalQuota(self.options.max_local_doc_size, self.options.max_local_docs)
         self.complaints = RateLimit()  # INFO lines about clients' mistakes, server-wide
+        self._watchdog: TimerEntry | None = None
+        #: connections of ``start``/``serve_forever``'s server, closed and joined at stop
+        self._connections = OpenConnections()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sessions: set[Session] = set()
@@ -108,33 +119,39 @@ class SyncServer:
                 serialized_environ(environ), ping_interval=opts.ping_interval,
                 max_message_size=opts.max_hello_size,
                 receive_bytes=opts.receive_bytes, thread_class=_thread_class(conn_id))
-        except Exception as exc:  # a broken handshake: nothing to serve
+        except Exception as exc:  # noqa: BLE001 - any broken handshake: answer 400, serve nothing
             log.info("connection from %s: WebSocket handshake failed: %s", peer, exc)
             return _plain(start_response, "400 Bad Request",
                           b"pouchsync_sync: bad WebSocket handshake\n")
         session = Session(ws, conn_id=conn_id, peer=peer, options=opts,
                           on_request=self.on_request, followers=self.followers,
-                          server_stopping=self._stopping, agent=self.agent, budget=self.budget,
-                          local_quota=self.local_quota, complaints=self.complaints)
+                          server_stopping=self._stopping, agent=self.agent, pool=self.pool,
+                          timer=self.timer, budget=self.budget, local_quota=self.local_quota,
+                          complaints=self.complaints)
         with self._lock:
             self._sessions.add(session)
             self._connections_total += 1
             late = self._stopping.is_set()
+            if self._watchdog is None and not late:
+                self._watchdog = self.timer.call_every(1.0, self._check_sends)
         log.info("connection %s: connected", session.name)
         thread = threading.current_thread()
         thread_name, thread.name = thread.name, f"pouchsync-server-conn[{conn_id}]"
         try:
             if late:
-                session.shutdown(1001, "server shutting down")
+                session.send_close(1001, "server shutting down")
             session.run()
         finally:
             with self._lock:
                 self._sessions.discard(session)
+                if not self._sessions and self._watchdog is not None:
+                    self._watchdog.cancel()  # the timer's thread ends when idle
+                    self._watchdog = None
             thread.name = thread_name  # the WSGI server's thread, lent for the socket's life
         return _end_of_websocket(ws)
 
     # -- mounting and running -----------------------------------------------------------
-    def init_app(self, app: Any, path: str = "/sync") -> "SyncServer":
+    def init_app(self, app: Any, path: str = "/sync") -> SyncServer:
         """Serve this server at ``path`` of a Flask app (a WSGI middleware in front of
         ``app.wsgi_app``; every other path goes to Flask as before)."""
         if not path.startswith("/"):
@@ -154,7 +171,7 @@ class SyncServer:
             extensions["pouchsync_sync"] = self
         return self
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> "SyncServer":
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> SyncServer:
         """Serve in a background thread (``pouchsync-server``); returns at once with
         ``url`` set. Stop with ``stop()`` or by leaving a ``with`` block."""
         with self._lock:
@@ -165,7 +182,8 @@ class SyncServer:
             self._http = make_http_server(host, port, self,
                                           request_handler=self._request_handler())
         self.url = f"ws://{_url_host(host)}:{self._http.server_port}/"
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=self._http.serve_forever,
+                                        kwargs={"poll_interval": 0.2},
                                         name="pouchsync-server", daemon=True)
         self._thread.start()
         log.info("serving on %s", self.url)
@@ -188,8 +206,15 @@ class SyncServer:
         finally:
             self.stop()
 
+    def _check_sends(self) -> None:
+        """The watchdog (every second, on the timer): close sockets whose send is stuck."""
+        with self._lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.check_send_stuck()
+
     def _request_handler(self) -> Any:
-        return request_handler(self.options.hello_timeout, self.complaints)
+        return request_handler(self.options.hello_timeout, self.complaints, self._connections)
 
     def stop(self) -> None:
         """Close every socket (1001), stop the followers, join every thread. Idempotent."""
@@ -212,9 +237,15 @@ class SyncServer:
         for session in sessions:
             if not session.done.wait(_JOIN_TIMEOUT):
                 log.error("connection %s did not finish", session.name)
-        stuck = self.followers.close(5.0)
+        # connections still reading their HTTP request (and handler threads finishing)
+        stuck = self._connections.close_all(_JOIN_TIMEOUT)
         if stuck:
-            log.error("change followers did not stop: %s", stuck)
+            log.error("request handler threads did not stop: %s", stuck)
+        stuck = self.followers.close(5.0) + self.pool.close(timeout=_JOIN_TIMEOUT)
+        if not self.timer.close(_JOIN_TIMEOUT):
+            stuck.append(self.timer.name)
+        if stuck:
+            log.error("threads did not stop: %s", stuck)
         if http is not None:
             http.server_close()
         thread = self._thread
@@ -223,7 +254,7 @@ class SyncServer:
 
     close = stop
 
-    def __enter__(self) -> "SyncServer":
+    def __enter__(self) -> SyncServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -242,7 +273,9 @@ class SyncServer:
             "channels": sum(p["channels"] for p in per),
             "subscriptions": sum(p["subscriptions"] for p in per),
             "calls_in_flight": sum(p["calls_in_flight"] for p in per),
-            "workers": sum(p["workers"] for p in per),
+            "workers": self.pool.threads,
+            "tasks_running": sum(p["workers"] for p in per),
+            "queued_bytes": sum(p["queued_bytes"] for p in per),
             "followers": self.followers.active(),
             "followers_started": self.followers.started_total,
             "reply_bytes_held": self.budget.total,

@@ -9,7 +9,8 @@ in CouchDB's shape, and the other documents are written.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from ..errors import BadRequest, CouchError, Denied, Forbidden, TransportError
 from ..protocol import ops

@@ -13,18 +13,33 @@ Correctness: the follower's starting point is read synchronously (``since="now"`
 before anyone waits on it, so every write after a waiter's own read is seen by the
 follower and wakes the waiter.
 
+Shared reads (``shared_read``): after a change, every subscription of the database
+reads ``changes`` from where it is, most of them from the same ``since`` with the same
+options. The first of them reads; the others with the same key, in the same
+generation, take its answer (one read instead of one per subscriber). That is safe
+because the answer was read after the generation began: a write it missed bumps the
+generation again, and every listener reads afresh.
+
 ``FollowerRegistry`` keys followers by ``db.identity()`` with a count of the channels
-using each; the last release stops it. ``close()`` stops and joins all of them.
+using each; the last release stops it. ``close()`` stops and joins all of them. Given
+the server's pool and timer, it follows embedded databases with a ``LocalFollower``
+(localfollower.py), which does the same without a thread.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..store.base import Database
+from ..store.notify import notifier_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pool import WorkerPool
+    from .timer import Timer
 
 __all__ = ["Follower", "FollowerRegistry"]
 
@@ -41,6 +56,18 @@ def default_poll_timeout(db: Database) -> float:
     from ..store.local import LocalDatabase
 
     return EMBEDDED_POLL if isinstance(db, LocalDatabase) else REMOTE_POLL
+
+
+_SHARED_WAIT = 30.0  # longest wait for another reader's shared read (then read alone)
+
+
+class _SharedRead:
+    """One read in flight or done, for every reader with the same key."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 class Follower:
@@ -60,6 +87,9 @@ class Follower:
         self._start_lock = threading.Lock()
         self._since: Any = None
         self.thread: threading.Thread | None = None
+        self._reads: dict[Any, _SharedRead] = {}
+        self._reads_generation = -1
+        self.shared_reads = 0  # reads answered from another reader's read
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_started(self) -> None:
@@ -89,13 +119,22 @@ class Follower:
         thread.join(timeout)
         return not thread.is_alive()
 
+    def alive(self) -> bool:
+        """Started and not yet ended."""
+        return self.thread is not None and self.thread.is_alive()
+
+    @property
+    def label(self) -> str:
+        """How ``close`` names it when it does not stop."""
+        return self.thread.name if self.thread is not None else self.key
+
     def _run(self) -> None:
         delay = 0.5
         while not self._stop.is_set():
             try:
                 result = self.db.changes(feed="longpoll", since=self._since,
                                          timeout=self.poll_timeout, limit=self.limit)
-            except Exception as exc:  # the database failed: back off and try again
+            except Exception as exc:  # noqa: BLE001 - the thread's top frame: back off, retry
                 if self._stop.is_set():
                     break
                 log.warning("change follower for %s failed (%s); retrying in %.1f s",
@@ -125,6 +164,36 @@ class Follower:
             self._cond.wait_for(lambda: self._generation != generation or cancelled()
                                 or self._stop.is_set(), timeout)
             return self._generation != generation
+
+    def shared_read(self, generation: int, key: Any, read: Callable[[], Any]) -> Any:
+        """``read()``, or the answer of a read with the same ``key`` begun in the same
+        ``generation`` (read ``generation`` before calling). Raises what ``read`` raises."""
+        with self._cond:
+            if self._reads_generation != generation:
+                self._reads = {}
+                self._reads_generation = generation
+            flight = self._reads.get(key)
+            mine = flight is None
+            if mine:
+                flight = self._reads[key] = _SharedRead()
+        assert flight is not None
+        if not mine:
+            if flight.done.wait(_SHARED_WAIT) and flight.error is None:
+                with self._cond:
+                    self.shared_reads += 1
+                return flight.result
+            return read()  # it failed or is stuck: read on our own
+        try:
+            flight.result = read()
+        except BaseException as exc:
+            flight.error = exc
+            with self._cond:
+                if self._reads.get(key) is flight:
+                    del self._reads[key]
+            raise
+        finally:
+            flight.done.set()
+        return flight.result
 
     def wake(self) -> None:
         """Make waiters re-check their ``cancelled`` (no change is reported)."""
@@ -157,9 +226,13 @@ class Follower:
 class FollowerRegistry:
     """The server's followers by database identity. Thread-safe."""
 
-    def __init__(self, *, poll_timeout: float | None, limit: int = 500) -> None:
+    def __init__(self, *, poll_timeout: float | None, limit: int = 500,
+                 pool: WorkerPool | None = None, timer: Timer | None = None) -> None:
         self.poll_timeout = poll_timeout
         self.limit = limit
+        #: with both, embedded databases get a ``LocalFollower`` (no thread)
+        self.pool = pool
+        self.timer = timer
         self._lock = threading.Lock()
         self._followers: dict[str, Follower] = {}
         self._started: list[Follower] = []
@@ -178,8 +251,7 @@ class FollowerRegistry:
                 raise RuntimeError("the server is stopping")
             follower = self._followers.get(key)
             if follower is None:
-                timeout = self.poll_timeout or default_poll_timeout(db)
-                follower = Follower(db, key, poll_timeout=timeout, limit=self.limit)
+                follower = self._make(db, key)
                 self._followers[key] = follower
             follower.refs += 1
         try:
@@ -188,12 +260,26 @@ class FollowerRegistry:
             self.release(follower)
             raise
         with self._lock:
-            self._started = [f for f in self._started
-                             if f is follower or (f.thread is not None and f.thread.is_alive())]
+            self._started = [f for f in self._started if f is follower or f.alive()]
             if follower not in self._started:
                 self._started.append(follower)
                 self.started_total += 1
         return follower
+
+    def _make(self, db: Database, key: str) -> Follower:
+        timeout = self.poll_timeout or default_poll_timeout(db)
+        notifier = notifier_of(db)
+        if notifier is not None and self.pool is not None and self.timer is not None:
+            from .localfollower import LocalFollower
+            path = getattr(db, "path", None)
+            if not isinstance(path, str) or path == ":memory:" \
+                    or path.startswith("file::memory:"):
+                path = None  # in memory: no file to share
+            return LocalFollower(db, key, notifier,
+                                 path=os.path.realpath(path) if path is not None else None,
+                                 poll_timeout=timeout, limit=self.limit, pool=self.pool,
+                                 timer=self.timer)
+        return Follower(db, key, poll_timeout=timeout, limit=self.limit)
 
     def release(self, follower: Follower) -> None:
         with self._lock:
@@ -221,7 +307,7 @@ class FollowerRegistry:
         alive = []
         for follower in followers:
             if not follower.join(follower.poll_timeout + grace):
-                alive.append(follower.thread.name if follower.thread else follower.key)
+                alive.append(follower.label)
         with self._lock:
-            self._started = [f for f in self._started if f.thread is not None and f.thread.is_alive()]
+            self._started = [f for f in self._started if f.alive()]
         return sorted(set(alive))

@@ -10,8 +10,9 @@ write; ``_design/`` documents need ``allow_design``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import Denied
 from ..store.base import Database

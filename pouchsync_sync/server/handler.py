@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Callable
 
-__all__ = ["request_handler", "RateLimit"]
+__all__ = ["request_handler", "RateLimit", "OpenConnections"]
 
 log = logging.getLogger("pouchsync_sync.server.http")
 
@@ -80,9 +80,46 @@ class _DeadlineReader(io.RawIOBase):
         return self._sock.recv_into(buffer)
 
 
-def request_handler(timeout: float, limit: RateLimit | None = None) -> Any:
+class OpenConnections:
+    """The connections the server's handler threads serve, so that ``stop()`` can end
+    those still reading their HTTP request (a WebSocket's own session closes it) and
+    join their threads. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[Any, threading.Thread] = {}
+
+    def add(self, sock: Any) -> None:
+        with self._lock:
+            self._open[sock] = threading.current_thread()
+
+    def discard(self, sock: Any) -> None:
+        with self._lock:
+            self._open.pop(sock, None)
+
+    def close_all(self, timeout: float) -> list[str]:
+        """Shut every connection down and join its thread; names of threads still alive."""
+        import socket
+
+        with self._lock:
+            items = list(self._open.items())
+        for sock, _ in items:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for _, thread in items:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return [thread.name for _, thread in items if thread.is_alive()]
+
+
+def request_handler(timeout: float, limit: RateLimit | None = None,
+                    connections: OpenConnections | None = None) -> Any:
     """A ``WSGIRequestHandler`` subclass: per-read and overall request ``timeout``,
-    client errors logged at INFO (rate-limited), no HTTP after a WebSocket."""
+    client errors logged at INFO (rate-limited), no HTTP after a WebSocket; each
+    connection listed in ``connections`` while it is served."""
     from werkzeug.serving import WSGIRequestHandler
 
     rate = limit or RateLimit()
@@ -95,6 +132,15 @@ def request_handler(timeout: float, limit: RateLimit | None = None) -> Any:
         def setup(self) -> None:
             super().setup()  # the socket's per-read timeout, rfile, wfile
             self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self, timeout))
+            if connections is not None:
+                connections.add(self.connection)
+
+        def finish(self) -> None:
+            try:
+                super().finish()
+            finally:
+                if connections is not None:
+                    connections.discard(self.connection)
 
         def handle_one_request(self) -> None:
             self.request_deadline = time.monotonic() + timeout

@@ -2,33 +2,40 @@
 
 Theory of operation: every channel (``ChannelContext``) that reads live changes takes
 one reference on the server's shared ``Follower`` of its database (released when the
-channel closes). A longpoll ``changes`` call reads normally, and if nothing is new
-waits on the follower's generation (or the channel's closing), then reads again. A
-``Subscription`` registers a listener on the follower; each notification schedules one
-push task (coalesced: at most one queued or running, re-run when dirty) that reads
-``changes`` from the subscription's ``since`` in batches and sends them. Every send
-re-checks, under the session's lock, that the channel and subscription are still the
-ones the task works for, so nothing reaches a closed or reused channel.
+channel closes). Nothing here holds a thread while it waits:
 
-``LiveChannels`` is a mixin of ``Session``: it uses the session's lock, protocol
-connection, pool, follower registry and ``_send_locked``.
+- A longpoll ``changes`` call (``LongPoll``) reads normally on the session's lane; if
+  nothing is new it registers a listener on the follower and a deadline on the server's
+  ``Timer``, and its thread goes back to the pool. The first of the two schedules the
+  next read; the call is answered when a read finds rows or the deadline has passed.
+- A ``Subscription`` registers a listener on the follower; each notification schedules
+  one push task (coalesced: at most one queued or running, re-run when dirty) that
+  reads ``changes`` from the subscription's ``since`` in batches and queues them. While
+  the socket's outgoing queue is over its high-water mark (a slow reader) the push
+  pauses and resumes when the queue drains.
+
+Every answer is checked, under the session's lock, against the channel and
+subscription it works for, so nothing reaches a closed or reused channel.
+``Live`` is the part of a ``Session`` (``session.live``) that does this.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..protocol import Connection
+from .. import jsoncodec
 from ..protocol import messages as m
 from .dispatch import error_json, execute
-from .follower import Follower, FollowerRegistry
+from .follower import Follower
 from .grant import Grant
-from .options import ServerOptions
-from .pool import WorkerPool
 
-__all__ = ["ChannelContext", "Subscription", "LiveChannels", "ChannelGone"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .session import Session
+    from .timer import TimerEntry
+
+__all__ = ["ChannelContext", "Subscription", "LongPoll", "Live", "ChannelGone"]
 
 
 class ChannelGone(Exception):
@@ -46,60 +53,148 @@ class ChannelContext:
         self.follower: Follower | None = None
         self.flock = threading.Lock()
         self.subs: dict[int, Subscription] = {}
+        self.longpolls: set[LongPoll] = set()
+
+    @property
+    def granted(self) -> Grant:
+        """``grant``, set before the channel opens (tasks only run for open channels)."""
+        assert self.grant is not None, "a task for a channel that was never granted"
+        return self.grant
 
 
-class Subscription:
+class _Waiting:
+    """What a waiting longpoll or subscription holds: a follower listener (and a
+    deadline), and whether a task of it is queued or running."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.scheduled = False
+        self.cancelled = False
+        self.follower: Follower | None = None
+        self.token: int | None = None
+        self.deadline_entry: TimerEntry | None = None
+
+    def detach(self) -> None:
+        """Cancel and drop the listener and the deadline (call once ``cancelled``)."""
+        with self.lock:
+            follower, token, entry = self.follower, self.token, self.deadline_entry
+            self.token = self.deadline_entry = None
+        if follower is not None and token is not None:
+            follower.remove_listener(token)
+        if entry is not None:
+            entry.cancel()
+
+
+class Subscription(_Waiting):
     """One live push: a normal ``changes`` read after each change the follower sees."""
 
     def __init__(self, ctx: ChannelContext, sub: int, since: Any, kwargs: dict[str, Any],
                  batch: int) -> None:
+        super().__init__()
         self.ctx = ctx
         self.sub = sub
         self.since = since
         self.kwargs = kwargs
         self.batch = batch
-        self.lock = threading.Lock()
-        self.scheduled = False
         self.dirty = False
-        self.cancelled = False
-        self.follower: Follower | None = None
-        self.token: int | None = None
+        #: what makes two subscriptions' reads the same (with their ``since``)
+        self.read_key = (batch, jsoncodec.dumps(sorted(kwargs.items())))
 
 
-class LiveChannels:
-    """Longpolls and subscriptions of one socket (a mixin of ``Session``)."""
+class LongPoll(_Waiting):
+    """One longpoll ``changes`` call waiting for a change or its deadline."""
 
-    # provided by Session
-    _lock: threading.Lock
-    _closing: threading.Event
-    proto: Connection
-    pool: WorkerPool
-    followers: FollowerRegistry
-    options: ServerOptions
-    _send_locked: Callable[[str], None]
+    def __init__(self, ctx: ChannelContext, call_id: int, kwargs: dict[str, Any],
+                 deadline: float) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.call_id = call_id
+        self.kwargs = kwargs
+        self.deadline = deadline
 
-    def _longpoll(self, ctx: ChannelContext, kwargs: dict[str, Any]) -> Any:
+
+class Live:
+    """Longpolls and subscriptions of one socket (``Session.live``)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.lane = session.lane
+        self.timer = session.timer
+        self.followers = session.followers
+        self.options = session.options
+
+    # -- longpoll calls -----------------------------------------------------------------
+    def start_longpoll(self, ctx: ChannelContext, call_id: int, kwargs: dict[str, Any]) -> None:
+        """A longpoll ``changes`` call (on the lane): read now, wait without a thread."""
+        kwargs = dict(kwargs)
         timeout = kwargs.pop("timeout", None)
         timeout = self.options.longpoll_timeout if timeout is None else timeout
         timeout = min(float(timeout), self.options.max_longpoll_timeout)
         kwargs["feed"] = "normal"
-        deadline = time.monotonic() + timeout
-        follower = self._follower_for(ctx)
+        poll = LongPoll(ctx, call_id, kwargs, time.monotonic() + timeout)
+        with self.session.lock:
+            gone = ctx.closed
+            if not gone:
+                ctx.longpolls.add(poll)
+        if gone:
+            self._answer_longpoll(poll, error=ChannelGone())
+            return
+        with poll.lock:
+            poll.scheduled = True
+        self._longpoll_step(poll)
 
-        def cancelled() -> bool:
-            return ctx.closed or self._closing.is_set()
-
-        while True:
+    def _longpoll_step(self, poll: LongPoll) -> None:
+        with poll.lock:
+            poll.scheduled = False
+            if poll.cancelled:
+                return
+        try:
+            follower = self._follower_for(poll.ctx)
             generation = follower.generation
-            result = execute(ctx.grant, "changes", kwargs)
-            remaining = deadline - time.monotonic()
-            if result.get("results") or remaining <= 0:
-                return result
-            if result.get("last_seq") is not None:
-                kwargs["since"] = result["last_seq"]
-            follower.wait(generation, remaining, cancelled)
-            if cancelled():
-                raise ChannelGone
+            result = execute(poll.ctx.granted, "changes", poll.kwargs)
+        except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the peer gets the error
+            self._answer_longpoll(poll, error=exc)
+            return
+        if result.get("results") or time.monotonic() >= poll.deadline:
+            self._answer_longpoll(poll, result=result)
+            return
+        if result.get("last_seq") is not None:
+            poll.kwargs["since"] = result["last_seq"]
+        with poll.lock:
+            if poll.cancelled:
+                return
+            if poll.token is None:
+                poll.follower = follower
+                poll.token = follower.add_listener(lambda: self._wake(poll, self._longpoll_step))
+            if poll.deadline_entry is None:
+                poll.deadline_entry = self.timer.call_at(
+                    poll.deadline, lambda: self._wake(poll, self._longpoll_step))
+        if follower.generation != generation:  # a change between the read and the listener
+            self._wake(poll, self._longpoll_step)
+
+    def _answer_longpoll(self, poll: LongPoll, *, result: Any = None,
+                         error: BaseException | None = None) -> None:
+        with poll.lock:
+            if poll.cancelled:
+                return
+            poll.cancelled = True
+        poll.detach()
+        with self.session.lock:
+            poll.ctx.longpolls.discard(poll)
+        from .calls import reply
+        reply(self.session, poll.ctx, poll.call_id, "changes", result=result, error=error)
+
+    def _wake(self, waiting: _Waiting, step: Callable[[Any], None]) -> None:
+        """Run ``step(waiting)`` on the lane soon (coalesced: at most one queued)."""
+        with waiting.lock:
+            if waiting.cancelled or waiting.scheduled:
+                if isinstance(waiting, Subscription) and waiting.scheduled:
+                    waiting.dirty = True
+                return
+            waiting.scheduled = True
+        if not self.lane.submit(step, waiting):
+            with waiting.lock:
+                waiting.scheduled = False
 
     def _follower_for(self, ctx: ChannelContext) -> Follower:
         with ctx.flock:
@@ -107,7 +202,7 @@ class LiveChannels:
                 raise ChannelGone
             if ctx.follower is not None:
                 return ctx.follower
-        follower = self.followers.acquire(ctx.grant.db)
+        follower = self.followers.acquire(ctx.granted.db)
         with ctx.flock:
             if not ctx.closed and ctx.follower is None:
                 ctx.follower = follower
@@ -119,36 +214,25 @@ class LiveChannels:
         return current
 
     # -- subscriptions ------------------------------------------------------------------
-    def _start_subscription(self, sub: Subscription) -> None:
+    def start_subscription(self, sub: Subscription) -> None:
         try:
             follower = self._follower_for(sub.ctx)
         except ChannelGone:
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the peer gets the error, the session goes on
             self._end_subscription(sub, error_json(exc, what="subscribe"))
             return
         with sub.lock:
             if sub.cancelled:
                 return
             sub.follower = follower
-            sub.token = follower.add_listener(lambda: self._schedule(sub))
-        self._schedule(sub)
-
-    def _schedule(self, sub: Subscription) -> None:
-        """Run the subscription's push soon (coalesced: at most one queued or running)."""
-        with sub.lock:
-            if sub.cancelled:
-                return
-            if sub.scheduled:
-                sub.dirty = True
-                return
-            sub.scheduled = True
-        if not self.pool.submit(self._pump, sub):
-            with sub.lock:
-                sub.scheduled = False
+            sub.token = follower.add_listener(lambda: self._wake(sub, self._pump))
+        self._wake(sub, self._pump)
 
     def _pump(self, sub: Subscription) -> None:
-        db = sub.ctx.grant.db
+        db = sub.ctx.granted.db
+        follower = sub.follower
+        assert follower is not None
         while True:
             with sub.lock:
                 if sub.cancelled:
@@ -157,7 +241,16 @@ class LiveChannels:
                 sub.dirty = False
             try:
                 while not sub.cancelled:
-                    result = db.changes(since=sub.since, limit=sub.batch, **sub.kwargs)
+                    # the peer reads slowly: go on once it caught up
+                    if self.session.outbox.backlogged():
+                        with sub.lock:
+                            sub.scheduled = False
+                        self.session.outbox.on_drain(lambda: self._wake(sub, self._pump))
+                        return
+                    since = sub.since
+                    result = follower.shared_read(
+                        follower.generation, (jsoncodec.dumps(since), sub.read_key),
+                        lambda: db.changes(since=since, limit=sub.batch, **sub.kwargs))  # noqa: B023 - called before the loop goes on
                     rows = result.get("results") or []
                     if rows:
                         msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"),
@@ -168,7 +261,7 @@ class LiveChannels:
                         sub.since = result["last_seq"]
                     if len(rows) < sub.batch and not result.get("pending"):
                         break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the peer gets it
                 self._end_subscription(sub, error_json(exc, what="live changes"))
                 with sub.lock:
                     sub.scheduled = False
@@ -180,39 +273,47 @@ class LiveChannels:
                 return
 
     def _send_for(self, sub: Subscription, msg: dict[str, Any], text: str) -> bool:
-        with self._lock:
+        held = len(text)
+        self.session.budget.hold(self.session, held)
+
+        def build() -> str | None:
             if sub.ctx.subs.get(sub.sub) is not sub:
-                return False
-            sendable = self.proto.send_if_current(msg, sub.ctx, text)
-            if sendable is None:
-                return False
-            self._send_locked(sendable)
-            return True
+                return None
+            return self.session.proto.send_if_current(msg, sub.ctx, text)
+
+        return self.session.enqueue(build, held)
 
     def _end_subscription(self, sub: Subscription, err: dict[str, Any]) -> None:
-        with self._lock:
-            if sub.ctx.subs.get(sub.sub) is sub:
-                del sub.ctx.subs[sub.sub]
-                text = self.proto.send_if_current(m.changes_error(sub.ctx.ch, sub.sub, err), sub.ctx)
-                if text is not None:
-                    self._send_locked(text)
-        self._cancel_subscription(sub)
+        def build() -> str | None:
+            if sub.ctx.subs.get(sub.sub) is not sub:
+                return None
+            del sub.ctx.subs[sub.sub]
+            return self.session.proto.send_if_current(
+                m.changes_error(sub.ctx.ch, sub.sub, err), sub.ctx)
 
-    def _cancel_subscription(self, sub: Subscription) -> None:
+        self.session.enqueue(build)
+        self.cancel_subscription(sub)
+
+    def cancel_subscription(self, sub: Subscription) -> None:
         with sub.lock:
             sub.cancelled = True
-            follower, token = sub.follower, sub.token
-            sub.token = None
-        if follower is not None and token is not None:
-            follower.remove_listener(token)
+        sub.detach()
 
-    def _drop_channel_locked(self, ctx: ChannelContext) -> None:
-        """Cancel a closed channel's subscriptions and longpolls; release its follower."""
+    def drop_channel_locked(self, ctx: ChannelContext) -> None:
+        """Cancel a closed channel's subscriptions and longpolls (those get no answer);
+        release its follower. Under the session's lock."""
         ctx.closed = True
         subs = list(ctx.subs.values())
         ctx.subs.clear()
         for sub in subs:
-            self._cancel_subscription(sub)
+            self.cancel_subscription(sub)
+        polls, ctx.longpolls = list(ctx.longpolls), set()
+        for poll in polls:
+            with poll.lock:
+                answered, poll.cancelled = poll.cancelled, True
+            poll.detach()
+            if not answered:
+                self.session.call_done_locked()  # the call ends without an answer
         with ctx.flock:
             follower, ctx.follower = ctx.follower, None
         if follower is not None:

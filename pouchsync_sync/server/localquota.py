@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import Forbidden, NotFound, PayloadTooLarge
 from ..protocol import ops

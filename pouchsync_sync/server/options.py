@@ -38,8 +38,11 @@ class ServerOptions:
     hello_timeout: float = 10.0
     #: seconds between pings; a peer that missed the previous one is dropped (None: off)
     ping_interval: float | None = 20.0
-    #: worker threads per socket (created lazily) for on_request, calls and pushes
+    #: tasks of one socket (on_request, calls, live pushes) running at once on the pool
     workers: int = 8
+    #: threads of the process-wide pool that runs every socket's tasks (made lazily,
+    #: ended after 2 s idle)
+    pool_size: int = 64
     #: most rows per pushed ``changes`` message
     live_batch: int = 500
     #: default and maximum timeout of a longpoll ``changes`` call, seconds
@@ -66,7 +69,7 @@ class ServerOptions:
                              f"not {self.max_reply_size!r}")
         for name in ("max_message_size", "max_hello_size", "max_rows", "reply_memory",
                      "max_local_doc_size", "max_local_docs",
-                     "max_channels", "max_calls", "max_subscriptions", "workers",
+                     "max_channels", "max_calls", "max_subscriptions", "workers", "pool_size",
                      "live_batch", "max_errors", "receive_bytes"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
@@ -83,11 +86,12 @@ class ServerOptions:
             raise ValueError(f"ping_interval must be positive or None, not {self.ping_interval!r}")
 
     @classmethod
-    def from_kwargs(cls, options: dict[str, Any]) -> "ServerOptions":
+    def from_kwargs(cls, options: dict[str, Any]) -> ServerOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise TypeError(f"unknown server option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            raise TypeError(f"unknown server option {unknown[0]!r} "
+                            f"(known: {', '.join(sorted(known))})")
         return cls(**options)
 
     def limits(self) -> dict[str, Any]:

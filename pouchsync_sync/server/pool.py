@@ -1,10 +1,12 @@
-"""A small bounded thread pool whose threads are created only when work waits.
+"""The server's process-wide worker pool, and each socket's lane into it.
 
-One per socket: ``on_request``, calls and live pushes of that socket run here, so a
-slow one never blocks the socket's reader, and the socket never holds more than
-``size`` threads; a thread idle for ``idle_exit`` seconds ends, so a quiet live socket
-holds none. ``close()`` drops queued work, wakes idle threads and joins them.
-Thread-safe.
+``WorkerPool``: a bounded pool whose threads are created only when work waits and end
+after ``idle_exit`` seconds idle, so a quiet server holds none. One per ``SyncServer``:
+``on_request``, calls and live pushes of every socket run here, never on a socket's
+own threads, so a socket costs no worker thread while it has nothing to do.
+
+``Lane``: a socket's share of it (``workers`` tasks at most at once, round robin with
+the other sockets), so one socket's slow calls cannot take the whole pool.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import logging
 import threading
 from typing import Any, Callable
 
-__all__ = ["WorkerPool"]
+__all__ = ["WorkerPool", "Lane"]
 
 log = logging.getLogger(__name__)
 
+#: a queued call: the function and its arguments
+_Task = tuple[Callable[..., Any], tuple[Any, ...]]
+
 #: a thread idle this long ends (a new one starts when work comes); close() wakes all
-IDLE_EXIT = 30.0
+IDLE_EXIT = 2.0
 
 
 class WorkerPool:
@@ -31,7 +36,7 @@ class WorkerPool:
         self.size = size
         self.name = name
         self._cond = threading.Condition()
-        self._tasks: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
+        self._tasks: collections.deque[_Task] = collections.deque()
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
@@ -93,3 +98,76 @@ class WorkerPool:
         for thread in threads:
             thread.join(timeout)
         return [t.name for t in threads if t.is_alive()]
+
+
+class Lane:
+    """One socket's share of the process-wide ``WorkerPool``: at most ``limit`` of its
+    tasks run at once, the others wait in order, and after each task the lane goes to
+    the back of the pool's queue (so a socket with much work does not starve the
+    others). ``close()`` drops what waits and waits for what runs. Thread-safe."""
+
+    def __init__(self, pool: WorkerPool, limit: int, name: str) -> None:
+        if limit < 1:
+            raise ValueError("a lane needs a limit of at least one task")
+        self.pool = pool
+        self.limit = limit
+        self.name = name
+        self._cond = threading.Condition()
+        self._tasks: collections.deque[_Task] = collections.deque()
+        self._running = 0
+        self._closed = False
+
+    @property
+    def running(self) -> int:
+        with self._cond:
+            return self._running
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Queue ``fn(*args)``; ``False`` when the lane is closed (nothing queued)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._tasks.append((fn, args))
+            if self._running >= self.limit:
+                return True
+            self._running += 1
+        if not self.pool.submit(self._one):
+            self._done()
+        return True
+
+    def _one(self) -> None:
+        with self._cond:
+            if self._closed or not self._tasks:
+                task = None
+            else:
+                task = self._tasks.popleft()
+        if task is not None:
+            fn, args = task
+            try:
+                fn(*args)
+            except Exception:  # the task's own handler failed: log, keep the lane
+                log.exception("task %r failed in %s", getattr(fn, "__name__", fn), self.name)
+        with self._cond:
+            again = bool(self._tasks) and not self._closed
+        if not again or not self.pool.submit(self._one):  # else: to the back of the queue
+            self._done()
+
+    def _done(self) -> None:
+        with self._cond:
+            self._running -= 1
+            if self._tasks and not self._closed and self._running < self.limit:
+                self._running += 1  # work came in while this slot was ending
+                restart = True
+            else:
+                restart = False
+                self._cond.notify_all()
+        if restart and not self.pool.submit(self._one):
+            self._done()
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Drop queued tasks and wait up to ``timeout`` for running ones; True when none
+        runs any more. Idempotent; must not be called from one of the lane's tasks."""
+        with self._cond:
+            self._closed = True
+            self._tasks.clear()
+            return self._cond.wait_for(lambda: self._running == 0, timeout)

@@ -1,18 +1,26 @@
-"""One client socket on the server: reader loop, send lock, worker pool, channels.
+"""One client socket on the server: its two threads, its outgoing queue, its closing.
 
-Theory of operation: the WSGI handler thread runs ``Session.run``, the socket's only
-reader. Each frame goes through the sans-IO ``protocol.Connection`` under the
-session's one lock, which is also the send lock (simple-websocket's ``send`` is not
-thread-safe), so protocol state and frame order always agree: nothing about a channel
-is sent after its ``closed``, and a late reply never reaches a channel that reuses the
-number (``send_if_current``). Anything slow (``on_request``, database calls, live
-pushes) runs on the session's bounded ``WorkerPool``; the reader only validates and
-queues. Live changes (longpolls, subscriptions) are in ``live.py``, a mixin of
-``Session``; they come from the server's shared ``Follower`` of each database.
+Theory of operation. A socket costs two threads: simple-websocket's reader (frames in,
+pings, close replies) and the WSGI handler thread, which runs ``Session.run`` and is
+the socket's only reader of messages *and* its only writer of frames. Each incoming
+frame goes through the sans-IO ``protocol.Connection`` under the session's lock
+(``calls.py`` handles it and starts tasks); everything slow (``on_request``, database
+calls, live pushes) runs on the server's process-wide ``WorkerPool``, through this
+socket's ``Lane`` (at most ``workers`` tasks at once). A task's answer is checked and
+queued in its ``Outbox`` under the lock (``enqueue``), so protocol state and frame order
+always agree: nothing about a channel is sent after its ``closed``, and a late reply never reaches a
+channel that reuses the number. The handler thread sends what is queued; no thread
+other than the handler ever writes a frame, and nobody holds the lock while sending.
 
-Shutdown: ``shutdown()`` (any thread) sends a close frame and shuts the socket down;
-the reader sees the connection end and ``_teardown`` cancels channels, joins the pool
-and the transport's thread, then sets ``done``.
+A peer that stops reading blocks only its handler thread: its replies wait in the
+queue, counted in the server-wide ``ReplyBudget`` (which evicts the biggest holder),
+live pushes pause above a high-water mark and resume when the queue drains, and the
+server's watchdog closes a socket whose send has been stuck for ``send_timeout``.
+
+Shutdown: ``send_close`` (any thread) asks the handler to send a close frame and end;
+``force_close`` shuts the socket down, which unblocks a stuck send. ``_teardown`` (on
+the handler thread) cancels channels, waits for the lane's running tasks and the
+transport's thread, then sets ``done``.
 """
 
 from __future__ import annotations
@@ -23,44 +31,35 @@ import threading
 import time
 from typing import Any, Callable
 
-from simple_websocket import ConnectionClosed
-from wsproto.utilities import LocalProtocolError  # simple-websocket's, once closing
-
 from .. import gcpause
-from ..errors import BadRequest, CouchError, Denied
-from ..protocol import ChannelState, Connection, choose_version, ops
+from ..protocol import Connection, choose_version
 from ..protocol import messages as m
 from ..protocol.messages import BadMessage
+from . import calls
 from .budget import ReplyBudget
-from .dispatch import bounded, error_json, execute
 from .follower import FollowerRegistry
-from .grant import Grant, as_grant, database_uuid
 from .handler import RateLimit
-from .live import ChannelContext, ChannelGone, LiveChannels, Subscription
+from .live import ChannelContext, Live
 from .localquota import LocalQuota
 from .options import ServerOptions
-from .pool import WorkerPool
+from .outbox import HIGH_WATER, Outbox, short
+from .pool import Lane, WorkerPool
+from .timer import Timer
 
-__all__ = ["Session"]
+__all__ = ["Session", "HIGH_WATER"]
 
 log = logging.getLogger(__name__)
 
-_DEBUG_CHARS = 300
-_RECEIVE_SLICE = 1.0     # the reader re-checks closing and stuck sends this often
+_WAIT_SLICE = 30.0       # a safety net: closing and new frames set the event anyway
 _CLOSE_GRACE = 1.0       # time for the peer to answer our close frame
-_LOCK_GRACE = 2.0        # time to wait for a sender before forcing the socket down
 _EVICT_SEND = 0.5        # longest an evicted socket's close frame may take to send
-
-
-def _short(data: Any) -> str:
-    text = data if isinstance(data, str) else repr(data)
-    return text if len(text) <= _DEBUG_CHARS else f"{text[:_DEBUG_CHARS]}… ({len(text)} chars)"
 
 
 def _redacted(msg: dict[str, Any], data: Any) -> Any:
     """What to log of an incoming frame: never the credentials of an ``open``."""
     if msg.get("type") == "open":
-        return m.encode({**msg, "credentials": "<redacted>" if msg.get("credentials") is not None else None})
+        redacted = "<redacted>" if msg.get("credentials") is not None else None
+        return m.encode({**msg, "credentials": redacted})
     return data
 
 
@@ -68,12 +67,13 @@ class _Gone(Exception):
     """The WebSocket is closed."""
 
 
-class Session(LiveChannels):
-    """One WebSocket. ``run`` on the handler thread; ``shutdown`` from anywhere."""
+class Session:
+    """One WebSocket. ``run`` on the handler thread; ``send_close``, ``force_close``,
+    ``evict`` and ``enqueue`` from any thread."""
 
     def __init__(self, ws: Any, *, conn_id: int, peer: str, options: ServerOptions,
                  on_request: Callable[[Any, str], Any], followers: FollowerRegistry,
-                 server_stopping: threading.Event, agent: str,
+                 server_stopping: threading.Event, agent: str, pool: WorkerPool, timer: Timer,
                  budget: ReplyBudget | None = None, local_quota: LocalQuota | None = None,
                  complaints: RateLimit | None = None) -> None:
         self.ws = ws
@@ -85,24 +85,27 @@ class Session(LiveChannels):
         self.followers = followers
         self.server_stopping = server_stopping
         self.agent = agent
+        self.timer = timer
         self.budget = budget or ReplyBudget(options.reply_memory)
-        self.local_quota = local_quota or LocalQuota(options.max_local_doc_size, options.max_local_docs)
+        self.local_quota = local_quota or LocalQuota(options.max_local_doc_size,
+                                                     options.max_local_docs)
         #: the server-wide rate of INFO lines about clients' mistakes (any client can cause them)
         self.complaints = complaints or RateLimit()
         self.max_reply_size = options.max_reply_size or options.max_message_size
         self.proto = Connection("server")
-        self.pool = WorkerPool(options.workers, f"pouchsync-server-worker[{conn_id}]")
-        #: longpoll calls wait here, so waiting ones never starve the other calls
-        #: (bounded by max_calls; threads exist only while longpolls wait)
-        self.longpolls = WorkerPool(options.max_calls, f"pouchsync-server-longpoll[{conn_id}]")
+        self.lane = Lane(pool, options.workers, f"pouchsync-server-lane[{conn_id}]")
         self.done = threading.Event()
-        self._lock = threading.Lock()
-        self._closing = threading.Event()
-        self._calls = 0
+        self.lock = threading.Lock()
+        self.closing = threading.Event()
+        self._close_frame: tuple[int, str] = (1000, "")
+        self.calls_in_flight = 0
         self._errors = 0
-        self._send_started: float | None = None
+        self.outbox = Outbox(ws, self.lock, self.closing, self.budget, self, self.call_done_locked,
+                             self.name)
+        #: longpolls and subscriptions of this socket
+        self.live = Live(self)
 
-    # -- reader -------------------------------------------------------------------------
+    # -- the handler thread -------------------------------------------------------------
     def run(self) -> None:
         """Serve the socket until it closes; always tears down."""
         try:
@@ -112,40 +115,50 @@ class Session(LiveChannels):
             pass
         except Exception:
             log.exception("connection %s failed", self.name)
-            self._close_ws(1011, "internal error")
+            self._close_frame = (1011, "internal error")
         finally:
             self._teardown()
 
-    def _receive(self, timeout: float) -> Any:
-        if self._closing.is_set():
-            raise _Gone
-        try:
-            return self.ws.receive(timeout=timeout)
-        except ConnectionClosed:
-            raise _Gone from None
+    def _next_frame(self, deadline: float | None) -> Any:
+        """The next incoming frame, after sending what is queued; ``None`` at the
+        deadline or when it is time to look at the queue again. Raises ``_Gone``."""
+        ws = self.ws
+        while True:
+            ws.event.clear()  # before looking: a frame or a wake-up after this sets it
+            self.outbox.flush()
+            if self.closing.is_set():
+                raise _Gone
+            if ws.input_buffer:
+                return ws.input_buffer.pop(0)
+            if not ws.connected:
+                raise _Gone
+            wait = (_WAIT_SLICE if deadline is None
+                    else min(_WAIT_SLICE, deadline - time.monotonic()))
+            if wait <= 0:
+                return None
+            ws.event.wait(wait)
 
     def _handshake(self) -> bool:
         limit = self.options.hello_timeout
         deadline = time.monotonic() + limit
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            data = self._next_frame(deadline)
+            if data is None:
+                if time.monotonic() < deadline:
+                    continue
                 log.info("connection %s: no hello within %.1f s, closing", self.name, limit)
                 self._fatal(m.error(408, "hello_timeout", f"no hello within {limit} s",
                                     fatal=True), 1008, "hello timeout")
                 return False
-            data = self._receive(min(remaining, _RECEIVE_SLICE))
-            if data is None:
-                continue
-            with self._lock:
+            with self.lock:
                 try:
                     hello = self.proto.receive(data)
                 except BadMessage as exc:
                     reason = exc.reason
                     if "hello first" not in reason:
                         reason = f"expected a hello first: {reason}"
-                    msg = m.error(exc.status, exc.error, reason, fatal=True)
-                    self._send_locked(self.proto.send(msg))
+                    self.outbox.put_locked(self.proto.send(m.error(exc.status, exc.error, reason,
+                                                               fatal=True)))
                     code = 1002
                 else:
                     version = choose_version(hello["versions"])
@@ -154,59 +167,44 @@ class Session(LiveChannels):
                         msg = m.error(400, "unsupported_version",
                                       f"server speaks versions {list(m.PROTOCOL_VERSIONS)}, "
                                       f"client offered {offered}", fatal=True)
-                        self._send_locked(self.proto.send(msg))
+                        self.outbox.put_locked(self.proto.send(msg))
                         code = 1002
                     else:
                         welcome = m.welcome(version, self.options.limits(), agent=self.agent)
                         # the hello limit ends with the welcome (clients wait for it)
                         self.ws.max_message_size = self.options.max_message_size
-                        self._send_locked(self.proto.send(welcome))
+                        self.outbox.put_locked(self.proto.send(welcome))
                         log.info("connection %s: hello from %r, protocol v%d", self.name,
                                  hello.get("agent"), version)
                         return True
-            self._close_ws(code, "protocol error")
+            self._fatal(None, code, "protocol error")
             return False
 
     def _serve(self) -> None:
-        while not self._closing.is_set():
-            data = self._receive(_RECEIVE_SLICE)
-            if data is None:
-                self._check_send_stuck()
-                continue
-            fatal = None
-            if not self._acquire_as_reader():
+        while True:
+            data = self._next_frame(None)
+            if data is not None and self._handle(data):
                 return
+
+    def _handle(self, data: Any) -> bool:
+        """One incoming frame; True when the socket must close."""
+        fatal = None
+        with self.lock:
+            if self.closing.is_set():
+                return True
             try:
-                try:
-                    with gcpause.paused_for(data):  # a batch of docs: thousands of objects
-                        msg = self.proto.receive(data)
-                except BadMessage as exc:
-                    fatal = self._answer_bad_locked(exc)
-                else:
-                    if log.isEnabledFor(logging.DEBUG):
-                        log.debug("%s <- %s", self.name, _short(_redacted(msg, data)))
-                    self._HANDLERS[msg["type"]](self, msg)
-            finally:
-                self._lock.release()
-            if fatal is not None:
-                self._close_ws(*fatal)
-                return
-
-    def _acquire_as_reader(self) -> bool:
-        """Take the lock, watching meanwhile for a send stuck on a peer that does not
-        read (which would otherwise hold the lock until TCP gives up)."""
-        while not self._lock.acquire(timeout=_RECEIVE_SLICE):
-            self._check_send_stuck()
-            if self._closing.is_set():
-                return False
-        return True
-
-    def _check_send_stuck(self) -> None:
-        started = self._send_started
-        if started is not None and time.monotonic() - started > self.options.send_timeout:
-            log.warning("connection %s: a send has been blocked for over %.0f s "
-                        "(the peer does not read); closing", self.name, self.options.send_timeout)
-            self.force_close()
+                with gcpause.paused_for(data):  # a batch of docs: thousands of objects
+                    msg = self.proto.receive(data)
+            except BadMessage as exc:
+                fatal = self._answer_bad_locked(exc)
+            else:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s <- %s", self.name, short(_redacted(msg, data)))
+                calls.HANDLERS[msg["type"]](self, msg)
+        if fatal is not None:
+            self._fatal(None, *fatal)
+            return True
+        return False
 
     def _answer_bad_locked(self, exc: BadMessage) -> tuple[int, str] | None:
         self._errors += 1
@@ -218,229 +216,70 @@ class Session(LiveChannels):
             msg["reason"] = f"{exc.reason} (too many errors: {self._errors}, closing)"
             msg["fatal"] = True
             close = (1008, "too many errors")
-        self._complain("connection %s: %s %s", self.name, exc.error, exc.reason)
-        self._send_locked(self.proto.send(msg))
+        self.complain("connection %s: %s %s", self.name, exc.error, exc.reason)
+        self.outbox.put_locked(self.proto.send(msg))
         return close
 
-    # -- message handlers (reader thread, under the lock) -------------------------------
-    def _on_open(self, msg: dict[str, Any]) -> None:
-        ch = msg["ch"]
-        chan = self.proto.channel(ch)
-        assert chan is not None
-        active = sum(1 for c in self.proto.channels()
-                     if c.state in (ChannelState.OPENING, ChannelState.OPEN))
-        refusal = None
-        if self.server_stopping.is_set():
-            refusal = {"status": 503, "error": "shutting_down", "reason": "the server is stopping"}
-        elif active > self.options.max_channels:
-            refusal = {"status": 429, "error": "too_many_channels",
-                       "reason": f"at most {self.options.max_channels} channels per socket"}
-        if refusal is not None:
-            self._complain("connection %s: channel %d refused: %s", self.name, ch, refusal["reason"])
-            self._send_locked(self.proto.send(m.denied(ch, refusal)))
-            return
-        ctx = ChannelContext(ch, msg["db"])
-        chan.context = ctx
-        self.pool.submit(self._open_task, ctx, msg["credentials"])
+    def _fatal(self, msg: dict[str, Any] | None, code: int, reason: str) -> None:
+        """Send ``msg`` (if any) and what is queued, then close (handler thread)."""
+        if msg is not None:
+            with self.lock:
+                self.outbox.put_locked(self.proto.send(msg))
+        self.outbox.flush()
+        self._close_frame = (code, reason)
+        self.closing.set()
 
-    def _on_close(self, msg: dict[str, Any]) -> None:
-        chan = self.proto.channel(msg["ch"])
-        ctx = chan.context if chan is not None else None
-        self._send_locked(self.proto.send(m.closed(msg["ch"])))
-        if isinstance(ctx, ChannelContext):
-            self._drop_channel_locked(ctx)
-            log.debug("connection %s: channel %d (%s) closed", self.name, ctx.ch, ctx.db_name)
+    # -- the outgoing queue -------------------------------------------------------------
+    def call_done_locked(self) -> None:
+        """A call in flight ended (answered, or dropped with its channel)."""
+        self.calls_in_flight -= 1
 
-    def _on_call(self, msg: dict[str, Any]) -> None:
-        ctx = self.proto.channel(msg["ch"]).context
-        ch, call_id = msg["ch"], msg["id"]
-        try:
-            kwargs = bounded(msg["op"], ops.validate_call(msg["op"], msg["args"]), self.options.max_rows)
-        except BadRequest as exc:
-            self._send_locked(self.proto.send(m.reply_error(ch, call_id, exc.to_json())))
-            return
-        if self._calls >= self.options.max_calls:
-            err = {"status": 429, "error": "too_many_requests",
-                   "reason": f"at most {self.options.max_calls} calls in flight per socket"}
-            self._send_locked(self.proto.send(m.reply_error(ch, call_id, err)))
-            return
-        self._calls += 1
-        pool = self.longpolls if msg["op"] == "changes" and kwargs.get("feed") == "longpoll" else self.pool
-        if not pool.submit(self._call_task, ctx, call_id, msg["op"], kwargs):
-            self._calls -= 1
+    def enqueue(self, build: Callable[[], str | None], held: int = 0, reply: bool = False) -> bool:
+        """Queue the frame ``build()`` makes under the session's lock (``None``: nothing
+        to send, e.g. a channel closed meanwhile); any thread. ``held``: bytes already
+        counted in the reply budget, released once sent or dropped. ``reply``: it answers
+        a call (the call counts as in flight until it is sent)."""
+        with self.lock:
+            text = build()
+            queued = text is not None and self.outbox.put_locked(text, held, reply)
+            if not queued and reply:
+                self.calls_in_flight -= 1
+        if not queued and held:
+            self.budget.release(self, held)
+        return queued
 
-    def _on_subscribe(self, msg: dict[str, Any]) -> None:
-        ctx = self.proto.channel(msg["ch"]).context
-        options = {k: msg[k] for k in ("style", "include_docs", "conflicts", "doc_ids", "selector")}
-        try:
-            kwargs = ops.validate_changes_args(options)
-        except BadRequest as exc:  # pragma: no cover - the message schema checks these first
-            self._send_locked(self.proto.send(m.changes_error(ctx.ch, msg["sub"], exc.to_json())))
-            return
-        if self._subscriptions_locked() >= self.options.max_subscriptions:
-            err = {"status": 429, "error": "too_many_subscriptions",
-                   "reason": f"at most {self.options.max_subscriptions} subscriptions per socket"}
-            self._send_locked(self.proto.send(m.changes_error(ctx.ch, msg["sub"], err)))
-            return
-        batch = min(msg["batch"] or self.options.live_batch, self.options.live_batch)
-        sub = Subscription(ctx, msg["sub"], msg["since"], kwargs, batch)
-        ctx.subs[sub.sub] = sub
-        self.pool.submit(self._start_subscription, sub)
-
-    def _subscriptions_locked(self) -> int:
-        return sum(len(c.context.subs) for c in self.proto.channels()
-                   if isinstance(c.context, ChannelContext))
-
-    def _on_unsubscribe(self, msg: dict[str, Any]) -> None:
-        ctx = self.proto.channel(msg["ch"]).context
-        sub = ctx.subs.pop(msg["sub"], None)
-        if sub is not None:
-            self._cancel_subscription(sub)
-
-    _HANDLERS: dict[str, Callable[["Session", dict[str, Any]], None]] = {
-        "open": _on_open,
-        "close": _on_close,
-        "call": _on_call,
-        "subscribe": _on_subscribe,
-        "unsubscribe": _on_unsubscribe,
-    }
-
-    # -- worker tasks -------------------------------------------------------------------
-    def _open_task(self, ctx: ChannelContext, credentials: Any) -> None:
-        grant: Grant | None = None
-        err: dict[str, Any] | None = None
-        try:
-            if self.server_stopping.is_set():
-                raise Denied("the server is stopping")
-            grant = as_grant(self.on_request(credentials, ctx.db_name))
-            uuid = database_uuid(grant.db.identity())
-        except Denied as exc:
-            err = exc.to_json()
-        except Exception as exc:  # any exception of on_request denies, with its message
-            reason = exc.reason if isinstance(exc, CouchError) else str(exc)
-            err = Denied(reason or type(exc).__name__).to_json()
-            log.debug("on_request raised for %r", ctx.db_name, exc_info=True)
-        with self._lock:
-            if err is not None:
-                text = self.proto.send_if_current(m.denied(ctx.ch, err), ctx)
-                if text is not None:
-                    self._complain("connection %s: channel %d denied %r: %s", self.name, ctx.ch,
-                                   ctx.db_name, err["reason"])
-                    self._send_locked(text)
-                return
-            ctx.grant = grant
-            text = self.proto.send_if_current(
-                m.granted(ctx.ch, ctx.db_name, uuid, grant.read_only), ctx)
-            if text is not None:
-                log.info("connection %s: channel %d granted %r%s", self.name, ctx.ch,
-                         ctx.db_name, " (read-only)" if grant.read_only else "")
-                self._send_locked(text)
-
-    def _call_task(self, ctx: ChannelContext, call_id: int, op: str, kwargs: dict[str, Any]) -> None:
-        reply: dict[str, Any] | None = None
-        text: str | None = None
-        try:
-            if op == "changes" and kwargs.get("feed") == "longpoll":
-                result = self._longpoll(ctx, dict(kwargs))
-            else:
-                self.local_quota.check(ctx.grant, op, kwargs)
-                result = execute(ctx.grant, op, kwargs)
-            reply = m.reply_ok(ctx.ch, call_id, result)
-            text = m.encode(reply)
-            if len(text) > self.max_reply_size:
-                reply, text = self._too_large(ctx, call_id, op, len(text)), None
-        except ChannelGone:
-            reply = None
-        except Exception as exc:
-            reply = m.reply_error(ctx.ch, call_id, error_json(exc, what=op))
-            text = None
-        held = len(text) if text is not None else 0
-        if held:  # waits whole in memory until sent: counted server-wide
-            self.budget.hold(self, held)
-        try:
-            with self._lock:
-                self._calls -= 1
-                if reply is not None and not self._closing.is_set():
-                    sendable = self.proto.send_if_current(reply, ctx, text)
-                    if sendable is not None:
-                        self._send_locked(sendable)
-        finally:
-            if held:
-                self.budget.release(self, held)
-
-    def _complain(self, fmt: str, *args: Any) -> None:
-        """An INFO line about a client's mistake, rate-limited server-wide."""
-        allowed, suppressed = self.complaints.allow()
-        if allowed:
-            log.info(fmt + ("%s" if suppressed else ""), *args,
-                     *([f" ({suppressed} similar lines left out)"] if suppressed else []))
-
-    def _too_large(self, ctx: ChannelContext, call_id: int, op: str, size: int) -> dict[str, Any]:
-        self._complain("connection %s: %s reply of %d bytes over max_reply_size (%d): refused",
-                       self.name, op, size, self.max_reply_size)
-        return m.reply_error(ctx.ch, call_id, {
-            "status": 413, "error": "too_large",
-            "reason": f"the reply to {op} would be {size} bytes, over the server's "
-                      f"max_reply_size of {self.max_reply_size}; ask for less (limit)"})
+    # -- closing (any thread) -----------------------------------------------------------
+    def check_send_stuck(self) -> None:
+        """The server's watchdog: close a socket whose send is blocked for over
+        ``send_timeout`` (its peer does not read)."""
+        started = self.outbox.send_started
+        if started is not None and time.monotonic() - started > self.options.send_timeout:
+            log.warning("connection %s: a send has been blocked for over %.0f s "
+                        "(the peer does not read); closing", self.name, self.options.send_timeout)
+            self.force_close()
 
     def evict(self, reason: str) -> None:
-        """Drop this socket now, from any thread, without waiting on its sends (the
-        reply budget's choice: its peer does not read). A close frame goes out only if
-        no send is in progress; either way the socket is shut down at once."""
-        if self._closing.is_set():
+        """Drop this socket now, without waiting on its sends (the reply budget's
+        choice: its peer does not read). A close frame goes out if no send is blocked;
+        the socket is shut down within ``_EVICT_SEND`` seconds either way."""
+        if self.closing.is_set():
             return
-        self._closing.set()
-        if self._lock.acquire(timeout=0):  # nothing is being sent: a close can go out
-            try:
-                sock = getattr(self.ws, "sock", None)
-                if sock is not None:
-                    sock.settimeout(_EVICT_SEND)  # the socket is shut down right after
-                if self.ws.connected:
-                    self.ws.close(1008, reason[:120])
-            except (ConnectionClosed, LocalProtocolError, OSError) as exc:
-                log.debug("connection %s: close frame not sent: %s", self.name, exc)
-            finally:
-                self._lock.release()
-        self._shutdown_socket()
+        self.send_close(1008, reason[:120])
+        if self.outbox.send_started is not None:
+            self.force_close()
+        else:
+            self.timer.call_later(_EVICT_SEND, self._shutdown_if_running)
 
-    # -- sending and closing ------------------------------------------------------------
-    def _send_locked(self, text: str) -> None:
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s -> %s", self.name, _short(text))
-        self._send_started = time.monotonic()
-        try:
-            self.ws.send(text)
-        except (ConnectionClosed, LocalProtocolError, OSError) as exc:
-            log.debug("connection %s: send failed: %s", self.name, exc)
-            self._closing.set()
-        finally:
-            self._send_started = None
-
-    def _fatal(self, msg: dict[str, Any], code: int, reason: str) -> None:
-        with self._lock:
-            self._send_locked(self.proto.send(msg))
-        self._close_ws(code, reason)
-
-    def _close_ws(self, code: int, reason: str, grace: float = _CLOSE_GRACE) -> None:
-        """Send a close frame (if the socket is still up), give the peer up to
-        ``grace`` seconds to answer, then shut the socket down so every thread blocked
-        on it returns."""
-        self.send_close(code, reason)
-        self.wait_transport(grace)
-        self._shutdown_socket()
+    def _shutdown_if_running(self) -> None:
+        if not self.done.is_set():
+            self._shutdown_socket()
 
     def send_close(self, code: int, reason: str) -> None:
-        """Send the close frame; the reader then ends (any thread)."""
-        self._closing.set()
-        if self._lock.acquire(timeout=_LOCK_GRACE):
-            try:
-                if self.ws.connected:
-                    try:
-                        self.ws.close(code, reason)
-                    except (ConnectionClosed, LocalProtocolError, OSError):
-                        pass
-            finally:
-                self._lock.release()
+        """Ask the handler thread to send a close frame and end."""
+        if not self.closing.is_set():
+            self._close_frame = (code, reason)
+            self.closing.set()
+        self.ws.event.set()
 
     def wait_transport(self, timeout: float) -> bool:
         """Wait for the transport's reader thread to end (the peer answered the close)."""
@@ -461,38 +300,27 @@ class Session(LiveChannels):
         if event is not None:
             event.set()
 
-    def shutdown(self, code: int = 1001, reason: str = "server shutting down",
-                 grace: float = _CLOSE_GRACE) -> None:
-        """Close the socket from any thread; the reader then tears down."""
-        if not self._closing.is_set():
-            log.info("connection %s: closing (%d %s)", self.name, code, reason)
-        self._close_ws(code, reason, grace)
-
     def force_close(self) -> None:
         """Shut the socket down now (after ``send_close`` and a grace period)."""
-        self._closing.set()
+        self.closing.set()
         self._shutdown_socket()
 
     def _teardown(self) -> None:
-        self._closing.set()
-        if not self._lock.acquire(timeout=_LOCK_GRACE):
-            # a send is blocked on a peer that is gone or does not read: unblock it
-            self.force_close()
-            self._lock.acquire()
-        try:
+        self.closing.set()
+        with self.lock:
             contexts = [c.context for c in self.proto.channels()
                         if isinstance(c.context, ChannelContext)]
             self.proto.mark_closed()
             for ctx in contexts:
-                self._drop_channel_locked(ctx)
-        finally:
-            self._lock.release()
+                self.live.drop_channel_locked(ctx)
+        self.outbox.drop()
         if self.ws.connected:
-            self._close_ws(1000, "")
+            self.outbox.send_close(*self._close_frame)
+            self.wait_transport(_CLOSE_GRACE)
         self._shutdown_socket()
-        stuck = self.pool.close(timeout=10.0) + self.longpolls.close(timeout=10.0)
-        if stuck:
-            log.error("connection %s: worker threads did not stop: %s", self.name, stuck)
+        if not self.lane.close(timeout=10.0):
+            log.error("connection %s: tasks still running after 10 s", self.name)
+        self.outbox.drop()  # what those tasks queued meanwhile
         thread = getattr(self.ws, "thread", None)
         if thread is not None:
             thread.join(5.0)
@@ -515,7 +343,14 @@ class Session(LiveChannels):
         except OSError:
             pass
 
-    # -- introspection ------------------------------------------------------------------
+    # -- shared with calls.py and live.py -----------------------------------------------
+    def complain(self, fmt: str, *args: Any) -> None:
+        """An INFO line about a client's mistake, rate-limited server-wide."""
+        allowed, suppressed = self.complaints.allow()
+        if allowed:
+            log.info(fmt + ("%s" if suppressed else ""), *args,
+                     *([f" ({suppressed} similar lines left out)"] if suppressed else []))
+
     def stats(self) -> dict[str, int]:
         """Counts, read without the session's lock (a send blocked on a slow peer must
         not block monitoring); they may be a moment out of date."""
@@ -523,6 +358,7 @@ class Session(LiveChannels):
         return {
             "channels": len(channels),
             "subscriptions": sum(len(c.context.subs) for c in channels),
-            "calls_in_flight": self._calls,
-            "workers": self.pool.threads + self.longpolls.threads,
+            "calls_in_flight": self.calls_in_flight,
+            "workers": self.lane.running,
+            "queued_bytes": self.outbox.size,
         }

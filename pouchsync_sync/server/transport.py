@@ -4,7 +4,8 @@ simple-websocket writes frames with a single ``socket.send`` from two threads: o
 (data frames, under the session's lock) and its own reader thread (pongs, pings and
 close replies). A blocking ``send`` that waits for buffer space can let the other
 thread's bytes in between, and a socket with a timeout sends a frame only in part and
-drops the rest silently (research/limits.md §7, §8). ``SerializedSocket`` gives
+drops the rest silently (simple-websocket 1.1 ``Base.send``; docs/protocol.md §8).
+``SerializedSocket`` gives
 simple-websocket one lock around ``sendall`` instead, so a frame always goes out whole
 and alone; everything else is the real socket's.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from typing import Any
+from typing import Any, cast
 
 import simple_websocket
 from wsproto.extensions import PerMessageDeflate
@@ -91,7 +92,17 @@ class _BoundedDeflate(PerMessageDeflate):
 
 class WebSocketServer(simple_websocket.Server):
     """simple-websocket's server side with inflation bounded by ``max_message_size``
-    (which the session lowers until the hello is answered). Same threads and API."""
+    (which the session lowers until the hello is answered), whose ``event`` is set once
+    more when its reader thread ends. Same threads and API."""
+
+    def _thread(self) -> None:
+        try:
+            super()._thread()
+        finally:
+            # simple-websocket sets the event for some endings *before* it marks the
+            # socket closed (a message over max_message_size): the session, waiting on
+            # the event, must see ``connected`` false after the last wake-up
+            self.event.set()
 
     def handshake(self) -> None:
         super().handshake()  # before the reader thread starts: no frame read yet
@@ -100,4 +111,4 @@ class WebSocketServer(simple_websocket.Server):
         for extension in getattr(proto, "extensions", ()):
             if isinstance(extension, PerMessageDeflate):
                 extension.__class__ = _BoundedDeflate
-                extension.owner = self
+                cast(_BoundedDeflate, extension).owner = self

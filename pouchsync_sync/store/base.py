@@ -14,7 +14,8 @@ them; pass back what you received.
 from __future__ import annotations
 
 import abc
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..errors import BadRequest
 from .texts import check_text_rows, docs_of_text_rows, texts_answer
@@ -237,13 +238,13 @@ class Database(abc.ABC):
         """The raw bytes of one attachment. Raises ``NotFound``."""
 
     # -- lifecycle ----------------------------------------------------------------
-    def compact(self) -> None:
+    def compact(self) -> None:  # noqa: B027 - optional: the default has nothing to drop
         """Drop what is no longer needed (bodies of non-leaf revisions). Optional."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: the default holds nothing
         """Release resources. Idempotent."""
 
-    def __enter__(self) -> "Database":
+    def __enter__(self) -> Database:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,7 +4,7 @@
 ``CouchDatabase`` maps every store operation onto CouchDB's endpoints
 (https://docs.couchdb.org/en/stable/api/database/index.html) and brings the answers
 of CouchDB-protocol servers that deviate (pouchdb-server in the tests, see
-research/couchdb-test-server.md) to CouchDB 3's shapes:
+``pouchsync_sync.testing.couchserver`` and ``couch_shapes``) to CouchDB 3's shapes:
 
 - ``changes`` (in ``couch_changes``): selectors matched on the client, a client-side
   longpoll deadline.
@@ -20,15 +20,15 @@ import contextlib
 import json
 import logging
 import threading
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from .. import revtree
 from ..errors import BadRequest, CouchError, NotFound, PreconditionFailed
 from .base import Database
 from .couch_changes import CouchChanges
 from .couch_http import NO_DB_REASON, CouchHTTP
-from .couch_names import (attachment_path, check_db_name, db_path, doc_path,
-                          query_string)
+from .couch_names import attachment_path, check_db_name, db_path, doc_path, query_string
 from .couch_readahead import ReadAhead
 from .couch_shapes import bulk_get_results, missing_entry, open_revs_entries, strip_null_docs
 from .validate import check_all_docs_args, check_doc, decode_attachment
@@ -76,7 +76,7 @@ class CouchDB:
             self._is_couchdb = "couchdb" in self.info()
         return self._is_couchdb
 
-    def database(self, name: str, *, create: bool = False) -> "CouchDatabase":
+    def database(self, name: str, *, create: bool = False) -> CouchDatabase:
         """A handle on database ``name``; with ``create=True`` it is created if missing."""
         check_db_name(name)
         if create:
@@ -86,7 +86,7 @@ class CouchDB:
                 pass  # it exists already
         return CouchDatabase(self, name)
 
-    def create_database(self, name: str) -> "CouchDatabase":
+    def create_database(self, name: str) -> CouchDatabase:
         """Create ``name``; ``PreconditionFailed`` if it exists."""
         self.http.request("PUT", db_path(name))
         return CouchDatabase(self, name)
@@ -106,7 +106,7 @@ class CouchDB:
         """Close the connection pool. Idempotent."""
         self.http.close()
 
-    def __enter__(self) -> "CouchDB":
+    def __enter__(self) -> CouchDB:
         return self
 
     def __exit__(self, *exc: object) -> None:

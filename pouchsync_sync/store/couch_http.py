@@ -71,8 +71,8 @@ class CouchHTTP:
 
     ``compression``: ask for gzip-compressed answers (``Accept-Encoding: gzip,
     deflate``) or not (``identity``); None (default) asks for it unless the server is
-    on this machine, where it only costs CPU (about 15 % of pouchdb-server's work per
-    ``_changes`` page). CouchDB itself does not compress; proxies in front of it may.
+    on this machine, where it only costs CPU (a sizeable share of pouchdb-server's work
+    per ``_changes`` page). CouchDB itself does not compress; proxies in front of it may.
     """
 
     def __init__(self, url: str, *, auth: tuple[str, str] | None = None,
@@ -145,7 +145,7 @@ class CouchHTTP:
             raise self._error(status, content, method, path)
         if raw:
             return content
-        if not content.strip():
+        if not content or content.isspace():  # (not strip(): no copy of a big answer)
             # every JSON answer of CouchDB has a body: an empty one is an answer cut inside
             # its headers (http.client takes the end of the stream as their end)
             raise TransportError(f"{method} {self._where(path)}: empty answer (cut short)")

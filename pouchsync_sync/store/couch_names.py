@@ -14,7 +14,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ..errors import BadRequest

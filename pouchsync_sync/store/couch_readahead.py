@@ -37,7 +37,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
+from typing import Any, Callable
 
 __all__ = ["ReadAhead", "is_full_page", "page_key", "split_span"]
 
@@ -264,7 +265,7 @@ class ReadAhead:
              fetch: Fetch) -> None:
         try:
             pages = split_span(since, fetch(since, span_rows(limit)), limit)
-        except Exception as exc:  # the thread's top frame: the reader reads the page itself
+        except Exception as exc:  # noqa: BLE001 - the thread's top frame: the reader reads it itself
             span.error = exc
             pages = []
         try:

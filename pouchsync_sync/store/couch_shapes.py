@@ -1,7 +1,8 @@
 """Answers of CouchDB-protocol servers brought to CouchDB 3's shapes (pure, no I/O).
 
-pouchdb-server, our test server, answers ``_bulk_get`` in its own way
-(research/couchdb-test-server.md §2): results grouped by id instead of in request
+pouchdb-server, our test server (``pouchsync_sync.testing.couchserver``), answers
+``_bulk_get`` in its own way (tests/unit/test_couch_names.py pins both shapes):
+results grouped by id instead of in request
 order, ``{"missing": rev}`` instead of ``{"error": {...}}``, and ``{}`` (or nothing at
 all) for a rev-less request on a deleted or unknown doc. CouchDB 3 answers one result
 per request, in order (https://docs.couchdb.org/en/stable/api/database/bulk-api.html#db-bulk-get).
@@ -11,7 +12,8 @@ These functions map either form onto CouchDB 3's; what cannot be mapped is left 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = ["bulk_get_results", "missing_entry", "open_revs_entries", "strip_null_docs"]
 

@@ -3,9 +3,9 @@
 A live server holds one ``LocalDatabase`` for many channels, and each live replication
 records its checkpoint (a ``_local`` doc) after every batch. One change fanned out to a
 thousand live syncs thus brings a thousand checkpoint writes at once. One by one, each
-is its own ``BEGIN IMMEDIATE … COMMIT`` under the store's lock: about 0.18 ms each on
-this machine, most of it the transaction itself (1,000 one by one 182 ms, the same 1,000
-in one ``bulk_docs`` 24 ms), so the last writer waited for all the others' commits.
+is its own ``BEGIN IMMEDIATE … COMMIT`` under the store's lock, most of its cost the
+transaction itself, so the last writer waited for all the others' commits (measured in
+bench/results.md, "Checkpoint writes at once"; ``bench/bench_checkpoints.py``).
 
 ``GroupCommit.write`` queues the item, then takes the store's lock. Whoever gets the
 lock writes *everything queued so far* in one transaction and hands each writer its own
@@ -18,7 +18,8 @@ released, so nobody sees a result that was not committed.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, Callable, Generic, TypeVar
 
 __all__ = ["GroupCommit"]
 
@@ -63,7 +64,7 @@ class GroupCommit(Generic[Item]):
                     batch, self._queue = self._queue, []
                 try:
                     results = self._write_batch([s.item for s in batch])
-                except BaseException as exc:  # rolled back: each writer gets the error
+                except BaseException as exc:  # noqa: BLE001 - rolled back: each writer re-raises it
                     for s in batch:
                         s.outcome = exc
                 else:

@@ -1,6 +1,7 @@
 """Incoming documents, checked and ready to write, pure.
 
-Every write to the embedded store first turns each incoming doc into a ``Prepared``:
+Every write to the embedded store first turns each incoming doc into a ``Prepared``
+(``prepare_doc``):
 its id, its decoded inline attachments, for a replicated write its revision path, and
 the JSON text of its body when that is final. Everything is checked here, so a batch
 with one bad doc is refused before anything is written.
@@ -14,12 +15,23 @@ gives, one doc at a time, which also gives the error.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import uuid
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from .. import revtree
-from .validate import ALLOWED_SPECIAL, exact_json_texts
+from ..errors import BadRequest
+from .validate import (
+    ALLOWED_SPECIAL,
+    check_doc,
+    decode_attachment,
+    dump_json,
+    exact_json_texts,
+    is_local_id,
+    split_body,
+)
 
-__all__ = ["Prepared", "prepare_replicated"]
+__all__ = ["Prepared", "prepare_doc", "prepare_replicated"]
 
 
 class Prepared:
@@ -34,6 +46,27 @@ class Prepared:
         self.atts = atts
         self.path = path  # replicated writes: the revision path from _revisions
         self.body_text = body_text  # the stored JSON, when attachments do not change it
+
+
+def prepare_doc(doc: Any, *, require_id: bool, replicated: bool = False) -> Prepared:
+    """Check one incoming doc (``BadRequest`` naming what is wrong) and prepare it: an id
+    (a new uuid if none and not ``require_id``), its inline attachments decoded, for a
+    ``replicated`` write its revision path, and its body text unless attachments change it."""
+    doc = check_doc(doc, require_id=require_id)
+    doc_id = doc.get("_id") or uuid.uuid4().hex
+    path = None
+    if replicated and not is_local_id(doc_id):
+        path = revtree.path_from_revisions(doc.get("_rev"), doc.get("_revisions"))
+    elif doc.get("_rev") is not None and not is_local_id(doc_id):
+        revtree.parse_rev(doc["_rev"])
+    atts: dict[str, tuple[bytes, str]] = {}
+    for name, att in (doc.get("_attachments") or {}).items():
+        if not att.get("stub"):
+            atts[name] = decode_attachment(name, att)
+        elif replicated and att.get("digest") is None:
+            raise BadRequest(f"Attachment stub {name!r} needs its digest")
+    body_text = dump_json(split_body(doc))  # refuse non-JSON values before writing anything
+    return Prepared(doc, doc_id, atts, path, None if "_attachments" in doc else body_text)
 
 
 def prepare_replicated(docs: Sequence[Any], general: Callable[[Any], Prepared]) -> list[Prepared]:

@@ -10,23 +10,25 @@ replicated merge, in the same transaction.
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable
 
 from .. import revtree
 from ..jsoncodec import loads
+from . import local_tables as tables
 from .incoming import Prepared
 from .texts import text_length
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .local import LocalDatabase
+__all__ = ["MergeReplicated", "read", "write"]
 
-__all__ = ["read", "write"]
+#: the store's general replicated merge (``local_writes.Writer.merge_replicated``)
+MergeReplicated = Callable[[sqlite3.Connection, list[Prepared]],
+                           tuple[list[Prepared], list[dict[str, Any]]]]
 
 _PAGE = 1000
 _INSERT_REV = "INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, NULL, 0, ?)"
 _INSERT_DOC = "INSERT INTO docs (id, seq, winner, deleted) VALUES (?, ?, ?, 0)"
 _INSERT_NEW_DOC = "INSERT OR IGNORE INTO docs (id, seq, winner, deleted) VALUES (?, ?, ?, 0)"
-_IN_CHUNK = 500
 
 # the body only for a possible first generation: the text of nothing else is sent
 _READ = (
@@ -37,7 +39,7 @@ _READ = (
     "FROM docs WHERE seq > ? ORDER BY seq LIMIT ?")
 
 
-def read(db: "LocalDatabase", conn: sqlite3.Connection, since: int, want: int | None,
+def read(conn: sqlite3.Connection, since: int, want: int | None,
          max_bytes: int | None) -> dict[str, Any]:
     """``changes_texts`` from ``since`` (a parsed position), at most ``want`` rows."""
     results: list[list[Any]] = []
@@ -51,7 +53,7 @@ def read(db: "LocalDatabase", conn: sqlite3.Connection, since: int, want: int | 
             exhausted = True
             break
         multi = [row[1] for row in rows if row[5] > 1]
-        trees = db._load_trees(conn, multi) if multi else {}
+        trees = tables.load_trees(conn, multi) if multi else {}
         for seq, doc_id, win, deleted, body, count in rows:
             text = None
             if count > 1:
@@ -73,17 +75,18 @@ def read(db: "LocalDatabase", conn: sqlite3.Connection, since: int, want: int | 
         if len(rows) < size:
             exhausted = True
             break
-    pending = 0 if exhausted else db._pending(conn, last, "", [])
+    pending = 0 if exhausted else tables.pending(conn, last)
     return {"results": results, "last_seq": last, "pending": pending}
 
 
-def write(db: "LocalDatabase", conn: sqlite3.Connection,
-          rows: Sequence[tuple[str, str, str]]) -> tuple[list[int], list[dict[str, Any]]]:
+def write(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str]],
+          merge_replicated: MergeReplicated) -> tuple[list[int], list[dict[str, Any]]]:
     """Store checked text rows in the open write transaction ``conn``:
-    ``(positions written, failures)``."""
+    ``(positions written, failures)``; ``merge_replicated`` decides the rows that are
+    not plain inserts."""
     if not rows:
         return [], []
-    seq = db._update_seq(conn)
+    seq = tables.update_seq(conn)
     # the common case of an initial replication: every doc new here, each once. Tried
     # first, whole: the docs rows go in unless an id is there (or twice); if one was,
     # undone, and the rows go the general way below.
@@ -98,8 +101,7 @@ def write(db: "LocalDatabase", conn: sqlite3.Connection,
     conn.execute("RELEASE texts")
     ids = list(dict.fromkeys([row[0] for row in rows]))
     known: set[str] = set()
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start:start + _IN_CHUNK]
+    for chunk in tables.chunks(ids):
         known.update(found for (found,) in conn.execute(
             f"SELECT id FROM docs WHERE id IN ({','.join('?' * len(chunk))})", chunk))
     rev_rows: list[tuple[str, str, str]] = []
@@ -130,7 +132,7 @@ def write(db: "LocalDatabase", conn: sqlite3.Connection,
             doc_id, rev, text = rows[index]
             prepared.append(Prepared({"_id": doc_id, "_rev": rev}, doc_id, {}, [rev], text))
         position = {id(item): index for item, index in zip(prepared, later)}
-        merged, failures = db._merge_replicated(conn, prepared)
+        merged, failures = merge_replicated(conn, prepared)
         written.extend(position[id(item)] for item in merged)
         written.sort()
     return written, failures

@@ -97,5 +97,5 @@ def notifier_for(key: str | None) -> Notifier:
 def notifier_of(db: Any) -> Notifier | None:
     """The notifier that ``db``'s writes ring (an embedded store's), else ``None``
     (other backends: their readers re-read periodically)."""
-    found = getattr(db, "_notifier", None)  # LocalDatabase's, set in its __init__
+    found = getattr(db, "notifier", None)  # LocalDatabase.notifier
     return found if isinstance(found, Notifier) else None

@@ -17,7 +17,8 @@ faster way.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import orjson as _orjson
 
@@ -39,7 +40,7 @@ __all__ = [
 TextRow = Sequence[Any]
 
 
-class CheckedTexts(tuple):  # type: ignore[type-arg]
+class CheckedTexts(tuple):
     """Text rows ``check_text_rows`` has checked: immutable ``(id, rev, text)`` tuples
     a store writes without checking them again (``Database.check_texts``). A slice
     stays checked."""
@@ -99,7 +100,8 @@ def texts_answer(changes: Mapping[str, Any], max_bytes: int | None) -> dict[str,
     for row in changes.get("results") or ():
         leaves = [c.get("rev") for c in row.get("changes") or ()]
         doc = row.get("doc")
-        text = text_of_doc(doc, leaves) if isinstance(doc, Mapping) and not row.get("deleted") else None
+        text = (text_of_doc(doc, leaves) if isinstance(doc, Mapping) and not row.get("deleted")
+                else None)
         if text is not None:
             size = text_length(text)
             if max_bytes is not None and total + size > max_bytes:

@@ -11,7 +11,8 @@ import base64
 import binascii
 import hashlib
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson as _orjson
 
@@ -90,8 +91,8 @@ def dump_json(value: Any) -> str:
     orjson's text is used when it reads back equal to ``value``: that
     rules out what orjson writes but the stdlib refuses or writes otherwise (NaN and
     infinities become ``null``, UUIDs and enums become strings, tuples become lists).
-    Anything else takes the stdlib encoder, which decides. Five times faster for the
-    plain JSON that replication writes.
+    Anything else takes the stdlib encoder, which decides. orjson is the fast path for
+    the plain JSON that replication writes (``bench/bench_store.py`` measures it).
     """
     text = _orjson_text(value)
     if text is not None and _orjson.loads(text) == value:

@@ -11,7 +11,8 @@ not compared.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..store.base import Database
 

@@ -1,8 +1,8 @@
 // couch-guard.js: preloaded into pouchdb-server 4.2.0 with `node --require`.
 //
 // pouchdb-server is our CouchDB-protocol test server. A few requests crash its whole
-// process (see the project's research note couchdb-test-server.md, section 3); this
-// guard keeps it alive so one bad request fails alone, and nothing else changes.
+// process (the two kinds below); this guard keeps it alive so one bad request fails
+// alone, and nothing else changes.
 //
 // 1. `latest=true` with a revision the document does not have (`?rev=..&latest=true`,
 //    `open_revs=[..]&latest=true`, `_bulk_get?latest=true`): pouchdb-merge's

@@ -28,8 +28,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable
 
 import requests
 
@@ -80,7 +81,8 @@ def file_lock(path: Path, timeout: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise CouchServerError(f"could not lock {path} within {timeout:.0f} s") from None
+                    raise CouchServerError(
+                        f"could not lock {path} within {timeout:.0f} s") from None
                 pause.wait(0.2)
         try:
             yield
@@ -228,7 +230,7 @@ def launch(home: Path | None = None, *, timeout: float = 60.0, guard: bool | Non
     server = CouchServer("", proc, run_dir)
     try:
         server.url = _wait_ready(proc, port_file, port, run_dir, timeout)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - whatever stopped the start, the child is stopped
         tail = _tail(run_dir / "server.out")
         server.stop()
         raise CouchServerError(f"pouchdb-server did not start; last output:\n{tail}") from None

@@ -17,7 +17,8 @@ Connect the client to ``fault.url`` (or ``fault.connect(client)``), or hand
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .proxy import FaultProxy
@@ -75,7 +76,7 @@ class NetworkFault:
         """Reset every connection and join every proxy thread."""
         self._proxy.close()
 
-    def __enter__(self) -> "NetworkFault":
+    def __enter__(self) -> NetworkFault:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -47,7 +47,7 @@ def _reset(sock: socket.socket) -> None:
 class _Link:
     """One proxied connection: client socket, upstream socket, two pump threads."""
 
-    def __init__(self, proxy: "FaultProxy", client: socket.socket, upstream: socket.socket,
+    def __init__(self, proxy: FaultProxy, client: socket.socket, upstream: socket.socket,
                  number: int) -> None:
         self.proxy = proxy
         self.client = client
@@ -276,7 +276,7 @@ class FaultProxy:
         alive = [t.name for t in mine if t.is_alive() and t is not current]
         assert not alive, f"proxy threads did not stop: {alive}"
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:

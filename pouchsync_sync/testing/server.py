@@ -23,8 +23,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ..datadir import CouchDir, DataDir
 from ..errors import BadRequest, Denied, PouchSyncError
@@ -138,7 +139,7 @@ class RunningServer:
         return server.stats()
 
     # -- lifecycle ----------------------------------------------------------------------
-    def start(self) -> "RunningServer":
+    def start(self) -> RunningServer:
         """Start serving (on the same port as before, if it ran already)."""
         with self._lifecycle:
             with self._lock:
@@ -149,6 +150,7 @@ class RunningServer:
             server = self._listen()
             with self._lock:
                 self._server = server
+                assert server.url is not None  # set by start()
                 self._port = int(server.url.rstrip("/").rsplit(":", 1)[1])
         return self
 
@@ -174,7 +176,7 @@ class RunningServer:
             if server is not None:
                 server.stop()
 
-    def restart(self) -> "RunningServer":
+    def restart(self) -> RunningServer:
         """``stop()`` then ``start()``: same URL, same data."""
         self.stop()
         return self.start()
@@ -194,7 +196,7 @@ class RunningServer:
     def _dispatch(self, credentials: Any, db_name: str) -> Any:
         return self.on_request(credentials, db_name)
 
-    def __enter__(self) -> "RunningServer":
+    def __enter__(self) -> RunningServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -138,8 +138,9 @@ def test_one_follower_per_database_shared_by_channels_and_sockets(server, client
     assert _eventually(lambda: server.stats()["followers_started"] == 2)
     stats = server.stats()
     assert stats["followers"] == 2 and stats["followers_started"] == 2
+    # embedded databases are followed on the server's pool and timer: no thread each
     names = sorted(t.name for t in threading.enumerate() if t.name.startswith("pouchsync-follower"))
-    assert names == ["pouchsync-follower[other]", "pouchsync-follower[todos]"]
+    assert names == []
     b.ok(1, "put", {"doc": {"_id": "x"}})
     for client in (a, b):
         for ch in (1, 2):
@@ -272,3 +273,30 @@ def test_client_pings_during_big_pushes_do_not_corrupt_frames(make_server, dbs) 
         if pings.is_alive():
             pings.join(WAIT)
         client.close()
+
+
+def test_a_write_from_another_process_reaches_subscribers_without_a_follower_thread(
+        tmp_path) -> None:
+    """The embedded follower sees writes of other processes by looking at the file."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "shared.db"
+    db = ps.LocalDatabase(str(path))
+    server = ps.create_server(lambda credentials, name: db, follow_timeout=0.2).start()
+    client = RawClient(server.url)
+    try:
+        client.open(1, "shared")
+        client.send(m.subscribe(1, 1, since=now(client)))
+        assert _eventually(lambda: server.stats()["subscriptions"] == 1)
+        script = ("import sys, pouchsync_sync as ps; d = ps.LocalDatabase(sys.argv[1]); "
+                  "d.put({'_id': 'from-elsewhere'}); d.close()")
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, timeout=60,
+                       cwd=str(Path(__file__).resolve().parents[2]))
+        assert client.expect(type="changes", ch=1, sub=1)["results"][0]["id"] == "from-elsewhere"
+        assert not [t for t in threading.enumerate() if t.name.startswith("pouchsync-follower")]
+    finally:
+        client.close()
+        server.stop()
+        db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 import pouchsync_sync as ps
 from pouchsync_sync.server.follower import FollowerRegistry
 from pouchsync_sync.server.grant import Grant, as_grant, database_uuid, refusal, refusals
-from pouchsync_sync.server.pool import WorkerPool
+from pouchsync_sync.server.pool import Lane, WorkerPool
+from pouchsync_sync.server.timer import Timer
 
 WAIT = 10.0
 
@@ -294,3 +296,175 @@ def test_serialized_socket_writes_whole_frames_even_with_a_timeout() -> None:
     finally:
         writer.close()
         reader.close()
+
+
+# -- Lane ---------------------------------------------------------------------------------
+
+def test_lane_runs_at_most_its_limit_at_once_in_order_and_close_waits_for_running() -> None:
+    pool = WorkerPool(8, "pouchsync-test-pool")
+    lane = Lane(pool, 2, "test-lane")
+    gate = threading.Event()
+    running: list[int] = []
+    most = [0]
+    started = threading.Semaphore(0)
+    lock = threading.Lock()
+    order: list[int] = []
+
+    def task(n: int) -> None:
+        with lock:
+            running.append(n)
+            most[0] = max(most[0], len(running))
+            order.append(n)
+        started.release()
+        gate.wait(WAIT)
+        with lock:
+            running.remove(n)
+
+    try:
+        for n in range(6):
+            assert lane.submit(task, n)
+        for _ in range(2):
+            assert started.acquire(timeout=WAIT)
+        assert not started.acquire(timeout=0.2)  # the third waits for a slot
+        assert lane.running == 2
+        gate.set()
+        for _ in range(4):
+            assert started.acquire(timeout=WAIT)
+        assert lane.close(timeout=WAIT)
+        assert most[0] == 2
+        assert sorted(order) == list(range(6)) and order[:2] == sorted(order[:2])
+        assert not lane.submit(task, 99)  # closed
+    finally:
+        gate.set()
+        assert pool.close(timeout=WAIT) == []
+
+
+def test_a_busy_lane_does_not_starve_another_lane_of_the_same_pool() -> None:
+    pool = WorkerPool(1, "pouchsync-test-pool")  # one thread: turns must alternate
+    busy, quiet = Lane(pool, 1, "busy"), Lane(pool, 1, "quiet")
+    gate, holding = threading.Event(), threading.Event()
+    ran: list[str] = []
+    done = threading.Event()
+    try:
+        pool.submit(lambda: (holding.set(), gate.wait(WAIT)))  # the pool's thread waits
+        assert holding.wait(WAIT)
+        for _ in range(500):
+            busy.submit(ran.append, "busy")
+        quiet.submit(lambda: (ran.append("quiet"), done.set()))
+        gate.set()
+        assert done.wait(WAIT)
+        # the busy lane ran one task, then went behind the quiet one
+        assert ran.index("quiet") == 1
+    finally:
+        gate.set()
+        busy.close(WAIT)
+        quiet.close(WAIT)
+        assert pool.close(timeout=WAIT) == []
+
+
+def test_lane_close_drops_what_waits() -> None:
+    pool = WorkerPool(2, "pouchsync-test-pool")
+    lane = Lane(pool, 1, "test-lane")
+    entered, gate = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def first() -> None:
+        entered.set()
+        gate.wait(WAIT)
+        ran.append("first")
+
+    try:
+        lane.submit(first)
+        assert entered.wait(WAIT)
+        lane.submit(ran.append, "queued")
+        assert not lane.close(timeout=0.1)  # the first still runs
+        gate.set()
+        assert lane.close(timeout=WAIT)
+        assert ran == ["first"]
+    finally:
+        gate.set()
+        assert pool.close(timeout=WAIT) == []
+
+
+# -- Timer --------------------------------------------------------------------------------
+
+def test_timer_calls_in_time_order_skips_cancelled_and_repeats() -> None:
+    timer = Timer("pouchsync-test-timer")
+    calls: list[str] = []
+    done = threading.Event()
+    repeated = threading.Semaphore(0)
+    try:
+        now = time.monotonic()
+        timer.call_at(now + 0.2, lambda: (calls.append("late"), done.set()))
+        timer.call_at(now + 0.05, lambda: calls.append("early"))
+        timer.call_at(now + 0.1, lambda: calls.append("cancelled")).cancel()
+        timer.call_at(now + 0.01, lambda: 1 / 0)  # a failing callback is logged, not fatal
+        every = timer.call_every(0.02, repeated.release)
+        assert done.wait(WAIT)
+        assert calls == ["early", "late"]
+        for _ in range(3):
+            assert repeated.acquire(timeout=WAIT)
+        every.cancel()
+    finally:
+        assert timer.close(WAIT)
+    assert timer.call_later(0, lambda: None).cancelled  # closed: nothing is scheduled
+
+
+def _timer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "pouchsync-test-timer"]
+
+
+def test_timer_thread_starts_with_an_entry_and_ends_when_all_are_cancelled() -> None:
+    timer = Timer("pouchsync-test-timer")
+    try:
+        assert not _timer_threads()
+        with pytest.raises(ValueError):
+            timer.call_every(0, lambda: None)
+        far = [timer.call_later(3600, lambda: None) for _ in range(3)]
+        every = timer.call_every(3600, lambda: None)
+        assert timer.pending == 4 and len(_timer_threads()) == 1
+        for entry in far + [every, far[0]]:  # a second cancel changes nothing
+            entry.cancel()
+        assert timer.pending == 0
+        for thread in _timer_threads():  # idle: ends without waiting an hour
+            thread.join(WAIT)
+        assert not _timer_threads()
+        fired = threading.Event()
+        timer.call_later(0, fired.set)  # a new entry starts a new thread
+        assert fired.wait(WAIT)
+    finally:
+        assert timer.close(WAIT)
+
+
+def test_shared_read_reads_once_per_key_and_generation_and_never_shares_a_failure(tmp_path) -> None:
+    db = ps.LocalDatabase(str(tmp_path / "f.db"))
+    registry = FollowerRegistry(poll_timeout=0.2)
+    follower = registry.acquire(db)
+    reads: list[str] = []
+
+    def read(tag: str) -> Any:
+        reads.append(tag)
+        return {"tag": tag}
+
+    try:
+        gen = follower.generation
+        assert follower.shared_read(gen, "k", lambda: read("a")) == {"tag": "a"}
+        assert follower.shared_read(gen, "k", lambda: read("b")) == {"tag": "a"}  # shared
+        assert follower.shared_read(gen, "other", lambda: read("c")) == {"tag": "c"}
+        assert follower.shared_reads == 1
+        db.put({"_id": "x"})  # a change: a new generation reads afresh
+        assert follower.wait(gen, WAIT, lambda: False)
+        assert follower.shared_read(follower.generation, "k", lambda: read("d")) == {"tag": "d"}
+
+        def boom() -> Any:
+            raise ps.TransportError("down")
+
+        gen = follower.generation
+        with pytest.raises(ps.TransportError):
+            follower.shared_read(gen, "fails", boom)
+        assert follower.shared_read(gen, "fails", lambda: read("e")) == {"tag": "e"}
+        assert reads == ["a", "c", "d", "e"]
+    finally:
+        registry.release(follower)
+        assert registry.close(5.0) == []
+        db.close()

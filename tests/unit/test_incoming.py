@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pouchsync_sync import BadRequest, LocalDatabase
-from pouchsync_sync.store.incoming import Prepared, prepare_replicated
+from pouchsync_sync.store.incoming import Prepared, prepare_doc, prepare_replicated
 from pouchsync_sync.store.validate import exact_json_texts
 
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
@@ -39,11 +39,8 @@ def _outcome(fn: Any) -> Any:
             for p in items]
 
 
-_DB = LocalDatabase(":memory:")  # only its general path is used: nothing is written
-
-
 def _general(doc: Any) -> Prepared:
-    return _DB._prepare(doc, require_id=True, replicated=True)
+    return prepare_doc(doc, require_id=True, replicated=True)
 
 
 @settings(max_examples=200, deadline=None)
