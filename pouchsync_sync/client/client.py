@@ -76,9 +76,10 @@ class Client:
     live sync waits for the server's subscription to push changes; after this long
     without one it reads the server's changes anyway, as a longpoll does when it expires);
     ``local_poll_interval`` (how often an idle live sync re-reads its local database
-    for writes by other processes; this process's writes wake it at once; > 0); ``checkpoint_interval`` (the default of every
-    ``sync``: a caught-up live sync records its checkpoint at most that often, ±25 %;
-    0: after every batch); ``clock`` and ``random`` for tests.
+    for writes by other processes; this process's writes wake it at once; > 0);
+    ``checkpoint_interval`` (the default of every ``sync``: a caught-up live sync
+    records its checkpoint at most that often, ±25 %; 0: after every batch); ``clock``
+    and ``random`` for tests.
     """
 
     def __init__(self, *, backoff: Backoff | None = None,

@@ -27,7 +27,8 @@ import functools
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..replication import ReplicationResult, Replicator
@@ -65,7 +66,7 @@ class LiveRound:
     """Runs the directions ``[(name, replicator, poll_interval), ...]`` live until
     ``cancel`` is set or one fails; see the module docstring."""
 
-    def __init__(self, directions: Sequence[tuple[str, "Replicator", float]], *,
+    def __init__(self, directions: Sequence[tuple[str, Replicator, float]], *,
                  cancel: threading.Event, wake: Wake, on_stop: Callable[[], Any]) -> None:
         if any(not interval > 0 for _, _, interval in directions):
             raise ValueError("every poll interval must be > 0 seconds")
@@ -74,10 +75,10 @@ class LiveRound:
         self.cancel = cancel
         self.wake = wake
 
-    def run(self) -> dict[str, "ReplicationResult"]:
+    def run(self) -> dict[str, ReplicationResult]:
         """Replicate until stopped; every direction's result, by name."""
         failed: tuple[str, BaseException] | None = None
-        opened: list[tuple[str, "Replicator"]] = []
+        opened: list[tuple[str, Replicator]] = []
         try:
             for name, replicator, _ in self.directions:
                 opened.append((name, replicator))

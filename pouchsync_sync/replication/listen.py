@@ -21,7 +21,8 @@ saw the change (a reader thread, a writer) and must not block.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..store.base import Database
 from ..store.notify import notifier_of

@@ -280,7 +280,7 @@ class Replicator(WriteSide):
             self._open()
             if not self.locate_changed_documents():
                 status = "cancelled"
-        except Exception as exc:  # top frame of the replication: report, don't raise
+        except Exception as exc:  # noqa: BLE001 - top frame: _end reports it
             status, error = "error", exc
         return self._end(status, error)
 
