@@ -76,6 +76,6 @@ class Backoff:
         """True when ``attempts`` consecutive failures use up the allowed attempts."""
         return self.max_attempts is not None and attempts >= self.max_attempts
 
-    def replace(self, **changes: object) -> "Backoff":
+    def replace(self, **changes: object) -> Backoff:
         """A copy with some fields changed (the policy itself never changes)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

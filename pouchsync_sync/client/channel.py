@@ -20,7 +20,8 @@ import itertools
 import logging
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import Cancelled, Denied, PouchSyncError, Timeout, TransportError, error_from_json
 from ..protocol import messages as wire
@@ -82,7 +83,7 @@ class Channel:
     ``call`` may be used by many threads at once; each call waits only for its own reply.
     """
 
-    def __init__(self, connection: "Connection", ch: int, db: str) -> None:
+    def __init__(self, connection: Connection, ch: int, db: str) -> None:
         self.connection = connection
         self.ch = ch
         self.db = db
@@ -101,7 +102,7 @@ class Channel:
         return f"<Channel {self.ch} {self.db!r} {self.state}>"
 
     # -- opening ----------------------------------------------------------------
-    def wait_open(self, timeout: float | None) -> "Channel":
+    def wait_open(self, timeout: float | None) -> Channel:
         """Block until granted; raise ``Denied``, ``TransportError``, ``Cancelled`` or
         ``Timeout``."""
         if not self._open.wait(timeout):
@@ -150,7 +151,7 @@ class Channel:
             self.connection.send(msg)
             if not waiter.wait(timeout if timeout is not None else self.connection.call_timeout):
                 raise Timeout(f"no reply to {op} on {self.db!r} within "
-                              f"{timeout if timeout is not None else self.connection.call_timeout}s")
+                              f"{self.connection.call_timeout if timeout is None else timeout}s")
         finally:
             with self._lock:
                 self._calls.pop(call_id, None)
@@ -196,11 +197,13 @@ class Channel:
                 fresh = feed is None
                 if fresh:
                     feed = self._feed = _LiveFeed(next(self._sub_ids), options, since)
+                assert feed is not None
                 waiter = feed.waiter = _Waiter()
                 if feed.batches:
                     waiter.set(feed.batches.popleft())
         if busy:  # the feed serves another wait: this one subscribes once
             return self._wait_once(since, options, timeout)
+        assert feed is not None
         if stale is not None:
             self.connection._send_quietly(wire.unsubscribe(self.ch, stale))
         if fresh:

@@ -25,7 +25,8 @@ import math
 import random as _random
 import threading
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .. import signals
@@ -155,10 +156,11 @@ class Client:
             connection = self._connection
         return connection is not None and not connection.lost.is_set()
 
-    def connect(self, url: str) -> "Client":
+    def connect(self, url: str) -> Client:
         """Start connecting to ``url`` (``ws://host:port/path``) in the background."""
         if urlsplit(url).scheme not in ("ws", "wss"):
-            raise ValueError(f"a sync server URL starts with ws:// or wss://, got {safe_url(url)!r}")
+            raise ValueError("a sync server URL starts with ws:// or wss://, "
+                             f"got {safe_url(url)!r}")
         with self._cond:
             if self._closed:
                 raise PouchSyncError("the client is closed")
@@ -177,7 +179,8 @@ class Client:
         connection is dropped and the client reconnects there; syncs resume from their
         checkpoints. ``network_fault(client)`` uses it."""
         if urlsplit(url).scheme not in ("ws", "wss"):
-            raise ValueError(f"a sync server URL starts with ws:// or wss://, got {safe_url(url)!r}")
+            raise ValueError("a sync server URL starts with ws:// or wss://, "
+                             f"got {safe_url(url)!r}")
         with self._cond:
             if self._closed or self._url is None:
                 raise PouchSyncError("redirect needs a connected client (use connect(url))")
@@ -286,7 +289,7 @@ class Client:
     end = close
     destroy = close
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -411,7 +414,7 @@ class Client:
         if stop and ws is not None:
             abort_opening(ws)
 
-    def _give_up(self, error: TransportError) -> None:
+    def _give_up(self, error: PouchSyncError) -> None:
         log.error("%s", error)
         with self._cond:
             self._failure = error

@@ -27,14 +27,22 @@ import select
 import socket
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import websocket
 
-from ..errors import (PayloadTooLarge, PouchSyncError, ProtocolError, Timeout, TransportError,
-                      UnsupportedProtocol, error_from_json)
 from .. import gcpause
+from ..errors import (
+    PayloadTooLarge,
+    PouchSyncError,
+    ProtocolError,
+    Timeout,
+    TransportError,
+    UnsupportedProtocol,
+    error_from_json,
+)
 from ..protocol import messages as wire
 from .channel import Channel
 from .failures import connect_error, not_a_sync_server
@@ -47,7 +55,7 @@ __all__ = ["Connection", "Channel", "abort_opening", "safe_url"]
 
 
 def _agent() -> str:
-    from .. import __version__  # late: the package imports this module while loading
+    from .._version import __version__
 
     return f"pouchsync_sync/{__version__}"
 
@@ -138,7 +146,7 @@ class Connection:
     def open(cls, url: str, *, timeout: float = 10.0,
              clock: Callable[[], float] = time.monotonic,
              call_timeout: float = 60.0,
-             on_socket: Callable[[websocket.WebSocket], None] | None = None) -> "Connection":
+             on_socket: Callable[[websocket.WebSocket], None] | None = None) -> Connection:
         """Connect, say hello, read the welcome; raise a ``TransportError``: which one,
         and whether it is retryable, is decided in ``failures``.
 
@@ -363,8 +371,8 @@ class Connection:
         if not self.lost.is_set():
             try:
                 self._ws.send_close()
-            except Exception:  # noqa: BLE001 - the peer may be gone already
-                pass
+            except Exception as exc:  # noqa: BLE001 - the peer may be gone already
+                log.debug("close frame not sent: %r", exc)
             else:
                 if not current:  # a healthy server echoes the close at once
                     self._reader.join(timeout)
@@ -373,8 +381,8 @@ class Connection:
             self._reader.join(timeout)
         try:
             self._ws.shutdown()
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # noqa: BLE001 - best effort: the socket may be gone
+            log.debug("socket shutdown: %r", exc)
 
 
 def abort_opening(ws: Any) -> None:

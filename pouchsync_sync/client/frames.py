@@ -10,8 +10,6 @@ library still picks the key (``os.urandom``) and writes the header.
 
 from __future__ import annotations
 
-from typing import Union
-
 import websocket
 
 __all__ = ["mask", "text_frame"]
@@ -33,7 +31,7 @@ def mask(key: bytes, data: bytes) -> bytes:
 class _TextFrame(websocket.ABNF):
     """A final, masked text frame whose payload is masked by ``mask``."""
 
-    def _get_masked(self, mask_key: Union[str, bytes]) -> bytes:
+    def _get_masked(self, mask_key: str | bytes) -> bytes:
         if isinstance(mask_key, str):
             mask_key = mask_key.encode("latin-1")
         data = self.data.encode("utf-8") if isinstance(self.data, str) else self.data

@@ -19,7 +19,8 @@ replication checkpoints carry over.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
 from ..errors import BadRequest
 from ..protocol import ops

@@ -63,8 +63,8 @@ class SyncResult:
     docs_pushed: int
     docs_pulled: int
     doc_write_failures: int
-    push: "ReplicationResult | None" = None
-    pull: "ReplicationResult | None" = None
+    push: ReplicationResult | None = None
+    pull: ReplicationResult | None = None
 
     @property
     def ok(self) -> bool:

@@ -39,7 +39,8 @@ import logging
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import signals
 from ..errors import Cancelled, Denied, NotFound, PouchSyncError, Timeout, TransportError
@@ -81,10 +82,10 @@ def check_checkpoint_interval(value: Any) -> float:
 class _Direction:
     """One direction of one round: its replicator and what it reported."""
 
-    def __init__(self, name: str, replicator: "Replicator") -> None:
+    def __init__(self, name: str, replicator: Replicator) -> None:
         self.name = name
         self.replicator = replicator
-        self.result: "ReplicationResult | None" = None
+        self.result: ReplicationResult | None = None
         self.docs_written_seen = 0
         self.failures_seen = 0
 
@@ -118,12 +119,12 @@ class Sync:
         server.stop()
     """
 
-    def __init__(self, client: "Client", db: Database, *, remote_name: str | None = None,
+    def __init__(self, client: Client, db: Database, *, remote_name: str | None = None,
                  credentials: Any = None, live: bool = False, direction: str = "both",
                  doc_ids: Sequence[str] | None = None,
                  selector: Mapping[str, Any] | None = None, batch_size: int = 500,
                  checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
-                 replicator_factory: Callable[..., "Replicator"] | None = None) -> None:
+                 replicator_factory: Callable[..., Replicator] | None = None) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if batch_size < 1:
@@ -139,8 +140,9 @@ class Sync:
         self.batch_size = batch_size
         self._credentials = credentials
         if replicator_factory is None:
-            from ..replication import Replicator as replicator_factory
-        self._replicator_factory = replicator_factory
+            from ..replication import Replicator
+            replicator_factory = Replicator
+        self._replicator_factory: Callable[..., Replicator] = replicator_factory
 
         self._cond = threading.Condition()
         self._state = SyncState.CONNECTING
@@ -158,13 +160,14 @@ class Sync:
         self._pulled = 0
         self._failures = 0
         self._last_seq: dict[str, Any] = {"push": None, "pull": None}
-        self._last: dict[str, "ReplicationResult | None"] = {"push": None, "pull": None}
+        self._last: dict[str, ReplicationResult | None] = {"push": None, "pull": None}
         self._idle: dict[str, bool] = {}
         self._progress = False  # the current round wrote a batch or caught up
         self._wake = Wake()  # the live round's one wake-up (a new one per round)
         self._round_done = threading.Event()  # set when the current round has ended
         self._stopper: threading.Thread | None = None  # closes a stopping round's channel
-        self._thread = threading.Thread(target=self._run, name=f"pouchsync-sync[{self.remote_name}]",
+        self._thread = threading.Thread(target=self._run,
+                                        name=f"pouchsync-sync[{self.remote_name}]",
                                         daemon=True)
 
     def __repr__(self) -> str:
@@ -242,7 +245,8 @@ class Sync:
                 round_no = self._round
                 directions = self._directions
                 # push first: the pull's read then begins after our changes reached the server
-                replicators = [d.replicator for d in sorted(directions, key=lambda d: d.name != "push")]
+                replicators = [d.replicator
+                               for d in sorted(directions, key=lambda d: d.name != "push")]
             caught_up = True
             replicator = None
             for replicator in replicators:
@@ -257,7 +261,7 @@ class Sync:
                 if not caught_up and replicator is not None and replicator.state in (
                         "complete", "cancelled", "error"):  # the round is ending: next one
                     left = remaining()
-                    self._cond.wait_for(lambda: self._directions is not directions
+                    self._cond.wait_for(lambda: self._directions is not directions  # noqa: B023 - called here, in this iteration
                                         or self._result is not None,
                                         0.5 if left is None else min(left, 0.5))
             left = remaining()

@@ -14,13 +14,13 @@ No I/O here.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Callable
 
 import orjson as _orjson
 
 from ..store.base import failed_writes
 from ..store.texts import docs_of_text_rows
-
 
 __all__ = [
     "LOCAL_PREFIX",
@@ -94,7 +94,8 @@ def bulk_get_requests(diff: Mapping[str, Mapping[str, Any]]) -> list[dict[str, A
     return requests
 
 
-def collect_bulk_get(answer: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def collect_bulk_get(answer: Mapping[str, Any]
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """``(docs, errors)`` from a ``bulk_get`` answer; docs deduplicated by (id, rev).
 
     ``latest=True`` may answer two requests with the same newer leaf. Errors come as
@@ -102,7 +103,7 @@ def collect_bulk_get(answer: Mapping[str, Any]) -> tuple[list[dict[str, Any]], l
     """
     docs: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[Any, Any]] = set()
     for result in answer.get("results") or ():
         result_id = result.get("id")
         for item in result.get("docs") or ():
@@ -229,7 +230,7 @@ def prefer_docs_in_changes(first_generation: int, rows: int, fetched_bytes: int,
     return (fetched_bytes // fetched_count) * batch_size <= max_bytes
 
 
-def doc_size(doc: Mapping[str, Any]) -> int:
+def doc_size(doc: Any) -> int:
     """Length of the doc's compact JSON (an estimate of its size on the wire)."""
     try:
         return len(_orjson.dumps(doc))

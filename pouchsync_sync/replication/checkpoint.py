@@ -24,8 +24,9 @@ previous common session rather than to a sequence the target never saw.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import Conflict, Denied, Forbidden, NotFound, Unauthorized
 from ..store.base import Database
@@ -178,7 +179,7 @@ class Checkpointer:
         """
         source_log, target_log = self.retrieve_replication_logs()
         if source_log is None and target_log is not None:
-            probe = {"_id": self.log_id, "session_id": None, "history": [],
+            probe: dict[str, Any] = {"_id": self.log_id, "session_id": None, "history": [],
                      "replication_id_version": REPLICATION_ID_VERSION,
                      "replicator": REPLICATOR_NAME}
             self._write(self._source, probe)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
 __all__ = ["REPLICATION_ID_VERSION", "generate_replication_id", "filter_identity"]
 

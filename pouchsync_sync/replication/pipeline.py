@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 __all__ = ["Prefetcher"]
 
@@ -42,7 +43,7 @@ class Prefetcher:
         self._join_timeout = join_timeout
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> "Prefetcher":
+    def start(self) -> Prefetcher:
         self._thread.start()
         return self
 
@@ -61,7 +62,7 @@ class Prefetcher:
                 if not self._put(item):
                     return
             self._put(_End())
-        except BaseException as exc:  # top frame of the thread: hand it to the consumer
+        except BaseException as exc:  # noqa: BLE001 - top frame of the thread: hand it on
             self._put(_Failed(exc))
 
     def items(self, should_stop: Callable[[], bool]) -> Iterator[Any]:

@@ -81,9 +81,10 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterator, Mapping, Sequence
+from typing import Any, Callable
 
 from ..errors import Cancelled, PouchSyncError
 from ..store.base import Database
@@ -388,7 +389,7 @@ class Replicator(WriteSide):
         if self._unsaved is not None:
             try:  # best effort: after an error it may be the very connection it needs
                 self.flush_checkpoint()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - best effort, logged
                 log.info("replication %s: last checkpoint not recorded (%r)",
                          self.replication_id, exc)
         result.end_time = _now()
@@ -578,7 +579,7 @@ class Replicator(WriteSide):
         return True
 
     def _fetched(self, docs: Sequence[Any], errors: list[dict[str, Any]],
-                 policy: "BatchStats", first_generation: int | None = None, *,
+                 policy: BatchStats, first_generation: int | None = None, *,
                  sizes: list[int] | None = None, whole: bool = False,
                  texts: bool = False) -> Fetched:
         """``docs`` as an item for the write side, counted for the read policy."""
@@ -592,7 +593,7 @@ class Replicator(WriteSide):
         return Fetched(docs=docs, sizes=sizes, errors=errors, whole=whole,  # type: ignore[arg-type]
                        texts=texts)
 
-    def finish_batch(self, end: BatchEnd, batch: "BatchStats") -> None:
+    def finish_batch(self, end: BatchEnd, batch: BatchStats) -> None:
         """Record Replication Checkpoint after a batch; report it; pause when caught up."""
         if end.had_rows or end.last_seq != self._seq:
             if self._defer_checkpoint(end):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Callable
 
 from ..errors import PayloadTooLarge
 from ..store.base import Database, accepted_docs
@@ -41,6 +42,12 @@ class WriteSide:
     _result: Any  # the run's ReplicationResult
     _behind: WriteBehind | None
     _whole_lacked: float
+    source: Database
+    # given by the replicator
+    _cancelled: Callable[[], bool]
+    _set_state: Callable[[str], None]
+    finish_batch: Callable[..., None]
+    _keep_errors: Callable[[Sequence[Any]], None]
 
     def _consume(self, items: Iterator[Any]) -> bool:
         """The write side: upload each chunk, record the checkpoint at each batch end.
@@ -89,7 +96,7 @@ class WriteSide:
         return bool(getattr(self.target, "write_round_trip", False)) \
             and len(item.docs) >= WRITE_BEHIND_MIN
 
-    def _upload_behind(self, item: Fetched, batch: "BatchStats") -> None:
+    def _upload_behind(self, item: Fetched, batch: BatchStats) -> None:
         if self._behind is None:
             self._behind = WriteBehind(
                 f"pouchsync-upload[{self.source.name}->{self.target.name}]",
@@ -109,7 +116,7 @@ class WriteSide:
         return _fitted(self.target.write_missing_texts if texts else self.target.write_missing,
                        part, texts)
 
-    def _whole_written(self, tag: tuple[Fetched, "BatchStats", Sequence[Any]],
+    def _whole_written(self, tag: tuple[Fetched, BatchStats, Sequence[Any]],
                        answer: tuple[list[Any], list[dict[str, Any]]]) -> None:
         """Count one whole-doc write's answer (on the replicating thread, in order)."""
         item, batch, part = tag
@@ -124,7 +131,7 @@ class WriteSide:
         batch.failures += self._refused(failures)
         self._whole_lacked = (len(written) + len(failures)) / max(len(part), 1)
 
-    def replicate_changes(self, item: Fetched, batch: "BatchStats") -> None:
+    def replicate_changes(self, item: Fetched, batch: BatchStats) -> None:
         """Upload Batch of Changed Documents: one fetched chunk, split by bytes."""
         if item.whole:
             self.replicate_whole_docs(item, batch)
@@ -142,7 +149,7 @@ class WriteSide:
             batch.written.extend(ok_docs)
             batch.failures += failed
 
-    def replicate_whole_docs(self, item: Fetched, batch: "BatchStats") -> None:
+    def replicate_whole_docs(self, item: Fetched, batch: BatchStats) -> None:
         """Upload whole docs from the changes read: the target writes those it lacks
         (``write_missing``); those count as read, and tell the read policy whether
         asking for docs still pays."""

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 #: how often a waiting longpoll re-reads the file for other processes' writes
 POLL_INTERVAL = 0.25
 
-_registry: "weakref.WeakValueDictionary[str, Notifier]" = weakref.WeakValueDictionary()
+_registry: weakref.WeakValueDictionary[str, Notifier] = weakref.WeakValueDictionary()
 _registry_lock = threading.Lock()
 
 
