@@ -241,10 +241,12 @@ class Session:
         a call (the call counts as in flight until it is sent)."""
         with self.lock:
             text = build()
-            queued = text is not None and self.outbox.put_locked(text, held, reply)
+            queued = text is not None and self.outbox.put_locked(text, held, reply, wake=False)
             if not queued and reply:
                 self.calls_in_flight -= 1
-        if not queued and held:
+        if queued:
+            self.outbox.send_now()  # or the handler thread, woken there
+        elif held:
             self.budget.release(self, held)
         return queued
 

@@ -15,6 +15,7 @@ compressed frame never inflates beyond the socket's ``max_message_size``.
 
 from __future__ import annotations
 
+import socket
 import threading
 import zlib
 from typing import Any, cast
@@ -42,6 +43,19 @@ class SerializedSocket:
 
     def sendall(self, data: bytes) -> None:
         self.send(data)
+
+    def send_now(self, data: bytes) -> int:
+        """Write what the socket takes without waiting (``MSG_DONTWAIT``): the bytes
+        written, possibly fewer than ``data`` (0 when its buffer is full). The lock is
+        only tried, so a thread never waits here for another one's write."""
+        if not self._write.acquire(blocking=False):
+            return 0
+        try:
+            return self._sock.send(data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        finally:
+            self._write.release()
 
     def __getattr__(self, name: str) -> Any:  # recv, close, shutdown, fileno, ...
         return getattr(self._sock, name)
