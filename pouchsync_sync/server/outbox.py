@@ -89,7 +89,8 @@ class Outbox:
         """Write the queued frames from this thread if the socket takes them at once;
         else (or if another thread writes now) leave them to the handler, woken here."""
         sock = getattr(self.ws, "sock", None)
-        if not hasattr(sock, "send_now") or not self._writer.acquire(blocking=False):
+        if sock is None or not hasattr(sock, "send_now") \
+                or not self._writer.acquire(blocking=False):
             self.ws.event.set()
             return
         try:
@@ -136,7 +137,7 @@ class Outbox:
                 if rest is not None:  # the end of a frame a task began: first
                     data, text, held, reply = rest
                     try:
-                        self._write(lambda: self.ws.sock.sendall(data))
+                        self._write(self.ws.sock.sendall, data)
                     finally:
                         self._sent(text, held, reply)
                     continue
@@ -147,7 +148,7 @@ class Outbox:
                 try:
                     if log.isEnabledFor(logging.DEBUG):
                         log.debug("%s -> %s", self.name, short(text))
-                    self._write(lambda: self.ws.send(text))
+                    self._write(self.ws.send, text)
                 finally:
                     self._sent(text, held, reply)
 
@@ -165,13 +166,13 @@ class Outbox:
         for fn in waiters:
             fn()
 
-    def _write(self, write: Callable[[], Any]) -> None:
+    def _write(self, write: Callable[[Any], Any], data: Any) -> None:
         """A blocking write (handler thread), watched by the server's watchdog."""
         if self.closing.is_set():
             return
         self.send_started = time.monotonic()
         try:
-            write()
+            write(data)
         except (ConnectionClosed, LocalProtocolError, OSError) as exc:
             log.debug("connection %s: send failed: %s", self.name, exc)
             self.closing.set()
