@@ -204,14 +204,7 @@ class Channel:
         if busy:  # the feed serves another wait: this one subscribes once
             return self._wait_once(since, options, timeout)
         assert feed is not None
-        if stale is not None:
-            self.connection._send_quietly(wire.unsubscribe(self.ch, stale))
-        if fresh:
-            try:
-                self.connection.send(wire.subscribe(self.ch, feed.sub, since, **options))
-            except BaseException:
-                self._drop_feed(feed)
-                raise
+        self._subscribe(feed, since, options, stale=stale, fresh=fresh)
         waiter.wait(timeout)
         with self._lock:
             if feed.waiter is waiter:
@@ -229,6 +222,19 @@ class Channel:
         if waiter.error is not None:
             raise waiter.error
         return msg if got else None
+
+    def _subscribe(self, feed: _LiveFeed, since: Any, options: Mapping[str, Any], *,
+                   stale: int | None, fresh: bool) -> None:
+        """Unsubscribe the ``stale`` feed, and subscribe ``feed`` if it is ``fresh`` (it
+        is dropped again if the subscribe cannot be sent)."""
+        if stale is not None:
+            self.connection._send_quietly(wire.unsubscribe(self.ch, stale))
+        if fresh:
+            try:
+                self.connection.send(wire.subscribe(self.ch, feed.sub, since, **options))
+            except BaseException:
+                self._drop_feed(feed)
+                raise
 
     def _drop_feed(self, feed: _LiveFeed) -> None:
         with self._lock:
@@ -261,14 +267,7 @@ class Channel:
                 feed = self._feed = _LiveFeed(next(self._sub_ids), options, since)
             feed.wake = wake
             ready = bool(feed.batches)
-        if stale is not None:
-            self.connection._send_quietly(wire.unsubscribe(self.ch, stale))
-        if fresh:
-            try:
-                self.connection.send(wire.subscribe(self.ch, feed.sub, since, **options))
-            except BaseException:
-                self._drop_feed(feed)
-                raise
+        self._subscribe(feed, since, options, stale=stale, fresh=fresh)
         if ready:
             wake()
 
