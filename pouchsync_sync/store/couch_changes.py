@@ -24,7 +24,7 @@ from typing import Any, Callable
 from ..selector import compile_selector
 from .couch_http import DeadlinePassed
 from .couch_readahead import ReadAhead
-from .texts import is_first_rev, text_length, text_of_doc, texts_answer
+from .texts import is_first_rev, text_of_doc, texts_answer
 from .validate import check_changes_args, check_count, exact_json_text
 
 __all__ = ["CouchChanges", "texts_of_changes"]
@@ -143,33 +143,13 @@ def texts_of_changes(changes: Mapping[str, Any], max_bytes: int | None) -> dict[
     """``texts.texts_answer(changes, max_bytes)``, cheaper for an answer parsed from JSON
     (plain dicts, lists, str, int, float, bool, None): a row whose doc may travel as text
     gets orjson's text of the doc without ``_id`` and ``_rev`` (what ``text_of_doc``
-    writes for such a doc) in one call; anything else takes ``texts_answer``'s own way."""
-    found = changes.get("results") or ()
-    if found.__class__ is not list or any(row.__class__ is not dict for row in found):
-        return texts_answer(changes, max_bytes)
-    rows: list[list[Any]] = []
-    total = 0
-    for row in found:
-        leaves = [c.get("rev") for c in row.get("changes") or ()]
-        deleted = bool(row.get("deleted"))
-        doc = row.get("doc")
-        text = None
-        if not deleted:
-            if doc.__class__ is dict:
-                text = _text_of_parsed(doc, leaves)
-            elif isinstance(doc, Mapping):
-                text = text_of_doc(doc, leaves)
-        if text is not None:
-            size = text_length(text)
-            if max_bytes is not None and total + size > max_bytes:
-                text = None
-            else:
-                total += size
-        rows.append([row.get("seq"), row.get("id"), leaves, deleted, text])
-    answer: dict[str, Any] = {"results": rows, "last_seq": changes.get("last_seq")}
-    if "pending" in changes:
-        answer["pending"] = changes["pending"]
-    return answer
+    writes for such a doc) in one call; any other doc takes ``text_of_doc``'s way."""
+    return texts_answer(changes, max_bytes, _text_of_row_doc)
+
+
+def _text_of_row_doc(doc: Mapping[str, Any], leaves: list[Any]) -> str | None:
+    """A plain dict's text in one orjson call; any other mapping's the default way."""
+    return _text_of_parsed(doc, leaves) if doc.__class__ is dict else text_of_doc(doc, leaves)
 
 
 def _text_of_parsed(doc: dict[str, Any], leaves: list[Any]) -> str | None:

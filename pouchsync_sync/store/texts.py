@@ -17,7 +17,7 @@ faster way.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson as _orjson
@@ -92,15 +92,18 @@ def text_of_doc(doc: Mapping[str, Any], leaves: Sequence[str]) -> str | None:
     return text
 
 
-def texts_answer(changes: Mapping[str, Any], max_bytes: int | None) -> dict[str, Any]:
+def texts_answer(changes: Mapping[str, Any], max_bytes: int | None,
+                 text_of: Callable[[Mapping[str, Any], list[Any]], str | None] = text_of_doc
+                 ) -> dict[str, Any]:
     """``changes_texts``' answer made from a ``changes(include_docs, style=all_docs)``
-    answer (the default for backends with no faster read)."""
+    answer (the default for backends with no faster read). ``text_of(doc, leaves)``
+    makes a live doc's text (a backend may pass a faster one giving the same text)."""
     rows: list[list[Any]] = []
     total = 0
     for row in changes.get("results") or ():
         leaves = [c.get("rev") for c in row.get("changes") or ()]
         doc = row.get("doc")
-        text = (text_of_doc(doc, leaves) if isinstance(doc, Mapping) and not row.get("deleted")
+        text = (text_of(doc, leaves) if isinstance(doc, Mapping) and not row.get("deleted")
                 else None)
         if text is not None:
             size = text_length(text)
