@@ -190,14 +190,7 @@ class Channel:
             feed = self._feed
             busy = feed is not None and feed.waiter is not None
             if not busy:
-                if feed is not None and (feed.dead or feed.options != options
-                                         or feed.position != since):
-                    stale = None if feed.dead else feed.sub
-                    feed = self._feed = None
-                fresh = feed is None
-                if fresh:
-                    feed = self._feed = _LiveFeed(next(self._sub_ids), options, since)
-                assert feed is not None
+                feed, stale, fresh = self._feed_for_locked(since, options)
                 waiter = feed.waiter = _Waiter()
                 if feed.batches:
                     waiter.set(feed.batches.popleft())
@@ -222,6 +215,22 @@ class Channel:
         if waiter.error is not None:
             raise waiter.error
         return msg if got else None
+
+    def _feed_for_locked(self, since: Any, options: dict[str, Any]
+                         ) -> tuple[_LiveFeed, int | None, bool]:
+        """The live feed to use from ``since`` with ``options`` (under the lock): the
+        current one if it serves them (or a wait uses it), else a fresh one. Returns it,
+        the sub of the feed it replaced that needs an unsubscribe, and whether it is fresh."""
+        feed = self._feed
+        stale: int | None = None
+        if feed is not None and feed.waiter is None and (
+                feed.dead or feed.options != options or feed.position != since):
+            stale = None if feed.dead else feed.sub
+            feed = self._feed = None
+        if feed is not None:
+            return feed, stale, False
+        feed = self._feed = _LiveFeed(next(self._sub_ids), options, since)
+        return feed, stale, True
 
     def _subscribe(self, feed: _LiveFeed, since: Any, options: Mapping[str, Any], *,
                    stale: int | None, fresh: bool) -> None:
@@ -253,18 +262,10 @@ class Channel:
         reader thread, outside the lock: it must not block. Raises when the channel is
         not open."""
         options = dict(options)
-        stale: int | None = None
         with self._lock:
             if self.state != "open":
                 raise self._unusable()
-            feed = self._feed
-            if feed is not None and feed.waiter is None and (
-                    feed.dead or feed.options != options or feed.position != since):
-                stale = None if feed.dead else feed.sub
-                feed = self._feed = None
-            fresh = feed is None
-            if feed is None:
-                feed = self._feed = _LiveFeed(next(self._sub_ids), options, since)
+            feed, stale, fresh = self._feed_for_locked(since, options)
             feed.wake = wake
             ready = bool(feed.batches)
         self._subscribe(feed, since, options, stale=stale, fresh=fresh)
