@@ -31,7 +31,7 @@ from .couch_http import NO_DB_REASON, CouchHTTP
 from .couch_names import attachment_path, check_db_name, db_path, doc_path, query_string
 from .couch_readahead import ReadAhead
 from .couch_shapes import bulk_get_results, missing_entry, open_revs_entries, strip_null_docs
-from .validate import check_all_docs_args, check_doc, decode_attachment
+from .validate import check_all_docs_args, check_bulk_docs_args, check_doc, decode_attachment
 
 __all__ = ["CouchDB", "CouchDatabase"]
 
@@ -230,10 +230,7 @@ class CouchDatabase(CouchChanges, Database):
 
     def bulk_docs(self, docs: Sequence[Mapping[str, Any]], *,
                   new_edits: bool = True) -> list[dict[str, Any]]:
-        if not isinstance(docs, (list, tuple)):
-            raise BadRequest("docs must be a list")
-        if not isinstance(new_edits, bool):
-            raise BadRequest("new_edits must be a boolean")
+        check_bulk_docs_args(docs, new_edits)
         checked = [_check_doc(doc, require_id=not new_edits) for doc in docs]
         if not new_edits:
             for doc in checked:  # CouchDB's checks, so a bad doc refuses the whole batch

@@ -40,6 +40,7 @@ from .notify import Notifier
 from .texts import check_text_rows
 from .validate import (
     check_all_docs_args,
+    check_bulk_docs_args,
     check_changes_args,
     check_count,
     check_doc_id,
@@ -146,10 +147,7 @@ class LocalDatabase(Database):
 
     def bulk_docs(self, docs: Sequence[Mapping[str, Any]], *,
                   new_edits: bool = True) -> list[dict[str, Any]]:
-        if not isinstance(docs, (list, tuple)):
-            raise BadRequest("docs must be a list")
-        if not isinstance(new_edits, bool):
-            raise BadRequest("new_edits must be a boolean")
+        check_bulk_docs_args(docs, new_edits)
         if new_edits:
             return self._bulk_new_edits([prepare_doc(doc, require_id=False) for doc in docs])
         with gcpause.paused():

@@ -29,6 +29,7 @@ __all__ = [
     "decode_attachment",
     "md5_digest",
     "is_local_id",
+    "check_bulk_docs_args",
     "check_changes_args",
     "check_count",
     "check_all_docs_args",
@@ -200,6 +201,14 @@ def check_count(name: str, value: Any) -> None:
     """``BadRequest`` unless ``value`` is None or an integer >= 0 (not a bool)."""
     if value is not None and (value.__class__ is bool or not isinstance(value, int) or value < 0):
         raise BadRequest(f"{name} must be a non-negative integer")
+
+
+def check_bulk_docs_args(docs: Any, new_edits: Any) -> None:
+    """The argument checks every backend's ``bulk_docs`` makes before reading a doc."""
+    if not isinstance(docs, (list, tuple)):
+        raise BadRequest("docs must be a list")
+    if not isinstance(new_edits, bool):
+        raise BadRequest("new_edits must be a boolean")
 
 
 def check_changes_args(*, style: Any, feed: Any, limit: Any, timeout: Any, doc_ids: Any) -> None:
