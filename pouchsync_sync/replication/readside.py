@@ -18,9 +18,10 @@ same docs go to ``write_missing``. When the target turns out to have most of the
 ``ReadSide`` runs on the replicating thread, or on a reader thread at most
 ``batches_limit`` items ahead (``pipeline.Prefetcher``), so network waits overlap with
 writes; with read-ahead (``batches_limit > 1``) it also reads the next batch of changes
-on a ``pouchsync-changes-ahead`` thread while it diffs and hands over this one. Its read policy (ask ``changes`` for docs or not, the size of the next
-``bulk_get``) is its own; only the share of whole docs the target lacked comes from the
-write side (``lacked``).
+on a ``pouchsync-changes-ahead`` thread while it diffs and hands over this one. Its
+read policy (ask ``changes`` for docs or not, the size of the next ``bulk_get``) is its
+own; only the share of whole docs the target lacked comes from the write side
+(``lacked``).
 """
 
 from __future__ import annotations
