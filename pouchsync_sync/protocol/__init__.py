@@ -1,7 +1,10 @@
 """Wire protocol v1, sans-IO: messages, operations, state machines (docs/protocol.md).
 
 Used by both the client (``pouchsync_sync.client``) and the server
-(``pouchsync_sync.server``); no sockets, threads or clocks here.
+(``pouchsync_sync.server``); no sockets, threads or clocks here. Modules: ``messages``
+(envelopes: validate, encode, decode; re-exports ``builders``' constructors), ``ops``
+(the calls and their arguments; re-exports ``replies``' result handling), ``fields``
+(the checkers both use), ``connection`` (the state machine).
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ JSON types, integer ranges) for the direction it travels; it raises ``BadMessage
 (a ``ProtocolError`` carrying the ``{status, error, reason}`` to answer with and the
 ``ch``/``id``/``sub`` it concerns). The arguments of a ``call`` are checked later, by
 ``protocol.ops``, so a bad argument gets a ``reply`` with an error rather than a
-connection-level error. Pure: no sockets, no clocks.
+connection-level error. The field checkers are ``protocol.fields``'; the constructors
+(``hello``, ``call``, ``changes``, ...) are ``protocol.builders``', re-exported here.
+Pure: no sockets, no clocks.
 
 JSON goes through ``jsoncodec`` (orjson, with the stdlib only for integers beyond 64
 bits, which keep their digits both ways).
@@ -16,16 +18,55 @@ bits, which keep their digits both ways).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 from .. import jsoncodec
 from ..errors import ProtocolError
+from .builders import (
+    PROTOCOL_VERSIONS,
+    call,
+    changes,
+    changes_error,
+    close,
+    closed,
+    denied,
+    error,
+    granted,
+    hello,
+    open_channel,
+    reply_error,
+    reply_ok,
+    subscribe,
+    unsubscribe,
+    welcome,
+)
+from .fields import (
+    DESCRIBE,
+    MAX_AGENT,
+    MAX_DB_NAME,
+    MAX_ID,
+    Check,
+    is_agent,
+    is_any,
+    is_bool,
+    is_db_name,
+    is_int,
+    is_list,
+    is_obj,
+    is_pos_int,
+    is_str,
+    is_str_list,
+    is_style,
+    is_versions,
+)
 
 __all__ = [
     "PROTOCOL_VERSIONS",
     "CLIENT_TYPES",
     "SERVER_TYPES",
     "MAX_ID",
+    "MAX_AGENT",
+    "MAX_DB_NAME",
     "BadMessage",
     "encode",
     "encode_bytes",
@@ -33,29 +74,11 @@ __all__ = [
     "decode_payload",
     "validate",
     "choose_version",
-    "hello",
-    "welcome",
-    "error",
-    "open_channel",
-    "granted",
-    "denied",
-    "close",
-    "closed",
-    "call",
-    "reply_ok",
-    "reply_error",
-    "subscribe",
-    "unsubscribe",
-    "changes",
+    # the constructors, from .builders
+    "hello", "welcome", "error", "open_channel", "granted", "denied", "close", "closed",
+    "call", "reply_ok", "reply_error", "subscribe", "unsubscribe", "changes",
     "changes_error",
 ]
-
-#: protocol versions this implementation speaks, oldest first
-PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
-#: largest ``ch``/``id``/``sub`` (JavaScript's safe integer range)
-MAX_ID = 2**53 - 1
-MAX_AGENT = 200
-MAX_DB_NAME = 1024
 
 #: message types a client sends / a server sends
 CLIENT_TYPES = frozenset({"hello", "open", "close", "call", "subscribe", "unsubscribe"})
@@ -132,119 +155,40 @@ def decode(text: str | bytes, *, sender: str) -> dict[str, Any]:
     return validate(msg, sender=sender)
 
 
-# -- field checkers: each returns the (possibly defaulted) value or raises ValueError --
-
-def _pos_int(value: Any) -> int:
-    if type(value) is not int or not 1 <= value <= MAX_ID:
-        raise ValueError(f"must be an integer in 1..{MAX_ID}")
-    return value
-
-
-def _int(value: Any) -> int:
-    if type(value) is not int:
-        raise ValueError("must be an integer")
-    return value
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("must be a string")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if type(value) is not bool:
-        raise ValueError("must be true or false")
-    return value
-
-
-def _dict(value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise ValueError("must be an object")
-    return value
-
-
-def _list(value: Any) -> list:
-    if not isinstance(value, list):
-        raise ValueError("must be a list")
-    return value
-
-
-def _any(value: Any) -> Any:
-    return value
-
-
-def _versions(value: Any) -> list[int]:
-    if not isinstance(value, list) or not value or any(type(v) is not int for v in value):
-        raise ValueError("must be a non-empty list of integers")
-    return value
-
-
-def _agent(value: Any) -> str:
-    if not isinstance(value, str) or len(value) > MAX_AGENT:
-        raise ValueError(f"must be a string of at most {MAX_AGENT} characters")
-    return value
-
-
-def _db_name(value: Any) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_DB_NAME:
-        raise ValueError(f"must be a non-empty string of at most {MAX_DB_NAME} characters")
-    return value
-
-
-def _str_list(value: Any) -> list[str]:
-    if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
-        raise ValueError("must be a list of strings")
-    return value
-
-
-def _style(value: Any) -> str:
-    if value not in ("main_only", "all_docs"):
-        raise ValueError('must be "main_only" or "all_docs"')
-    return value
-
-
-def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def checker(value: Any) -> Any:
-        return None if value is None else check(value)
-    return checker
-
-
 _REQUIRED = object()
 
-# type -> {field: (checker, default or _REQUIRED)}
-_SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
-    "hello": {"versions": (_versions, _REQUIRED), "agent": (_optional(_agent), None)},
-    "welcome": {"version": (_int, _REQUIRED), "agent": (_optional(_str), None),
-                "limits": (_dict, _REQUIRED)},
-    "error": {"status": (_int, _REQUIRED), "error": (_str, _REQUIRED),
-              "reason": (_str, _REQUIRED), "ch": (_optional(_pos_int), None),
-              "id": (_optional(_pos_int), None), "sub": (_optional(_pos_int), None),
-              "fatal": (_optional(_bool), None)},
-    "open": {"ch": (_pos_int, _REQUIRED), "db": (_db_name, _REQUIRED),
-             "credentials": (_any, None)},
-    "granted": {"ch": (_pos_int, _REQUIRED), "db": (_str, _REQUIRED),
-                "uuid": (_str, _REQUIRED), "read_only": (_bool, False)},
-    "denied": {"ch": (_pos_int, _REQUIRED), "status": (_int, _REQUIRED),
-               "error": (_str, _REQUIRED), "reason": (_str, _REQUIRED)},
-    "close": {"ch": (_pos_int, _REQUIRED)},
-    "closed": {"ch": (_pos_int, _REQUIRED)},
+# type -> {field: (checker, default or _REQUIRED)}; a field given as null takes its
+# default (checkers never see None), a required one must be there and pass its check
+_SCHEMAS: dict[str, dict[str, tuple[Check, Any]]] = {
+    "hello": {"versions": (is_versions, _REQUIRED), "agent": (is_agent, None)},
+    "welcome": {"version": (is_int, _REQUIRED), "agent": (is_str, None),
+                "limits": (is_obj, _REQUIRED)},
+    "error": {"status": (is_int, _REQUIRED), "error": (is_str, _REQUIRED),
+              "reason": (is_str, _REQUIRED), "ch": (is_pos_int, None),
+              "id": (is_pos_int, None), "sub": (is_pos_int, None),
+              "fatal": (is_bool, None)},
+    "open": {"ch": (is_pos_int, _REQUIRED), "db": (is_db_name, _REQUIRED),
+             "credentials": (is_any, None)},
+    "granted": {"ch": (is_pos_int, _REQUIRED), "db": (is_str, _REQUIRED),
+                "uuid": (is_str, _REQUIRED), "read_only": (is_bool, False)},
+    "denied": {"ch": (is_pos_int, _REQUIRED), "status": (is_int, _REQUIRED),
+               "error": (is_str, _REQUIRED), "reason": (is_str, _REQUIRED)},
+    "close": {"ch": (is_pos_int, _REQUIRED)},
+    "closed": {"ch": (is_pos_int, _REQUIRED)},
     # op and args are checked by protocol.ops, so that a bad one gets a reply
-    "call": {"ch": (_pos_int, _REQUIRED), "id": (_pos_int, _REQUIRED),
-             "op": (_any, None), "args": (_any, None)},
-    "reply": {"ch": (_pos_int, _REQUIRED), "id": (_pos_int, _REQUIRED),
-              "ok": (_any, None), "error": (_optional(_dict), None)},
-    "subscribe": {"ch": (_pos_int, _REQUIRED), "sub": (_pos_int, _REQUIRED),
-                  "since": (_any, 0), "style": (_optional(_style), None),
-                  "include_docs": (_optional(_bool), None),
-                  "conflicts": (_optional(_bool), None),
-                  "doc_ids": (_optional(_str_list), None),
-                  "selector": (_optional(_dict), None),
-                  "batch": (_optional(_pos_int), None)},
-    "unsubscribe": {"ch": (_pos_int, _REQUIRED), "sub": (_pos_int, _REQUIRED)},
-    "changes": {"ch": (_pos_int, _REQUIRED), "sub": (_pos_int, _REQUIRED),
-                "results": (_optional(_list), None), "last_seq": (_any, None),
-                "pending": (_optional(_int), None), "error": (_optional(_dict), None)},
+    "call": {"ch": (is_pos_int, _REQUIRED), "id": (is_pos_int, _REQUIRED),
+             "op": (is_any, None), "args": (is_any, None)},
+    "reply": {"ch": (is_pos_int, _REQUIRED), "id": (is_pos_int, _REQUIRED),
+              "ok": (is_any, None), "error": (is_obj, None)},
+    "subscribe": {"ch": (is_pos_int, _REQUIRED), "sub": (is_pos_int, _REQUIRED),
+                  "since": (is_any, 0), "style": (is_style, None),
+                  "include_docs": (is_bool, None), "conflicts": (is_bool, None),
+                  "doc_ids": (is_str_list, None), "selector": (is_obj, None),
+                  "batch": (is_pos_int, None)},
+    "unsubscribe": {"ch": (is_pos_int, _REQUIRED), "sub": (is_pos_int, _REQUIRED)},
+    "changes": {"ch": (is_pos_int, _REQUIRED), "sub": (is_pos_int, _REQUIRED),
+                "results": (is_list, None), "last_seq": (is_any, None),
+                "pending": (is_int, None), "error": (is_obj, None)},
 }
 
 #: types whose unknown fields are refused (their fields are options, like call args)
@@ -278,11 +222,11 @@ def validate(msg: Any, *, sender: str) -> dict[str, Any]:
                 raise BadMessage(f"{kind!r} needs a {field!r} field", ch=ch, id=ref_id, sub=sub)
             out[field] = default
             continue
-        try:
-            out[field] = check(msg[field])
-        except ValueError as exc:
-            raise BadMessage(f"{kind!r} field {field!r} {exc}", ch=ch, id=ref_id,
-                             sub=sub) from None
+        value = msg[field]
+        if not check(value):
+            raise BadMessage(f"{kind!r} field {field!r} must be {DESCRIBE[check]}", ch=ch,
+                             id=ref_id, sub=sub)
+        out[field] = value
     if kind in _STRICT:
         unknown = sorted(set(msg) - set(schema) - {"type"})
         if unknown:
@@ -325,93 +269,3 @@ def choose_version(offered: list[int],
     """The highest version both sides speak, or ``None``."""
     common = set(offered) & set(supported)
     return max(common) if common else None
-
-
-# -- builders: the only way messages are made, so both sides agree --------------------
-
-def hello(agent: str | None = None,
-          versions: tuple[int, ...] = PROTOCOL_VERSIONS) -> dict[str, Any]:
-    msg: dict[str, Any] = {"type": "hello", "versions": list(versions)}
-    if agent is not None:
-        msg["agent"] = agent
-    return msg
-
-
-def welcome(version: int, limits: Mapping[str, Any], agent: str | None = None) -> dict[str, Any]:
-    msg: dict[str, Any] = {"type": "welcome", "version": version, "limits": dict(limits)}
-    if agent is not None:
-        msg["agent"] = agent
-    return msg
-
-
-def error(status: int, error: str, reason: str, *, ch: int | None = None,
-          id: int | None = None, sub: int | None = None, fatal: bool = False) -> dict[str, Any]:
-    msg: dict[str, Any] = {"type": "error", "status": status, "error": error, "reason": reason}
-    if ch is not None:
-        msg["ch"] = ch
-    if id is not None:
-        msg["id"] = id
-    if sub is not None:
-        msg["sub"] = sub
-    if fatal:
-        msg["fatal"] = True
-    return msg
-
-
-def open_channel(ch: int, db: str, credentials: Any = None) -> dict[str, Any]:
-    return {"type": "open", "ch": ch, "db": db, "credentials": credentials}
-
-
-def granted(ch: int, db: str, uuid: str, read_only: bool = False) -> dict[str, Any]:
-    return {"type": "granted", "ch": ch, "db": db, "uuid": uuid, "read_only": read_only}
-
-
-def denied(ch: int, err: Mapping[str, Any]) -> dict[str, Any]:
-    """``err`` is a ``{status, error, reason}`` dict (``Denied(...).to_json()``)."""
-    return {"type": "denied", "ch": ch, "status": int(err.get("status", 403)),
-            "error": str(err.get("error", "denied")), "reason": str(err.get("reason", ""))}
-
-
-def close(ch: int) -> dict[str, Any]:
-    return {"type": "close", "ch": ch}
-
-
-def closed(ch: int) -> dict[str, Any]:
-    return {"type": "closed", "ch": ch}
-
-
-def call(ch: int, id: int, op: str, args: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    return {"type": "call", "ch": ch, "id": id, "op": op, "args": dict(args or {})}
-
-
-def reply_ok(ch: int, id: int, result: Any) -> dict[str, Any]:
-    return {"type": "reply", "ch": ch, "id": id, "ok": result}
-
-
-def reply_error(ch: int, id: int, err: Mapping[str, Any]) -> dict[str, Any]:
-    return {"type": "reply", "ch": ch, "id": id, "error": dict(err)}
-
-
-def subscribe(ch: int, sub: int, since: Any = 0, **options: Any) -> dict[str, Any]:
-    """``options``: style, include_docs, conflicts, doc_ids, selector, batch."""
-    msg: dict[str, Any] = {"type": "subscribe", "ch": ch, "sub": sub, "since": since}
-    msg.update((k, v) for k, v in options.items() if v is not None)
-    return msg
-
-
-def unsubscribe(ch: int, sub: int) -> dict[str, Any]:
-    return {"type": "unsubscribe", "ch": ch, "sub": sub}
-
-
-def changes(ch: int, sub: int, results: list[Any], last_seq: Any,
-            pending: int | None = None) -> dict[str, Any]:
-    """A batch of live changes; ``pending`` (optional) counts the changes left after it
-    (0: the subscription has caught up as of this read)."""
-    msg = {"type": "changes", "ch": ch, "sub": sub, "results": results, "last_seq": last_seq}
-    if type(pending) is int and pending >= 0:
-        msg["pending"] = pending
-    return msg
-
-
-def changes_error(ch: int, sub: int, err: Mapping[str, Any]) -> dict[str, Any]:
-    return {"type": "changes", "ch": ch, "sub": sub, "error": dict(err)}

@@ -19,14 +19,20 @@ The functions at the top are pure; ``Checkpointer`` does the I/O through the
 ``Database`` interface. The target is always written first, then the source: a crash
 between the two leaves the logs differing, and the comparison then falls back to the
 previous common session rather than to a sequence the target never saw.
+
+``CheckpointSchedule`` is the deferral policy (CouchDB's ``checkpoint_interval``): when
+a batch's checkpoint may wait, and the one that waits (see the replicator's theory of
+operation for when it is recorded after all).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import Conflict, Denied, Forbidden, NotFound, Unauthorized
 from ..store.base import Database
@@ -35,6 +41,7 @@ from .ids import REPLICATION_ID_VERSION
 __all__ = [
     "HISTORY_SIZE",
     "LOWEST_SEQ",
+    "CheckpointSchedule",
     "Checkpointer",
     "compare_replication_logs",
     "compare_rep_history",
@@ -233,3 +240,69 @@ class Checkpointer:
             saved["_rev"] = result.get("rev", saved.get("_rev"))
             side.log = saved
             return
+
+
+# -- when ------------------------------------------------------------------------------
+class CheckpointSchedule:
+    """When to Record Replication Checkpoint: after every batch, or once the last one is
+    ``interval`` seconds old (CouchDB's ``checkpoint_interval``).
+
+    A batch's checkpoint may wait (``may_defer``) in a one-shot run, and in a live run
+    when a live ``longpoll`` read delivered the batch and left the replication caught
+    up, while the last checkpoint recorded is younger than the interval, give or take a
+    random quarter (so that many live replications started together, e.g. 1,000 clients
+    of one server, do not all record on the same change). The seq that waits is
+    ``held`` (written, not yet recorded) until the owner records it: at the next batch
+    end past the interval, at the end of every live backlog (a batch that is not caught
+    up, or came from a normal read), and when the run ends (complete, cancel, stop or
+    error; best effort). ``interval`` 0 records one after every batch. A replication
+    killed in between resumes from an older checkpoint and re-reads the docs of at most
+    that interval (they are already on the target: harmless); none is skipped.
+    ``wait_caught_up`` is about docs written, so a held checkpoint does not delay it.
+    Without a ``Checkpointer`` (``start`` not called: no checkpoints) nothing waits.
+    Not thread-safe: owned by the replicating thread.
+    """
+
+    def __init__(self, interval: float, *, live: bool,
+                 clock: Callable[[], float] = time.monotonic,
+                 jitter: Callable[[float, float], float] = random.uniform) -> None:
+        self.interval = interval
+        self.live = live
+        #: (seq, pending) of the last batch written but not yet recorded
+        self.held: tuple[Any, Any] | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._clock = clock
+        self._jitter = jitter
+        self._saved_at = float("-inf")  # clock() of the last checkpoint recorded
+        self._next_interval = interval  # this one's, jittered after each record
+
+    def start(self, checkpointer: Checkpointer) -> None:
+        """Record through ``checkpointer`` from now on."""
+        self._checkpointer = checkpointer
+
+    def may_defer(self, *, live_read: bool, caught_up: bool) -> bool:
+        """The last checkpoint is recent and this batch's may wait: a one-shot run's (its
+        end records it) or a live run's that a live read left caught up."""
+        if self._checkpointer is None or self.interval <= 0:
+            return False
+        if self.live and not (live_read and caught_up):
+            return False  # a live run's backlog: every batch
+        return self._clock() - self._saved_at < self._next_interval
+
+    def hold(self, seq: Any, pending: Any) -> None:
+        """``seq`` is written and its checkpoint waits."""
+        self.held = (seq, pending)
+
+    def record(self, *, recorded_seq: Any, start_last_seq: Any, start_time: str,
+               end_time: str, docs_read: int, docs_written: int,
+               doc_write_failures: int) -> None:
+        """Record the checkpoint (target, then source) if checkpoints are kept; nothing
+        is held after it."""
+        if self._checkpointer is not None:
+            self._checkpointer.record_checkpoint(
+                recorded_seq=recorded_seq, start_last_seq=start_last_seq,
+                start_time=start_time, end_time=end_time, docs_read=docs_read,
+                docs_written=docs_written, doc_write_failures=doc_write_failures)
+            self._saved_at = self._clock()
+            self._next_interval = self.interval * self._jitter(0.75, 1.25)
+        self.held = None

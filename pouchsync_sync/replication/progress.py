@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..errors import ProtocolError
+from ..errors import PouchSyncError, ProtocolError
 
 __all__ = ["STATES", "Progress"]
 
@@ -40,6 +40,7 @@ class Progress:
         self._reads_started = 0       # ticket of the latest changes read begun
         self._caught_up_ticket = 0    # ticket of the latest read that found nothing new
         self._done_seq: Any = start_seq  # everything up to here is written and checkpointed
+        self._claimed = False         # the run has started (it runs once)
 
     @property
     def state(self) -> str:
@@ -50,6 +51,19 @@ class Progress:
     def pending(self) -> int | None:
         with self._cond:
             return self._pending
+
+    @property
+    def claimed(self) -> bool:
+        """The run has started."""
+        with self._cond:
+            return self._claimed
+
+    def claim(self) -> None:
+        """The run starts: ``PouchSyncError`` when it already did (a run happens once)."""
+        with self._cond:
+            if self._claimed:
+                raise PouchSyncError("a Replicator runs once; create a new one")
+            self._claimed = True
 
     def move(self, new: str) -> bool:
         """Change the state; False when it already was ``new``."""

@@ -1,13 +1,13 @@
 """The write side of a replication: upload what the read side fetched, in order.
 
-``WriteSide`` is the part of ``Replicator`` that runs on the replicating thread: it
+``WriteSide`` is the part of a replication that runs on the replicating thread: it
 consumes the read side's items (``items``), uploads each chunk of docs (*Upload Batch
 of Changed Documents*: ``bulk_docs(new_edits=False)`` for fetched revisions,
 ``write_missing_texts`` / ``write_missing`` for whole docs from the changes read, which
-the target writes only if it lacks them), counts and keeps refusals, and hands each
-batch end to ``finish_batch`` (the checkpoint). To a target across a round trip,
-whole-doc chunks go up two at a time (``WriteBehind``); a batch end then waits for
-every write before it.
+the target writes only if it lacks them), counts into the run's ``ReplicationResult``
+and keeps refusals, and hands each batch end to ``finish_batch`` (the replicator's
+checkpoint step). To a target across a round trip, whole-doc chunks go up two at a
+time (``WriteBehind``); a batch end then waits for every write before it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..errors import PayloadTooLarge
 from ..store.base import Database, accepted_docs
 from .batch import failed_writes, slices_by_bytes, split_by_bytes
 from .items import BatchEnd, BatchStart, BatchStats, Done, Fetched
+from .result import ReplicationResult, keep_errors
 from .writebehind import WriteBehind
 
 __all__ = ["WRITE_BEHIND_MIN", "WriteSide"]
@@ -33,24 +34,38 @@ WRITE_BEHIND_MIN = 50
 
 
 class WriteSide:
-    """``Replicator``'s write side (a mixin on the replicator's state, below; the
-    replicator gives ``finish_batch``, ``_cancelled``, ``_set_state``, ``_keep_errors``)."""
+    """The write side of one replication into ``target``, counting into ``result``.
 
-    target: Database
-    max_batch_bytes: int
-    replication_id: str | None
-    _result: Any  # the run's ReplicationResult
-    _behind: WriteBehind | None
-    _whole_lacked: float
-    source: Database
-    # given by the replicator
-    _cancelled: Callable[[], bool]
-    _set_state: Callable[[str], None]
-    finish_batch: Callable[..., None]
-    _keep_errors: Callable[[Sequence[Any]], None]
+    The replicator owns it and passes in what it needs: ``cancelled``, ``batch_started``
+    (a batch of changes begins: the state goes ``active``) and ``finish_batch`` (a batch
+    is written: Record Replication Checkpoint). ``replication_id`` names the replication
+    in log lines once it is known. Not thread-safe: the replicating thread's, except
+    ``lacked``, which the read side reads.
+    """
 
-    def _consume(self, items: Iterator[Any]) -> bool:
-        """The write side: upload each chunk, record the checkpoint at each batch end.
+    def __init__(self, target: Database, result: ReplicationResult, *,
+                 max_batch_bytes: int, thread_name: str, cancelled: Callable[[], bool],
+                 batch_started: Callable[[], None],
+                 finish_batch: Callable[[BatchEnd, BatchStats], None]) -> None:
+        self.target = target
+        self.result = result
+        self.max_batch_bytes = max_batch_bytes
+        self.thread_name = thread_name
+        self.replication_id: str | None = None
+        self._cancelled = cancelled
+        self._batch_started = batch_started
+        self._finish_batch = finish_batch
+        self._behind: WriteBehind | None = None  # uploads in flight to a remote target
+        self._whole_lacked = 1.0  # share of the last whole docs the target lacked
+
+    def lacked(self) -> float:
+        """The share of the last whole docs written that the target lacked (1.0 before
+        any): tells the read policy whether asking changes for docs still pays."""
+        return self._whole_lacked
+
+    def consume(self, items: Iterator[Any]) -> bool:
+        """Upload each chunk of ``items``, hand each batch end to ``finish_batch``; True
+        when they end with ``Done``, False when cancelled or stopped before it.
 
         Whole docs for a target across a round trip go up two writes at a time
         (``WriteBehind``); a batch end then waits for the writes before it.
@@ -68,18 +83,18 @@ class WriteSide:
                             self._behind.drain()
                         self.replicate_changes(item, batch)
                 elif isinstance(item, BatchStart):
-                    self._set_state("active")
+                    self._batch_started()
                     batch = BatchStats()
                 elif isinstance(item, BatchEnd):
                     if self._behind is None or not self._behind.busy:
-                        self.finish_batch(item, batch)
+                        self._finish_batch(item, batch)
                     elif not item.caught_up:
                         self._behind.end((item, batch))  # once the writes before it are done
                     else:  # no read follows at once: nothing to overlap; the threads end
                         self._behind.drain()          # until the next backlog
                         self._behind.close()
                         self._behind = None
-                        self.finish_batch(item, batch)
+                        self._finish_batch(item, batch)
                     batch = BatchStats()
                 elif isinstance(item, Done):
                     if self._behind is not None:
@@ -99,8 +114,8 @@ class WriteSide:
     def _upload_behind(self, item: Fetched, batch: BatchStats) -> None:
         if self._behind is None:
             self._behind = WriteBehind(
-                f"pouchsync-upload[{self.source.name}->{self.target.name}]",
-                on_done=self._whole_written, on_end=lambda held: self.finish_batch(*held))
+                self.thread_name, on_done=self._whole_written,
+                on_end=lambda held: self._finish_batch(*held))
         write = functools.partial(self._write_whole, texts=item.texts)
         for part in self._whole_parts(item):
             self._behind.submit(write, part, (item, batch, part))
@@ -124,7 +139,7 @@ class WriteSide:
         if item.texts:
             rows = list(part)
             written = rows if len(written) == len(rows) else [rows[i] for i in written]
-        result = self._result
+        result = self.result
         result.docs_read += len(written) + len(failures)
         result.docs_written += len(written)
         batch.written.extend(written)
@@ -136,13 +151,13 @@ class WriteSide:
         if item.whole:
             self.replicate_whole_docs(item, batch)
             return
-        result = self._result
+        result = self.result
         result.docs_read += len(item.docs)
         if item.errors:
             log.info("replication %s: %d revisions could not be read from the source",
                      self.replication_id, len(item.errors))
             result.doc_write_failures += len(item.errors)
-            self._keep_errors(item.errors)
+            keep_errors(result, item.errors)
             batch.failures += len(item.errors)
         for part in split_by_bytes(item.docs, item.sizes, self.max_batch_bytes):
             ok_docs, failed = self.upload_batch_of_changed_documents(part)
@@ -164,7 +179,7 @@ class WriteSide:
         failures = _fitted(
             lambda part: ([], failed_writes(self.target.bulk_docs(part, new_edits=False))),
             docs, False)[1]
-        self._result.docs_written += len(docs) - len(failures)
+        self.result.docs_written += len(docs) - len(failures)
         if not self._refused(failures):
             return docs, 0
         return accepted_docs(docs, failures), len(failures)
@@ -172,12 +187,12 @@ class WriteSide:
     def _refused(self, failures: Sequence[Mapping[str, Any]]) -> int:
         """Count, log and keep the target's refusals; their number."""
         if failures:
-            self._result.doc_write_failures += len(failures)
+            self.result.doc_write_failures += len(failures)
             for failure in failures:
                 log.info("replication %s: target refused %s %s: %s %s", self.replication_id,
                          failure.get("id"), failure.get("rev"), failure.get("error"),
                          failure.get("reason"))
-            self._keep_errors(failures)
+            keep_errors(self.result, failures)
         return len(failures)
 
 

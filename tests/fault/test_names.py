@@ -21,7 +21,7 @@ import pytest
 
 from pouchsync_sync import CouchDB, Denied, create_server
 from pouchsync_sync.datadir import DataDir
-from pouchsync_sync.protocol.messages import MAX_DB_NAME
+from pouchsync_sync.protocol.fields import MAX_DB_NAME
 
 from .helpers import RawPeer
 from .proxy import FaultProxy

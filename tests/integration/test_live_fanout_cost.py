@@ -171,7 +171,7 @@ def test_a_live_run_killed_between_checkpoints_resumes_without_losing_docs(local
             assert rep.wait_caught_up(WAIT)
         stale = _recorded(target, rep)
     finally:
-        rep._unsaved = None  # what a killed process never gets to record
+        rep._checkpoints.held = None  # what a killed process never gets to record
         cancel.set()
         thread.join(WAIT)
     assert stale != source.changes(since="now")["last_seq"]

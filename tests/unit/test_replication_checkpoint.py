@@ -1,10 +1,13 @@
-"""Compare Replication Logs and the log update, pure."""
+"""Compare Replication Logs, the log update and the checkpoint schedule, pure."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from pouchsync_sync.replication.checkpoint import (
     HISTORY_SIZE,
     LOWEST_SEQ,
+    CheckpointSchedule,
     compare_rep_history,
     compare_replication_logs,
     updated_replication_log,
@@ -101,3 +104,86 @@ def test_updated_log_from_nothing_has_no_rev() -> None:
                                "docs_written": 0, "doc_write_failures": 0}]
     # both sides written by one session then agree on the seq
     assert compare_replication_logs(doc, dict(doc)) == "3-a"
+
+
+# -- CheckpointSchedule: when a checkpoint may wait ---------------------------------------
+
+class _Recorder:
+    """A ``Checkpointer`` stand-in at the seam: records what it was asked to record."""
+
+    def __init__(self) -> None:
+        self.recorded: list[Any] = []
+
+    def record_checkpoint(self, **stats: Any) -> None:
+        self.recorded.append(stats["recorded_seq"])
+
+
+def _stats(seq: Any) -> dict[str, Any]:
+    return dict(recorded_seq=seq, start_last_seq=0, start_time="t0", end_time="t1",
+                docs_read=1, docs_written=1, doc_write_failures=0)
+
+
+def _schedule(interval: float, *, live: bool, now: list[float]) -> tuple[Any, _Recorder]:
+    schedule = CheckpointSchedule(interval, live=live, clock=lambda: now[0],
+                                  jitter=lambda low, high: 1.0)
+    recorder = _Recorder()
+    schedule.start(recorder)  # type: ignore[arg-type]
+    return schedule, recorder
+
+
+def test_schedule_without_a_checkpointer_never_defers() -> None:
+    schedule = CheckpointSchedule(30.0, live=False)
+    assert not schedule.may_defer(live_read=False, caught_up=True)
+    schedule.hold(5, 0)
+    schedule.record(**_stats(5))  # nothing to record through: only forgets what it held
+    assert schedule.held is None
+
+
+def test_schedule_one_shot_defers_within_the_interval_after_a_record() -> None:
+    now = [100.0]
+    schedule, recorder = _schedule(30.0, live=False, now=now)
+    assert not schedule.may_defer(live_read=False, caught_up=False)  # none recorded yet
+    schedule.record(**_stats(1))
+    assert recorder.recorded == [1]
+    now[0] = 129.0
+    assert schedule.may_defer(live_read=False, caught_up=False)
+    schedule.hold(2, 3)
+    assert schedule.held == (2, 3)
+    now[0] = 130.0
+    assert not schedule.may_defer(live_read=False, caught_up=False)
+    schedule.record(**_stats(2))
+    assert recorder.recorded == [1, 2] and schedule.held is None
+
+
+def test_schedule_live_defers_only_caught_up_live_reads() -> None:
+    now = [0.0]
+    schedule, _recorder = _schedule(30.0, live=True, now=now)
+    schedule.record(**_stats(1))
+    assert schedule.may_defer(live_read=True, caught_up=True)
+    assert not schedule.may_defer(live_read=False, caught_up=True)  # a backlog read
+    assert not schedule.may_defer(live_read=True, caught_up=False)  # more pending
+
+
+def test_schedule_interval_zero_records_every_batch() -> None:
+    now = [0.0]
+    schedule, _recorder = _schedule(0.0, live=False, now=now)
+    schedule.record(**_stats(1))
+    assert not schedule.may_defer(live_read=True, caught_up=True)
+
+
+def test_schedule_jitters_the_next_interval_by_a_quarter() -> None:
+    asked: list[tuple[float, float]] = []
+    now = [0.0]
+
+    def jitter(low: float, high: float) -> float:
+        asked.append((low, high))
+        return 1.25
+
+    schedule = CheckpointSchedule(40.0, live=False, clock=lambda: now[0], jitter=jitter)
+    schedule.start(_Recorder())  # type: ignore[arg-type]
+    schedule.record(**_stats(1))
+    assert asked == [(0.75, 1.25)]
+    now[0] = 49.0
+    assert schedule.may_defer(live_read=False, caught_up=False)  # 40 * 1.25 = 50 s
+    now[0] = 50.0
+    assert not schedule.may_defer(live_read=False, caught_up=False)
