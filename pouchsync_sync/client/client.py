@@ -127,7 +127,7 @@ class Client:
         self._closed = False
         self._syncs: list[Sync] = []
         # the connection thread: its connection, url, failure... under self._cond
-        self._link = Reconnector(self, self._cond, open_link=self._open_link,
+        self._connector = Reconnector(self, self._cond, open_link=self._open_link,
                                  on_lost=self._connection_lost, clock=clock, random=random)
 
     def __repr__(self) -> str:
@@ -138,21 +138,21 @@ class Client:
     @property
     def url(self) -> str | None:
         """The server URL, without credentials."""
-        url = self._link.url
+        url = self._connector.url
         return safe_url(url) if url else None
 
     @property
     def retry_in(self) -> float | None:
         """Seconds until the next connection attempt while offline, else ``None``."""
         with self._cond:
-            at = self._link.next_attempt_at
+            at = self._connector.next_attempt_at
         return None if at is None else max(0.0, at - self._clock())
 
     @property
     def last_error(self) -> PouchSyncError | None:
         """Why the last attempt failed or connection was lost; ``None`` once connected."""
         with self._cond:
-            return self._link.last_error
+            return self._connector.last_error
 
     @property
     def connected(self) -> bool:
@@ -165,9 +165,9 @@ class Client:
         with self._cond:
             if self._closed:
                 raise PouchSyncError("the client is closed")
-            if self._link.running:
+            if self._connector.running:
                 raise PouchSyncError(f"already connecting to {self.url}")
-            self._link.start(url)
+            self._connector.start(url)
         return self
 
     def redirect(self, url: str) -> None:
@@ -176,19 +176,19 @@ class Client:
         checkpoints. ``network_fault(client)`` uses it."""
         _check_url(url)
         with self._cond:
-            if self._closed or self._link.url is None:
+            if self._closed or self._connector.url is None:
                 raise PouchSyncError("redirect needs a connected client (use connect(url))")
-        self._link.redirect(url)
+        self._connector.redirect(url)
 
     def wait_connected(self, timeout: float | None = None) -> None:
         """Block until connected; raise ``Timeout`` or the error that made it give up."""
         with self._cond:
             ok = self._cond.wait_for(
-                lambda: self._link.connection is not None or self._link.failure is not None
-                or self._closed, timeout)
-            if self._link.failure is not None:
-                raise self._link.failure
-            if not ok or self._link.connection is None:
+                lambda: self._connector.connection is not None
+                or self._connector.failure is not None or self._closed, timeout)
+            if self._connector.failure is not None:
+                raise self._connector.failure
+            if not ok or self._connector.connection is None:
                 raise Timeout(f"not connected to {self.url} within {timeout}s")
 
     def sync(self, db: Database, *, remote_name: str | None = None, credentials: Any = None,
@@ -229,13 +229,13 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             ok = self._cond.wait_for(
-                lambda: self._closed or self._link.failure is not None or bool(self._live()),
+                lambda: self._closed or self._connector.failure is not None or bool(self._live()),
                 timeout)
             if self._closed:
                 raise PouchSyncError("the client is closed")
-            if self._link.failure is not None:
-                raise self._link.failure
-            connection = self._link.connection
+            if self._connector.failure is not None:
+                raise self._connector.failure
+            connection = self._connector.connection
             if not ok or connection is None:
                 raise Timeout(f"not connected to {self.url} within {timeout}s")
         channel = connection.open_channel(name, credentials)
@@ -261,7 +261,7 @@ class Client:
         for sync in syncs:
             if not sync.join(max(0.0, deadline - time.monotonic())):
                 log.warning("%r did not stop within %ss", sync, timeout)
-        self._link.stop(max(0.0, deadline - time.monotonic()) + self.connect_timeout)
+        self._connector.stop(max(0.0, deadline - time.monotonic()) + self.connect_timeout)
         if not already:
             log.info("client closed")
 
@@ -279,14 +279,14 @@ class Client:
     def failure(self) -> PouchSyncError | None:
         """The error that made the client give up reconnecting, else ``None``."""
         with self._cond:
-            return self._link.failure
+            return self._connector.failure
 
     def wait_connection(self, sync: HostedSync,
                         avoid: Connection | None) -> Connection | None:
         """A live connection other than ``avoid``, or ``None`` once ``sync`` is cancelled,
         the client is closed or it gave up reconnecting."""
         with self._cond:
-            while not (sync.cancelled or self._closed or self._link.failure is not None):
+            while not (sync.cancelled or self._closed or self._connector.failure is not None):
                 connection = self._live(avoid)
                 if connection is not None:
                     return connection
@@ -295,7 +295,7 @@ class Client:
 
     def _live(self, avoid: Connection | None = None) -> Connection | None:
         """Under the lock: the connection, unless it is lost or ``avoid``."""
-        connection = self._link.connection
+        connection = self._connector.connection
         if connection is None or connection is avoid or connection.lost.is_set():
             return None
         return connection
