@@ -1,18 +1,19 @@
 """``Client``: one websocket to a sync server, kept open, shared by every ``Sync``.
 
 Theory of operation. ``connect(url)`` returns at once; the connection thread
-``pouchsync-client`` connects, says hello and reads the welcome (``Connection.open``),
-then keeps the connection alive: every ``ping_interval`` it pings the server, and if
-nothing at all arrived for ``dead_timeout`` seconds it drops the connection (a hung
-server or a silent network loss is never seen otherwise). After any loss, or a failed
-attempt, it waits ``backoff.delay(n)`` (exponential, jittered, reset after a good
-connection) and tries again; ``max_attempts`` failures in a row fail every sync, and so
-does at once a URL that never led to a sync server and fails as no retry fixes (a
-wrong path, TLS, protocol version: ``failures.worth_retrying``).
+``pouchsync-client`` (``reconnect.py``) connects, says hello and reads the welcome
+(``_open_link``), then keeps the connection alive: every ``ping_interval`` it pings the
+server, and if nothing at all arrived for ``dead_timeout`` seconds it drops the
+connection (a hung server or a silent network loss is never seen otherwise). After any
+loss, or a failed attempt, it waits ``backoff.delay(n)`` (exponential, jittered, reset
+after a good connection) and tries again; ``max_attempts`` failures in a row fail every
+sync, and so does at once a URL that never led to a sync server and fails as no retry
+fixes (a wrong path, TLS, protocol version: ``failures.worth_retrying``).
 
-Syncs wait on the client's condition for a live connection (``_wait_connection``), so a
-sync made before ``connect`` or while offline starts as soon as there is one. The
-connection thread tells every sync when a connection dies, so its round stops at once.
+Syncs wait on the client's condition for a live connection (``wait_connection``: the
+client is their ``host.SyncHost``), so a sync made before ``connect`` or while offline
+starts as soon as there is one. The connection thread tells every sync when a
+connection dies (``Sync.connection_lost``), so its round stops at once.
 
 ``close()`` (aliases ``end``/``destroy``) cancels every sync, joins their threads, closes
 the socket and joins the connection thread. Idempotent and safe from any thread.
@@ -26,17 +27,19 @@ import random as _random
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
-from .. import signals
-from ..errors import PouchSyncError, Timeout, TransportError
+from ..errors import PouchSyncError, Timeout
 from ..store.base import Database
 from .backoff import Backoff
-from .connection import Connection, abort_opening, safe_url
-from .failures import gave_up, worth_retrying
+from .connection import Connection, safe_url
+from .reconnect import Reconnector
 from .remote import RemoteDatabase
 from .sync import DEFAULT_CHECKPOINT_INTERVAL, Sync, check_checkpoint_interval
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .host import HostedSync
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,11 @@ def _seconds(name: str, value: Any) -> float:
             or not 0 < value < math.inf:
         raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
     return float(value)
+
+
+def _check_url(url: str) -> None:
+    if urlsplit(url).scheme not in ("ws", "wss"):
+        raise ValueError(f"a sync server URL starts with ws:// or wss://, got {safe_url(url)!r}")
 
 
 class Client:
@@ -116,88 +124,71 @@ class Client:
         self._random = random
 
         self._cond = threading.Condition()
-        self._url: str | None = None
-        self._connection: Connection | None = None
-        self._connecting: Any = None  # the websocket being opened, to abort on close
-        self._failure: PouchSyncError | None = None
-        self._last_error: PouchSyncError | None = None
-        self._next_attempt_at: float | None = None
         self._closed = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._syncs: list[Sync] = []
+        # the connection thread: its connection, url, failure... under self._cond
+        self._connector = Reconnector(self, self._cond, open_link=self._open_link,
+                                 on_lost=self._connection_lost, clock=clock, random=random)
 
     def __repr__(self) -> str:
-        url = safe_url(self._url) if self._url else None
+        url = self.url
         return f"<Client {url} {'connected' if self.connected else 'not connected'}>"
 
     # -- public API ---------------------------------------------------------------------
     @property
     def url(self) -> str | None:
         """The server URL, without credentials."""
-        return safe_url(self._url) if self._url else None
+        url = self._connector.url
+        return safe_url(url) if url else None
 
     @property
     def retry_in(self) -> float | None:
         """Seconds until the next connection attempt while offline, else ``None``."""
         with self._cond:
-            at = self._next_attempt_at
+            at = self._connector.next_attempt_at
         return None if at is None else max(0.0, at - self._clock())
 
     @property
     def last_error(self) -> PouchSyncError | None:
         """Why the last attempt failed or connection was lost; ``None`` once connected."""
         with self._cond:
-            return self._last_error
+            return self._connector.last_error
 
     @property
     def connected(self) -> bool:
         with self._cond:
-            connection = self._connection
-        return connection is not None and not connection.lost.is_set()
+            return self._live() is not None
 
     def connect(self, url: str) -> Client:
         """Start connecting to ``url`` (``ws://host:port/path``) in the background."""
-        if urlsplit(url).scheme not in ("ws", "wss"):
-            raise ValueError("a sync server URL starts with ws:// or wss://, "
-                             f"got {safe_url(url)!r}")
+        _check_url(url)
         with self._cond:
             if self._closed:
                 raise PouchSyncError("the client is closed")
-            if self._thread is not None and self._thread.is_alive():
+            if self._connector.running:
                 raise PouchSyncError(f"already connecting to {self.url}")
-            self._url = url
-            self._failure = None
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="pouchsync-client",
-                                            daemon=True)
-            self._thread.start()
+            self._connector.start(url)
         return self
 
     def redirect(self, url: str) -> None:
         """Go on at ``url`` (another address of the same server, say a proxy): the
         connection is dropped and the client reconnects there; syncs resume from their
         checkpoints. ``network_fault(client)`` uses it."""
-        if urlsplit(url).scheme not in ("ws", "wss"):
-            raise ValueError("a sync server URL starts with ws:// or wss://, "
-                             f"got {safe_url(url)!r}")
+        _check_url(url)
         with self._cond:
-            if self._closed or self._url is None:
+            if self._closed or self._connector.url is None:
                 raise PouchSyncError("redirect needs a connected client (use connect(url))")
-            self._url = url
-            connection = self._connection
-        if connection is not None:
-            connection.close(timeout=0.2)  # the connect loop reconnects, to the new URL
+        self._connector.redirect(url)
 
     def wait_connected(self, timeout: float | None = None) -> None:
         """Block until connected; raise ``Timeout`` or the error that made it give up."""
         with self._cond:
             ok = self._cond.wait_for(
-                lambda: self._connection is not None or self._failure is not None
-                or self._closed, timeout)
-            if self._failure is not None:
-                raise self._failure
-            if not ok or self._connection is None:
+                lambda: self._connector.connection is not None
+                or self._connector.failure is not None or self._closed, timeout)
+            if self._connector.failure is not None:
+                raise self._connector.failure
+            if not ok or self._connector.connection is None:
                 raise Timeout(f"not connected to {self.url} within {timeout}s")
 
     def sync(self, db: Database, *, remote_name: str | None = None, credentials: Any = None,
@@ -224,7 +215,7 @@ class Client:
             if self._closed:
                 raise PouchSyncError("the client is closed")
             self._syncs.append(sync)
-        sync._start()
+        sync.start()
         return sync
 
     def database(self, name: str, *, credentials: Any = None,
@@ -238,16 +229,15 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             ok = self._cond.wait_for(
-                lambda: self._closed or self._failure is not None or (
-                    self._connection is not None and not self._connection.lost.is_set()),
+                lambda: self._closed or self._connector.failure is not None or bool(self._live()),
                 timeout)
             if self._closed:
                 raise PouchSyncError("the client is closed")
-            if self._failure is not None:
-                raise self._failure
-            if not ok or self._connection is None:
+            if self._connector.failure is not None:
+                raise self._connector.failure
+            connection = self._connector.connection
+            if not ok or connection is None:
                 raise Timeout(f"not connected to {self.url} within {timeout}s")
-            connection = self._connection
         channel = connection.open_channel(name, credentials)
         channel.wait_open(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return RemoteDatabase(channel)
@@ -271,18 +261,7 @@ class Client:
         for sync in syncs:
             if not sync.join(max(0.0, deadline - time.monotonic())):
                 log.warning("%r did not stop within %ss", sync, timeout)
-        self._stop.set()
-        with self._cond:
-            connection, connecting = self._connection, self._connecting
-            self._cond.notify_all()
-        abort_opening(connecting)
-        if connection is not None:
-            connection.close()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - time.monotonic()) + self.connect_timeout)
-            if thread.is_alive():
-                log.warning("client connection thread did not stop")
+        self._connector.stop(max(0.0, deadline - time.monotonic()) + self.connect_timeout)
         if not already:
             log.info("client closed")
 
@@ -295,130 +274,59 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- used by syncs --------------------------------------------------------------------
-    def _wake(self) -> None:
+    # -- host.SyncHost: what its syncs use -----------------------------------------------
+    @property
+    def failure(self) -> PouchSyncError | None:
+        """The error that made the client give up reconnecting, else ``None``."""
         with self._cond:
-            self._cond.notify_all()
+            return self._connector.failure
 
-    def _wait_connection(self, sync: Sync, avoid: Connection | None) -> Connection | None:
+    def wait_connection(self, sync: HostedSync,
+                        avoid: Connection | None) -> Connection | None:
         """A live connection other than ``avoid``, or ``None`` once ``sync`` is cancelled,
         the client is closed or it gave up reconnecting."""
         with self._cond:
-            while True:
-                if sync.cancelled or self._closed or self._failure is not None:
-                    return None
-                connection = self._connection
-                if (connection is not None and connection is not avoid
-                        and not connection.lost.is_set()):
+            while not (sync.cancelled or self._closed or self._connector.failure is not None):
+                connection = self._live(avoid)
+                if connection is not None:
                     return connection
                 self._cond.wait(self.ping_interval)  # woken on every change
+            return None
 
-    def _sync_finished(self, sync: Sync) -> None:
+    def _live(self, avoid: Connection | None = None) -> Connection | None:
+        """Under the lock: the connection, unless it is lost or ``avoid``."""
+        connection = self._connector.connection
+        if connection is None or connection is avoid or connection.lost.is_set():
+            return None
+        return connection
+
+    def wake(self) -> None:
+        """Wake every ``wait_connection`` to look again (a sync was cancelled)."""
         with self._cond:
-            if sync in self._syncs:
-                self._syncs.remove(sync)
-
-    # -- the connection thread -----------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            self._connect_loop()
-        except Exception as exc:  # noqa: BLE001 - top frame of the thread
-            log.exception("client connection thread crashed")
-            with self._cond:
-                self._failure = TransportError(f"client crashed: {exc!r}")
-                self._cond.notify_all()
-
-    def _connect_loop(self) -> None:
-        assert self._url is not None
-        url = ""
-        failures = 0  # failed attempts in a row (max_attempts counts these)
-        retries = 0   # reconnects scheduled since the last good connection
-        worked = False  # this URL led to our server once: a 404 later is a deploy, not a typo
-        while not self._stop.is_set():
-            with self._cond:
-                if self._url != url:  # the first attempt, or redirect() moved us
-                    url, worked = self._url or url, False
-            shown = safe_url(url)
-            try:
-                connection = Connection.open(
-                    url, timeout=self.connect_timeout, clock=self._clock,
-                    call_timeout=self.call_timeout, on_socket=self._opening)
-            except PouchSyncError as exc:
-                self._opening(None)
-                with self._cond:
-                    self._last_error = exc
-                if self._stop.is_set():
-                    return
-                failures += 1
-                log.warning("connecting to %s failed (attempt %d): %s", shown, failures, exc)
-                if not worked and not worth_retrying(exc):
-                    self._give_up(exc)  # a wrong URL or setup: no retry fixes it
-                    return
-                if self.backoff.exhausted(failures):
-                    self._give_up(gave_up(exc, failures))
-                    return
-                retries += 1
-                if not self._retry_after(retries):
-                    return
-                continue
-            self._opening(None)
-            with self._cond:
-                if self._stop.is_set():
-                    stopped = True
-                else:
-                    stopped = False
-                    self._connection = connection
-                    self._last_error = None
-                    self._cond.notify_all()
-            if stopped:
-                connection.close()
-                return
-            failures = retries = 0
-            worked = True
-            signals.emit(signals.client_connect, self, url=shown, version=connection.version)
-            connection.keep_alive(self._stop, self.ping_interval, self.dead_timeout)
-            with self._cond:
-                self._connection = None
-                self._last_error = connection.lost_error
-                syncs = list(self._syncs)
-                self._cond.notify_all()
-            for sync in syncs:
-                sync._connection_lost(connection)
-            closing = self._stop.is_set()
-            connection.close(timeout=0.2)
-            signals.emit(signals.client_disconnect, self,
-                         error=None if closing else connection.lost_error)
-            if closing:
-                return
-            # a loss after a good connection: the backoff starts again from attempt 1
-            retries = 1
-            if not self._retry_after(retries):
-                return
-
-    def _retry_after(self, attempt: int) -> bool:
-        """Wait the backoff delay before ``attempt``; False when stopped meanwhile."""
-        delay = self.backoff.delay(attempt, self._random)
-        with self._cond:
-            self._next_attempt_at = self._clock() + delay
-        signals.emit(signals.client_reconnect, self, attempt=attempt, delay=delay)
-        try:
-            return not self._stop.wait(delay)
-        finally:
-            with self._cond:
-                self._next_attempt_at = None
-
-    def _opening(self, ws: Any) -> None:
-        with self._cond:
-            self._connecting = ws
-            stop = self._stop.is_set()
-        if stop and ws is not None:
-            abort_opening(ws)
-
-    def _give_up(self, error: PouchSyncError) -> None:
-        log.error("%s", error)
-        with self._cond:
-            self._failure = error
             self._cond.notify_all()
+
+    def jitter(self) -> float:
+        """The ``random`` given (a number in [0, 1)), for a backoff delay's jitter."""
+        return self._random()
+
+    def sync_finished(self, sync: HostedSync) -> None:
+        """``sync`` ended: no longer one of ``syncs``."""
+        with self._cond:
+            self._syncs = [s for s in self._syncs if s is not sync]
+
+    # -- the connection thread's (reconnect.py) ----------------------------------------
+    def _open_link(self, url: str, on_socket: Callable[[Any], None]) -> Connection:
+        """Connect to ``url``: the socket, the hello and the welcome (or raise ours)."""
+        return Connection.open(
+            url, timeout=self.connect_timeout, clock=self._clock,
+            call_timeout=self.call_timeout, on_socket=on_socket)
+
+    def _connection_lost(self, connection: Connection) -> None:
+        """Tell every sync that ``connection`` died, so its round stops at once."""
+        with self._cond:
+            syncs = list(self._syncs)
+        for sync in syncs:
+            sync.connection_lost(connection)
 
 
 def create_client(**options: Any) -> Client:

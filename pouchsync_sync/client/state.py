@@ -1,4 +1,5 @@
-"""The states of a ``Sync`` (a transition table) and what it reports: pure values."""
+"""The states of a ``Sync`` (a transition table) and what it reports: values, and the
+``Tally`` that adds up what its rounds did (guarded by the sync's lock)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from ..replication import ReplicationResult
 
-__all__ = ["DIRECTIONS", "SyncState", "SyncResult", "SyncStatus", "TRANSITIONS"]
+__all__ = ["DIRECTIONS", "SyncState", "SyncResult", "SyncStatus", "TRANSITIONS", "Tally"]
 
 DIRECTIONS = ("both", "push", "pull")
 
@@ -89,3 +90,42 @@ class SyncStatus:
     rounds: int
     #: changes left to replicate (both directions), when the sources say; else None
     pending: int | None = None
+
+
+@dataclasses.dataclass
+class Tally:
+    """What every round of one sync did, added up; its owner's lock guards it."""
+
+    pushed: int = 0
+    pulled: int = 0
+    failures: int = 0
+    #: the last sequence each way, and each direction's result in the last round
+    last_seq: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"push": None, "pull": None})
+    last: dict[str, ReplicationResult | None] = dataclasses.field(
+        default_factory=lambda: {"push": None, "pull": None})
+
+    def batch(self, direction: str, written: int, failures: int,
+              last_seq: Any) -> dict[str, int]:
+        """Count a batch of ``direction``; the counts so far, as ``sync_change`` sends."""
+        if direction == "push":
+            self.pushed += written
+        else:
+            self.pulled += written
+        self.failures += failures
+        self.last_seq[direction] = last_seq
+        return {"docs_pushed": self.pushed, "docs_pulled": self.pulled,
+                "doc_write_failures": self.failures}
+
+    def status(self, state: SyncState, last_error: BaseException | None,
+               rounds: int) -> SyncStatus:
+        return SyncStatus(state=state, docs_pushed=self.pushed, docs_pulled=self.pulled,
+                          doc_write_failures=self.failures,
+                          push_last_seq=self.last_seq["push"],
+                          pull_last_seq=self.last_seq["pull"], last_error=last_error,
+                          rounds=rounds)
+
+    def result(self, state: SyncState) -> SyncResult:
+        return SyncResult(state=state, docs_pushed=self.pushed, docs_pulled=self.pulled,
+                          doc_write_failures=self.failures, push=self.last["push"],
+                          pull=self.last["pull"])

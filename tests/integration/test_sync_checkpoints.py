@@ -329,7 +329,7 @@ def test_a_call_stuck_past_the_grace_is_cut_and_the_sync_ends_quietly(stuck_serv
                                                                        local, captured):
     import time
 
-    from pouchsync_sync.client.sync import STOP_GRACE
+    from pouchsync_sync.client.policy import STOP_GRACE
 
     stuck, url = stuck_server
     a = local("todos")
@@ -352,7 +352,7 @@ def test_a_cancel_with_two_writes_in_flight_ends_them_and_their_threads(stuck_se
                                                                         local, captured):
     import time
 
-    from pouchsync_sync.client.sync import STOP_GRACE
+    from pouchsync_sync.client.policy import STOP_GRACE
 
     stuck, url = stuck_server
     a = local("todos")

@@ -205,7 +205,7 @@ def test_a_live_sync_ends_its_pipeline_threads_once_caught_up(tmp_path, client) 
 
 def test_a_push_fits_the_servers_message_size_and_refuses_only_a_doc_too_big(tmp_path,
                                                                              client) -> None:
-    from pouchsync_sync.client.sync import batch_bytes_for
+    from pouchsync_sync.client.policy import batch_bytes_for
     from pouchsync_sync.server import create_server
 
     limit = 256 * 1024
