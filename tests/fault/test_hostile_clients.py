@@ -24,9 +24,10 @@ import pytest
 
 from pouchsync_sync import Grant, LocalDatabase
 from pouchsync_sync.errors import ServerError
+from tests.rawpeer import RawPeer
 
-from .attackers import Bystander, DeflatePeer, rss_bytes
-from .helpers import TOKEN, RawPeer, thread_stacks
+from .attackers import Bystander, rss_bytes
+from .helpers import TOKEN, thread_stacks
 from .proxy import wait_until
 
 BYSTANDER_BOUND = 1.0  # seconds, generous on 2 shared cores (a call takes ~1 ms)
@@ -146,23 +147,14 @@ def test_big_frame_before_the_hello_is_closed_unread(hub, servers, public, defla
     hello = '{"type":"hello","versions":[1],"agent":"%s"}' % ("x" * size)
     frames: list[tuple[Any, bytes]] = []
     for _ in range(3):  # framed (masked, compressed) before measuring: the server's share
-        if deflated:
-            peer = DeflatePeer(server.url)
-            frames.append((peer, peer.frame(hello)))
-        else:
-            import websocket
-            peer = RawPeer(server.url, hello=False)
-            frames.append((peer, websocket.ABNF.create_frame(hello, websocket.ABNF.OPCODE_TEXT).format()))
+        peer = RawPeer(server.url, hello=False, deflate=deflated)
+        frames.append((peer, peer.frame(hello)))
     del hello
     bystander = Bystander(server.url)  # after the framing (the test's own CPU work)
     before = rss_bytes()
     try:
         for peer, frame in frames:
-            sock = peer.sock if deflated else peer.ws.sock
-            try:
-                sock.sendall(frame)  # the server closes after 8 KiB: this may fail
-            except OSError:
-                pass
+            peer.send_raw(frame)  # the server closes after 8 KiB: this may fail
             answer = peer.recv() if deflated else peer.until(lambda m: False)[0]
             peer.close()
             assert answer in (("close", 1009), ("gone", None)), answer
@@ -179,18 +171,18 @@ def test_big_frame_before_the_hello_is_closed_unread(hub, servers, public, defla
 def test_deflated_frames_inflate_no_further_than_max_message_size(hub, servers, public) -> None:
     server = servers(public, max_message_size=1 * MB)
     hub.db("public-z").put({"_id": "a"})
-    peer = DeflatePeer(server.url)
-    peer.send_text('{"type":"hello","versions":[1],"agent":"deflate"}')
+    peer = RawPeer(server.url, hello=False, deflate=True)
+    peer.send('{"type":"hello","versions":[1],"agent":"deflate"}')
     assert peer.recv()["type"] == "welcome"
-    peer.send_text('{"type":"open","ch":1,"db":"public-z","credentials":null}')
+    peer.send('{"type":"open","ch":1,"db":"public-z","credentials":null}')
     assert peer.recv()["type"] == "granted"
     # compression works for a normal call ...
-    peer.send_text('{"type":"call","ch":1,"id":1,"op":"info","args":{},"pad":"%s"}' % ("y" * 500_000))
+    peer.send('{"type":"call","ch":1,"id":1,"op":"info","args":{},"pad":"%s"}' % ("y" * 500_000))
     answer = peer.recv()
     assert answer.get("ok", {}).get("doc_count") == 1, answer
     # ... and a message inflating past 1 MB closes the socket (1009): 50 MB of zeros
     before = rss_bytes()
-    peer.send_text('{"type":"call","ch":1,"id":2,"op":"info","args":{},"pad":"%s"}' % ("0" * 50 * MB))
+    peer.send('{"type":"call","ch":1,"id":2,"op":"info","args":{},"pad":"%s"}' % ("0" * 50 * MB))
     answer = peer.recv()
     peer.close()
     assert answer in (("close", 1009), ("gone", None)), answer
@@ -225,7 +217,7 @@ def test_unread_replies_are_bounded_server_wide(hub, servers) -> None:
         try:
             for _ in range(4):
                 peer = RawPeer(server.url)
-                peer.ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 _open(peer, "big")
                 for i in range(1, 17):  # 16 x 3 MB = 48 MB asked, never read
                     peer.send({"type": "call", "ch": 1, "id": i, "op": "all_docs",
@@ -242,7 +234,7 @@ def test_unread_replies_are_bounded_server_wide(hub, servers) -> None:
         finally:
             calls, worst = bystander.stop()
             for peer in deaf:
-                peer.ws.sock.close()
+                peer.sock.close()
         _left_cleanly(server)
         gc.collect()
         evictions.append(server.stats()["evictions"] - first)

@@ -1,4 +1,4 @@
-"""The sync server over real sockets, driven by a raw websocket-client test client.
+"""The sync server over real sockets, driven by the raw test peer (``tests.rawpeer``).
 
 Every test runs a real ``SyncServer`` on 127.0.0.1:0 (``start()``) with real
 ``LocalDatabase`` stores, and talks protocol v1 frame by frame.
@@ -12,115 +12,13 @@ import threading
 from typing import Any, Callable, Iterator
 
 import pytest
-import websocket
 
 import pouchsync_sync as ps
 from pouchsync_sync.protocol import messages as m
+from tests.rawpeer import TEXT, RawPeer
 
 TOKEN = {"token": "s3cret-token-value"}
 WAIT = 10.0
-
-
-class RawClient:
-    """A protocol v1 peer written with websocket-client, one frame at a time.
-
-    Messages that arrive while waiting for another are kept, so replies that come
-    out of order and pushed changes can be awaited in any order.
-    """
-
-    def __init__(self, url: str, *, hello: bool = True) -> None:
-        self.ws = websocket.create_connection(url, skip_utf8_validation=True, timeout=WAIT)
-        self.pending: list[dict[str, Any]] = []
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-        if hello:
-            self.send(m.hello("raw-test/1"))
-            self.welcome = self.expect(type="welcome")
-
-    def send(self, msg: Any) -> None:
-        self.ws.send(msg if isinstance(msg, str) else json.dumps(msg))
-
-    def recv(self, timeout: float = WAIT) -> dict[str, Any] | None:
-        """The next message, or None when the server closed the socket."""
-        self.ws.settimeout(timeout)
-        try:
-            opcode, data = self.ws.recv_data(control_frame=True)
-            while opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_CLOSE):
-                opcode, data = self.ws.recv_data(control_frame=True)
-        except (websocket.WebSocketConnectionClosedException, ConnectionError):
-            return None  # closed without a close frame we could read
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            if len(data) >= 2:
-                self.close_code = int.from_bytes(data[:2], "big")
-                self.close_reason = data[2:].decode("utf-8", "replace")
-            return None
-        return json.loads(data)
-
-    def expect(self, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
-        """The first message (kept or new) whose fields match ``fields``."""
-        def match(msg: dict[str, Any]) -> bool:
-            return all(msg.get(k) == v for k, v in fields.items())
-        for i, msg in enumerate(self.pending):
-            if match(msg):
-                return self.pending.pop(i)
-        while True:
-            msg = self.recv(timeout)
-            assert msg is not None, f"socket closed ({self.close_code} {self.close_reason}) while waiting for {fields}"
-            if match(msg):
-                return msg
-            self.pending.append(msg)
-
-    def expect_close(self, timeout: float = WAIT) -> list[dict[str, Any]]:
-        """Read until the server closes; the messages read on the way."""
-        seen = []
-        while True:
-            msg = self.recv(timeout)
-            if msg is None:
-                return seen
-            seen.append(msg)
-
-    def open(self, ch: int, db: str, credentials: Any = TOKEN) -> dict[str, Any]:
-        self.send(m.open_channel(ch, db, credentials))
-        return self.expect_any(("granted", "denied"), ch=ch)
-
-    def expect_any(self, types: tuple[str, ...], **fields: Any) -> dict[str, Any]:
-        for i, msg in enumerate(self.pending):
-            if msg["type"] in types and all(msg.get(k) == v for k, v in fields.items()):
-                return self.pending.pop(i)
-        while True:
-            msg = self.recv()
-            assert msg is not None, "socket closed"
-            if msg["type"] in types and all(msg.get(k) == v for k, v in fields.items()):
-                return msg
-            self.pending.append(msg)
-
-    _next_id = 0
-
-    def call(self, ch: int, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Send a call and wait for its reply (the whole reply message)."""
-        call_id = self.start_call(ch, op, args)
-        return self.expect(type="reply", ch=ch, id=call_id)
-
-    def start_call(self, ch: int, op: str, args: dict[str, Any] | None = None) -> int:
-        RawClient._next_id += 1
-        self.send(m.call(ch, RawClient._next_id, op, args or {}))
-        return RawClient._next_id
-
-    def ok(self, ch: int, op: str, args: dict[str, Any] | None = None) -> Any:
-        reply = self.call(ch, op, args)
-        assert "ok" in reply, reply
-        return reply["ok"]
-
-    def error(self, ch: int, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        reply = self.call(ch, op, args)
-        assert "error" in reply, reply
-        return reply["error"]
-
-    def close(self) -> None:
-        try:
-            self.ws.close(timeout=1)
-        except Exception:
-            pass
 
 
 class Databases:
@@ -191,11 +89,11 @@ def server(make_server: Callable[..., ps.SyncServer]) -> ps.SyncServer:
 
 
 @pytest.fixture
-def clients(server: ps.SyncServer) -> Iterator[Callable[..., RawClient]]:
-    made: list[RawClient] = []
+def clients(server: ps.SyncServer) -> Iterator[Callable[..., RawPeer]]:
+    made: list[RawPeer] = []
 
-    def connect(**kw: Any) -> RawClient:
-        client = RawClient(server.url, **kw)
+    def connect(**kw: Any) -> RawPeer:
+        client = RawPeer(server.url, credentials=TOKEN, **kw)
         made.append(client)
         return client
 
@@ -209,7 +107,7 @@ def clients(server: ps.SyncServer) -> Iterator[Callable[..., RawClient]]:
 def test_hello_welcome_announces_version_and_limits(make_server) -> None:
     server = make_server(max_channels=7, max_message_size=123456, ping_interval=5)
     assert server.url.startswith("ws://127.0.0.1:") and server.url.endswith("/")
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     try:
         assert client.welcome["version"] == 1
         assert client.welcome["agent"] == f"pouchsync_sync/{ps.__version__}"
@@ -239,7 +137,7 @@ def test_anything_before_hello_is_an_error_and_a_close(clients) -> None:
 
 def test_hello_timeout_closes_the_socket(make_server) -> None:
     server = make_server(hello_timeout=0.3)
-    client = RawClient(server.url, hello=False)
+    client = RawPeer(server.url, hello=False, credentials=TOKEN)
     try:
         err = client.expect(type="error", timeout=5)
         assert err["error"] == "hello_timeout" and err["status"] == 408
@@ -327,7 +225,7 @@ def test_call_on_closed_channel_is_an_error_naming_channel_and_id(clients) -> No
 
 def test_max_channels_per_socket(make_server) -> None:
     server = make_server(max_channels=2)
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     try:
         assert client.open(1, "a")["type"] == "granted"
         assert client.open(2, "b")["type"] == "granted"
@@ -581,7 +479,7 @@ def test_reused_call_id_in_flight_is_an_error(clients) -> None:
 
 def test_max_calls_in_flight(make_server) -> None:
     server = make_server(max_calls=2)
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     try:
         client.open(1, "todos")
         for call_id in (1, 2):
@@ -616,11 +514,11 @@ def test_bad_input_gets_errors_and_the_server_keeps_serving(server, clients) -> 
         client.send(frame)
         err = client.expect(type="error")
         assert err["status"] == 400 and reason in err["reason"], (frame, err)
-    client.ws.send_binary(b"\x00\x01binary")
+    client.send(b"\x00\x01binary")
     assert "binary frames" in client.expect(type="error")["reason"]
-    client.ws.send("\udcff".encode("utf-8", "surrogatepass"), opcode=websocket.ABNF.OPCODE_TEXT)
+    client.send("\udcff".encode("utf-8", "surrogatepass"), opcode=TEXT)
     client.expect_close()  # invalid UTF-8 in a text frame: the transport closes this socket
-    other = RawClient(server.url)
+    other = RawPeer(server.url, credentials=TOKEN)
     try:
         other.open(1, "todos")
         assert other.ok(1, "info")["db_name"] == "todos"
@@ -630,7 +528,7 @@ def test_bad_input_gets_errors_and_the_server_keeps_serving(server, clients) -> 
 
 def test_oversize_message_closes_with_1009_and_others_keep_working(make_server, caplog) -> None:
     server = make_server(max_message_size=10_000)
-    big, small = RawClient(server.url), RawClient(server.url)
+    big, small = RawPeer(server.url, credentials=TOKEN), RawPeer(server.url, credentials=TOKEN)
     try:
         with caplog.at_level("INFO"):
             big.open(1, "todos")
@@ -649,7 +547,7 @@ def test_oversize_message_closes_with_1009_and_others_keep_working(make_server, 
 
 def test_too_many_errors_close_the_socket(make_server) -> None:
     server = make_server(max_errors=3)
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     try:
         for _ in range(3):
             client.send("nope")
@@ -675,7 +573,7 @@ def test_credentials_are_never_logged(clients, caplog) -> None:
 
 def test_stop_closes_every_socket_with_1001_and_joins_threads(dbs) -> None:
     server = ps.create_server(dbs.on_request).start()
-    clients = [RawClient(server.url) for _ in range(3)]
+    clients = [RawPeer(server.url, credentials=TOKEN) for _ in range(3)]
     try:
         for client in clients:
             client.open(1, "todos")
@@ -697,7 +595,7 @@ def test_stop_closes_every_socket_with_1001_and_joins_threads(dbs) -> None:
 
 def test_context_manager_and_serve_forever(dbs) -> None:
     with ps.create_server(dbs.on_request).start() as server:
-        client = RawClient(server.url)
+        client = RawPeer(server.url, credentials=TOKEN)
         client.open(1, "todos")
         client.close()
     server = ps.create_server(dbs.on_request)
@@ -706,7 +604,7 @@ def test_context_manager_and_serve_forever(dbs) -> None:
     runner.start()
     try:
         assert _eventually(lambda: server.url is not None)
-        client = RawClient(server.url)
+        client = RawPeer(server.url, credentials=TOKEN)
         assert client.open(1, "todos")["type"] == "granted"
         client.close()
     finally:
@@ -734,7 +632,7 @@ def test_flask_mount_next_to_an_ordinary_route(dbs) -> None:
         base = f"127.0.0.1:{http.server_port}"
         assert requests.get(f"http://{base}/hello", timeout=WAIT).text == "hello from flask"
         assert requests.get(f"http://{base}/nothing", timeout=WAIT).status_code == 404
-        client = RawClient(f"ws://{base}/sync")
+        client = RawPeer(f"ws://{base}/sync", credentials=TOKEN)
         assert client.open(1, "todos")["type"] == "granted"
         assert client.ok(1, "put", {"doc": {"_id": "via-flask"}})["ok"]
         server.stop()
@@ -759,13 +657,13 @@ def test_unknown_server_option_is_a_type_error(dbs) -> None:
 def test_peer_that_stops_reading_is_closed_after_send_timeout(make_server, dbs) -> None:
     server = make_server(send_timeout=0.5, max_calls=500)
     dbs.db("big").put({"_id": "big", "pad": "x" * 1_000_000})
-    stuck = RawClient(server.url)
+    stuck = RawPeer(server.url, credentials=TOKEN)
     try:
         stuck.open(1, "big")
         for call_id in range(1, 201):  # ~200 MB of replies, far beyond the socket buffers
             stuck.send(m.call(1, call_id, "get", {"doc_id": "big"}))
         assert _eventually(lambda: server.stats()["connections"] == 0, timeout=20)
-        other = RawClient(server.url)
+        other = RawPeer(server.url, credentials=TOKEN)
         try:
             other.open(1, "big")
             assert other.ok(1, "info")["doc_count"] == 1
@@ -786,7 +684,7 @@ def test_silent_tcp_peer_is_dropped_after_hello_timeout(make_server) -> None:
         half.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
         data = half.recv(1000)
         assert data == b"" or b"408" in data or b"400" in data
-    client = RawClient(server.url)  # the WebSocket itself has no timeout
+    client = RawPeer(server.url, credentials=TOKEN)  # the WebSocket itself has no timeout
     try:
         client.open(1, "todos")
         threading.Event().wait(0.6)
