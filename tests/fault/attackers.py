@@ -1,5 +1,7 @@
-"""Pieces of the hostile-client tests: a bystander that measures its own latency (on
-``tests.rawpeer.RawPeer``, which also speaks permessage-deflate), and RSS.
+"""Pieces of the hostile-client tests (``test_hostile_clients.py``,
+``test_hostile_payloads.py``): a bystander that measures its own latency (on
+``tests.rawpeer.RawPeer``, which also speaks permessage-deflate), RSS, the ``public``
+grant fixture, and the steps and checks both modules share.
 
 Everything started here is a ``pouchsync-test-...`` thread that ``stop()`` joins.
 """
@@ -10,9 +12,61 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
+from pouchsync_sync import Grant
 from tests.rawpeer import RawPeer
 
-from .helpers import TOKEN
+from .helpers import TOKEN, thread_stacks
+from .proxy import wait_until
+
+BYSTANDER_BOUND = 1.0  # seconds, generous on 2 shared cores (a call takes ~1 ms)
+MB = 1024 * 1024
+
+
+def session_threads() -> list[str]:
+    """The server's per-session threads still alive."""
+    return [t.name for t in threading.enumerate()
+            if t.name.startswith(("pouchsync-server-ws", "pouchsync-server-worker",
+                                  "pouchsync-server-longpoll"))]
+
+
+def request_threads() -> list[threading.Thread]:
+    """werkzeug's request threads still alive."""
+    return [t for t in threading.enumerate() if "process_request_thread" in t.name]
+
+
+@pytest.fixture
+def public(hub):
+    """on_request: ``public-*`` databases are granted read-only to anyone (no
+    credentials); the others need the token."""
+    def on_request(credentials: Any, name: str) -> Any:
+        if name.startswith("public"):
+            return Grant(hub.db(name), read_only=True)
+        return hub.on_request(credentials, name)
+    return on_request
+
+
+def open_channel(peer: RawPeer, db: str, credentials: Any = TOKEN, ch: int = 1) -> None:
+    peer.send({"type": "open", "ch": ch, "db": db, "credentials": credentials})
+    granted, _ = peer.until(lambda m: m.get("ch") == ch)
+    assert granted["type"] == "granted", granted
+
+
+def call(peer: RawPeer, op: str, args: dict[str, Any], call_id: int = 1, *,
+          timeout: float = 30.0) -> dict[str, Any]:
+    peer.send({"type": "call", "ch": 1, "id": call_id, "op": op, "args": args})
+    answer, _ = peer.until(lambda m: m.get("id") == call_id, timeout=timeout)
+    assert isinstance(answer, dict), answer
+    return answer
+
+
+def left_cleanly(server: Any, connections: int = 0) -> None:
+    """The attacker's socket, threads and held replies are gone."""
+    assert wait_until(lambda: server.stats()["connections"] <= connections, timeout=20), server.stats()
+    assert wait_until(lambda: server.stats()["reply_bytes_held"] == 0, timeout=10), server.stats()
+    if connections == 0:
+        assert wait_until(lambda: not session_threads(), timeout=10), thread_stacks(session_threads())
 
 
 def rss_bytes() -> int:
