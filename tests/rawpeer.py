@@ -41,7 +41,7 @@ from wsproto.events import (
     CloseConnection,
     Message,
     Ping,
-        Request,
+    Request,
     TextMessage,
 )
 from wsproto.extensions import PerMessageDeflate
@@ -269,7 +269,7 @@ class RawPeer:
               timeout: float | None = None) -> tuple[Any, list[dict[str, Any]]]:
         """Read until ``predicate(msg)`` or the close outcome; (that message or the
         outcome, the messages read before it, which are consumed)."""
-        seen = []
+        seen: list[dict[str, Any]] = []
         while True:
             msg = self._next(timeout)
             if isinstance(msg, tuple) or predicate(msg):
@@ -288,12 +288,12 @@ class RawPeer:
             if predicate(msg):
                 return self.pending.pop(i)
         while True:
-            msg = self.recv(timeout)
-            assert not isinstance(msg, tuple), \
-                f"socket {msg} ({self.close_reason}) while waiting for {what or predicate}"
-            if predicate(msg):
-                return msg
-            self.pending.append(msg)
+            got = self.recv(timeout)
+            assert not isinstance(got, tuple), \
+                f"socket {got} ({self.close_reason}) while waiting for {what or predicate}"
+            if predicate(got):
+                return got
+            self.pending.append(got)
 
     def expect_close(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """Read until the socket ends (close frame or gone); the messages on the way."""
