@@ -1,23 +1,72 @@
-"""Pieces of the hostile-client tests: a bystander that measures its own latency, a
-WebSocket peer that speaks permessage-deflate (websocket-client does not), and RSS.
+"""Pieces of the hostile-client tests (``test_hostile_clients.py``,
+``test_hostile_payloads.py``): a bystander that measures its own latency (on
+``tests.rawpeer.RawPeer``, which also speaks permessage-deflate), RSS, the ``public``
+grant fixture, and the steps and checks both modules share.
 
 Everything started here is a ``pouchsync-test-...`` thread that ``stop()`` joins.
 """
 
 from __future__ import annotations
 
-import json
-import socket
 import threading
 import time
 from typing import Any
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (AcceptConnection, CloseConnection, Message, RejectConnection, Request,
-                            TextMessage)
-from wsproto.extensions import PerMessageDeflate
+import pytest
 
-from .helpers import TOKEN, RawPeer
+from pouchsync_sync import Grant
+from tests.rawpeer import RawPeer
+
+from .helpers import TOKEN, thread_stacks
+from .proxy import wait_until
+
+BYSTANDER_BOUND = 1.0  # seconds, generous on 2 shared cores (a call takes ~1 ms)
+MB = 1024 * 1024
+
+
+def session_threads() -> list[str]:
+    """The server's per-session threads still alive."""
+    return [t.name for t in threading.enumerate()
+            if t.name.startswith(("pouchsync-server-ws", "pouchsync-server-worker",
+                                  "pouchsync-server-longpoll"))]
+
+
+def request_threads() -> list[threading.Thread]:
+    """werkzeug's request threads still alive."""
+    return [t for t in threading.enumerate() if "process_request_thread" in t.name]
+
+
+@pytest.fixture
+def public(hub):
+    """on_request: ``public-*`` databases are granted read-only to anyone (no
+    credentials); the others need the token."""
+    def on_request(credentials: Any, name: str) -> Any:
+        if name.startswith("public"):
+            return Grant(hub.db(name), read_only=True)
+        return hub.on_request(credentials, name)
+    return on_request
+
+
+def open_channel(peer: RawPeer, db: str, credentials: Any = TOKEN, ch: int = 1) -> None:
+    peer.send({"type": "open", "ch": ch, "db": db, "credentials": credentials})
+    granted, _ = peer.until(lambda m: m.get("ch") == ch)
+    assert granted["type"] == "granted", granted
+
+
+def call(peer: RawPeer, op: str, args: dict[str, Any], call_id: int = 1, *,
+          timeout: float = 30.0) -> dict[str, Any]:
+    peer.send({"type": "call", "ch": 1, "id": call_id, "op": op, "args": args})
+    answer, _ = peer.until(lambda m: m.get("id") == call_id, timeout=timeout)
+    assert isinstance(answer, dict), answer
+    return answer
+
+
+def left_cleanly(server: Any, connections: int = 0) -> None:
+    """The attacker's socket, threads and held replies are gone."""
+    assert wait_until(lambda: server.stats()["connections"] <= connections, timeout=20), server.stats()
+    assert wait_until(lambda: server.stats()["reply_bytes_held"] == 0, timeout=10), server.stats()
+    if connections == 0:
+        assert wait_until(lambda: not session_threads(), timeout=10), thread_stacks(session_threads())
 
 
 def rss_bytes() -> int:
@@ -72,71 +121,3 @@ class Bystander:
         self.peer.close()
         assert not self.failed, self.failed
         return self.calls, self.worst
-
-
-class DeflatePeer:
-    """A WebSocket client on a raw socket that negotiates permessage-deflate (wsproto
-    compresses every message it sends). ``recv`` as ``RawPeer``'s."""
-
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
-        host, port = url.split("//", 1)[1].rstrip("/").rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.sock.sendall(self.ws.send(Request(host=host, target="/", extensions=[PerMessageDeflate()])))
-        self.pending: list[Any] = []
-        self.closed: tuple[str, Any] | None = None
-        self.accepted = self._until_event((AcceptConnection, RejectConnection))
-        assert isinstance(self.accepted, AcceptConnection), self.accepted
-        assert any(isinstance(e, PerMessageDeflate) for e in self.accepted.extensions), \
-            "the server did not accept permessage-deflate"
-        self._text: list[str] = []
-
-    def _until_event(self, kinds: tuple[type, ...]) -> Any:
-        while True:
-            for event in self.ws.events():
-                if isinstance(event, kinds):
-                    return event
-                self.pending.append(event)
-            data = self.sock.recv(65536)
-            if not data:
-                return None
-            self.ws.receive_data(data)
-
-    def frame(self, text: str) -> bytes:
-        """The bytes of ``text`` as one compressed message (send them with ``sock``)."""
-        return self.ws.send(Message(data=text))
-
-    def send_text(self, text: str) -> bool:
-        try:
-            self.sock.sendall(self.ws.send(Message(data=text)))
-            return True
-        except OSError:
-            return False
-
-    def recv(self) -> Any:
-        """A message dict, ``("close", code)`` or ``("gone", None)``."""
-        if self.closed is not None:
-            return self.closed
-        while True:
-            while self.pending:
-                event = self.pending.pop(0)
-                if isinstance(event, CloseConnection):
-                    self.closed = ("close", event.code)
-                    return self.closed
-                if isinstance(event, TextMessage):
-                    self._text.append(event.data)
-                    if event.message_finished:
-                        text, self._text = "".join(self._text), []
-                        return json.loads(text)
-            try:
-                data = self.sock.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                self.closed = ("gone", None)
-                return self.closed
-            self.ws.receive_data(data)
-            self.pending.extend(self.ws.events())
-
-    def close(self) -> None:
-        self.sock.close()

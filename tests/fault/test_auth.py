@@ -14,8 +14,7 @@ import pytest
 
 from pouchsync_sync import CouchDB, Denied, Grant, LocalDatabase, signals
 from pouchsync_sync.client import SyncState
-
-from .helpers import RawPeer
+from tests.rawpeer import RawPeer
 
 SECRET = "s3cr3t-T0KEN-4f9a"
 PASSWORD = "pa55-W0RD-77c1"

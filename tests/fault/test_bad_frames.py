@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from .helpers import TOKEN, RawPeer
+from tests.rawpeer import TEXT, RawPeer
+
+from .helpers import TOKEN
 from .proxy import wait_until
 
 DB = "fuzz"
@@ -196,17 +198,14 @@ def test_frames_queued_behind_a_fatal_frame_close_quietly(hub, servers, caplog) 
     """A bad frame and invalid UTF-8 arriving in one TCP segment: simple-websocket starts
     closing (1007) while the reader still answers the first frame. The answer must be
     dropped quietly: no ERROR, no 1011, the session ends and its threads stop."""
-    import websocket
-
     server = servers(hub.on_request, max_message_size=1024)
     caplog.set_level(logging.INFO, logger="pouchsync_sync")
-    text = websocket.ABNF.OPCODE_TEXT
     for attempt in range(10):
         for fatal, code in ((b'{"type":"\xff"}', 1007), (b'"' + b"x" * 2000 + b'"', 1009)):
             peer = RawPeer(server.url)
-            first = websocket.ABNF.create_frame('{"type":"frobnicate"}', text).format()
-            bad = websocket.ABNF.create_frame(fatal, text).format()
-            peer.ws.sock.sendall(first * 3 + bad)
+            first = peer.frame('{"type":"frobnicate"}')
+            bad = peer.frame(fatal, opcode=TEXT)
+            peer.send_raw(first * 3 + bad)
             answer, _ = peer.until(lambda msg: False)
             peer.close()
             assert answer in (("close", code), ("gone", None)), answer

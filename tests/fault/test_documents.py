@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from pouchsync_sync import BadRequest, Grant, LocalDatabase
+from tests.rawpeer import RawPeer
 
-from .helpers import TOKEN, RawPeer
+from .helpers import TOKEN
 
 GOOD_DATA = base64.b64encode(b"hello").decode()
 GOOD_DIGEST = "md5-" + base64.b64encode(hashlib.md5(b"hello").digest()).decode()

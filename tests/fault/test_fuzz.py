@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from pouchsync_sync.protocol import messages as protocol_messages
 from pouchsync_sync.protocol import ops as protocol_ops
 from pouchsync_sync.signals import client_disconnect
+from tests.rawpeer import RawPeer
 
-from .attackers import DeflatePeer
-from .helpers import TOKEN, RawPeer, missing_writes, thread_stacks, wait_converged
+from .helpers import TOKEN, missing_writes, thread_stacks, wait_converged
 from .proxy import wait_until
 
 MAX_MESSAGE = 64 * 1024
@@ -126,16 +126,16 @@ inputs = st.tuples(st.sampled_from(["hello", "hello", "hello", "hello", "hello",
 def _deflated_round(url: str, text: str) -> list[Any]:
     """``text`` compressed on a fresh permessage-deflate socket (after hello and open),
     then a probe; the messages answered before the probe's (checked like the others)."""
-    peer = DeflatePeer(url)
+    peer = RawPeer(url, hello=False, deflate=True)
     try:
         seen: list[Any] = []
         for frame in ('{"type":"hello","versions":[1]}',
                       '{"type":"open","ch":1,"db":"fuzz","credentials":%s}' % json.dumps(TOKEN)):
-            peer.send_text(frame)
+            peer.send(frame)
             answer = peer.recv()
             assert isinstance(answer, dict) and answer["type"] in ("welcome", "granted"), answer
-        peer.send_text(text)
-        peer.send_text('{"type":"close","ch":9000000000}')
+        peer.send(text)
+        peer.send('{"type":"close","ch":9000000000}')
         while True:
             answer = peer.recv()
             if isinstance(answer, tuple):

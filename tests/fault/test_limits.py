@@ -7,7 +7,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .helpers import TOKEN, RawPeer
+from tests.rawpeer import RawPeer
+
+from .helpers import TOKEN
 
 
 def _collect(peer: RawPeer, predicate: Any, count: int) -> list[dict[str, Any]]:

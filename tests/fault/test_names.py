@@ -22,8 +22,8 @@ import pytest
 from pouchsync_sync import CouchDB, Denied, create_server
 from pouchsync_sync.datadir import DataDir
 from pouchsync_sync.protocol.fields import MAX_DB_NAME
+from tests.rawpeer import RawPeer
 
-from .helpers import RawPeer
 from .proxy import FaultProxy
 
 BAD_NAMES = [

@@ -10,8 +10,8 @@ import pytest
 
 import pouchsync_sync as ps
 from pouchsync_sync.server.session import HIGH_WATER
+from tests.rawpeer import RawPeer
 
-from .helpers import RawPeer
 from .proxy import wait_until
 
 WAIT = 20.0
@@ -113,7 +113,7 @@ def test_pushes_to_a_peer_that_stops_reading_pause_and_resume_with_nothing_lost(
     peer = RawPeer(srv.url, timeout=WAIT)
     # a small receive buffer, so the server's sends block soon
     import socket
-    peer.ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     try:
         peer.send({"type": "open", "ch": 1, "db": "big"})
         peer.until(lambda m: m.get("type") == "granted")

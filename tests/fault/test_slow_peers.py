@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from .helpers import TOKEN, RawPeer, thread_stacks
+from tests.rawpeer import RawPeer
+
+from .helpers import TOKEN, thread_stacks
 from .proxy import wait_until
 
 
@@ -84,7 +86,7 @@ def test_peer_that_stops_reading_is_closed_without_holding_threads(hub, servers)
     blob = "x" * 100_000
     db.bulk_docs([{"_id": f"d{i:03d}", "blob": blob} for i in range(50)])  # ~5 MB per all_docs
     sock_peer = RawPeer(server.url)
-    sock_peer.ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock_peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock_peer.send({"type": "open", "ch": 1, "db": "big", "credentials": TOKEN})
     assert sock_peer.until(lambda m: m.get("ch") == 1)[0]["type"] == "granted"
     for i in range(1, 11):  # ~50 MB of replies, never read
@@ -98,7 +100,7 @@ def test_peer_that_stops_reading_is_closed_without_holding_threads(hub, servers)
         assert wait_until(lambda: server.stats()["connections"] == 0, timeout=20), server.stats()
         assert wait_until(lambda: not _session_threads(), timeout=10), thread_stacks(_session_threads())
     finally:
-        sock_peer.ws.sock.close()
+        sock_peer.sock.close()
 
 
 def test_bytes_after_a_websocket_ends_are_not_read_as_http(hub, servers, caplog) -> None:
@@ -107,26 +109,23 @@ def test_bytes_after_a_websocket_ends_are_not_read_as_http(hub, servers, caplog)
     them with a 400 and logged an ERROR per connection, which any client could trigger)."""
     import logging
 
-    import websocket
-
     server = servers(hub.on_request, max_message_size=1024)
     caplog.set_level(logging.INFO, logger="werkzeug")
-    text = websocket.ABNF.OPCODE_TEXT
     for _ in range(5):
         peer = RawPeer(server.url)
-        big = websocket.ABNF.create_frame("x" * 4096, text).format()
-        more = websocket.ABNF.create_frame('{"type":"close","ch":1}', text).format()
-        peer.ws.sock.sendall(big + more * 20)
+        big = peer.frame("x" * 4096)
+        more = peer.frame('{"type":"close","ch":1}')
+        peer.send_raw(big + more * 20)
         answer, _ = peer.until(lambda m: False)
         assert answer in (("close", 1009), ("gone", None)), answer
-        peer.ws.sock.settimeout(2.0)
+        peer.sock.settimeout(2.0)
         trailing = b""
         try:
-            while chunk := peer.ws.sock.recv(4096):
+            while chunk := peer.sock.recv(4096):
                 trailing += chunk
         except OSError:
             pass
-        peer.ws.sock.close()
+        peer.sock.close()
         assert b"HTTP/1." not in trailing, trailing[:200]
     assert wait_until(lambda: server.stats()["connections"] == 0, timeout=10)
     assert wait_until(lambda: not _request_threads(), timeout=10)
@@ -151,7 +150,7 @@ def test_stop_with_every_kind_of_peer_attached(hub, servers) -> None:
                "args": {"since": since, "feed": "longpoll", "timeout": 60}})
     busy.send({"type": "subscribe", "ch": 1, "sub": 1, "since": since})
     deaf = RawPeer(server.url)
-    deaf.ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    deaf.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     deaf.send({"type": "open", "ch": 1, "db": "stop", "credentials": TOKEN})
     hub.db("stop").bulk_docs([{"_id": f"d{i}", "blob": "x" * 50_000} for i in range(40)])
     for i in range(2, 8):
@@ -170,4 +169,4 @@ def test_stop_with_every_kind_of_peer_attached(hub, servers) -> None:
         for sock in idle:
             sock.close()
         for peer in (no_hello, busy, deaf):
-            peer.ws.sock.close()
+            peer.sock.close()

@@ -30,8 +30,9 @@ from typing import Any, Iterator
 import pytest
 
 from pouchsync_sync import LocalDatabase, create_server
+from tests.rawpeer import RawPeer
 
-from .helpers import RawPeer, thread_stacks
+from .helpers import thread_stacks
 from .proxy import wait_until
 
 WAIT = 20.0          # generous: the machine is shared; a leak never comes back
@@ -124,9 +125,7 @@ class Rig:
         return sock
 
     def peer(self, *, hello: bool = True, rcvbuf: int | None = None) -> RawPeer:
-        if rcvbuf is None:
-            return RawPeer(self.server.url, hello=hello)
-        return SmallWindowPeer(self.server.url, rcvbuf, hello=hello)
+        return RawPeer(self.server.url, hello=hello, rcvbuf=rcvbuf)
 
     def extra_threads(self) -> list[str]:
         return sorted(t.name for t in _threads() if t.ident not in self.baseline)
@@ -143,27 +142,6 @@ class Rig:
     def stop(self) -> None:
         self.server.stop()
         self.db.close()
-
-
-class SmallWindowPeer(RawPeer):
-    """A RawPeer whose socket has a tiny receive buffer, so that a reply or push of
-    megabytes it does not read blocks the server's send."""
-
-    def __init__(self, url: str, rcvbuf: int, *, hello: bool = True) -> None:
-        import websocket
-
-        self._websocket = websocket
-        self.ws = websocket.create_connection(
-            url, skip_utf8_validation=True, timeout=10.0,
-            sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf),))
-        self.timeout = 10.0
-        self.closed = None
-        self.welcome = None
-        if hello:
-            self.send({"type": "hello", "versions": [1], "agent": "thread-test"})
-            msg = self.recv()
-            assert isinstance(msg, dict) and msg["type"] == "welcome", msg
-            self.welcome = msg
 
 
 def open_channel(peer: RawPeer, ch: int = 1) -> None:
@@ -219,7 +197,7 @@ def test_http_upgrade_half_sent(rig: Rig, how: str) -> None:
 def test_upgraded_without_hello(rig: Rig, how: str) -> None:
     peer = rig.peer(hello=False)
     assert wait_until(lambda: rig.server.stats()["connections"] == 1, WAIT)
-    _drop(peer.ws.sock, how)
+    _drop(peer.sock, how)
     rig.assert_settled(f"upgraded, no hello, dropped ({how})")
 
 
@@ -228,8 +206,8 @@ def test_hello_sent_welcome_never_read(rig: Rig, how: str) -> None:
     peer = rig.peer(hello=False)
     assert peer.send({"type": "hello", "versions": [1], "agent": "thread-test"})
     # the welcome is in our receive queue, unread
-    assert wait_until(lambda: _unread(peer.ws.sock) > 0, WAIT)
-    _drop(peer.ws.sock, how)
+    assert wait_until(lambda: _unread(peer.sock) > 0, WAIT)
+    _drop(peer.sock, how)
     rig.assert_settled(f"hello sent, welcome unread, dropped ({how})")
 
 
@@ -241,7 +219,7 @@ def test_large_reply_never_read(rig: Rig, how: str) -> None:
     open_channel(peer)
     peer.send({"type": "call", "ch": 1, "id": 1, "op": "all_docs",
                "args": {"include_docs": True}})
-    sock = peer.ws.sock
+    sock = peer.sock
     # the reply has started to come: the rest is in the server's send (blocked)
     assert wait_until(lambda: _unread(sock) > 0, WAIT)
     assert rig.server.stats()["connections"] == 1
@@ -257,7 +235,7 @@ def test_longpoll_waiting(rig: Rig, how: str) -> None:
     peer.send({"type": "call", "ch": 1, "id": 2, "op": "changes",
                "args": {"since": seq, "feed": "longpoll", "timeout": 120}})
     assert wait_until(lambda: rig.server.stats()["calls_in_flight"] == 1, WAIT)
-    _drop(peer.ws.sock, how)
+    _drop(peer.sock, how)
     rig.assert_settled(f"longpoll waiting, dropped ({how})")
     rig.db.put({"_id": "after-drop"})  # wakes whatever still waited: nothing must
     rig.assert_settled("a write after the longpoll's socket was dropped")
@@ -273,7 +251,7 @@ def test_subscription_dropped_mid_stream(rig: Rig, how: str) -> None:
     fill(rig.db, "stream-a", 500, chunk=50)
     got, _ = peer.until(lambda m: m.get("type") == "changes")
     assert got.get("results"), got
-    _drop(peer.ws.sock, how)
+    _drop(peer.sock, how)
     fill(rig.db, "stream-b", 500, chunk=50)  # the stream goes on into the dropped socket
     rig.assert_settled(f"subscription dropped mid-stream ({how})")
 
@@ -284,7 +262,7 @@ def test_subscriber_stops_reading_then_drops(rig: Rig, how: str) -> None:
     open_channel(peer)
     seq = call(peer, 1, "info")["ok"]["update_seq"]
     peer.send({"type": "subscribe", "ch": 1, "sub": 1, "since": seq, "include_docs": True})
-    sock = peer.ws.sock
+    sock = peer.sock
     fill(rig.db, "pile", 3000, chunk=100)  # about 6 MB of pushes, none read
     assert wait_until(lambda: _unread(sock) > 0, WAIT)
     _drop(sock, how)
@@ -322,10 +300,10 @@ def test_stop_with_upgraded_sockets_in_every_state(tmp_path: Path) -> None:
         open_channel(stalled)
         stalled.send({"type": "subscribe", "ch": 1, "sub": 1, "since": seq,
                       "include_docs": True})
-        opened = [p.ws.sock for p in (no_hello, unread_welcome, unread, longpoll, stalled)]
+        opened = [p.sock for p in (no_hello, unread_welcome, unread, longpoll, stalled)]
         fill(r.db, "pile", 3000, chunk=100)
-        assert wait_until(lambda: _unread(unread.ws.sock) > 0 and _unread(stalled.ws.sock) > 0
-                          and _unread(unread_welcome.ws.sock) > 0
+        assert wait_until(lambda: _unread(unread.sock) > 0 and _unread(stalled.sock) > 0
+                          and _unread(unread_welcome.sock) > 0
                           and r.server.stats()["connections"] == 5, WAIT), r.server.stats()
         _assert_stop_frees_everything(r)
     finally:

@@ -9,15 +9,18 @@ from typing import Any
 from pouchsync_sync.client.remote import RemoteDatabase
 from pouchsync_sync.protocol import messages as m
 from pouchsync_sync.replication import Replicator
-from tests.integration.test_server import RawClient, dbs, make_server  # noqa: F401  (fixtures)
+from tests.integration.test_server import TOKEN as SERVER_TOKEN
+from tests.integration.test_server import dbs, make_server  # noqa: F401  (fixtures)
 from tests.integration.test_sync import TOKEN, clients, hub, local, server  # noqa: F401
+from tests.rawpeer import RawPeer
 
 WAIT = 10.0
 
 
 def test_pushed_batches_carry_pending_and_the_last_one_says_caught_up(make_server) -> None:
     srv = make_server(live_batch=3)
-    client, writer = RawClient(srv.url), RawClient(srv.url)
+    client = RawPeer(srv.url, credentials=SERVER_TOKEN)
+    writer = RawPeer(srv.url, credentials=SERVER_TOKEN)
     try:
         client.open(1, "todos")
         writer.open(1, "todos")

@@ -1,126 +1,26 @@
-"""The sync server over real sockets, driven by a raw websocket-client test client.
+"""The sync server over real sockets, driven by the raw test peer (``tests.rawpeer``).
 
 Every test runs a real ``SyncServer`` on 127.0.0.1:0 (``start()``) with real
-``LocalDatabase`` stores, and talks protocol v1 frame by frame.
+``LocalDatabase`` stores, and talks protocol v1 frame by frame. This module holds the
+fixtures the other ``test_server_*`` modules import, and the connection, channel and
+bad-input tests; the calls are in ``test_server_calls.py``, the lifecycle in
+``test_server_lifecycle.py``.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 from typing import Any, Callable, Iterator
 
 import pytest
-import websocket
 
 import pouchsync_sync as ps
 from pouchsync_sync.protocol import messages as m
+from tests.rawpeer import TEXT, RawPeer
 
 TOKEN = {"token": "s3cret-token-value"}
 WAIT = 10.0
-
-
-class RawClient:
-    """A protocol v1 peer written with websocket-client, one frame at a time.
-
-    Messages that arrive while waiting for another are kept, so replies that come
-    out of order and pushed changes can be awaited in any order.
-    """
-
-    def __init__(self, url: str, *, hello: bool = True) -> None:
-        self.ws = websocket.create_connection(url, skip_utf8_validation=True, timeout=WAIT)
-        self.pending: list[dict[str, Any]] = []
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-        if hello:
-            self.send(m.hello("raw-test/1"))
-            self.welcome = self.expect(type="welcome")
-
-    def send(self, msg: Any) -> None:
-        self.ws.send(msg if isinstance(msg, str) else json.dumps(msg))
-
-    def recv(self, timeout: float = WAIT) -> dict[str, Any] | None:
-        """The next message, or None when the server closed the socket."""
-        self.ws.settimeout(timeout)
-        try:
-            opcode, data = self.ws.recv_data(control_frame=True)
-            while opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_CLOSE):
-                opcode, data = self.ws.recv_data(control_frame=True)
-        except (websocket.WebSocketConnectionClosedException, ConnectionError):
-            return None  # closed without a close frame we could read
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            if len(data) >= 2:
-                self.close_code = int.from_bytes(data[:2], "big")
-                self.close_reason = data[2:].decode("utf-8", "replace")
-            return None
-        return json.loads(data)
-
-    def expect(self, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
-        """The first message (kept or new) whose fields match ``fields``."""
-        def match(msg: dict[str, Any]) -> bool:
-            return all(msg.get(k) == v for k, v in fields.items())
-        for i, msg in enumerate(self.pending):
-            if match(msg):
-                return self.pending.pop(i)
-        while True:
-            msg = self.recv(timeout)
-            assert msg is not None, f"socket closed ({self.close_code} {self.close_reason}) while waiting for {fields}"
-            if match(msg):
-                return msg
-            self.pending.append(msg)
-
-    def expect_close(self, timeout: float = WAIT) -> list[dict[str, Any]]:
-        """Read until the server closes; the messages read on the way."""
-        seen = []
-        while True:
-            msg = self.recv(timeout)
-            if msg is None:
-                return seen
-            seen.append(msg)
-
-    def open(self, ch: int, db: str, credentials: Any = TOKEN) -> dict[str, Any]:
-        self.send(m.open_channel(ch, db, credentials))
-        return self.expect_any(("granted", "denied"), ch=ch)
-
-    def expect_any(self, types: tuple[str, ...], **fields: Any) -> dict[str, Any]:
-        for i, msg in enumerate(self.pending):
-            if msg["type"] in types and all(msg.get(k) == v for k, v in fields.items()):
-                return self.pending.pop(i)
-        while True:
-            msg = self.recv()
-            assert msg is not None, "socket closed"
-            if msg["type"] in types and all(msg.get(k) == v for k, v in fields.items()):
-                return msg
-            self.pending.append(msg)
-
-    _next_id = 0
-
-    def call(self, ch: int, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Send a call and wait for its reply (the whole reply message)."""
-        call_id = self.start_call(ch, op, args)
-        return self.expect(type="reply", ch=ch, id=call_id)
-
-    def start_call(self, ch: int, op: str, args: dict[str, Any] | None = None) -> int:
-        RawClient._next_id += 1
-        self.send(m.call(ch, RawClient._next_id, op, args or {}))
-        return RawClient._next_id
-
-    def ok(self, ch: int, op: str, args: dict[str, Any] | None = None) -> Any:
-        reply = self.call(ch, op, args)
-        assert "ok" in reply, reply
-        return reply["ok"]
-
-    def error(self, ch: int, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        reply = self.call(ch, op, args)
-        assert "error" in reply, reply
-        return reply["error"]
-
-    def close(self) -> None:
-        try:
-            self.ws.close(timeout=1)
-        except Exception:
-            pass
 
 
 class Databases:
@@ -191,11 +91,11 @@ def server(make_server: Callable[..., ps.SyncServer]) -> ps.SyncServer:
 
 
 @pytest.fixture
-def clients(server: ps.SyncServer) -> Iterator[Callable[..., RawClient]]:
-    made: list[RawClient] = []
+def clients(server: ps.SyncServer) -> Iterator[Callable[..., RawPeer]]:
+    made: list[RawPeer] = []
 
-    def connect(**kw: Any) -> RawClient:
-        client = RawClient(server.url, **kw)
+    def connect(**kw: Any) -> RawPeer:
+        client = RawPeer(server.url, credentials=TOKEN, **kw)
         made.append(client)
         return client
 
@@ -209,7 +109,7 @@ def clients(server: ps.SyncServer) -> Iterator[Callable[..., RawClient]]:
 def test_hello_welcome_announces_version_and_limits(make_server) -> None:
     server = make_server(max_channels=7, max_message_size=123456, ping_interval=5)
     assert server.url.startswith("ws://127.0.0.1:") and server.url.endswith("/")
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     try:
         assert client.welcome["version"] == 1
         assert client.welcome["agent"] == f"pouchsync_sync/{ps.__version__}"
@@ -239,7 +139,7 @@ def test_anything_before_hello_is_an_error_and_a_close(clients) -> None:
 
 def test_hello_timeout_closes_the_socket(make_server) -> None:
     server = make_server(hello_timeout=0.3)
-    client = RawClient(server.url, hello=False)
+    client = RawPeer(server.url, hello=False, credentials=TOKEN)
     try:
         err = client.expect(type="error", timeout=5)
         assert err["error"] == "hello_timeout" and err["status"] == 408
@@ -327,7 +227,7 @@ def test_call_on_closed_channel_is_an_error_naming_channel_and_id(clients) -> No
 
 def test_max_channels_per_socket(make_server) -> None:
     server = make_server(max_channels=2)
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     try:
         assert client.open(1, "a")["type"] == "granted"
         assert client.open(2, "b")["type"] == "granted"
@@ -363,241 +263,6 @@ def test_close_while_opening_answers_closed_and_never_granted(clients, dbs) -> N
     assert not [p for p in client.pending if p["type"] == "granted"]
 
 
-# -- calls --------------------------------------------------------------------------------------
-
-def test_every_allowed_op_over_the_wire(clients) -> None:
-    client = clients()
-    client.open(1, "todos")
-    assert client.ok(1, "info")["db_name"] == "todos"
-    a = client.ok(1, "put", {"doc": {"_id": "a", "n": 1}})
-    assert a["ok"] is True and a["rev"].startswith("1-")
-    posted = client.ok(1, "post", {"doc": {"n": 2}})
-    assert posted["id"] and posted["rev"].startswith("1-")
-    assert client.ok(1, "get", {"doc_id": "a", "conflicts": True})["n"] == 1
-    deleted = client.ok(1, "delete", {"doc_id": posted["id"], "rev": posted["rev"]})
-    assert deleted["rev"].startswith("2-")
-    replicated = client.ok(1, "bulk_docs", {"new_edits": False, "docs": [
-        {"_id": "b", "_rev": "1-abc", "_revisions": {"start": 1, "ids": ["abc"]}, "x": 1}]})
-    assert replicated == []
-    written = client.ok(1, "bulk_docs", {"docs": [{"_id": "c"}, {"_id": "a", "n": 9}]})
-    assert written[0]["ok"] and written[1]["error"] == "conflict"
-    rows = client.ok(1, "all_docs", {"include_docs": True})["rows"]
-    assert [r["id"] for r in rows] == ["a", "b", "c"] and rows[1]["doc"]["x"] == 1
-    feed = client.ok(1, "changes", {"since": 0, "style": "all_docs", "include_docs": True})
-    assert {r["id"] for r in feed["results"]} >= {"a", "b", "c"}
-    assert client.ok(1, "changes", {"since": feed["last_seq"]})["results"] == []
-    diff = client.ok(1, "revs_diff", {"revs": {"a": [a["rev"], "2-zzz"], "q": ["1-q"]}})
-    assert diff["a"]["missing"] == ["2-zzz"] and diff["q"]["missing"] == ["1-q"]
-    got = client.ok(1, "bulk_get", {"docs": [{"id": "a", "rev": a["rev"]}, {"id": "b"}], "revs": True})
-    assert got["results"][0]["docs"][0]["ok"]["_id"] == "a"
-    assert got["results"][0]["docs"][0]["ok"]["_revisions"]["start"] == 1
-    data = bytes(range(256)) * 4
-    att = client.ok(1, "put", {"doc": {"_id": "att", "_attachments": {"blob.bin": {
-        "content_type": "application/octet-stream", "data": base64.b64encode(data).decode()}}}})
-    blob = client.ok(1, "get_attachment", {"doc_id": "att", "name": "blob.bin", "rev": att["rev"]})
-    assert base64.b64decode(blob["data"]) == data
-    local = client.ok(1, "put", {"doc": {"_id": "_local/cp", "last_seq": 3}})
-    assert local["ok"] and client.ok(1, "get", {"doc_id": "_local/cp"})["last_seq"] == 3
-
-
-def test_database_errors_travel_as_status_error_reason(clients) -> None:
-    client = clients()
-    client.open(1, "todos")
-    assert client.error(1, "get", {"doc_id": "nope"}) == {
-        "status": 404, "error": "not_found", "reason": "missing"}
-    client.ok(1, "put", {"doc": {"_id": "a"}})
-    conflict = client.error(1, "put", {"doc": {"_id": "a"}})
-    assert (conflict["status"], conflict["error"]) == (409, "conflict")
-    assert client.error(1, "get_attachment", {"doc_id": "a", "name": "x"})["status"] == 404
-
-
-@pytest.mark.parametrize("op, args, reason", [
-    ("destroy", {}, "unknown op 'destroy'"),
-    ("compact", {}, "unknown op 'compact'"),
-    ("close", {}, "unknown op 'close'"),
-    ("__class__", {}, "unknown op '__class__'"),
-    ("_writing", {}, "unknown op '_writing'"),
-    ("get", {"doc_id": "a", "evil": "__import__('os')"}, "unknown argument 'evil' for get"),
-    ("get", {"doc_id": ["a"]}, "argument 'doc_id' of get must be a string"),
-    ("all_docs", {"limit": "10"}, "argument 'limit' of all_docs must be an integer >= 0"),
-    ("changes", {"feed": "continuous"}, "argument 'feed' of changes must be"),
-    ("put", {}, "put needs the argument 'doc'"),
-])
-def test_allow_list_refuses_everything_else(clients, dbs, op, args, reason) -> None:
-    client = clients()
-    client.open(1, "todos")
-    err = client.error(1, op, args)
-    assert err["status"] == 400 and err["error"] == "bad_request" and reason in err["reason"]
-    assert client.ok(1, "info")["db_name"] == "todos"  # the database is untouched
-    assert not dbs.dbs["todos"]._closed
-
-
-def test_read_only_grant_refuses_writes_except_local_docs(clients, dbs) -> None:
-    dbs.read_only.add("ro")
-    dbs.db("ro").put({"_id": "existing"})
-    client = clients()
-    assert client.open(1, "ro")["read_only"] is True
-    for op, args in [("put", {"doc": {"_id": "x"}}), ("post", {"doc": {}}),
-                     ("delete", {"doc_id": "existing", "rev": "1-x"})]:
-        err = client.error(1, op, args)
-        assert (err["status"], err["error"]) == (403, "forbidden"), op
-        assert "read-only" in err["reason"]
-    assert client.ok(1, "put", {"doc": {"_id": "_local/checkpoint", "seq": 1}})["ok"]
-    results = client.ok(1, "bulk_docs", {"docs": [{"_id": "_local/c2"}, {"_id": "y"}]})
-    assert results[0]["ok"] and results[1] == {
-        "id": "y", "error": "forbidden", "reason": "this database is granted read-only"}
-    assert client.ok(1, "get", {"doc_id": "existing"})["_id"] == "existing"
-    assert dbs.db("ro").all_docs()["total_rows"] == 1
-
-
-def test_design_writes_refused_unless_granted(clients, dbs) -> None:
-    dbs.design.add("designable")
-    client = clients()
-    client.open(1, "todos")
-    client.open(2, "designable")
-    design = {"_id": "_design/app", "views": {}}
-    err = client.error(1, "put", {"doc": design})
-    assert (err["status"], err["reason"]) == (403, "writes to design documents are not allowed")
-    replicated = client.ok(1, "bulk_docs", {"new_edits": False, "docs": [
-        {"_id": "_design/x", "_rev": "1-a", "_revisions": {"start": 1, "ids": ["a"]}},
-        {"_id": "plain", "_rev": "1-b", "_revisions": {"start": 1, "ids": ["b"]}}]})
-    assert replicated == [{"id": "_design/x", "rev": "1-a", "error": "forbidden",
-                           "reason": "writes to design documents are not allowed"}]
-    assert client.ok(1, "get", {"doc_id": "plain"})["_rev"] == "1-b"
-    assert client.ok(2, "put", {"doc": design})["ok"]
-
-
-def _replicated(doc_id: str, h: str) -> dict[str, Any]:
-    return {"_id": doc_id, "_rev": f"1-{h}", "_revisions": {"start": 1, "ids": [h]}, "v": h}
-
-
-def test_write_missing_answers_positions_and_refusals(clients, dbs) -> None:
-    dbs.read_only.add("ro")
-    dbs.db("todos").bulk_docs([_replicated("had", "a")], new_edits=False)
-    client = clients()
-    client.open(1, "todos")
-    client.open(2, "ro")
-    docs = [_replicated("had", "a"), _replicated("new", "b"), _replicated("had", "c"),
-            _replicated("_design/d", "e")]
-    answer = client.ok(1, "write_missing", {"docs": docs})
-    assert answer == {"written": [1, 2], "failures": [
-        {"id": "_design/d", "rev": "1-e", "error": "forbidden",
-         "reason": "writes to design documents are not allowed"}]}
-    assert dbs.db("todos").get("had", conflicts=True)["_conflicts"] == ["1-a"]
-    assert client.ok(1, "write_missing", {"docs": docs[:3]}) == {"written": [], "failures": []}
-    # read-only: every doc it lacks refused but _local ones, nothing written; one it
-    # has already (e.g. pulled from it) is just not missing
-    dbs.db("ro").bulk_docs([_replicated("there", "h")], new_edits=False)
-    answer = client.ok(2, "write_missing", {"docs": [_replicated("x", "f"),
-                                                     {"_id": "_local/cp", "seq": 1},
-                                                     _replicated("there", "h")]})
-    assert answer["written"] == [1]
-    assert [(f["id"], f["error"]) for f in answer["failures"]] == [("x", "forbidden")]
-    assert dbs.db("ro").info()["doc_count"] == 1
-    # bad input: the whole call is refused, nothing written
-    err = client.error(1, "write_missing", {"docs": [_replicated("ok", "g"), {"_id": "norev"}]})
-    assert (err["status"], err["error"]) == (400, "bad_request")
-    err = client.error(1, "write_missing", {"docs": "nope"})
-    assert err["status"] == 400 and "docs" in err["reason"]
-    assert dbs.db("todos").revs_diff({"ok": ["1-g"]}) == {"ok": {"missing": ["1-g"]}}
-
-
-def test_write_missing_texts_answers_positions_and_refusals(clients, dbs) -> None:
-    dbs.read_only.add("ro")
-    dbs.db("todos").bulk_docs([_replicated("had", "a")], new_edits=False)
-    client = clients()
-    client.open(1, "todos")
-    client.open(2, "ro")
-    rows = [["had", "1-a", '{"v":"a"}'], ["new", "1-b", '{"v":"b"}'],
-            ["had", "1-c", '{"v":"c"}'], ["_design/d", "1-e", "{}"]]
-    answer = client.ok(1, "write_missing_texts", {"rows": rows})
-    assert answer == {"written": [1, 2], "failures": [
-        {"id": "_design/d", "rev": "1-e", "error": "forbidden",
-         "reason": "writes to design documents are not allowed"}]}
-    assert dbs.db("todos").get("had", conflicts=True)["_conflicts"] == ["1-a"]
-    assert dbs.db("todos").get("new")["v"] == "b"
-    # without a design doc nothing is refused: the rows go to the store as they are
-    assert client.ok(1, "write_missing_texts", {"rows": rows[:3]}) == {"written": [],
-                                                                        "failures": []}
-    # read-only: every revision it lacks refused, nothing written; one it has is not missing
-    dbs.db("ro").bulk_docs([_replicated("there", "h")], new_edits=False)
-    answer = client.ok(2, "write_missing_texts", {"rows": [["x", "1-f", "{}"],
-                                                           ["there", "1-h", '{"v":"h"}']]})
-    assert answer["written"] == []
-    assert [(f["id"], f["error"]) for f in answer["failures"]] == [("x", "forbidden")]
-    assert dbs.db("ro").info()["doc_count"] == 1
-    # bad input: the whole call is refused, nothing written
-    err = client.error(1, "write_missing_texts", {"rows": [["ok", "1-g", "{}"], ["bad", "2-x", "{}"]]})
-    assert (err["status"], err["error"]) == (400, "bad_request") and "row 1" in err["reason"]
-    err = client.error(1, "write_missing_texts", {"rows": [["ok", "1-g", '{"_x": 1}']]})
-    assert err["status"] == 400 and "_x" in err["reason"]
-    err = client.error(1, "write_missing_texts", {"rows": "nope"})
-    assert err["status"] == 400 and "rows" in err["reason"]
-    assert dbs.db("todos").revs_diff({"ok": ["1-g"]}) == {"ok": {"missing": ["1-g"]}}
-    # and the read: texts for the first-generation docs, leaves for the others
-    answer = client.ok(1, "changes_texts", {"since": 0, "max_bytes": 1000})
-    assert [(row[1], row[4]) for row in answer["results"]] == [("new", '{"v":"b"}'),
-                                                               ("had", None)]
-    assert client.error(1, "changes_texts", {"max_bytes": -1})["status"] == 400
-
-
-def test_unexpected_database_error_is_a_generic_500(clients, dbs, caplog) -> None:
-    class Exploding(ps.LocalDatabase):
-        def info(self) -> dict[str, Any]:
-            raise RuntimeError("secret internal detail")
-
-    dbs.dbs["exploding"] = Exploding(":memory:", name="exploding")
-    client = clients()
-    client.open(1, "exploding")
-    with caplog.at_level("ERROR", logger="pouchsync_sync.server"):
-        err = client.error(1, "info")
-    assert err == {"status": 500, "error": "internal_server_error", "reason": "internal server error"}
-    assert any("secret internal detail" in (r.exc_text or "") or r.exc_info for r in caplog.records)
-    assert client.ok(1, "all_docs")["total_rows"] == 0
-
-
-def test_pipelined_calls_on_several_channels(clients) -> None:
-    client = clients()
-    client.open(1, "a")
-    client.open(2, "b")
-    ids = {}
-    for i in range(20):
-        ch = 1 + i % 2
-        ids[client.start_call(ch, "put", {"doc": {"_id": f"d{i}"}})] = ch
-    for call_id, ch in ids.items():
-        reply = client.expect(type="reply", id=call_id)
-        assert reply["ch"] == ch and reply["ok"]["ok"]
-    assert client.ok(1, "info")["doc_count"] == 10 and client.ok(2, "info")["doc_count"] == 10
-
-
-def test_reused_call_id_in_flight_is_an_error(clients) -> None:
-    client = clients()
-    client.open(1, "todos")
-    client.send(m.call(1, 500, "changes", {"feed": "longpoll", "since": "now", "timeout": 5}))
-    client.send(m.call(1, 500, "info"))
-    err = client.expect(type="error")
-    assert (err["ch"], err["id"]) == (1, 500) and "already in flight" in err["reason"]
-
-
-def test_max_calls_in_flight(make_server) -> None:
-    server = make_server(max_calls=2)
-    client = RawClient(server.url)
-    try:
-        client.open(1, "todos")
-        for call_id in (1, 2):
-            client.send(m.call(1, call_id, "changes", {"feed": "longpoll", "since": "now", "timeout": 30}))
-        client.send(m.call(1, 3, "info"))
-        err = client.expect(type="reply", id=3)["error"]
-        assert (err["status"], err["error"]) == (429, "too_many_requests")
-        client.send(m.close(1))
-        client.expect(type="closed", ch=1)
-        client.open(2, "todos")
-        assert _eventually(lambda: server.stats()["calls_in_flight"] == 0)
-        assert client.ok(2, "info")["db_name"] == "todos"
-    finally:
-        client.close()
-
-
 # -- bad input ----------------------------------------------------------------------------------
 
 def test_bad_input_gets_errors_and_the_server_keeps_serving(server, clients) -> None:
@@ -616,11 +281,11 @@ def test_bad_input_gets_errors_and_the_server_keeps_serving(server, clients) -> 
         client.send(frame)
         err = client.expect(type="error")
         assert err["status"] == 400 and reason in err["reason"], (frame, err)
-    client.ws.send_binary(b"\x00\x01binary")
+    client.send(b"\x00\x01binary")
     assert "binary frames" in client.expect(type="error")["reason"]
-    client.ws.send("\udcff".encode("utf-8", "surrogatepass"), opcode=websocket.ABNF.OPCODE_TEXT)
+    client.send("\udcff".encode("utf-8", "surrogatepass"), opcode=TEXT)
     client.expect_close()  # invalid UTF-8 in a text frame: the transport closes this socket
-    other = RawClient(server.url)
+    other = RawPeer(server.url, credentials=TOKEN)
     try:
         other.open(1, "todos")
         assert other.ok(1, "info")["db_name"] == "todos"
@@ -630,7 +295,7 @@ def test_bad_input_gets_errors_and_the_server_keeps_serving(server, clients) -> 
 
 def test_oversize_message_closes_with_1009_and_others_keep_working(make_server, caplog) -> None:
     server = make_server(max_message_size=10_000)
-    big, small = RawClient(server.url), RawClient(server.url)
+    big, small = RawPeer(server.url, credentials=TOKEN), RawPeer(server.url, credentials=TOKEN)
     try:
         with caplog.at_level("INFO"):
             big.open(1, "todos")
@@ -649,7 +314,7 @@ def test_oversize_message_closes_with_1009_and_others_keep_working(make_server, 
 
 def test_too_many_errors_close_the_socket(make_server) -> None:
     server = make_server(max_errors=3)
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     try:
         for _ in range(3):
             client.send("nope")
@@ -669,127 +334,3 @@ def test_credentials_are_never_logged(clients, caplog) -> None:
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "channel 1 granted 'todos'" in text and "denied" in text
     assert TOKEN["token"] not in text and "another-secret" not in text
-
-
-# -- lifecycle ----------------------------------------------------------------------------------
-
-def test_stop_closes_every_socket_with_1001_and_joins_threads(dbs) -> None:
-    server = ps.create_server(dbs.on_request).start()
-    clients = [RawClient(server.url) for _ in range(3)]
-    try:
-        for client in clients:
-            client.open(1, "todos")
-            client.send(m.subscribe(1, 1, since="now"))
-            client.send(m.call(1, 9, "changes", {"feed": "longpoll", "since": "now", "timeout": 30}))
-        assert _eventually(lambda: server.stats()["subscriptions"] == 3)
-        server.stop()
-        for client in clients:
-            client.expect_close()
-            assert client.close_code == 1001
-        assert server.stats()["connections"] == 0 and server.stats()["followers"] == 0
-        server.stop()  # idempotent
-    finally:
-        for client in clients:
-            client.close()
-    leftover = [t.name for t in threading.enumerate() if t.name.startswith("pouchsync")]
-    assert leftover == []
-
-
-def test_context_manager_and_serve_forever(dbs) -> None:
-    with ps.create_server(dbs.on_request).start() as server:
-        client = RawClient(server.url)
-        client.open(1, "todos")
-        client.close()
-    server = ps.create_server(dbs.on_request)
-    runner = threading.Thread(target=server.serve_forever, args=("127.0.0.1", 0),
-                              name="pouchsync-test-serve-forever")
-    runner.start()
-    try:
-        assert _eventually(lambda: server.url is not None)
-        client = RawClient(server.url)
-        assert client.open(1, "todos")["type"] == "granted"
-        client.close()
-    finally:
-        server.stop()
-        runner.join(WAIT)
-    assert not runner.is_alive()
-
-
-def test_flask_mount_next_to_an_ordinary_route(dbs) -> None:
-    flask = pytest.importorskip("flask")
-    import requests
-    from werkzeug.serving import make_server
-
-    app = flask.Flask("pouchsync-test")
-
-    @app.route("/hello")
-    def hello() -> str:
-        return "hello from flask"
-
-    server = ps.create_server(dbs.on_request).init_app(app, path="/sync")
-    http = make_server("127.0.0.1", 0, app, threaded=True)
-    runner = threading.Thread(target=http.serve_forever, name="pouchsync-test-flask")
-    runner.start()
-    try:
-        base = f"127.0.0.1:{http.server_port}"
-        assert requests.get(f"http://{base}/hello", timeout=WAIT).text == "hello from flask"
-        assert requests.get(f"http://{base}/nothing", timeout=WAIT).status_code == 404
-        client = RawClient(f"ws://{base}/sync")
-        assert client.open(1, "todos")["type"] == "granted"
-        assert client.ok(1, "put", {"doc": {"_id": "via-flask"}})["ok"]
-        server.stop()
-        client.expect_close()
-        assert client.close_code == 1001
-        client.close()
-    finally:
-        server.stop()
-        http.shutdown()
-        http.server_close()
-        runner.join(WAIT)
-    assert dbs.dbs["todos"].get("via-flask")["_id"] == "via-flask"
-
-
-def test_unknown_server_option_is_a_type_error(dbs) -> None:
-    with pytest.raises(TypeError, match="unknown server option 'max_chanels'"):
-        ps.create_server(dbs.on_request, max_chanels=3)
-    with pytest.raises(ValueError, match="max_channels"):
-        ps.create_server(dbs.on_request, max_channels=0)
-
-
-def test_peer_that_stops_reading_is_closed_after_send_timeout(make_server, dbs) -> None:
-    server = make_server(send_timeout=0.5, max_calls=500)
-    dbs.db("big").put({"_id": "big", "pad": "x" * 1_000_000})
-    stuck = RawClient(server.url)
-    try:
-        stuck.open(1, "big")
-        for call_id in range(1, 201):  # ~200 MB of replies, far beyond the socket buffers
-            stuck.send(m.call(1, call_id, "get", {"doc_id": "big"}))
-        assert _eventually(lambda: server.stats()["connections"] == 0, timeout=20)
-        other = RawClient(server.url)
-        try:
-            other.open(1, "big")
-            assert other.ok(1, "info")["doc_count"] == 1
-        finally:
-            other.close()
-    finally:
-        stuck.close()
-
-
-def test_silent_tcp_peer_is_dropped_after_hello_timeout(make_server) -> None:
-    import socket as socket_module
-
-    server = make_server(hello_timeout=0.3)
-    port = int(server.url.rstrip("/").rsplit(":", 1)[1])
-    with socket_module.create_connection(("127.0.0.1", port), timeout=WAIT) as silent:
-        assert silent.recv(100) == b""  # closed by the server, no HTTP request ever sent
-    with socket_module.create_connection(("127.0.0.1", port), timeout=WAIT) as half:
-        half.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
-        data = half.recv(1000)
-        assert data == b"" or b"408" in data or b"400" in data
-    client = RawClient(server.url)  # the WebSocket itself has no timeout
-    try:
-        client.open(1, "todos")
-        threading.Event().wait(0.6)
-        assert client.ok(1, "info")["db_name"] == "todos"
-    finally:
-        client.close()

@@ -13,7 +13,8 @@ import pytest
 import pouchsync_sync as ps
 from pouchsync_sync.protocol import messages as m
 from tests.couchserver import couch_db_name
-from tests.integration.test_server import RawClient, _eventually
+from tests.integration.test_server import TOKEN, _eventually
+from tests.rawpeer import RawPeer
 
 pytestmark = pytest.mark.couch
 
@@ -56,7 +57,7 @@ def couch_servers(couch_url: str) -> Iterator[tuple[Callable[[], ps.SyncServer],
 def test_ops_and_errors_over_the_wire_on_couch(couch_servers) -> None:
     make, _name = couch_servers
     server = make()
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     try:
         granted = client.open(1, "todos")
         assert granted["type"] == "granted" and "127.0.0.1" not in granted["uuid"]
@@ -77,8 +78,8 @@ def test_ops_and_errors_over_the_wire_on_couch(couch_servers) -> None:
 def test_write_through_one_server_reaches_live_client_of_another(couch_servers) -> None:
     make, _name = couch_servers
     first, second = make(), make()
-    reader, writer = RawClient(first.url), RawClient(second.url)
-    waiter = RawClient(first.url)
+    reader, writer = RawPeer(first.url, credentials=TOKEN), RawPeer(second.url, credentials=TOKEN)
+    waiter = RawPeer(first.url, credentials=TOKEN)
     try:
         reader.open(1, "todos")
         waiter.open(1, "todos")

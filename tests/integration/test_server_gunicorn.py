@@ -15,7 +15,8 @@ from typing import Iterator
 import pytest
 
 from pouchsync_sync.protocol import messages as m
-from tests.integration.test_server import RawClient
+from tests.integration.test_server import TOKEN
+from tests.rawpeer import RawPeer
 
 pytest.importorskip("gunicorn")
 
@@ -100,7 +101,7 @@ def gunicorn(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
 
 def test_serves_under_gunicorn_gthread_and_closes_sockets_on_sigterm(gunicorn) -> None:
     url, proc = gunicorn
-    reader, writer = RawClient(url), RawClient(url)
+    reader, writer = RawPeer(url, credentials=TOKEN), RawPeer(url, credentials=TOKEN)
     try:
         assert reader.open(1, "todos")["type"] == "granted"
         assert writer.open(1, "todos", {"token": "wrong"})["reason"] == "wrong token"

@@ -9,17 +9,18 @@ import pytest
 import pouchsync_sync as ps
 from pouchsync_sync.protocol import messages as m
 from tests.integration.test_server import (  # noqa: F401  (fixtures)
+    TOKEN,
     WAIT,
-    RawClient,
     _eventually,
     clients,
     dbs,
     make_server,
     server,
 )
+from tests.rawpeer import RawPeer
 
 
-def now(client: RawClient, ch: int = 1) -> object:
+def now(client: RawPeer, ch: int = 1) -> object:
     """The channel's database's current sequence ("now" in a subscribe is resolved when
     the server starts the subscription, on its worker pool, so tests pin it first)."""
     return client.ok(ch, "changes", {"since": "now"})["last_seq"]
@@ -49,7 +50,7 @@ def test_longpoll_returns_at_once_when_changes_exist_and_empty_after_timeout(cli
 
 def test_subscribe_pushes_existing_then_new_changes_in_batches(make_server) -> None:
     server = make_server(live_batch=3)
-    client, writer = RawClient(server.url), RawClient(server.url)
+    client, writer = RawPeer(server.url, credentials=TOKEN), RawPeer(server.url, credentials=TOKEN)
     try:
         client.open(1, "todos")
         writer.open(1, "todos")
@@ -149,8 +150,8 @@ def test_one_follower_per_database_shared_by_channels_and_sockets(server, client
 
 def test_fan_out_to_many_subscribers(make_server) -> None:
     server = make_server()
-    readers = [RawClient(server.url) for _ in range(5)]
-    writer = RawClient(server.url)
+    readers = [RawPeer(server.url, credentials=TOKEN) for _ in range(5)]
+    writer = RawPeer(server.url, credentials=TOKEN)
     try:
         for reader in readers:
             for ch in range(1, 5):
@@ -191,14 +192,14 @@ def test_write_through_embedded_db_reaches_subscriber_promptly(clients, dbs) -> 
 @pytest.mark.parametrize("n_clients", [3])
 def test_socket_drop_releases_everything(make_server, n_clients) -> None:
     server = make_server()
-    clients_ = [RawClient(server.url) for _ in range(n_clients)]
+    clients_ = [RawPeer(server.url, credentials=TOKEN) for _ in range(n_clients)]
     for client in clients_:
         client.open(1, "todos")
         client.send(m.subscribe(1, 1, since=now(client)))
         client.send(m.call(1, 99, "changes", {"feed": "longpoll", "since": "now", "timeout": 30}))
     assert _eventually(lambda: server.stats()["subscriptions"] == n_clients)
     for client in clients_:
-        client.ws.sock.close()  # drop without a close frame
+        client.sock.close()  # drop without a close frame
     assert _eventually(lambda: server.stats()["connections"] == 0)
     stats = server.stats()
     assert stats["followers"] == 0 and stats["calls_in_flight"] == 0
@@ -208,7 +209,7 @@ def test_socket_drop_releases_everything(make_server, n_clients) -> None:
 
 def test_waiting_longpolls_never_starve_other_calls(make_server) -> None:
     server = make_server(workers=2, max_calls=20)
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     try:
         client.open(1, "todos")
         since = now(client)
@@ -224,7 +225,7 @@ def test_waiting_longpolls_never_starve_other_calls(make_server) -> None:
 
 def test_max_subscriptions_per_socket(make_server) -> None:
     server = make_server(max_subscriptions=2)
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     try:
         client.open(1, "todos")
         since = now(client)
@@ -246,13 +247,13 @@ def test_client_pings_during_big_pushes_do_not_corrupt_frames(make_server, dbs) 
     socket writes go through one lock, so frames never interleave."""
     dbs.db("big").bulk_docs([{"_id": f"d{i:03}", "pad": "x" * 100_000} for i in range(120)])
     server = make_server(live_batch=4)
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     stop = threading.Event()
 
     def pinger() -> None:
         while not stop.is_set():
             try:
-                client.ws.ping(b"p" * 64)
+                client.ping(b"p" * 64)
             except Exception:
                 return
             stop.wait(0.001)
@@ -285,7 +286,7 @@ def test_a_write_from_another_process_reaches_subscribers_without_a_follower_thr
     path = tmp_path / "shared.db"
     db = ps.LocalDatabase(str(path))
     server = ps.create_server(lambda credentials, name: db, follow_timeout=0.2).start()
-    client = RawClient(server.url)
+    client = RawPeer(server.url, credentials=TOKEN)
     try:
         client.open(1, "shared")
         client.send(m.subscribe(1, 1, since=now(client)))
