@@ -66,7 +66,8 @@ def _split(total: int, parts: int) -> list[int]:
 def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light_procs: int = 2,
             syncs_per_socket: int = 1, changes: int = 3, concurrency: int = 100,
             change_timeout: float = 60.0, max_machine_threads: int | None = None,
-            connect_timeout: float = 600.0, quiet_wait: float = 35.0) -> dict[str, Any]:
+            connect_timeout: float = 600.0, quiet_wait: float = 35.0,
+            profile: str | None = None) -> dict[str, Any]:
     raise_nofile()
     if max_machine_threads is None:
         max_machine_threads = default_thread_cap()
@@ -161,6 +162,7 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
               f"server {con['threads']:,} threads, RSS {con['rss_mb']:.0f} MB, "
               f"{con['maps']:,} maps; load {load()}", flush=True)
         rounds = []
+        spy = start_profile(server.pid, profile, syncs) if profile else None
         for k in range(changes):
             doc_id = f"fan-{k:04d}"
             load0 = load()
@@ -190,12 +192,16 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
                    "light_p50_s": percentile(sorted(t - t_write for a in answers
                                                     if a["kind"] == "light" for t in a["times"]), 0.5),
                    "client_cpu_s": sum(a.get("cpu_s_during", 0.0) for a in answers)}
+            rnd["server_cpu_us_per_sync"] = cpu * 1e6 / arrived if arrived else float("nan")
             rounds.append(rnd)
             print(f"  change {doc_id}: {arrived:,}/{expected:,} arrived, last {rnd['last_s']:.3f} s, "
                   f"median {rnd['p50_s']:.3f} s, p99 {rnd['p99_s']:.3f} s (real median "
                   f"{rnd['real_p50_s']:.3f}, light median {rnd['light_p50_s']:.3f}); server CPU "
-                  f"{cpu:.2f} s; load {load0}", flush=True)
+                  f"{cpu:.2f} s ({rnd['server_cpu_us_per_sync']:.0f} µs per sync); load {load0}",
+                  flush=True)
             threading.Event().wait(1.0)  # spacing the samples, not waiting for a condition
+        if spy is not None:
+            out["profile"] = stop_profile(spy)
         out["rounds"] = rounds
         out["server_after"] = server_reading(server)
         out["client_threads"] = [{"kind": a["kind"], "threads": a.get("threads")}
@@ -214,6 +220,33 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
             limits_hit.extend(limits_in_log(path, where))
         out["limits_hit"] = limits_hit
     return out
+
+
+def start_profile(pid: int, path: str, syncs: int) -> Any:
+    """py-spy (a bench-only tool, ``pip install --user py-spy``) sampling the server
+    process while the changes are timed; its collapsed stacks go to ``path``."""
+    import shutil
+    import subprocess
+    exe = shutil.which("py-spy") or str(Path.home() / ".local/bin/py-spy")
+    if not Path(exe).exists():
+        print("  (--profile: py-spy not found, no profile)", flush=True)
+        return None
+    return subprocess.Popen([exe, "record", "-p", str(pid), "-o", path, "-f", "raw",
+                             "-r", "250", "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def stop_profile(spy: Any) -> str:
+    import signal
+    import subprocess
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait(10)
+    return f"py-spy exit {spy.returncode}"
 
 
 def _per(now: dict[str, Any], idle: dict[str, Any], n: int) -> dict[str, float]:
@@ -242,6 +275,9 @@ def main() -> None:
     parser.add_argument("--max-machine-threads", type=int, default=None,
                         help="light peers stop connecting when the machine runs this many "
                              "threads (default 70 %% of kernel.pid_max)")
+    parser.add_argument("--profile", default=None,
+                        help="write py-spy's collapsed stacks of the server during the changes "
+                             "to this file (needs py-spy; bench only)")
     args = parser.parse_args()
     print_machine()
     res = measure(args.syncs, real=args.real, real_procs=args.real_procs,
@@ -249,7 +285,8 @@ def main() -> None:
                   changes=args.changes, concurrency=args.concurrency,
                   change_timeout=args.change_timeout,
                   max_machine_threads=args.max_machine_threads,
-                  connect_timeout=args.connect_timeout, quiet_wait=args.quiet_wait)
+                  connect_timeout=args.connect_timeout, quiet_wait=args.quiet_wait,
+                  profile=args.profile)
     OUT.mkdir(exist_ok=True)
     path = OUT / f"scale-{args.syncs}.json"
     path.write_text(json.dumps(res, indent=1, default=str))
@@ -288,13 +325,14 @@ def section(res: dict[str, Any], cmd: str) -> list[str]:
              f"{con.get('maps', 0):,} ({peak.get('maps', 0):,}) |", "",
              "| change | reached / syncs still connected | all reached, s | median, s | p99, s | "
              "median real / light, s | "
-             "server CPU s | client processes CPU s | load |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "server CPU s | server CPU µs per sync | client processes CPU s | load |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rounds:
         lines.append(f"| {r['id']} | {r['arrived']:,}/{r['of']:,} | "
                      f"{'not all' if r['all_s'] != r['all_s'] else format(r['all_s'], '.3f')} | "
                      f"{r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['real_p50_s']:.3f} / "
                      f"{r['light_p50_s']:.3f} | {r['server_cpu_s']:.2f} | "
+                     f"{r.get('server_cpu_us_per_sync', float('nan')):.0f} | "
                      f"{r['client_cpu_s']:.2f} | {r['load']} |")
     quiet = res.get("server_quiet")
     if quiet:

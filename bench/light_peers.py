@@ -94,6 +94,7 @@ class LightPeers:
         self.lost_after_ready = 0
         self.stdin_buf = b""
         self.stdin_eof = False
+        self.next_scan = 0.0                  # when step() next looks for stalled handshakes
 
     # -- opening ------------------------------------------------------------------------
     def _open_more(self) -> None:
@@ -253,8 +254,9 @@ class LightPeers:
     # -- loop ---------------------------------------------------------------------------
     def step(self, timeout: float) -> None:
         self._open_more()
-        now = time.monotonic()
-        for key, mask in self.sel.select(timeout):
+        events = self.sel.select(timeout)
+        now = time.monotonic()  # after the wait: what it returned arrived by now
+        for key, mask in events:
             if key.data is None:  # stdin
                 chunk = os.read(sys.stdin.fileno(), 65536)
                 if not chunk:
@@ -269,10 +271,12 @@ class LightPeers:
                 self._writable(peer)
             if peer.state != "dead" and mask & selectors.EVENT_READ:
                 self._readable(peer, now)
-        for peer in list(self.peers.values()):
-            if peer.state != "ready" and now - peer.started > self.handshake_timeout:
-                self._fail(peer, f"no progress within {self.handshake_timeout:.0f} s "
-                                 f"in state {peer.state}")
+        if self.pending and now >= self.next_scan:  # a look at every peer: once a second
+            self.next_scan = now + 1.0
+            for peer in list(self.peers.values()):
+                if peer.state != "ready" and now - peer.started > self.handshake_timeout:
+                    self._fail(peer, f"no progress within {self.handshake_timeout:.0f} s "
+                                     f"in state {peer.state}")
 
     def connect_all(self, deadline: float) -> None:
         while time.monotonic() < deadline:
