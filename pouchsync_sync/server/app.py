@@ -276,6 +276,8 @@ class SyncServer:
             "workers": self.pool.threads,
             "tasks_running": sum(p["workers"] for p in per),
             "queued_bytes": sum(p["queued_bytes"] for p in per),
+            "live_pushes_fanout": sum(p["live_pushes_fanout"] for p in per),
+            "live_pushes_lane": sum(p["live_pushes_lane"] for p in per),
             "followers": self.followers.active(),
             "followers_started": self.followers.started_total,
             "reply_bytes_held": self.budget.total,

@@ -139,6 +139,10 @@ class Live:
         self.timer = session.timer
         self.followers = session.followers
         self.options = session.options
+        #: batches pushed by the follower's fan-out task, and push tasks run on the lane
+        #: (counts for ``stats``; unlocked, so they may be a moment out of date)
+        self.pushes_fanout = 0
+        self.pushes_lane = 0
 
     # -- longpoll calls -----------------------------------------------------------------
     def start_longpoll(self, ctx: ChannelContext, call_id: int, kwargs: dict[str, Any]) -> None:
@@ -259,6 +263,7 @@ class Live:
                 return
             sub.scheduled = True
             sub.dirty = False
+        self.pushes_fanout += 1
         try:
             state = self._push_batch(sub)
         except Exception as exc:  # noqa: BLE001 - the peer gets it; the other subscriptions go on
@@ -284,6 +289,7 @@ class Live:
         self.session.outbox.on_drain(lambda: self._wake(sub, self._pump))
 
     def _pump(self, sub: Subscription) -> None:
+        self.pushes_lane += 1
         while True:
             with sub.lock:
                 if sub.cancelled:

@@ -363,4 +363,6 @@ class Session:
             "calls_in_flight": self.calls_in_flight,
             "workers": self.lane.running,
             "queued_bytes": self.outbox.size,
+            "live_pushes_fanout": self.live.pushes_fanout,
+            "live_pushes_lane": self.live.pushes_lane,
         }
