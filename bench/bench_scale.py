@@ -193,11 +193,17 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
                                                     if a["kind"] == "light" for t in a["times"]), 0.5),
                    "client_cpu_s": sum(a.get("cpu_s_during", 0.0) for a in answers)}
             rnd["server_cpu_us_per_sync"] = cpu * 1e6 / arrived if arrived else float("nan")
+            calls: dict[str, int] = {}  # what the real Clients called meanwhile (checkpoints)
+            for a in answers:
+                for op, n in (a.get("calls") or {}).items():
+                    calls[op] = calls.get(op, 0) + n
+            rnd["client_calls"] = calls
             rounds.append(rnd)
             print(f"  change {doc_id}: {arrived:,}/{expected:,} arrived, last {rnd['last_s']:.3f} s, "
                   f"median {rnd['p50_s']:.3f} s, p99 {rnd['p99_s']:.3f} s (real median "
                   f"{rnd['real_p50_s']:.3f}, light median {rnd['light_p50_s']:.3f}); server CPU "
-                  f"{cpu:.2f} s ({rnd['server_cpu_us_per_sync']:.0f} µs per sync); load {load0}",
+                  f"{cpu:.2f} s ({rnd['server_cpu_us_per_sync']:.0f} µs per sync); calls by the "
+                  f"real Clients {calls or 'none'}; load {load0}",
                   flush=True)
             threading.Event().wait(1.0)  # spacing the samples, not waiting for a condition
         if spy is not None:

@@ -12,7 +12,8 @@ Prints one JSON line ``{"ready", ...}`` when every sync is ready or has failed (
 failures counted by reason: a limit of the machine shows here instead of a crash), then
 for each line ``ID`` on stdin waits until every ready sync got a ``changes`` carrying
 ``ID`` (or ``--timeout``) and prints the arrival times (``time.monotonic()``). EOF on
-stdin closes every socket and ends the process.
+stdin closes every socket and ends the process. Every ``changes`` frame is parsed
+(orjson) and each change counted only with its id and a seq past the one subscribed at.
 """
 
 from __future__ import annotations
@@ -225,6 +226,13 @@ class LightPeers:
             for row in msg["results"]:
                 doc_id = row.get("id", "")
                 if doc_id.startswith(PREFIX):
+                    seq, before = row.get("seq"), peer.seqs.get(ch)
+                    if seq is None or (type(seq) is int and type(before) is int
+                                       and seq <= before):
+                        # written after the subscription began: its seq is past update_seq
+                        self._fail(peer, f"change {doc_id} with seq {seq!r} (update_seq "
+                                         f"was {before!r} at subscribe)")
+                        return
                     self.arrivals.setdefault(doc_id, {}).setdefault((peer.idx, ch), now)
         elif kind in ("denied", "error") or (kind in ("reply", "changes") and "error" in msg):
             self._fail(peer, f"{kind} in state {peer.state}: {msg.get('error')} "

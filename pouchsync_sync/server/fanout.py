@@ -102,7 +102,7 @@ class FanOut:
                 try:
                     pusher.push_from_fanout(sub)
                 except Exception:  # one socket's failure must not stop the others' pushes
-                    log.exception("live push to subscription %s failed", sub.sub)
+                    log.exception("a live push failed; the other subscriptions go on")
             with self._lock:
                 if not self._rung or self.follower.stopping:
                     self._scheduled = False
