@@ -136,3 +136,53 @@ def test_each_socket_of_a_server_pings_at_its_own_interval(tmp_path) -> None:
             peer.close()
         srv.stop()
         data.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_text_frames_are_the_bytes_wsproto_makes(size: int) -> None:
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import TextMessage
+
+    from pouchsync_sync.server.outbox import text_frame
+
+    text = ("é" * size)[:size] if size % 2 else "x" * size
+    expected = Connection(ConnectionType.SERVER).send(TextMessage(data=text))
+    assert text_frame(text.encode()) == expected
+
+
+def test_pushes_reach_a_permessage_deflate_socket_and_a_plain_one_alike(tmp_path) -> None:
+    from tests.fault.attackers import DeflatePeer
+
+    data = ps.DataDir(tmp_path / "data")
+    srv = ps.create_server(lambda credentials, name: data.database(name))
+    srv.start()
+    deflate = plain = None
+    try:
+        deflate, plain = DeflatePeer(srv.url, timeout=WAIT), RawPeer(srv.url, timeout=WAIT)
+        deflate.send_text('{"type": "hello", "versions": [1]}')
+        assert deflate.recv()["type"] == "welcome"
+        for peer, send in ((deflate, deflate.send_text), (plain, plain.send)):
+            send('{"type": "open", "ch": 1, "db": "both"}')
+            while peer.recv()["type"] != "granted":
+                pass
+            send('{"type": "subscribe", "ch": 1, "sub": 1, "since": 0}')
+        db = data.database("both")
+        ids = [f"d{i:03d}" for i in range(30)]
+        body = "é" * 300  # big enough to be compressed, not ASCII
+        for doc_id in ids:
+            db.put({"_id": doc_id, "body": body})
+        for peer in (deflate, plain):
+            got: list[str] = []
+            while len(got) < len(ids):
+                msg = peer.recv()
+                assert isinstance(msg, dict), msg
+                if msg["type"] == "changes":
+                    got.extend(row["id"] for row in msg["results"])
+            assert got == ids
+        assert srv.stats()["live_pushes_fanout"] > 0
+    finally:
+        for peer in (deflate, plain):
+            if peer is not None:
+                peer.sock.close() if isinstance(peer, DeflatePeer) else peer.close()
+        srv.stop()
+        data.close()
