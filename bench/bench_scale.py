@@ -67,7 +67,8 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
             syncs_per_socket: int = 1, changes: int = 3, concurrency: int = 100,
             change_timeout: float = 60.0, max_machine_threads: int | None = None,
             connect_timeout: float = 600.0, quiet_wait: float = 35.0,
-            profile: str | None = None) -> dict[str, Any]:
+            profile: str | None = None,
+            switch_interval: float | None = None) -> dict[str, Any]:
     raise_nofile()
     if max_machine_threads is None:
         max_machine_threads = default_thread_cap()
@@ -84,7 +85,11 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
                            "max_machine_threads": max_machine_threads,
                            "machine_threads_before": machine_threads(),
                            "load_before": load()}
-    server = Child(py("sync_server.py", "--db", srv_path, "--max-seconds", max_s),
+    server_args: list[Any] = ["--db", srv_path, "--max-seconds", max_s]
+    if switch_interval is not None:
+        server_args += ["--switch-interval", switch_interval]
+        out["switch_interval"] = switch_interval
+    server = Child(py("sync_server.py", *server_args),
                    timeout=max_s + 60, log_name=f"scale-{syncs}-server.log")
     children: list[tuple[str, Child]] = []
     limits_hit: list[str] = []
@@ -217,9 +222,14 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
     finally:
         out["server_peak"] = sampler.stop() if sampler else {}
         out["server_peak"]["VmHWM"] = proc_status(server.pid).get("VmHWM", 0)
+        t_close = time.monotonic()
         for _, child in reversed(children):
             child.close(timeout=120)
+        out["clients_closed_s"] = time.monotonic() - t_close  # every socket closing at once
         server.close(timeout=120)
+        out["teardown_s"] = time.monotonic() - t_close
+        print(f"  teardown: client processes closed in {out['clients_closed_s']:.1f} s, the "
+              f"server stopped {out['teardown_s']:.1f} s after they began", flush=True)
         remove_db(srv_path)
         for path, where in [(server.log_path, "server process")] + \
                 [(c.log_path, f"{k} client process") for k, c in children]:
@@ -281,6 +291,9 @@ def main() -> None:
     parser.add_argument("--max-machine-threads", type=int, default=None,
                         help="light peers stop connecting when the machine runs this many "
                              "threads (default 70 %% of kernel.pid_max)")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="the server process's sys.setswitchinterval (default CPython's "
+                             "5 ms): how often each thread waiting for the GIL wakes up")
     parser.add_argument("--profile", default=None,
                         help="write py-spy's collapsed stacks of the server during the changes "
                              "to this file (needs py-spy; bench only)")
@@ -292,7 +305,7 @@ def main() -> None:
                   change_timeout=args.change_timeout,
                   max_machine_threads=args.max_machine_threads,
                   connect_timeout=args.connect_timeout, quiet_wait=args.quiet_wait,
-                  profile=args.profile)
+                  profile=args.profile, switch_interval=args.switch_interval)
     OUT.mkdir(exist_ok=True)
     path = OUT / f"scale-{args.syncs}.json"
     path.write_text(json.dumps(res, indent=1, default=str))
