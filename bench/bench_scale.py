@@ -5,6 +5,7 @@ the server (threads, RSS), and how fast one change reaches all of them.
                                  [--light-procs 2] [--syncs-per-socket 1] [--changes 3]
                                  [--connect-timeout 600] [--quiet-wait 35]
                                  [--max-machine-threads (70 % of kernel.pid_max)]
+                                 [--switch-interval S]
 
 One server process (``sync_server.py``, embedded store). ``--real`` of the syncs are real
 ``pouchsync_sync.Client``s (one live pull sync each on its own ``:memory:`` store, in
@@ -14,7 +15,10 @@ protocol-level peers (``light_peers.py``: thousands of WebSockets in one thread 
 sockets). The real Clients connect first, then the light peers; ``--quiet-wait`` s later
 the server is read again (today's per-socket pool threads idle out after 30 s). Then
 ``--changes`` times one doc is written through the server process and timed until every
-sync still connected has received it.
+sync still connected has received it; each change's server CPU is also given per sync,
+with the calls the real Clients made meanwhile. At the end, the time for every socket
+to close at once (the client processes end) and the server to stop. ``--switch-interval``
+sets the server process's ``sys.setswitchinterval`` (docs/deployment.md).
 
 Where a limit of the machine binds first (threads per user, kernel pid_max, memory maps
 per process, open files), the run goes on with what connected and says which limit and
@@ -67,7 +71,6 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
             syncs_per_socket: int = 1, changes: int = 3, concurrency: int = 100,
             change_timeout: float = 60.0, max_machine_threads: int | None = None,
             connect_timeout: float = 600.0, quiet_wait: float = 35.0,
-            profile: str | None = None,
             switch_interval: float | None = None) -> dict[str, Any]:
     raise_nofile()
     if max_machine_threads is None:
@@ -167,7 +170,6 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
               f"server {con['threads']:,} threads, RSS {con['rss_mb']:.0f} MB, "
               f"{con['maps']:,} maps; load {load()}", flush=True)
         rounds = []
-        spy = start_profile(server.pid, profile, syncs) if profile else None
         for k in range(changes):
             doc_id = f"fan-{k:04d}"
             load0 = load()
@@ -211,8 +213,6 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
                   f"real Clients {calls or 'none'}; load {load0}",
                   flush=True)
             threading.Event().wait(1.0)  # spacing the samples, not waiting for a condition
-        if spy is not None:
-            out["profile"] = stop_profile(spy)
         out["rounds"] = rounds
         out["server_after"] = server_reading(server)
         out["client_threads"] = [{"kind": a["kind"], "threads": a.get("threads")}
@@ -236,33 +236,6 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
             limits_hit.extend(limits_in_log(path, where))
         out["limits_hit"] = limits_hit
     return out
-
-
-def start_profile(pid: int, path: str, syncs: int) -> Any:
-    """py-spy (a bench-only tool, ``pip install --user py-spy``) sampling the server
-    process while the changes are timed; its collapsed stacks go to ``path``."""
-    import shutil
-    import subprocess
-    exe = shutil.which("py-spy") or str(Path.home() / ".local/bin/py-spy")
-    if not Path(exe).exists():
-        print("  (--profile: py-spy not found, no profile)", flush=True)
-        return None
-    return subprocess.Popen([exe, "record", "-p", str(pid), "-o", path, "-f", "raw",
-                             "-r", "250", "--nonblocking"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
-def stop_profile(spy: Any) -> str:
-    import signal
-    import subprocess
-    spy.send_signal(signal.SIGINT)
-    try:
-        spy.wait(60)
-    except subprocess.TimeoutExpired:
-        spy.kill()
-        spy.wait(10)
-    return f"py-spy exit {spy.returncode}"
 
 
 def _per(now: dict[str, Any], idle: dict[str, Any], n: int) -> dict[str, float]:
@@ -294,9 +267,6 @@ def main() -> None:
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="the server process's sys.setswitchinterval (default CPython's "
                              "5 ms): how often each thread waiting for the GIL wakes up")
-    parser.add_argument("--profile", default=None,
-                        help="write py-spy's collapsed stacks of the server during the changes "
-                             "to this file (needs py-spy; bench only)")
     args = parser.parse_args()
     print_machine()
     res = measure(args.syncs, real=args.real, real_procs=args.real_procs,
@@ -305,7 +275,7 @@ def main() -> None:
                   change_timeout=args.change_timeout,
                   max_machine_threads=args.max_machine_threads,
                   connect_timeout=args.connect_timeout, quiet_wait=args.quiet_wait,
-                  profile=args.profile, switch_interval=args.switch_interval)
+                  switch_interval=args.switch_interval)
     OUT.mkdir(exist_ok=True)
     path = OUT / f"scale-{args.syncs}.json"
     path.write_text(json.dumps(res, indent=1, default=str))
