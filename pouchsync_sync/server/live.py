@@ -139,8 +139,8 @@ class Live:
         self.timer = session.timer
         self.followers = session.followers
         self.options = session.options
-        #: batches pushed by the follower's fan-out task, and push tasks run on the lane
-        #: (counts for ``stats``; unlocked, so they may be a moment out of date)
+        #: reads the follower's fan-out task made for this socket's subscriptions, and
+        #: push tasks run on its lane (counts for ``stats``; unlocked, a moment out of date)
         self.pushes_fanout = 0
         self.pushes_lane = 0
 

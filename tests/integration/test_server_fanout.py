@@ -180,6 +180,9 @@ def test_pushes_reach_a_permessage_deflate_socket_and_a_plain_one_alike(tmp_path
                     got.extend(row["id"] for row in msg["results"])
             assert got == ids
         assert srv.stats()["live_pushes_fanout"] > 0
+        with srv._lock:  # which way each socket's frames were made
+            plain_frames = sorted(s.outbox._plain is not None for s in srv._sessions)
+        assert plain_frames == [False, True]  # wsproto for the deflate socket only
     finally:
         for peer in (deflate, plain):
             if peer is not None:
