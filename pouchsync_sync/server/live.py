@@ -327,14 +327,16 @@ class Live:
             follower.generation, (jsoncodec.dumps(since), sub.read_key),
             lambda: db.changes(since=since, limit=sub.batch, **sub.kwargs))
         rows = result.get("results") or []
+        pending = result.get("pending")
+        if pending is None and len(rows) < sub.batch:
+            pending = 0  # fewer rows than asked for: the read reached the feed's end
         if rows:
-            msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"),
-                            result.get("pending"))
+            msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"), pending)
             if not self._send_for(sub, msg, m.encode(msg)):
                 return _CAUGHT_UP  # the channel or the socket is gone: nothing more to do
         if result.get("last_seq") is not None:
             sub.since = result["last_seq"]
-        if len(rows) < sub.batch and not result.get("pending"):
+        if len(rows) < sub.batch and not pending:
             return _CAUGHT_UP
         return _MORE
 

@@ -189,3 +189,49 @@ def test_pushes_reach_a_permessage_deflate_socket_and_a_plain_one_alike(tmp_path
                 peer.sock.close() if isinstance(peer, DeflatePeer) else peer.close()
         srv.stop()
         data.close()
+
+
+class NoPending(ps.LocalDatabase):
+    """A backend whose ``changes`` answers carry no ``pending`` (as pouchdb-server's)."""
+
+    def changes(self, **kwargs: Any) -> dict[str, Any]:
+        answer = dict(super().changes(**kwargs))
+        answer.pop("pending", None)
+        return answer
+
+
+def test_a_push_that_reached_the_feeds_end_says_pending_0_even_if_the_backend_does_not(
+        tmp_path) -> None:
+    db = NoPending(str(tmp_path / "nopending.sqlite"))
+    srv = ps.create_server(lambda credentials, name: db)
+    srv.start()
+    peer = None
+    try:
+        db.bulk_docs([{"_id": f"d{i}"} for i in range(8)])
+        assert "pending" not in db.changes(since=0, limit=3)
+        peer = RawPeer(srv.url, timeout=WAIT)
+        peer.send({"type": "open", "ch": 1, "db": "x"})
+        peer.until(lambda m: m.get("type") == "granted")
+        peer.send({"type": "subscribe", "ch": 1, "sub": 1, "since": 0, "batch": 3})
+        batches: list[dict[str, Any]] = []
+        while sum(len(b["results"]) for b in batches) < 8:
+            msg = peer.recv()
+            assert isinstance(msg, dict), msg
+            if msg.get("type") == "changes":
+                batches.append(msg)
+        db.put({"_id": "later"})
+        msg, _ = peer.until(lambda m: m.get("type") == "changes")
+        batches.append(msg)
+        ids = [row["id"] for b in batches for row in b["results"]]
+        assert ids == [f"d{i}" for i in range(8)] + ["later"]
+        for batch in batches:  # full batches say nothing; a short one reached the end
+            if len(batch["results"]) == 3:
+                assert "pending" not in batch, batch
+            else:
+                assert batch["pending"] == 0, batch
+        assert [len(b["results"]) for b in batches] == [3, 3, 2, 1]
+    finally:
+        if peer is not None:
+            peer.close()
+        srv.stop()
+        db.close()
