@@ -76,6 +76,12 @@ class FanOut:
         with self._lock:
             self._subs.pop(token, None)
 
+    @property
+    def busy(self) -> bool:
+        """A task of it is queued or running."""
+        with self._lock:
+            return self._scheduled
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._subs)
