@@ -5,6 +5,7 @@ the server (threads, RSS), and how fast one change reaches all of them.
                                  [--light-procs 2] [--syncs-per-socket 1] [--changes 3]
                                  [--connect-timeout 600] [--quiet-wait 35]
                                  [--max-machine-threads (70 % of kernel.pid_max)]
+                                 [--switch-interval S]
 
 One server process (``sync_server.py``, embedded store). ``--real`` of the syncs are real
 ``pouchsync_sync.Client``s (one live pull sync each on its own ``:memory:`` store, in
@@ -14,7 +15,10 @@ protocol-level peers (``light_peers.py``: thousands of WebSockets in one thread 
 sockets). The real Clients connect first, then the light peers; ``--quiet-wait`` s later
 the server is read again (today's per-socket pool threads idle out after 30 s). Then
 ``--changes`` times one doc is written through the server process and timed until every
-sync still connected has received it.
+sync still connected has received it; each change's server CPU is also given per sync,
+with the calls the real Clients made meanwhile. At the end, the time for every socket
+to close at once (the client processes end) and the server to stop. ``--switch-interval``
+sets the server process's ``sys.setswitchinterval`` (docs/deployment.md).
 
 Where a limit of the machine binds first (threads per user, kernel pid_max, memory maps
 per process, open files), the run goes on with what connected and says which limit and
@@ -66,7 +70,8 @@ def _split(total: int, parts: int) -> list[int]:
 def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light_procs: int = 2,
             syncs_per_socket: int = 1, changes: int = 3, concurrency: int = 100,
             change_timeout: float = 60.0, max_machine_threads: int | None = None,
-            connect_timeout: float = 600.0, quiet_wait: float = 35.0) -> dict[str, Any]:
+            connect_timeout: float = 600.0, quiet_wait: float = 35.0,
+            switch_interval: float | None = None) -> dict[str, Any]:
     raise_nofile()
     if max_machine_threads is None:
         max_machine_threads = default_thread_cap()
@@ -83,7 +88,11 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
                            "max_machine_threads": max_machine_threads,
                            "machine_threads_before": machine_threads(),
                            "load_before": load()}
-    server = Child(py("sync_server.py", "--db", srv_path, "--max-seconds", max_s),
+    server_args: list[Any] = ["--db", srv_path, "--max-seconds", max_s]
+    if switch_interval is not None:
+        server_args += ["--switch-interval", switch_interval]
+        out["switch_interval"] = switch_interval
+    server = Child(py("sync_server.py", *server_args),
                    timeout=max_s + 60, log_name=f"scale-{syncs}-server.log")
     children: list[tuple[str, Child]] = []
     limits_hit: list[str] = []
@@ -190,11 +199,19 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
                    "light_p50_s": percentile(sorted(t - t_write for a in answers
                                                     if a["kind"] == "light" for t in a["times"]), 0.5),
                    "client_cpu_s": sum(a.get("cpu_s_during", 0.0) for a in answers)}
+            rnd["server_cpu_us_per_sync"] = cpu * 1e6 / arrived if arrived else float("nan")
+            calls: dict[str, int] = {}  # what the real Clients called meanwhile (checkpoints)
+            for a in answers:
+                for op, n in (a.get("calls") or {}).items():
+                    calls[op] = calls.get(op, 0) + n
+            rnd["client_calls"] = calls
             rounds.append(rnd)
             print(f"  change {doc_id}: {arrived:,}/{expected:,} arrived, last {rnd['last_s']:.3f} s, "
                   f"median {rnd['p50_s']:.3f} s, p99 {rnd['p99_s']:.3f} s (real median "
                   f"{rnd['real_p50_s']:.3f}, light median {rnd['light_p50_s']:.3f}); server CPU "
-                  f"{cpu:.2f} s; load {load0}", flush=True)
+                  f"{cpu:.2f} s ({rnd['server_cpu_us_per_sync']:.0f} µs per sync); calls by the "
+                  f"real Clients {calls or 'none'}; load {load0}",
+                  flush=True)
             threading.Event().wait(1.0)  # spacing the samples, not waiting for a condition
         out["rounds"] = rounds
         out["server_after"] = server_reading(server)
@@ -205,9 +222,14 @@ def measure(syncs: int = 10_000, *, real: int = 1000, real_procs: int = 4, light
     finally:
         out["server_peak"] = sampler.stop() if sampler else {}
         out["server_peak"]["VmHWM"] = proc_status(server.pid).get("VmHWM", 0)
+        t_close = time.monotonic()
         for _, child in reversed(children):
             child.close(timeout=120)
+        out["clients_closed_s"] = time.monotonic() - t_close  # every socket closing at once
         server.close(timeout=120)
+        out["teardown_s"] = time.monotonic() - t_close
+        print(f"  teardown: client processes closed in {out['clients_closed_s']:.1f} s, the "
+              f"server stopped {out['teardown_s']:.1f} s after they began", flush=True)
         remove_db(srv_path)
         for path, where in [(server.log_path, "server process")] + \
                 [(c.log_path, f"{k} client process") for k, c in children]:
@@ -242,6 +264,9 @@ def main() -> None:
     parser.add_argument("--max-machine-threads", type=int, default=None,
                         help="light peers stop connecting when the machine runs this many "
                              "threads (default 70 %% of kernel.pid_max)")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="the server process's sys.setswitchinterval (default CPython's "
+                             "5 ms): how often each thread waiting for the GIL wakes up")
     args = parser.parse_args()
     print_machine()
     res = measure(args.syncs, real=args.real, real_procs=args.real_procs,
@@ -249,7 +274,8 @@ def main() -> None:
                   changes=args.changes, concurrency=args.concurrency,
                   change_timeout=args.change_timeout,
                   max_machine_threads=args.max_machine_threads,
-                  connect_timeout=args.connect_timeout, quiet_wait=args.quiet_wait)
+                  connect_timeout=args.connect_timeout, quiet_wait=args.quiet_wait,
+                  switch_interval=args.switch_interval)
     OUT.mkdir(exist_ok=True)
     path = OUT / f"scale-{args.syncs}.json"
     path.write_text(json.dumps(res, indent=1, default=str))
@@ -288,13 +314,14 @@ def section(res: dict[str, Any], cmd: str) -> list[str]:
              f"{con.get('maps', 0):,} ({peak.get('maps', 0):,}) |", "",
              "| change | reached / syncs still connected | all reached, s | median, s | p99, s | "
              "median real / light, s | "
-             "server CPU s | client processes CPU s | load |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "server CPU s | server CPU µs per sync | client processes CPU s | load |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rounds:
         lines.append(f"| {r['id']} | {r['arrived']:,}/{r['of']:,} | "
                      f"{'not all' if r['all_s'] != r['all_s'] else format(r['all_s'], '.3f')} | "
                      f"{r['p50_s']:.3f} | {r['p99_s']:.3f} | {r['real_p50_s']:.3f} / "
                      f"{r['light_p50_s']:.3f} | {r['server_cpu_s']:.2f} | "
+                     f"{r.get('server_cpu_us_per_sync', float('nan')):.0f} | "
                      f"{r['client_cpu_s']:.2f} | {r['load']} |")
     quiet = res.get("server_quiet")
     if quiet:

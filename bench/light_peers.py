@@ -12,7 +12,8 @@ Prints one JSON line ``{"ready", ...}`` when every sync is ready or has failed (
 failures counted by reason: a limit of the machine shows here instead of a crash), then
 for each line ``ID`` on stdin waits until every ready sync got a ``changes`` carrying
 ``ID`` (or ``--timeout``) and prints the arrival times (``time.monotonic()``). EOF on
-stdin closes every socket and ends the process.
+stdin closes every socket and ends the process. Every ``changes`` frame is parsed
+(orjson) and each change counted only with its id and a seq past the one subscribed at.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class LightPeers:
         self.lost_after_ready = 0
         self.stdin_buf = b""
         self.stdin_eof = False
+        self.next_scan = 0.0                  # when step() next looks for stalled handshakes
 
     # -- opening ------------------------------------------------------------------------
     def _open_more(self) -> None:
@@ -224,6 +226,13 @@ class LightPeers:
             for row in msg["results"]:
                 doc_id = row.get("id", "")
                 if doc_id.startswith(PREFIX):
+                    seq, before = row.get("seq"), peer.seqs.get(ch)
+                    if seq is None or (type(seq) is int and type(before) is int
+                                       and seq <= before):
+                        # written after the subscription began: its seq is past update_seq
+                        self._fail(peer, f"change {doc_id} with seq {seq!r} (update_seq "
+                                         f"was {before!r} at subscribe)")
+                        return
                     self.arrivals.setdefault(doc_id, {}).setdefault((peer.idx, ch), now)
         elif kind in ("denied", "error") or (kind in ("reply", "changes") and "error" in msg):
             self._fail(peer, f"{kind} in state {peer.state}: {msg.get('error')} "
@@ -253,8 +262,9 @@ class LightPeers:
     # -- loop ---------------------------------------------------------------------------
     def step(self, timeout: float) -> None:
         self._open_more()
-        now = time.monotonic()
-        for key, mask in self.sel.select(timeout):
+        events = self.sel.select(timeout)
+        now = time.monotonic()  # after the wait: what it returned arrived by now
+        for key, mask in events:
             if key.data is None:  # stdin
                 chunk = os.read(sys.stdin.fileno(), 65536)
                 if not chunk:
@@ -269,10 +279,12 @@ class LightPeers:
                 self._writable(peer)
             if peer.state != "dead" and mask & selectors.EVENT_READ:
                 self._readable(peer, now)
-        for peer in list(self.peers.values()):
-            if peer.state != "ready" and now - peer.started > self.handshake_timeout:
-                self._fail(peer, f"no progress within {self.handshake_timeout:.0f} s "
-                                 f"in state {peer.state}")
+        if self.pending and now >= self.next_scan:  # a look at every peer: once a second
+            self.next_scan = now + 1.0
+            for peer in list(self.peers.values()):
+                if peer.state != "ready" and now - peer.started > self.handshake_timeout:
+                    self._fail(peer, f"no progress within {self.handshake_timeout:.0f} s "
+                                     f"in state {peer.state}")
 
     def connect_all(self, deadline: float) -> None:
         while time.monotonic() < deadline:

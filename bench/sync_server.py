@@ -40,8 +40,12 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=900.0)
     parser.add_argument("--ping-interval", type=float, default=20.0)
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="sys.setswitchinterval for this process (CPython's default: 0.005 s)")
     args = parser.parse_args()
     raise_nofile()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
 

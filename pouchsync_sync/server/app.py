@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import socket
 import threading
 import time
@@ -27,7 +28,7 @@ from .options import ServerOptions
 from .pool import WorkerPool
 from .session import Session
 from .timer import Timer, TimerEntry
-from .transport import WebSocketServer, serialized_environ
+from .transport import WebSocketServer, ping_interval_for, serialized_environ
 
 __all__ = ["SyncServer", "create_server"]
 
@@ -90,6 +91,7 @@ class SyncServer:
         self._sessions: set[Session] = set()
         self._ids = itertools.count(1)
         self._connections_total = 0
+        self._random = random.Random()  # each socket's ping interval (transport.py)
         self._http: Any = None
         self._thread: threading.Thread | None = None
 
@@ -116,7 +118,8 @@ class SyncServer:
             if sock is not None:  # upgraded: simple-websocket sends with send(), never time out
                 sock.settimeout(None)
             ws = WebSocketServer(  # frames before the welcome: max_hello_size at most
-                serialized_environ(environ), ping_interval=opts.ping_interval,
+                serialized_environ(environ),
+                ping_interval=ping_interval_for(opts.ping_interval, self._random),
                 max_message_size=opts.max_hello_size,
                 receive_bytes=opts.receive_bytes, thread_class=_thread_class(conn_id))
         except Exception as exc:  # noqa: BLE001 - any broken handshake: answer 400, serve nothing
@@ -276,6 +279,8 @@ class SyncServer:
             "workers": self.pool.threads,
             "tasks_running": sum(p["workers"] for p in per),
             "queued_bytes": sum(p["queued_bytes"] for p in per),
+            "live_pushes_fanout": sum(p["live_pushes_fanout"] for p in per),
+            "live_pushes_lane": sum(p["live_pushes_lane"] for p in per),
             "followers": self.followers.active(),
             "followers_started": self.followers.started_total,
             "reply_bytes_held": self.budget.total,

@@ -38,6 +38,7 @@ from ..store.base import Database
 from ..store.notify import notifier_of
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .fanout import FanOut
     from .pool import WorkerPool
     from .timer import Timer
 
@@ -90,6 +91,8 @@ class Follower:
         self._reads: dict[Any, _SharedRead] = {}
         self._reads_generation = -1
         self.shared_reads = 0  # reads answered from another reader's read
+        #: the live subscriptions' one listener (fanout.py), made by the first of them
+        self.fanout: FanOut | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_started(self) -> None:

@@ -8,11 +8,14 @@ channel closes). Nothing here holds a thread while it waits:
   nothing is new it registers a listener on the follower and a deadline on the server's
   ``Timer``, and its thread goes back to the pool. The first of the two schedules the
   next read; the call is answered when a read finds rows or the deadline has passed.
-- A ``Subscription`` registers a listener on the follower; each notification schedules
-  one push task (coalesced: at most one queued or running, re-run when dirty) that
-  reads ``changes`` from the subscription's ``since`` in batches and queues them. While
-  the socket's outgoing queue is over its high-water mark (a slow reader) the push
-  pauses and resumes when the queue drains.
+- A ``Subscription`` registers with the follower's ``FanOut`` (fanout.py), whose one
+  pool task per change gives each subscription its next batch (``push_from_fanout``:
+  one shared read, the frame queued and written at once if the socket takes it). Its
+  catch-up at start, a batch that leaves more to read and a push resumed after a pause
+  run as the subscription's own push task on the lane (``_pump``; coalesced: at most
+  one queued or running, re-run when dirty), which reads ``changes`` from its ``since``
+  in batches. While the socket's outgoing queue is over its high-water mark (a slow
+  reader) the push pauses and resumes when the queue drains.
 
 Every answer is checked, under the session's lock, against the channel and
 subscription it works for, so nothing reaches a closed or reused channel.
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import jsoncodec
 from ..protocol import messages as m
 from .dispatch import error_json, execute
+from .fanout import FanOut
 from .follower import Follower
 from .grant import Grant
 
@@ -36,6 +40,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .timer import TimerEntry
 
 __all__ = ["ChannelContext", "Subscription", "LongPoll", "Live", "ChannelGone"]
+
+#: what one batch of a push ended with (``Live._push_batch``)
+_MORE, _CAUGHT_UP, _PAUSED = object(), object(), object()
 
 
 class ChannelGone(Exception):
@@ -99,6 +106,16 @@ class Subscription(_Waiting):
         self.dirty = False
         #: what makes two subscriptions' reads the same (with their ``since``)
         self.read_key = (batch, jsoncodec.dumps(sorted(kwargs.items())))
+        self.fanout: FanOut | None = None
+
+    def detach(self) -> None:
+        with self.lock:  # its token is the fan-out's, not a listener of the follower
+            fanout, token = self.fanout, self.token
+            if fanout is not None:
+                self.fanout = self.token = None
+        if fanout is not None and token is not None:
+            fanout.remove(token)
+        super().detach()
 
 
 class LongPoll(_Waiting):
@@ -122,6 +139,10 @@ class Live:
         self.timer = session.timer
         self.followers = session.followers
         self.options = session.options
+        #: reads the follower's fan-out task made for this socket's subscriptions, and
+        #: push tasks run on its lane (counts for ``stats``; unlocked, a moment out of date)
+        self.pushes_fanout = 0
+        self.pushes_lane = 0
 
     # -- longpoll calls -----------------------------------------------------------------
     def start_longpoll(self, ctx: ChannelContext, call_id: int, kwargs: dict[str, Any]) -> None:
@@ -222,17 +243,53 @@ class Live:
         except Exception as exc:  # noqa: BLE001 - the peer gets the error, the session goes on
             self._end_subscription(sub, error_json(exc, what="subscribe"))
             return
+        fanout = FanOut.of(follower, self.lane.pool)
         with sub.lock:
             if sub.cancelled:
                 return
             sub.follower = follower
-            sub.token = follower.add_listener(lambda: self._wake(sub, self._pump))
+            sub.fanout = fanout
+            sub.token = fanout.add(self, sub)
         self._wake(sub, self._pump)
 
+    def push_from_fanout(self, sub: Subscription) -> None:
+        """After a change, on the fan-out's task: the subscription's next batch, here
+        when nothing of it runs; the rest of the work (more batches, a pause) on its lane."""
+        with sub.lock:
+            if sub.cancelled:
+                return
+            if sub.scheduled:  # its own task runs or waits: it reads again after
+                sub.dirty = True
+                return
+            sub.scheduled = True
+            sub.dirty = False
+        self.pushes_fanout += 1
+        try:
+            state = self._push_batch(sub)
+        except Exception as exc:  # noqa: BLE001 - the peer gets it; the other subscriptions go on
+            self._end_subscription(sub, error_json(exc, what="live changes"))
+            with sub.lock:
+                sub.scheduled = False
+            return
+        if state is _PAUSED:
+            self._pause(sub)
+            return
+        with sub.lock:
+            if sub.cancelled or (state is _CAUGHT_UP and not sub.dirty):
+                sub.scheduled = False
+                return
+        if not self.lane.submit(self._pump, sub):  # more to read: its own task, still scheduled
+            with sub.lock:
+                sub.scheduled = False
+
+    def _pause(self, sub: Subscription) -> None:
+        """The peer reads slowly: go on once it caught up."""
+        with sub.lock:
+            sub.scheduled = False
+        self.session.outbox.on_drain(lambda: self._wake(sub, self._pump))
+
     def _pump(self, sub: Subscription) -> None:
-        db = sub.ctx.granted.db
-        follower = sub.follower
-        assert follower is not None
+        self.pushes_lane += 1
         while True:
             with sub.lock:
                 if sub.cancelled:
@@ -240,37 +297,48 @@ class Live:
                     return
                 sub.dirty = False
             try:
-                while not sub.cancelled:
-                    # the peer reads slowly: go on once it caught up
-                    if self.session.outbox.backlogged():
-                        with sub.lock:
-                            sub.scheduled = False
-                        self.session.outbox.on_drain(lambda: self._wake(sub, self._pump))
-                        return
-                    since = sub.since
-                    result = follower.shared_read(
-                        follower.generation, (jsoncodec.dumps(since), sub.read_key),
-                        lambda: db.changes(since=since, limit=sub.batch, **sub.kwargs))  # noqa: B023 - called before the loop goes on
-                    rows = result.get("results") or []
-                    if rows:
-                        msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"),
-                                        result.get("pending"))
-                        if not self._send_for(sub, msg, m.encode(msg)):
-                            break
-                    if result.get("last_seq") is not None:
-                        sub.since = result["last_seq"]
-                    if len(rows) < sub.batch and not result.get("pending"):
-                        break
+                state = _MORE
+                while state is _MORE and not sub.cancelled:
+                    state = self._push_batch(sub)
             except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the peer gets it
                 self._end_subscription(sub, error_json(exc, what="live changes"))
                 with sub.lock:
                     sub.scheduled = False
+                return
+            if state is _PAUSED:
+                self._pause(sub)
                 return
             with sub.lock:
                 if sub.dirty and not sub.cancelled:
                     continue
                 sub.scheduled = False
                 return
+
+    def _push_batch(self, sub: Subscription) -> object:
+        """Read one batch from ``sub.since`` and queue it: ``_MORE`` to read at once,
+        ``_CAUGHT_UP``, or ``_PAUSED`` (nothing read: the socket is backlogged)."""
+        if self.session.outbox.backlogged():
+            return _PAUSED
+        follower = sub.follower
+        assert follower is not None
+        db = sub.ctx.granted.db
+        since = sub.since
+        result = follower.shared_read(
+            follower.generation, (jsoncodec.dumps(since), sub.read_key),
+            lambda: db.changes(since=since, limit=sub.batch, **sub.kwargs))
+        rows = result.get("results") or []
+        pending = result.get("pending")
+        if pending is None and len(rows) < sub.batch:
+            pending = 0  # fewer rows than asked for: the read reached the feed's end
+        if rows:
+            msg = m.changes(sub.ctx.ch, sub.sub, rows, result.get("last_seq"), pending)
+            if not self._send_for(sub, msg, m.encode(msg)):
+                return _CAUGHT_UP  # the channel or the socket is gone: nothing more to do
+        if result.get("last_seq") is not None:
+            sub.since = result["last_seq"]
+        if len(rows) < sub.batch and not pending:
+            return _CAUGHT_UP
+        return _MORE
 
     def _send_for(self, sub: Subscription, msg: dict[str, Any], text: str) -> bool:
         held = len(text)

@@ -7,7 +7,9 @@ that does not read blocks only that thread. A task that just queued a small fram
 first tries to write it itself (``send_now``), without ever waiting: only when the
 socket would not take it whole at once is the handler woken. A change pushed to
 10,000 sockets then costs no wake-up of 10,000 handler threads (whose rush for the
-GIL cost more than the sends). A frame counts as waiting
+GIL cost more than the sends). On a socket without extensions (no permessage-deflate)
+``send_now`` makes the frame's header itself (``text_frame``: the bytes wsproto would
+make, without its three copies of the payload). A frame counts as waiting
 (``size``) until its send returned; ``backlogged`` past ``HIGH_WATER`` bytes is the
 signal for live pushes to pause, and ``on_drain`` resumes them at ``LOW_WATER``.
 """
@@ -16,17 +18,19 @@ from __future__ import annotations
 
 import collections
 import logging
+import struct
 import threading
 import time
 from typing import Any, Callable
 
 from simple_websocket import ConnectionClosed
+from wsproto.connection import ConnectionState
 from wsproto.events import TextMessage
 from wsproto.utilities import LocalProtocolError  # simple-websocket's, once closing
 
 from .budget import ReplyBudget
 
-__all__ = ["Outbox", "HIGH_WATER", "LOW_WATER"]
+__all__ = ["Outbox", "HIGH_WATER", "LOW_WATER", "text_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,27 @@ LOW_WATER = 256 * 1024
 #: frames up to this size a task may write itself (``send_now``)
 DIRECT_MAX = 64 * 1024
 _DEBUG_CHARS = 300
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A server's whole text frame (FIN, opcode 1, unmasked) of the UTF-8 ``payload``,
+    for a socket that negotiated no extension (RFC 6455 §5.2)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+def _plain_connection(ws: Any) -> Any:
+    """wsproto's connection of ``ws`` when its frames can be made by ``text_frame`` (it
+    negotiated no extension), else None (wsproto makes them)."""
+    connection = getattr(getattr(ws, "ws", None), "connection", None)
+    proto = getattr(connection, "_proto", None)
+    if proto is None or getattr(proto, "extensions", None) != []:
+        return None
+    return connection
 
 
 def short(data: Any) -> str:
@@ -71,6 +96,8 @@ class Outbox:
         #: the unwritten end of a frame ``send_now`` began: written first by ``flush``
         self._rest: tuple[bytes, str, int, bool] | None = None
         self._broken = False
+        #: wsproto's connection, when ``send_now`` may frame without it
+        self._plain = _plain_connection(ws)
 
     def put_locked(self, text: str, held: int = 0, reply: bool = False, *,
                    wake: bool = True) -> bool:
@@ -99,7 +126,7 @@ class Outbox:
                     if not self._frames or len(self._frames[0][0]) > DIRECT_MAX:
                         break
                     text, held, reply = self._frames.popleft()
-                data = self.ws.ws.send(TextMessage(data=text))  # wsproto: the frame's bytes
+                data = self._frame(text)
                 written = sock.send_now(data)
                 if written < len(data):
                     self._rest = (data[written:], text, held, reply)
@@ -116,6 +143,16 @@ class Outbox:
             more = bool(self._frames) or self._rest is not None
         if more or self.closing.is_set():
             self.ws.event.set()
+
+    def _frame(self, text: str) -> bytes:
+        """The bytes of ``text`` as one frame; ``LocalProtocolError`` once the socket is
+        closing (as wsproto raises)."""
+        plain = self._plain
+        if plain is None:
+            return self.ws.ws.send(TextMessage(data=text))
+        if plain.state is not ConnectionState.OPEN:
+            raise LocalProtocolError(f"a text frame cannot be sent in state {plain.state}")
+        return text_frame(text.encode())
 
     def backlogged(self) -> bool:
         """More than ``HIGH_WATER`` bytes wait or are being sent (the peer reads slowly)."""

@@ -9,8 +9,9 @@ calls, live pushes) runs on the server's process-wide ``WorkerPool``, through th
 socket's ``Lane`` (at most ``workers`` tasks at once). A task's answer is checked and
 queued in its ``Outbox`` under the lock (``enqueue``), so protocol state and frame order
 always agree: nothing about a channel is sent after its ``closed``, and a late reply never reaches a
-channel that reuses the number. The handler thread sends what is queued; no thread
-other than the handler ever writes a frame, and nobody holds the lock while sending.
+channel that reuses the number. The handler thread sends what is queued; the task that
+queued a small frame may write it itself when the socket takes it at once (``Outbox.
+send_now``, one writer at a time), and nobody holds the lock while sending.
 
 A peer that stops reading blocks only its handler thread: its replies wait in the
 queue, counted in the server-wide ``ReplyBudget`` (which evicts the biggest holder),
@@ -363,4 +364,6 @@ class Session:
             "calls_in_flight": self.calls_in_flight,
             "workers": self.lane.running,
             "queued_bytes": self.outbox.size,
+            "live_pushes_fanout": self.live.pushes_fanout,
+            "live_pushes_lane": self.live.pushes_lane,
         }

@@ -11,10 +11,18 @@ and alone; everything else is the real socket's.
 
 ``WebSocketServer`` is simple-websocket's server with permessage-deflate bounded: a
 compressed frame never inflates beyond the socket's ``max_message_size``.
+
+``ping_interval_for`` spreads the sockets' pings: simple-websocket's reader thread pings
+every ``ping_interval`` from when its socket connected, and a stall (the GIL busy with a
+big fan-out) makes the pings delayed by it go out together and stay together, a herd
+that comes back every interval. Each socket pings at its own interval, between
+``PING_SPREAD`` and 1 times the configured one (never less often than promised), so a
+herd drifts apart within a few intervals.
 """
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import zlib
@@ -24,9 +32,19 @@ import simple_websocket
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 
-__all__ = ["SerializedSocket", "serialized_environ", "WebSocketServer"]
+__all__ = ["SerializedSocket", "serialized_environ", "WebSocketServer", "ping_interval_for",
+           "PING_SPREAD"]
 
 _SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
+#: a socket's ping interval is between this fraction of the configured one and all of it
+PING_SPREAD = 0.75
+
+
+def ping_interval_for(interval: float | None, rnd: random.Random) -> float | None:
+    """One socket's ping interval: ``interval`` spread (see the module), None stays None."""
+    if interval is None:
+        return None
+    return interval * rnd.uniform(PING_SPREAD, 1.0)
 
 
 class SerializedSocket:

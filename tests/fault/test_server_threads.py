@@ -139,3 +139,61 @@ def test_pushes_to_a_peer_that_stops_reading_pause_and_resume_with_nothing_lost(
         assert ids == [f"d{i:05d}" for i in range(count)]
     finally:
         peer.close()
+
+
+def _ids_by_sub(peer: RawPeer, want: int, subs: tuple[int, ...]) -> dict[int, list[str]]:
+    """Read ``changes`` until every sub in ``subs`` has ``want`` rows; the ids by sub."""
+    got: dict[int, list[str]] = {s: [] for s in subs}
+    while min(len(ids) for ids in got.values()) < want:
+        msg = peer.recv()
+        assert isinstance(msg, dict), msg
+        if msg.get("type") == "changes":
+            assert "results" in msg, msg
+            got[msg["sub"]].extend(row["id"] for row in msg["results"])
+    return got
+
+
+def test_a_change_reaches_every_subscription_in_one_task_and_a_stalled_peer_waits_alone(
+        server) -> None:
+    import socket
+
+    srv, data = server
+    db = data.database("fan")
+    readers = [RawPeer(srv.url, timeout=WAIT) for _ in range(10)]
+    stalled = RawPeer(srv.url, timeout=WAIT)
+    stalled.ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    peers = [*readers, stalled]
+    try:
+        for peer in peers:
+            peer.send({"type": "open", "ch": 1, "db": "fan"})
+            peer.until(lambda m: m.get("type") == "granted")
+        for peer in readers:  # two subscriptions a socket, read apart (different options)
+            peer.send({"type": "subscribe", "ch": 1, "sub": 1, "since": 0})
+            peer.send({"type": "subscribe", "ch": 1, "sub": 2, "since": 0, "style": "all_docs"})
+        stalled.send({"type": "subscribe", "ch": 1, "sub": 1, "since": 0, "include_docs": True})
+        assert wait_until(lambda: srv.stats()["subscriptions"] == 21, WAIT)
+        # big docs: the stalled peer's pushes pass the high-water mark and pause
+        body = "x" * 4000
+        for first in range(0, 1500, 500):
+            db.bulk_docs([{"_id": f"a{i:05d}", "body": body} for i in range(first, first + 500)])
+        big = [f"a{i:05d}" for i in range(1500)]
+        for peer in readers:  # the others get everything meanwhile, in order, once
+            assert _ids_by_sub(peer, len(big), (1, 2)) == {1: big, 2: big}
+        assert srv.stats()["queued_bytes"] <= HIGH_WATER + 4 * 1024 * 1024
+        # one change at a time: pushed by the fan-out task, not one lane task each
+        lane_before = srv.stats()["live_pushes_lane"]
+        small = [f"b{i:03d}" for i in range(20)]
+        for doc_id in small:
+            db.put({"_id": doc_id})
+            for peer in readers:
+                assert _ids_by_sub(peer, 1, (1, 2)) == {1: [doc_id], 2: [doc_id]}
+        stats = srv.stats()
+        assert stats["live_pushes_fanout"] >= 20 * 20 // 2  # a push task ending may take a few
+        assert stats["live_pushes_lane"] - lane_before < 20 * 20 // 4, stats
+        # the stalled peer reads at last: all of it, in order, once
+        assert _ids_by_sub(stalled, len(big) + len(small), (1,)) == {1: big + small}
+        for peer in peers:
+            assert peer.probe()[0]["type"] == "closed"
+    finally:
+        for peer in peers:
+            peer.close()
