@@ -161,7 +161,7 @@ def test_a_change_reaches_every_subscription_in_one_task_and_a_stalled_peer_wait
     db = data.database("fan")
     readers = [RawPeer(srv.url, timeout=WAIT) for _ in range(10)]
     stalled = RawPeer(srv.url, timeout=WAIT)
-    stalled.ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     peers = [*readers, stalled]
     try:
         for peer in peers:

@@ -17,7 +17,7 @@ from pouchsync_sync.server.follower import FollowerRegistry
 from pouchsync_sync.server.pool import WorkerPool
 from pouchsync_sync.server.transport import PING_SPREAD, ping_interval_for
 
-from tests.fault.helpers import RawPeer
+from tests.rawpeer import RawPeer
 
 WAIT = 10.0
 
@@ -150,17 +150,14 @@ def test_text_frames_are_the_bytes_wsproto_makes(size: int) -> None:
 
 
 def test_pushes_reach_a_permessage_deflate_socket_and_a_plain_one_alike(tmp_path) -> None:
-    from tests.fault.attackers import DeflatePeer
-
     data = ps.DataDir(tmp_path / "data")
     srv = ps.create_server(lambda credentials, name: data.database(name))
     srv.start()
     deflate = plain = None
     try:
-        deflate, plain = DeflatePeer(srv.url, timeout=WAIT), RawPeer(srv.url, timeout=WAIT)
-        deflate.send_text('{"type": "hello", "versions": [1]}')
-        assert deflate.recv()["type"] == "welcome"
-        for peer, send in ((deflate, deflate.send_text), (plain, plain.send)):
+        deflate = RawPeer(srv.url, timeout=WAIT, deflate=True)
+        plain = RawPeer(srv.url, timeout=WAIT)
+        for peer, send in ((deflate, deflate.send), (plain, plain.send)):
             send('{"type": "open", "ch": 1, "db": "both"}')
             while peer.recv()["type"] != "granted":
                 pass
@@ -184,7 +181,7 @@ def test_pushes_reach_a_permessage_deflate_socket_and_a_plain_one_alike(tmp_path
     finally:
         for peer in (deflate, plain):
             if peer is not None:
-                peer.sock.close() if isinstance(peer, DeflatePeer) else peer.close()
+                peer.close()
         srv.stop()
         data.close()
 
