@@ -1,7 +1,7 @@
 """``Client``: one websocket to a sync server, kept open, shared by every ``Sync``.
 
 Theory of operation. ``connect(url)`` returns at once; the connection thread
-``pouchsync-client`` connects, says hello and reads the welcome (``Connection.open``),
+``pouchsync-client`` connects, says hello and reads the welcome (``Link.open``),
 then keeps the connection alive: every ``ping_interval`` it pings the server, and if
 nothing at all arrived for ``dead_timeout`` seconds it drops the connection (a hung
 server or a silent network loss is never seen otherwise). After any loss, or a failed
@@ -33,10 +33,11 @@ from .. import signals
 from ..errors import PouchSyncError, Timeout, TransportError
 from ..store.base import Database
 from .backoff import Backoff
-from .connection import Connection, abort_opening, safe_url
 from .failures import gave_up, worth_retrying
+from .link import Link
 from .remote import RemoteDatabase
 from .sync import DEFAULT_CHECKPOINT_INTERVAL, Sync, check_checkpoint_interval
+from .transport import Opening, Transport, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ class Client:
     for writes by other processes; this process's writes wake it at once; > 0);
     ``checkpoint_interval`` (the default of every ``sync``: a caught-up live sync
     records its checkpoint at most that often, ±25 %; 0: after every batch); ``clock``
-    and ``random`` for tests.
+    and ``random`` for tests; ``transport`` makes the sockets (``client/transport.py``;
+    default: websocket-client).
     """
 
     def __init__(self, *, backoff: Backoff | None = None,
@@ -93,7 +95,8 @@ class Client:
                  local_poll_interval: float = 0.25,
                  checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
                  clock: Callable[[], float] = time.monotonic,
-                 random: Callable[[], float] = _random.random) -> None:
+                 random: Callable[[], float] = _random.random,
+                 transport: Transport | None = None) -> None:
         policy = backoff or Backoff()
         changes = {key: value for key, value in (
             ("initial_delay", initial_delay), ("factor", factor), ("max_delay", max_delay),
@@ -114,11 +117,12 @@ class Client:
         self.checkpoint_interval = check_checkpoint_interval(checkpoint_interval)
         self._clock = clock
         self._random = random
+        self._transport = transport
 
         self._cond = threading.Condition()
         self._url: str | None = None
-        self._connection: Connection | None = None
-        self._connecting: Any = None  # the websocket being opened, to abort on close
+        self._connection: Link | None = None
+        self._connecting: Opening | None = None  # the attempt under way, to abort on close
         self._failure: PouchSyncError | None = None
         self._last_error: PouchSyncError | None = None
         self._next_attempt_at: float | None = None
@@ -275,7 +279,8 @@ class Client:
         with self._cond:
             connection, connecting = self._connection, self._connecting
             self._cond.notify_all()
-        abort_opening(connecting)
+        if connecting is not None:
+            connecting.abort()
         if connection is not None:
             connection.close()
         thread = self._thread
@@ -300,7 +305,7 @@ class Client:
         with self._cond:
             self._cond.notify_all()
 
-    def _wait_connection(self, sync: Sync, avoid: Connection | None) -> Connection | None:
+    def _wait_connection(self, sync: Sync, avoid: Link | None) -> Link | None:
         """A live connection other than ``avoid``, or ``None`` once ``sync`` is cancelled,
         the client is closed or it gave up reconnecting."""
         with self._cond:
@@ -340,9 +345,10 @@ class Client:
                     url, worked = self._url or url, False
             shown = safe_url(url)
             try:
-                connection = Connection.open(
+                connection = Link.open(
                     url, timeout=self.connect_timeout, clock=self._clock,
-                    call_timeout=self.call_timeout, on_socket=self._opening)
+                    call_timeout=self.call_timeout, transport=self._transport,
+                    on_opening=self._opening)
             except PouchSyncError as exc:
                 self._opening(None)
                 with self._cond:
@@ -407,12 +413,12 @@ class Client:
             with self._cond:
                 self._next_attempt_at = None
 
-    def _opening(self, ws: Any) -> None:
+    def _opening(self, opening: Opening | None) -> None:
         with self._cond:
-            self._connecting = ws
+            self._connecting = opening
             stop = self._stop.is_set()
-        if stop and ws is not None:
-            abort_opening(ws)
+        if stop and opening is not None:
+            opening.abort()
 
     def _give_up(self, error: PouchSyncError) -> None:
         log.error("%s", error)

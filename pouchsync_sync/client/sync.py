@@ -46,7 +46,8 @@ from .. import signals
 from ..errors import Cancelled, Denied, NotFound, PouchSyncError, Timeout, TransportError
 from ..replication.replicator import MAX_BATCH_BYTES
 from ..store.base import Database
-from .connection import Channel, Connection
+from .channel import Channel
+from .link import Link
 from .liveround import LiveRound, Wake
 from .remote import RemoteDatabase
 from .state import DIRECTIONS, TRANSITIONS, SyncResult, SyncState, SyncStatus
@@ -150,7 +151,7 @@ class Sync:
         self._round_cancel = threading.Event()
         self._round = 0
         self._directions: list[_Direction] = []
-        self._connection: Connection | None = None
+        self._connection: Link | None = None
         self._channel: Channel | None = None
         self._error: BaseException | None = None
         self._last_error: BaseException | None = None
@@ -317,7 +318,7 @@ class Sync:
     def _start(self) -> None:
         self._thread.start()
 
-    def _connection_lost(self, connection: Connection) -> None:
+    def _connection_lost(self, connection: Link) -> None:
         """The client saw ``connection`` die: stop the round running on it at once."""
         with self._cond:
             if self._connection is not connection:
@@ -338,7 +339,7 @@ class Sync:
 
     def _loop(self) -> tuple[SyncState, BaseException | None]:
         failures_in_a_row = 0
-        avoid: Connection | None = None
+        avoid: Link | None = None
         while True:
             if self._cancel.is_set():
                 return SyncState.CANCELLED, None
@@ -393,7 +394,7 @@ class Sync:
             return True
         return self.live and isinstance(error, NotFound)
 
-    def _round_on(self, connection: Connection) -> BaseException | None:
+    def _round_on(self, connection: Link) -> BaseException | None:
         """One round on ``connection``: open the channel, replicate, release the channel.
 
         Returns the error that ended it (``None``: complete, or the connection is gone
