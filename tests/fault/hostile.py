@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import simple_websocket
 from werkzeug.serving import WSGIRequestHandler, make_server

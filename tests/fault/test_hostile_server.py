@@ -11,7 +11,8 @@ a hang, no thread left (the autouse leak check).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -19,7 +20,6 @@ from pouchsync_sync import LocalDatabase
 from pouchsync_sync.client import Client
 from pouchsync_sync.errors import ProtocolError
 from pouchsync_sync.signals import sync_error
-
 from tests.memtransport import MemoryTransport
 
 from .hostile import MemoryHostileServer
@@ -104,7 +104,9 @@ def hostile(tmp_path, network) -> Iterator[Callable[..., MemoryHostileServer]]:
 
 @pytest.fixture
 def client(network) -> Iterator[Client]:
-    c = Client(initial_delay=0.02, max_delay=0.25, jitter=0.0, transport=network)
+    # a live sync reads the changes once its subscription is quiet this long
+    c = Client(initial_delay=0.02, max_delay=0.25, jitter=0.0, longpoll_timeout=0.5,
+               transport=network)
     yield c
     c.close()
 
