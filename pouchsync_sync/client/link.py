@@ -33,84 +33,16 @@ import time
 from collections.abc import Mapping
 from typing import Any, Callable
 
-from .. import gcpause
-from ..errors import (
-    PayloadTooLarge,
-    PouchSyncError,
-    ProtocolError,
-    Timeout,
-    TransportError,
-    UnsupportedProtocol,
-    error_from_json,
-)
+from ..errors import PayloadTooLarge, PouchSyncError, Timeout, TransportError, error_from_json
 from ..protocol import messages as wire
 from ..protocol.connection import Connection, Role
 from .channel import Channel
-from .failures import not_a_sync_server
+from .handshake import decode, handshake
 from .transport import Opening, Socket, Transport, basic_auth, safe_url
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Link", "Frame"]
-
-
-def _agent() -> str:
-    from .._version import __version__
-
-    return f"pouchsync_sync/{__version__}"
-
-
-def _decode(data: bytes | str) -> dict[str, Any]:
-    """A server message from a text frame's payload (strict UTF-8, then the schema)."""
-    with gcpause.paused_for(data):  # a batch of docs: thousands of objects that stay alive
-        return wire.decode_payload(data, sender="server")
-
-
-def _check_welcome(welcome: Mapping[str, Any], shown: str) -> None:
-    """Raise unless ``welcome`` is a welcome in a protocol version we speak."""
-    kind = welcome.get("type")
-    if kind == "error" and welcome.get("error") == "unsupported_version":
-        raise UnsupportedProtocol(f"{shown} speaks none of our protocol versions "
-                                  f"{list(wire.PROTOCOL_VERSIONS)}: {welcome.get('reason')}; "
-                                  f"upgrade the older side")
-    if kind == "error":
-        raise ProtocolError(f"{shown} refused the connection: {error_from_json(welcome)}")
-    if kind != "welcome":
-        raise not_a_sync_server(shown, None, f"a WebSocket server that answered hello "
-                                f"with a {str(kind)[:40]!r} message")
-    if welcome.get("version") not in wire.PROTOCOL_VERSIONS:
-        raise UnsupportedProtocol(f"{shown} chose protocol version "
-                                  f"{str(welcome.get('version'))[:20]}, not one of ours "
-                                  f"{list(wire.PROTOCOL_VERSIONS)}; upgrade the older side")
-
-
-def _handshake(sock: Socket, proto: Connection, shown: str) -> None:
-    """hello, then the welcome (``proto`` ends open) or the error saying why not."""
-    hello = wire.hello(_agent())
-    try:
-        sock.send_text(proto.send(hello, wire.encode_bytes(hello)))
-        while True:
-            kind, data = sock.recv()
-            if kind in ("text", "binary"):
-                break
-            if kind == "close":
-                raise TransportError(f"{shown} closed the connection before its welcome")
-    except TransportError as exc:
-        if "before its welcome" in str(exc):
-            raise
-        raise TransportError(f"hello to {shown} failed: {exc}") from exc
-    try:
-        welcome = _decode(data)
-    except wire.BadMessage as exc:
-        raise not_a_sync_server(shown, None, "a WebSocket server that answered hello with a "
-                                f"message not in the protocol ({exc})") from exc
-    try:
-        proto.receive(data, decoded=welcome)  # a welcome opens, an error closes
-    except wire.BadMessage as exc:
-        _check_welcome(welcome, shown)
-        raise not_a_sync_server(shown, None, f"a WebSocket server that broke the "
-                                f"protocol ({exc})") from exc
-    _check_welcome(welcome, shown)
 
 
 def _short(data: Any, limit: int = 300) -> str:
@@ -216,7 +148,7 @@ class Link:
                                  on_opening=on_opening)
         proto = Connection(Role.CLIENT)
         try:
-            _handshake(sock, proto, shown)
+            handshake(sock, proto, shown)
             sock.settimeout(None)  # the keepalive detects a dead server, not socket timeouts
         except PouchSyncError:
             sock.shutdown()
@@ -342,7 +274,7 @@ class Link:
 
     def _dispatch(self, data: bytes) -> None:
         try:
-            msg = _decode(data)
+            msg = decode(data)
         except wire.BadMessage as exc:
             log.warning("ignoring a bad message from the server (%s): %s", exc, _short(data))
             return
