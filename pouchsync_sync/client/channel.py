@@ -64,8 +64,7 @@ class Channel:
         record = self.link.record_locked(self.ch)
         if record is None or record.context is not self:
             return ChannelState.NONE
-        state: ChannelState = record.state
-        return state
+        return record.state
 
     def is_open_locked(self) -> bool:
         return self.state_locked() is ChannelState.OPEN

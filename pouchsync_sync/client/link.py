@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from ..errors import PayloadTooLarge, PouchSyncError, Timeout, TransportError, error_from_json
 from ..protocol import messages as wire
-from ..protocol.connection import Connection, Role
+from ..protocol.connection import ChannelRecord, Connection, Role
 from .channel import Channel
 from .handshake import decode, handshake
 from .transport import Opening, Socket, Transport, basic_auth, safe_url
@@ -166,11 +166,13 @@ class Link:
             msg = wire.open_channel(ch, db, credentials)
             frame = self.send_locked(msg, wire.encode_bytes(msg))
             channel = Channel(self, ch, db)
-            self.record_locked(ch).context = channel
+            record = self._proto.channel(ch)
+            assert record is not None  # "open" made it
+            record.context = channel
         self.write(frame)
         return channel
 
-    def record_locked(self, ch: int) -> Any:
+    def record_locked(self, ch: int) -> ChannelRecord | None:
         """The protocol's record of channel ``ch`` (``None`` when there is none)."""
         return self._proto.channel(ch)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 
 from pouchsync_sync.client.link import Link
-from pouchsync_sync.errors import Cancelled, Denied, NotFound, TransportError
+from pouchsync_sync.errors import Cancelled, Denied, NotFound, ProtocolError, TransportError
 from pouchsync_sync.protocol import ChannelState, Connection, Role
 from pouchsync_sync.protocol import messages as m
 from tests.fault.proxy import wait_until
@@ -206,3 +206,16 @@ def test_a_lost_link_fails_everything_with_transport_error(serve) -> None:
     with pytest.raises(TransportError):
         link.open_channel("other")
     assert channel.state is ChannelState.NONE
+
+
+def test_a_move_our_side_may_not_make_is_a_protocol_error(serve) -> None:
+    """A bug on the client side raises at once and sends nothing."""
+    link, (server,) = serve(granting)
+    channel = link.open_channel("todos").wait_open(5)
+    sent = len(server.end.peer.sent)  # type: ignore[union-attr]
+    with pytest.raises(ProtocolError, match="cannot send 'call' on channel 9"):
+        link.send(m.call(9, 1, "info"))
+    with pytest.raises(ProtocolError, match="cannot send 'hello'"):
+        link.send(m.hello("again/1"))
+    assert len(server.end.peer.sent) == sent  # type: ignore[union-attr]
+    assert channel.call("info", timeout=5) == {"op": "info"}  # and the link goes on
