@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import Cancelled, Denied, PouchSyncError, Timeout, TransportError, error_from_json
@@ -157,25 +158,24 @@ class Channel:
         returns what to do once the lock is released, if anything."""
         kind = msg["type"]
         if kind == "reply" or (kind == "error" and msg.get("id") is not None):
+            # the caller is woken once the lock is released (it takes the lock at once)
             waiter = self._calls.get(msg["id"])
             if waiter is None:
                 call_id = msg["id"]
                 return lambda: log.debug("reply for an unknown call %r on channel %s (late "
                                          "or cancelled)", call_id, self.ch)
             if kind == "error":  # about one call: fail that call
-                waiter.fail(error_from_json(msg))
-            elif msg.get("error") is not None:
-                waiter.fail(error_from_json(msg["error"]))
-            else:
-                waiter.set(msg.get("ok"))
-            return None
+                return partial(waiter.fail, error_from_json(msg))
+            if msg.get("error") is not None:
+                return partial(waiter.fail, error_from_json(msg["error"]))
+            return partial(waiter.set, msg.get("ok"))
         if kind == "changes":
             return self.live.received_locked(msg)
         state = self.state_locked()
         if kind == "granted" and state is ChannelState.OPEN:  # else closing: "closed" follows
             self.uuid = str(msg.get("uuid") or "")
             self.read_only = bool(msg.get("read_only", False))
-            self._open.set(self)
+            return partial(self._open.set, self)
         elif kind == "denied" and state is ChannelState.NONE:  # it was opening
             self._denied = True
             # "denied" is on_request's refusal; 429 too_many_channels and 503

@@ -188,7 +188,7 @@ class Link:
         ``ProtocolError`` when the protocol does not allow ``msg`` now (a bug)."""
         if self.lost.is_set():
             raise TransportError(f"connection lost: {self.lost_error}")
-        self._proto.send(dict(msg), payload)
+        self._proto.send(msg, payload)
         return Frame(self._order.turn_locked(), payload, str(msg["type"]))
 
     def write(self, frame: Frame) -> None:
