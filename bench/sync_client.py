@@ -41,7 +41,7 @@ from common import own_usage, percentile, raise_nofile, small_doc  # noqa: E402
 
 import pouchsync_sync as ps  # noqa: E402
 from pouchsync_sync import signals  # noqa: E402
-from pouchsync_sync.client import connection as _connection  # noqa: E402
+from pouchsync_sync.client import channel as _channel  # noqa: E402
 
 CALLS: Counter[str] = Counter()
 CALL_SECONDS: Counter[str] = Counter()
@@ -50,7 +50,7 @@ _calls_lock = threading.Lock()
 
 def count_calls() -> None:
     """Count calls by op (bench instrumentation; the call itself is unchanged)."""
-    original = _connection.Channel.call
+    original = _channel.Channel.call
 
     def call(self: Any, op: str, args: Any = None, **kw: Any) -> Any:
         t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def count_calls() -> None:
                 CALLS[op] += 1
                 CALL_SECONDS[op] += time.perf_counter() - t0
 
-    _connection.Channel.call = call  # type: ignore[method-assign]
+    _channel.Channel.call = call  # type: ignore[method-assign]
 
 
 def socket_bytes(url: str) -> dict[str, int]:

@@ -33,10 +33,11 @@ from urllib.parse import urlsplit
 from ..errors import PouchSyncError, Timeout
 from ..store.base import Database
 from .backoff import Backoff
-from .connection import Connection, safe_url
+from .link import Link
 from .reconnect import Reconnector
 from .remote import RemoteDatabase
 from .sync import DEFAULT_CHECKPOINT_INTERVAL, Sync, check_checkpoint_interval
+from .transport import Opening, Transport, safe_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from .host import HostedSync
@@ -88,7 +89,8 @@ class Client:
     for writes by other processes; this process's writes wake it at once; > 0);
     ``checkpoint_interval`` (the default of every ``sync``: a caught-up live sync
     records its checkpoint at most that often, ±25 %; 0: after every batch); ``clock``
-    and ``random`` for tests.
+    and ``random`` for tests; ``transport`` makes the sockets (``client/transport.py``;
+    default: websocket-client).
     """
 
     def __init__(self, *, backoff: Backoff | None = None,
@@ -101,7 +103,8 @@ class Client:
                  local_poll_interval: float = 0.25,
                  checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
                  clock: Callable[[], float] = time.monotonic,
-                 random: Callable[[], float] = _random.random) -> None:
+                 random: Callable[[], float] = _random.random,
+                 transport: Transport | None = None) -> None:
         policy = backoff or Backoff()
         changes = {key: value for key, value in (
             ("initial_delay", initial_delay), ("factor", factor), ("max_delay", max_delay),
@@ -122,6 +125,7 @@ class Client:
         self.checkpoint_interval = check_checkpoint_interval(checkpoint_interval)
         self._clock = clock
         self._random = random
+        self._transport = transport
 
         self._cond = threading.Condition()
         self._closed = False
@@ -282,7 +286,7 @@ class Client:
             return self._connector.failure
 
     def wait_connection(self, sync: HostedSync,
-                        avoid: Connection | None) -> Connection | None:
+                        avoid: Link | None) -> Link | None:
         """A live connection other than ``avoid``, or ``None`` once ``sync`` is cancelled,
         the client is closed or it gave up reconnecting."""
         with self._cond:
@@ -293,7 +297,7 @@ class Client:
                 self._cond.wait(self.ping_interval)  # woken on every change
             return None
 
-    def _live(self, avoid: Connection | None = None) -> Connection | None:
+    def _live(self, avoid: Link | None = None) -> Link | None:
         """Under the lock: the connection, unless it is lost or ``avoid``."""
         connection = self._connector.connection
         if connection is None or connection is avoid or connection.lost.is_set():
@@ -315,13 +319,14 @@ class Client:
             self._syncs = [s for s in self._syncs if s is not sync]
 
     # -- the connection thread's (reconnect.py) ----------------------------------------
-    def _open_link(self, url: str, on_socket: Callable[[Any], None]) -> Connection:
+    def _open_link(self, url: str, on_opening: Callable[[Opening | None], None]) -> Link:
         """Connect to ``url``: the socket, the hello and the welcome (or raise ours)."""
-        return Connection.open(
+        return Link.open(
             url, timeout=self.connect_timeout, clock=self._clock,
-            call_timeout=self.call_timeout, on_socket=on_socket)
+            call_timeout=self.call_timeout, transport=self._transport,
+            on_opening=on_opening)
 
-    def _connection_lost(self, connection: Connection) -> None:
+    def _connection_lost(self, connection: Link) -> None:
         """Tell every sync that ``connection`` died, so its round stops at once."""
         with self._cond:
             syncs = list(self._syncs)

@@ -1,5 +1,6 @@
-"""Why a connection attempt failed, in the user's terms: the one place where
-websocket-client's (and ``ssl``'s, ``socket``'s) exceptions become ours.
+"""Why a connection attempt failed, in the user's terms (the transport translates
+its library's exceptions to these: ``wsclient.connect_error`` for websocket-client's,
+``ssl``'s and ``socket``'s).
 
 ==========================  =============================================  =========
 what happened               raised                                         retried
@@ -20,14 +21,10 @@ credentials) in, ours out.
 from __future__ import annotations
 
 import http
-import socket
-import ssl
 
-import websocket
+from ..errors import NotASyncServer, PouchSyncError, TransportError
 
-from ..errors import NotASyncServer, PouchSyncError, TLSError, TransportError, Unreachable
-
-__all__ = ["connect_error", "gave_up", "not_a_sync_server", "worth_retrying"]
+__all__ = ["gave_up", "not_a_sync_server", "worth_retrying"]
 
 PATH_HINT = ("check the URL's path: a sync server mounted in an app answers at its own "
              "path (the Flask example's is /sync), `pouchsync serve` at /")
@@ -51,33 +48,6 @@ def not_a_sync_server(shown: str, status: int | None, what: str = "") -> NotASyn
         hint = PATH_HINT
     return NotASyncServer(f"not a sync server at {shown}: it answered {said} instead of "
                           f"a WebSocket upgrade; {hint}", status=status)
-
-
-def connect_error(exc: BaseException, shown: str) -> TransportError:
-    """Our error for ``exc``, raised by opening a websocket to ``shown``."""
-    if isinstance(exc, websocket.WebSocketBadStatusException):
-        return not_a_sync_server(shown, getattr(exc, "status_code", None) or None)
-    if isinstance(exc, websocket.WebSocketProxyException):
-        return TLSError(f"the proxy refused the connection to {shown}: {exc}")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = getattr(exc, "verify_message", None) or exc.reason or exc
-        return TLSError(f"TLS: the certificate of {shown} does not verify ({detail})")
-    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
-        return Unreachable(f"{shown} closed the connection during the TLS handshake")
-    if isinstance(exc, ssl.SSLError):
-        hint = ("; is it wss:// to a plain ws:// port?"
-                if "WRONG_VERSION_NUMBER" in str(exc) else "")
-        return TLSError(f"TLS handshake with {shown} failed ({exc.reason or exc}){hint}")
-    if isinstance(exc, websocket.WebSocketAddressException):
-        return Unreachable(f"cannot resolve the host of {shown}: {exc}")
-    if isinstance(exc, ConnectionRefusedError):
-        return Unreachable(f"{shown} refused the connection (is the server running?)")
-    if isinstance(exc, (socket.timeout, websocket.WebSocketTimeoutException, TimeoutError)):
-        return Unreachable(f"no answer from {shown} in time")
-    if isinstance(exc, OSError):
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        return Unreachable(f"cannot connect to {shown}: {reason}")
-    return Unreachable(f"cannot connect to {shown}: {type(exc).__name__}: {exc}")
 
 
 def worth_retrying(error: PouchSyncError) -> bool:

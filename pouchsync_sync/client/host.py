@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # pragma: no cover
     from ..errors import PouchSyncError
     from .backoff import Backoff
-    from .connection import Connection
+    from .link import Link
 
 __all__ = ["HostedSync", "SyncHost"]
 
@@ -33,7 +33,7 @@ class HostedSync(Protocol):
     def start(self) -> None:
         """Start the sync's thread (once; again: no-op)."""
 
-    def connection_lost(self, connection: Connection) -> None:
+    def connection_lost(self, connection: Link) -> None:
         """``connection`` died: stop the round running on it at once."""
 
     def cancel(self) -> None:
@@ -60,7 +60,7 @@ class SyncHost(Protocol):
         """The error that made the client give up reconnecting, else ``None``."""
 
     def wait_connection(self, sync: HostedSync,
-                        avoid: Connection | None) -> Connection | None:
+                        avoid: Link | None) -> Link | None:
         """Block until there is a live connection other than ``avoid`` and return it;
         ``None`` once ``sync`` is cancelled, the client is closed or it gave up."""
 

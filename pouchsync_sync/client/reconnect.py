@@ -3,7 +3,7 @@
 Theory of operation. ``Reconnector.start(url)`` starts the thread ``pouchsync-client``.
 It opens a connection (the client's ``_open_link``: the socket, hello and welcome),
 publishes it (``connection``, under the client's condition, which it shares), then
-keeps it alive (``Connection.keep_alive``: a ping every ``ping_interval``, dropped after
+keeps it alive (``Link.keep_alive``: a ping every ``ping_interval``, dropped after
 ``dead_timeout`` without traffic). After a loss, or a failed attempt, it waits
 ``backoff.delay(n)`` and tries again; when to give up is ``policy.Reconnects``'s
 decision (``max_attempts`` failures in a row, or at once a URL that never led to a sync
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import signals
 from ..errors import PouchSyncError, TransportError
-from .connection import Connection, abort_opening, safe_url
+from .link import Link
 from .policy import Reconnects
+from .transport import Opening, safe_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Client
@@ -39,14 +40,14 @@ __all__ = ["Reconnector"]
 class Reconnector:
     """The connection thread and what it publishes; see the module docstring.
 
-    ``open_link(url, on_socket)`` opens one connection; ``on_lost(connection)`` is told
+    ``open_link(url, on_opening)`` opens one link; ``on_lost(connection)`` is told
     of each loss, on this thread, outside the lock; ``client`` gives the options
     (``backoff``, ``ping_interval``, ``dead_timeout``) and is the signals' sender.
     """
 
     def __init__(self, client: Client, cond: threading.Condition, *,
-                 open_link: Callable[[str, Callable[[Any], None]], Connection],
-                 on_lost: Callable[[Connection], None], clock: Callable[[], float],
+                 open_link: Callable[[str, Callable[[Opening | None], None]], Link],
+                 on_lost: Callable[[Link], None], clock: Callable[[], float],
                  random: Callable[[], float]) -> None:
         self.client = client
         self.cond = cond
@@ -55,11 +56,11 @@ class Reconnector:
         self.clock = clock
         self.random = random
         self.url: str | None = None  # where the next attempt goes
-        self.connection: Connection | None = None  # the live one, else None
+        self.connection: Link | None = None  # the live one, else None
         self.failure: PouchSyncError | None = None  # why it gave up
         self.last_error: PouchSyncError | None = None  # why the last attempt or link failed
         self.next_attempt_at: float | None = None  # while waiting to retry
-        self._connecting: Any = None  # the websocket being opened, to abort on stop
+        self._connecting: Opening | None = None  # the attempt under way, to abort on stop
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -92,7 +93,8 @@ class Reconnector:
         with self.cond:
             connection, connecting = self.connection, self._connecting
             self.cond.notify_all()
-        abort_opening(connecting)
+        if connecting is not None:
+            connecting.abort()
         if connection is not None:
             connection.close()
         thread = self._thread
@@ -181,12 +183,12 @@ class Reconnector:
             with self.cond:
                 self.next_attempt_at = None
 
-    def _opening(self, ws: Any) -> None:
+    def _opening(self, opening: Opening | None) -> None:
         with self.cond:
-            self._connecting = ws
+            self._connecting = opening
             stop = self._stop.is_set()
-        if stop and ws is not None:
-            abort_opening(ws)
+        if stop and opening is not None:
+            opening.abort()
 
     def _give_up(self, error: PouchSyncError) -> None:
         log.error("%s", error)

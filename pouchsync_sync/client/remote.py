@@ -25,7 +25,8 @@ from typing import Any, Callable
 from ..errors import BadRequest
 from ..protocol import ops
 from ..store.base import Database
-from .connection import Channel, safe_url
+from .channel import Channel
+from .transport import safe_url
 
 __all__ = ["RemoteDatabase"]
 
@@ -104,7 +105,7 @@ class RemoteDatabase(Database):
     def __init__(self, channel: Channel, *, url: str | None = None) -> None:
         self._channel = channel
         self.name = channel.db
-        self._url = safe_url(url if url is not None else channel.connection.url)
+        self._url = safe_url(url if url is not None else channel.link.url)
         self.uuid = channel.uuid or ""
         self.read_only = channel.read_only
         self._unknown_ops: set[str] = set()  # ops an older server said it does not know
@@ -115,7 +116,7 @@ class RemoteDatabase(Database):
     @property
     def max_message_size(self) -> int | None:
         """The largest message the server takes (its welcome's limit), None if it set none."""
-        return self._channel.connection.max_message_size
+        return self._channel.link.max_message_size
 
     def _call(self, op: str, args: Mapping[str, Any], timeout: float | None = None) -> Any:
         """One call's result, its shape checked (``ProtocolError`` naming the op)."""
@@ -233,8 +234,8 @@ class RemoteDatabase(Database):
         deadline: float | None = None
         if feed == "longpoll":
             deadline = None if timeout is None else timeout + LONGPOLL_MARGIN
-            if deadline is not None and deadline < self._channel.connection.call_timeout:
-                deadline = self._channel.connection.call_timeout
+            if deadline is not None and deadline < self._channel.link.call_timeout:
+                deadline = self._channel.link.call_timeout
         return self._call("changes", args, deadline)
 
     def listen_changes(self, wake: Callable[[], Any], *, since: Any = 0,

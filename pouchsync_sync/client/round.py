@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import Cancelled, Denied, PouchSyncError, TransportError
 from ..store.base import Database
-from .connection import Channel, Connection
+from .channel import Channel
+from .link import Link
 from .liveround import LiveRound, Wake
 from .policy import STOP_GRACE, batch_bytes_for
 from .remote import RemoteDatabase
@@ -99,10 +100,10 @@ class RoundPlan:
 class Round:
     """One round on ``connection``; see the module docstring."""
 
-    def __init__(self, plan: RoundPlan, connection: Connection,
+    def __init__(self, plan: RoundPlan, connection: Link,
                  cond: threading.Condition) -> None:
         self.plan = plan
-        self.connection: Connection | None = connection  # None once the round ended
+        self.connection: Link | None = connection  # None once the round ended
         self.cond = cond
         self.cancel = threading.Event()  # this round's: stops its replicators
         self.done = threading.Event()  # set when the round has ended
@@ -132,7 +133,7 @@ class Round:
                 channel.close()
         self.wake.ring("stop")
 
-    def connection_lost(self, connection: Connection) -> None:
+    def connection_lost(self, connection: Link) -> None:
         """``connection`` died: stop the round at once if it runs on it."""
         with self.cond:
             if self.connection is not connection:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import signals
 from ..errors import Cancelled, Denied, PouchSyncError, Timeout, TransportError
 from ..store.base import Database
-from .connection import Connection
+from .link import Link
 from .policy import DEFAULT_CHECKPOINT_INTERVAL, RoundRetry, Step, check_checkpoint_interval
 from .round import Direction, Round, RoundPlan
 from .state import DIRECTIONS, TRANSITIONS, SyncResult, SyncState, SyncStatus, Tally
@@ -257,7 +257,7 @@ class Sync:
             self._started = True
         self._thread.start()
 
-    def connection_lost(self, connection: Connection) -> None:
+    def connection_lost(self, connection: Link) -> None:
         """The client saw ``connection`` die: stop the round running on it at once."""
         with self._cond:
             current = self._current
@@ -275,7 +275,7 @@ class Sync:
 
     def _loop(self) -> tuple[SyncState, BaseException | None]:
         retry = RoundRetry(live=self.live)
-        avoid: Connection | None = None
+        avoid: Link | None = None
         while True:
             if self._cancel.is_set():
                 return SyncState.CANCELLED, None

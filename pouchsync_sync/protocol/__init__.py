@@ -10,7 +10,7 @@ Used by both the client (``pouchsync_sync.client``) and the server
 from __future__ import annotations
 
 from . import messages, ops
-from .connection import Channel, ChannelState, Connection, ConnState, Role
+from .connection import ChannelRecord, ChannelState, Connection, ConnState, Role
 from .messages import PROTOCOL_VERSIONS, BadMessage, choose_version, decode, encode, validate
 from .ops import OPS, WRITE_OPS, decode_result, encode_result, validate_call
 
@@ -19,7 +19,7 @@ __all__ = [
     "OPS",
     "WRITE_OPS",
     "BadMessage",
-    "Channel",
+    "ChannelRecord",
     "ChannelState",
     "ConnState",
     "Connection",

@@ -19,7 +19,8 @@ edge can tell a channel from a later one reusing its number (``send_if_current``
 from __future__ import annotations
 
 import enum
-from typing import Any, NoReturn
+from collections.abc import Mapping
+from typing import Any, NoReturn, TypeVar, overload
 
 from ..errors import ProtocolError
 from . import messages as m
@@ -29,7 +30,7 @@ __all__ = [
     "Role",
     "ConnState",
     "ChannelState",
-    "Channel",
+    "ChannelRecord",
     "Connection",
     "CONNECTION_TRANSITIONS",
     "CHANNEL_TRANSITIONS",
@@ -94,6 +95,8 @@ CHANNEL_TRANSITIONS: dict[tuple[Role, ChannelState, str, str], ChannelState] = {
     (C, CH.CLOSING, RECV, "reply"): CH.CLOSING,
     (C, CH.CLOSING, RECV, "changes"): CH.CLOSING,
     (C, CH.CLOSING, RECV, "closed"): CH.NONE,
+    (C, CH.OPENING, RECV, "closed"): CH.NONE,  # the server ended it on its own
+    (C, CH.OPEN, RECV, "closed"): CH.NONE,
     # server
     (S, CH.NONE, RECV, "open"): CH.OPENING,
     (S, CH.OPENING, SEND, "granted"): CH.OPEN,
@@ -110,9 +113,10 @@ CHANNEL_TRANSITIONS: dict[tuple[Role, ChannelState, str, str], ChannelState] = {
 }
 
 _CONNECTION_TYPES = frozenset({"hello", "welcome"})
+_Frame = TypeVar("_Frame", str, bytes)
 
 
-class Channel:
+class ChannelRecord:
     """One channel's protocol state: calls in flight and subscriptions by id."""
 
     __slots__ = ("ch", "state", "calls", "subs", "context")
@@ -126,7 +130,7 @@ class Channel:
         self.context: Any = None
 
     def __repr__(self) -> str:
-        return (f"<Channel {self.ch} {self.state.value} calls={len(self.calls)} "
+        return (f"<ChannelRecord {self.ch} {self.state.value} calls={len(self.calls)} "
                 f"subs={len(self.subs)}>")
 
 
@@ -139,28 +143,35 @@ class Connection:
         self.version: int | None = None
         self.limits: dict[str, Any] = {}
         self.peer_agent: str | None = None
-        self._channels: dict[int, Channel] = {}
+        self._channels: dict[int, ChannelRecord] = {}
         self._peer = "server" if self.role is Role.CLIENT else "client"
 
     # -- queries ------------------------------------------------------------------------
-    def channel(self, ch: int) -> Channel | None:
+    def channel(self, ch: int) -> ChannelRecord | None:
         return self._channels.get(ch)
 
     def channel_state(self, ch: int) -> ChannelState:
         chan = self._channels.get(ch)
         return chan.state if chan is not None else ChannelState.NONE
 
-    def channels(self) -> list[Channel]:
+    def channels(self) -> list[ChannelRecord]:
         return list(self._channels.values())
 
     def __repr__(self) -> str:
         return f"<Connection {self.role.value} {self.state.value} channels={len(self._channels)}>"
 
     # -- the two entry points -----------------------------------------------------------
-    def send(self, msg: dict[str, Any], encoded: str | None = None) -> str:
+    @overload
+    def send(self, msg: Mapping[str, Any], encoded: None = None) -> str: ...
+
+    @overload
+    def send(self, msg: Mapping[str, Any], encoded: _Frame) -> _Frame: ...
+
+    def send(self, msg: Mapping[str, Any], encoded: str | bytes | None = None) -> str | bytes:
         """Check and record that this side sends ``msg``; return the frame text.
 
-        ``encoded``: ``encode(msg)`` made beforehand (outside the edge's lock).
+        ``encoded``: ``encode(msg)`` (or ``encode_bytes``) made beforehand (outside the
+        edge's lock): returned as it is.
         """
         m.validate(msg, sender=self.role.value)
         self._apply(msg, SEND)
@@ -188,14 +199,17 @@ class Connection:
             return None
         return self.send(msg, encoded)
 
-    def receive(self, text: str | bytes) -> dict[str, Any]:
+    def receive(self, text: str | bytes,
+                decoded: dict[str, Any] | None = None) -> dict[str, Any]:
         """Decode, check and record a frame from the peer; the validated message.
 
+        ``decoded``: the message ``decode_payload(text)`` validated beforehand (outside
+        the edge's lock; a client receives UTF-8 bytes).
         Raises ``BadMessage`` (what to answer is on it) when the peer broke the rules.
         """
         if self.state is ConnState.CLOSED:
             raise BadMessage("the connection is closed", fatal=True)
-        msg = m.decode(text, sender=self._peer)
+        msg = decoded if decoded is not None else m.decode(text, sender=self._peer)
         try:
             self._apply(msg, RECV)
         except BadMessage:
@@ -214,14 +228,14 @@ class Connection:
         self._channels.clear()
 
     # -- transitions --------------------------------------------------------------------
-    def _apply(self, msg: dict[str, Any], direction: str) -> None:
+    def _apply(self, msg: Mapping[str, Any], direction: str) -> None:
         kind = msg["type"]
         if self.state is not ConnState.OPEN or kind in _CONNECTION_TYPES or kind == "error":
             self._apply_connection(msg, direction)
             return
         self._apply_channel(msg, direction)
 
-    def _apply_connection(self, msg: dict[str, Any], direction: str) -> None:
+    def _apply_connection(self, msg: Mapping[str, Any], direction: str) -> None:
         kind = msg["type"]
         key = (self.role, self.state, direction, kind)
         nxt = CONNECTION_TRANSITIONS.get(key)
@@ -239,9 +253,13 @@ class Connection:
                 self.peer_agent = msg.get("agent")
         elif kind == "hello" and direction == RECV:
             self.peer_agent = msg.get("agent")
+        elif kind == "error" and direction == RECV and msg.get("id") is not None:
+            chan = self._channels.get(msg.get("ch"))  # type: ignore[arg-type]
+            if chan is not None:  # the server refused that call: no reply will come
+                chan.calls.discard(msg["id"])
         self.state = nxt
 
-    def _apply_channel(self, msg: dict[str, Any], direction: str) -> None:
+    def _apply_channel(self, msg: Mapping[str, Any], direction: str) -> None:
         kind, ch = msg["type"], msg["ch"]
         chan = self._channels.get(ch)
         state = chan.state if chan is not None else ChannelState.NONE
@@ -249,7 +267,7 @@ class Connection:
         if nxt is None:
             self._illegal(kind, ch, state, direction, msg)
         if chan is None:
-            chan = Channel(ch)
+            chan = ChannelRecord(ch)
         self._track(chan, msg, direction)
         chan.state = nxt
         if nxt is ChannelState.NONE:
@@ -258,7 +276,7 @@ class Connection:
             self._channels[ch] = chan
 
     def _illegal(self, kind: str, ch: int, state: ChannelState, direction: str,
-                 msg: dict[str, Any]) -> NoReturn:
+                 msg: Mapping[str, Any]) -> NoReturn:
         if direction == SEND:
             raise ProtocolError(f"{self.role.value} cannot send {kind!r} on channel {ch} "
                                 f"in state {state.value!r}")
@@ -271,7 +289,7 @@ class Connection:
         raise BadMessage(reason, ch=ch, id=msg.get("id") if kind == "call" else None,
                          sub=msg.get("sub") if kind in ("subscribe", "unsubscribe") else None)
 
-    def _track(self, chan: Channel, msg: dict[str, Any], direction: str) -> None:
+    def _track(self, chan: ChannelRecord, msg: Mapping[str, Any], direction: str) -> None:
         """Calls in flight and subscriptions; raises before any state is changed."""
         kind = msg["type"]
         if kind == "call":

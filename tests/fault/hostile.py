@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import simple_websocket
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -41,15 +42,73 @@ class _Handler(WSGIRequestHandler):
         pass
 
 
-class HostileServer:
-    """Serves ``db`` to any ``open``; ``bad`` maps an op (or ``"subscribe"``) to the
-    ``ok`` to answer instead. ``calls`` lists the ops called, in order. Thread-safe."""
+class HostileAnswers:
+    """What the hostile server answers: ``db`` to any ``open``; ``bad`` maps an op (or
+    ``"subscribe"``) to the ``ok`` to answer instead. ``calls`` lists the ops called, in
+    order. Thread-safe. ``HostileServer`` serves it over TCP, ``MemoryHostileServer``
+    through the client's in-memory transport."""
 
     def __init__(self, db: Database, bad: Mapping[str, Any]) -> None:
         self.db = db
         self.bad = dict(bad)
         self.calls: list[str] = []
         self._lock = threading.Lock()
+
+    def called(self, op: str) -> bool:
+        with self._lock:
+            return op in self.calls
+
+    def respond(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer to one message after the hello (``None``: none)."""
+        kind = msg.get("type")
+        if kind == "open":
+            return {"type": "granted", "ch": msg["ch"], "db": msg["db"],
+                    "uuid": "hostile-uuid", "read_only": False}
+        if kind == "close":
+            return {"type": "closed", "ch": msg["ch"]}
+        if kind == "call":
+            return {"type": "reply", "ch": msg["ch"], "id": msg["id"],
+                    **self._answer(msg["op"], msg.get("args") or {})}
+        if kind == "subscribe":
+            return self._subscription(msg)
+        return None
+
+    def _answer(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.calls.append(op)
+        try:
+            if op in self.bad:
+                bad = self.bad[op]
+                return {"ok": bad(args) if callable(bad) else bad}  # a CouchError: its error
+            kwargs = ops.validate_call(op, args)
+            result = getattr(self.db, op)(**kwargs)
+            if op == "write_missing":
+                return {"ok": ops.write_missing_answer(kwargs["docs"], *result)}
+            if op == "write_missing_texts":
+                written, failures = result
+                return {"ok": {"written": written, "failures": failures}}
+            return {"ok": ops.encode_result(op, result)}
+        except CouchError as exc:
+            return {"error": exc.to_json()}
+
+    def _subscription(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        with self._lock:
+            self.calls.append("subscribe")
+        base = {"type": "changes", "ch": msg["ch"], "sub": msg["sub"]}
+        if "subscribe" in self.bad:
+            return {**base, "results": self.bad["subscribe"], "last_seq": 1, "pending": 0}
+        answer = self.db.changes(since=msg.get("since", 0), style=msg.get("style") or "main_only",
+                                 include_docs=bool(msg.get("include_docs")))
+        if not answer["results"]:
+            return None  # left waiting, as a quiet database would
+        return {**base, "results": answer["results"], "last_seq": answer["last_seq"], "pending": 0}
+
+
+class HostileServer(HostileAnswers):
+    """``HostileAnswers`` over TCP: werkzeug + simple-websocket on 127.0.0.1."""
+
+    def __init__(self, db: Database, bad: Mapping[str, Any]) -> None:
+        super().__init__(db, bad)
         self._sockets: set[Any] = set()
         self._threads: list[threading.Thread] = []
         self._http = make_server("127.0.0.1", 0, self._app, threaded=True,
@@ -59,10 +118,6 @@ class HostileServer:
                                         kwargs={"poll_interval": 0.1},
                                         name="pouchsync-test-hostile", daemon=True)
         self._thread.start()
-
-    def called(self, op: str) -> bool:
-        with self._lock:
-            return op in self.calls
 
     # -- one socket ---------------------------------------------------------------------
     def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -96,50 +151,9 @@ class HostileServer:
         assert hello["type"] == "hello" and 1 in hello["versions"], hello
         ws.send(json.dumps(WELCOME))
         while True:
-            msg = json.loads(ws.receive())
-            kind = msg.get("type")
-            if kind == "open":
-                ws.send(json.dumps({"type": "granted", "ch": msg["ch"], "db": msg["db"],
-                                    "uuid": "hostile-uuid", "read_only": False}))
-            elif kind == "close":
-                ws.send(json.dumps({"type": "closed", "ch": msg["ch"]}))
-            elif kind == "call":
-                ws.send(json.dumps({"type": "reply", "ch": msg["ch"], "id": msg["id"],
-                                    **self._answer(msg["op"], msg.get("args") or {})}))
-            elif kind == "subscribe":
-                answer = self._subscription(msg)
-                if answer is not None:
-                    ws.send(json.dumps(answer))
-
-    def _answer(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            self.calls.append(op)
-        try:
-            if op in self.bad:
-                bad = self.bad[op]
-                return {"ok": bad(args) if callable(bad) else bad}  # a CouchError: its error
-            kwargs = ops.validate_call(op, args)
-            result = getattr(self.db, op)(**kwargs)
-            if op == "write_missing":
-                return {"ok": ops.write_missing_answer(kwargs["docs"], *result)}
-            if op == "write_missing_texts":
-                written, failures = result
-                return {"ok": {"written": written, "failures": failures}}
-            return {"ok": ops.encode_result(op, result)}
-        except CouchError as exc:
-            return {"error": exc.to_json()}
-
-    def _subscription(self, msg: dict[str, Any]) -> dict[str, Any] | None:
-        with self._lock:
-            self.calls.append("subscribe")
-        base = {"type": "changes", "ch": msg["ch"], "sub": msg["sub"]}
-        if "subscribe" in self.bad:
-            return {**base, "results": self.bad["subscribe"], "last_seq": 1, "pending": 0}
-        answer = self.db.changes(since=msg.get("since", 0), style=msg.get("style") or "main_only",
-                                 include_docs=bool(msg.get("include_docs")))
-        if not answer["results"]:
-            return None  # left waiting, as a quiet database would
-        return {**base, "results": answer["results"], "last_seq": answer["last_seq"], "pending": 0}
+            answer = self.respond(json.loads(ws.receive()))
+            if answer is not None:
+                ws.send(json.dumps(answer))
 
     # -- stopping -----------------------------------------------------------------------
     def close(self) -> None:
@@ -156,3 +170,30 @@ class HostileServer:
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(5)
+
+
+class MemoryHostileServer(HostileAnswers):
+    """``HostileAnswers`` through the client's in-memory transport (tests/memtransport.py):
+    served at ``url`` on ``network``, answering each frame on the thread that sent it (no
+    socket, no thread of its own)."""
+
+    def __init__(self, db: Database, bad: Mapping[str, Any], network: Any, url: str) -> None:
+        super().__init__(db, bad)
+        self.url = url
+        network.serve(url, self._accept)
+
+    def _accept(self, end: Any, headers: list[str]) -> None:
+        welcomed = threading.Event()
+
+        def on_frame(data: bytes) -> None:
+            msg = json.loads(data)
+            if not welcomed.is_set():
+                assert msg["type"] == "hello" and 1 in msg["versions"], msg
+                welcomed.set()
+                end.send(WELCOME)
+                return
+            answer = self.respond(msg)
+            if answer is not None:
+                end.send(answer)
+
+        end.on_frame = on_frame

@@ -11,7 +11,8 @@ a hang, no thread left (the autouse leak check).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -19,8 +20,9 @@ from pouchsync_sync import LocalDatabase
 from pouchsync_sync.client import Client
 from pouchsync_sync.errors import ProtocolError
 from pouchsync_sync.signals import sync_error
+from tests.memtransport import MemoryTransport
 
-from .hostile import HostileServer
+from .hostile import MemoryHostileServer
 
 # op -> wrong ``ok`` values a reply to it may carry
 BAD_REPLIES: dict[str, list[Any]] = {
@@ -77,26 +79,34 @@ CASES = [(op, i) for op, values in BAD_REPLIES.items() for i in range(len(values
 
 
 @pytest.fixture
-def hostile(tmp_path) -> Iterator[Callable[..., HostileServer]]:
-    """``make(bad)`` -> a started HostileServer over a fresh database holding doc "a"."""
-    made: list[tuple[HostileServer, LocalDatabase]] = []
+def network() -> Iterator[MemoryTransport]:
+    net = MemoryTransport()
+    yield net
+    net.close()
+    assert not net.errors(), net.errors()
 
-    def make(bad: dict[str, Any]) -> HostileServer:
+
+@pytest.fixture
+def hostile(tmp_path, network) -> Iterator[Callable[..., MemoryHostileServer]]:
+    """``make(bad)`` -> a hostile server over a fresh database holding doc "a"."""
+    made: list[LocalDatabase] = []
+
+    def make(bad: dict[str, Any]) -> MemoryHostileServer:
         db = LocalDatabase(tmp_path / f"hostile-{len(made)}.sqlite", name="hostile")
         db.put({"_id": "a", "x": 1})
-        server = HostileServer(db, bad)
-        made.append((server, db))
-        return server
+        made.append(db)
+        return MemoryHostileServer(db, bad, network, f"ws://hostile-{len(made)}.test/")
 
     yield make
-    for server, db in made:
-        server.close()
+    for db in made:
         db.close()
 
 
 @pytest.fixture
-def client() -> Iterator[Client]:
-    c = Client(initial_delay=0.02, max_delay=0.25, jitter=0.0)
+def client(network) -> Iterator[Client]:
+    # a live sync reads the changes once its subscription is quiet this long
+    c = Client(initial_delay=0.02, max_delay=0.25, jitter=0.0, longpoll_timeout=0.5,
+               transport=network)
     yield c
     c.close()
 

@@ -19,7 +19,7 @@ import pytest
 
 from pouchsync_sync import signals
 from pouchsync_sync.client import Client
-from pouchsync_sync.client.connection import Connection
+from pouchsync_sync.client.link import Link
 from pouchsync_sync.errors import (
     Cancelled,
     Conflict,
@@ -207,7 +207,7 @@ def granting(peer: Peer, on_call: Callable[[Peer, dict], None] | None = None) ->
 
 def test_hello_welcome_and_a_call(fake_server):
     server = fake_server(granting)
-    conn = Connection.open(server.url, timeout=5)
+    conn = Link.open(server.url, timeout=5)
     try:
         assert conn.version == 1 and conn.max_message_size == 1 << 20
         channel = conn.open_channel("todos", {"token": "t"}).wait_open(5)
@@ -230,7 +230,7 @@ def test_pipelined_calls_are_matched_by_id_out_of_order(fake_server):
                            "ok": call["args"]["n"]})
 
     server = fake_server(lambda peer: granting(peer, on_call))
-    conn = Connection.open(server.url, timeout=5)
+    conn = Link.open(server.url, timeout=5)
     try:
         channels = [conn.open_channel(f"db{i}").wait_open(5) for i in range(2)]
         results: dict[int, Any] = {}
@@ -257,7 +257,7 @@ def test_errors_come_back_as_the_same_class(fake_server):
         peer.send({"type": "reply", "ch": msg["ch"], "id": msg["id"], "error": err})
 
     server = fake_server(lambda peer: granting(peer, on_call))
-    conn = Connection.open(server.url, timeout=5)
+    conn = Link.open(server.url, timeout=5)
     try:
         channel = conn.open_channel("todos").wait_open(5)
         with pytest.raises(Conflict):
@@ -276,7 +276,7 @@ def test_lost_connection_fails_in_flight_calls_with_transport_error(fake_server)
         peer.sock.shutdown(socket.SHUT_RDWR)  # die instead of answering
 
     server = fake_server(lambda peer: granting(peer, on_call))
-    conn = Connection.open(server.url, timeout=5)
+    conn = Link.open(server.url, timeout=5)
     try:
         channel = conn.open_channel("todos").wait_open(5)
         with pytest.raises(TransportError) as info:
@@ -305,7 +305,7 @@ def test_closing_a_channel_cancels_its_calls_and_tells_the_server(fake_server):
         granting(peer, on_call)
 
     server = fake_server(script)
-    conn = Connection.open(server.url, timeout=5)
+    conn = Link.open(server.url, timeout=5)
     try:
         channel = conn.open_channel("todos").wait_open(5)
         errors: list[BaseException] = []
@@ -332,7 +332,7 @@ def test_closing_a_channel_cancels_its_calls_and_tells_the_server(fake_server):
 
 def test_reply_deadline_raises_timeout(fake_server):
     server = fake_server(lambda peer: granting(peer, lambda p, m: None))
-    conn = Connection.open(server.url, timeout=5)
+    conn = Link.open(server.url, timeout=5)
     try:
         channel = conn.open_channel("todos").wait_open(5)
         with pytest.raises(Timeout):
@@ -350,7 +350,7 @@ def test_a_server_that_refuses_our_version_is_a_failed_attempt(fake_server):
 
     server = fake_server(script)
     with pytest.raises(Exception) as info:
-        Connection.open(server.url, timeout=5)
+        Link.open(server.url, timeout=5)
     assert "unsupported_version" in str(info.value) or "versions [2]" in str(info.value)
 
 
@@ -453,7 +453,7 @@ def test_close_interrupts_a_hanging_handshake(fake_server):
 
 
 def test_urls_are_shown_without_credentials():
-    from pouchsync_sync.client.connection import safe_url
+    from pouchsync_sync.client.transport import safe_url
 
     assert safe_url("ws://user:secret@example.com:3000/sync?x=1") == "ws://example.com:3000/sync?x=1"
     assert safe_url("wss://token@[::1]/s") == "wss://[::1]/s"
@@ -477,7 +477,7 @@ def test_url_credentials_go_as_a_basic_auth_header_not_in_the_url(fake_server):
 
     server = fake_server(script)
     url = server.url.replace("ws://", "ws://al%40ice:s3cret@")
-    conn = Connection.open(url, timeout=5)
+    conn = Link.open(url, timeout=5)
     try:
         assert conn.url == url  # kept for reconnects; shown only through safe_url
     finally:

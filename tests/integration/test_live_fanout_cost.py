@@ -205,23 +205,23 @@ def test_live_feed_stays_subscribed_between_waits_and_misses_nothing(hub, server
     first = wait_from(since)
     writer.join(WAIT)
     assert first["pending"] == 0
-    sub = channel._feed.sub
+    sub = channel.live.feed.sub
     served.put({"_id": "b"})  # while nobody waits: held for the next wait
     served.put({"_id": "c"})
     seq = first["last_seq"]
     while got[-1:] != ["c"]:
         seq = wait_from(seq)["last_seq"]
     assert got == ["a", "b", "c"]
-    assert channel._feed.sub == sub  # the same subscription all along
+    assert channel.live.feed.sub == sub  # the same subscription all along
     assert wait_from(seq, timeout=0.3) is None  # a timeout keeps it too
     served.put({"_id": "d"})
     seq = wait_from(seq)["last_seq"]
-    assert got[-1] == "d" and channel._feed.sub == sub
+    assert got[-1] == "d" and channel.live.feed.sub == sub
     # a wait from elsewhere (here: from the start) subscribes afresh, from there
     got.clear()
     while len(set(got)) < 4:
         wait_from(0)
-    assert sorted(set(got)) == ["a", "b", "c", "d"] and channel._feed.sub != sub
+    assert sorted(set(got)) == ["a", "b", "c", "d"] and channel.live.feed.sub != sub
 
 
 def test_live_feed_concurrent_waits_and_close(hub, server, clients) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from pouchsync_sync import LocalDatabase
 from pouchsync_sync.client.backoff import Backoff
-from pouchsync_sync.client.connection import Connection
+from pouchsync_sync.client.link import Link
 from pouchsync_sync.client.host import HostedSync
 from pouchsync_sync.client.sync import Sync
 from pouchsync_sync.errors import PouchSyncError, Unreachable
@@ -45,7 +45,7 @@ class FakeHost:
             self.cond.notify_all()
 
     def wait_connection(self, sync: HostedSync,
-                        avoid: Connection | None) -> Connection | None:
+                        avoid: Link | None) -> Link | None:
         with self.cond:
             self.waiting.set()
             # a long slice: only wake() or give_up() end this wait within the test's WAIT

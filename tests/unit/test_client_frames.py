@@ -9,7 +9,8 @@ import websocket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pouchsync_sync.client.frames import mask, text_frame
+from pouchsync_sync.client.frames import mask
+from pouchsync_sync.client.wsclient import text_frame
 from pouchsync_sync.protocol import messages
 
 
