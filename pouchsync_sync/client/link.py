@@ -154,9 +154,13 @@ class Link:
             sock.shutdown()
             raise
         link = cls(sock, url, proto, clock=clock, call_timeout=call_timeout)
-        link._reader.start()
+        link.start()
         log.info("connected to %s (protocol v%s)", shown, link.version)
         return link
+
+    def start(self) -> None:
+        """Start the reader thread (``open`` does, once the welcome is read)."""
+        self._reader.start()
 
     # -- channels -------------------------------------------------------------------
     def open_channel(self, db: str, credentials: Any = None) -> Channel:
