@@ -264,15 +264,8 @@ class Live:
             sub.scheduled = True
             sub.dirty = False
         self.pushes_fanout += 1
-        try:
-            state = self._push_batch(sub)
-        except Exception as exc:  # noqa: BLE001 - the peer gets it; the other subscriptions go on
-            self._end_subscription(sub, error_json(exc, what="live changes"))
-            with sub.lock:
-                sub.scheduled = False
-            return
-        if state is _PAUSED:
-            self._pause(sub)
+        state = self._push_or_stop(sub, until_done=False)
+        if state is None:
             return
         with sub.lock:
             if sub.cancelled or (state is _CAUGHT_UP and not sub.dirty):
@@ -296,23 +289,33 @@ class Live:
                     sub.scheduled = False
                     return
                 sub.dirty = False
-            try:
-                state = _MORE
-                while state is _MORE and not sub.cancelled:
-                    state = self._push_batch(sub)
-            except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the peer gets it
-                self._end_subscription(sub, error_json(exc, what="live changes"))
-                with sub.lock:
-                    sub.scheduled = False
-                return
-            if state is _PAUSED:
-                self._pause(sub)
+            if self._push_or_stop(sub, until_done=True) is None:
                 return
             with sub.lock:
                 if sub.dirty and not sub.cancelled:
                     continue
                 sub.scheduled = False
                 return
+
+    def _push_or_stop(self, sub: Subscription, *, until_done: bool) -> object | None:
+        """``_push_batch`` once, or while there is more (``until_done``); ``None`` when
+        the subscription stops for now: failed (ended, the peer told) or paused (it goes
+        on when its socket drains), ``sub.scheduled`` cleared either way."""
+        state: object = _MORE
+        try:
+            while state is _MORE and not sub.cancelled:
+                state = self._push_batch(sub)
+                if not until_done:
+                    break
+        except Exception as exc:  # noqa: BLE001 - a pool task's top frame: the peer gets it
+            self._end_subscription(sub, error_json(exc, what="live changes"))
+            with sub.lock:
+                sub.scheduled = False
+            return None
+        if state is _PAUSED:
+            self._pause(sub)
+            return None
+        return state
 
     def _push_batch(self, sub: Subscription) -> object:
         """Read one batch from ``sub.since`` and queue it: ``_MORE`` to read at once,
