@@ -116,7 +116,7 @@ class CouchDB:
         return f"<CouchDB {self.url!r}>"
 
 
-class CouchDatabase(CouchChanges, Database):
+class CouchDatabase(Database):
     """One CouchDB database; thread-safe. ``close()`` closes the server handle only when
     this database owns it (``owns_server=True``, as ``open_database`` makes it).
 
@@ -146,6 +146,7 @@ class CouchDatabase(CouchChanges, Database):
         self._owns_server = owns_server
         self._closed = threading.Event()
         self.readahead = ReadAhead(wait_timeout=self._http.timeout + 5.0)
+        self._feed = CouchChanges(self._call, self.readahead)
 
     # -- helpers -------------------------------------------------------------------------
     def _call(self, method: str, sub: str = "", params: Mapping[str, Any] | None = None,
@@ -260,6 +261,15 @@ class CouchDatabase(CouchChanges, Database):
         else:
             answer = self._call("GET", "_all_docs", params)
         return strip_null_docs(answer) if not include_docs else answer
+
+    # -- the changes feed (couch_changes.CouchChanges) ------------------------------------
+    def changes(self, **options: Any) -> dict[str, Any]:
+        """``Database.changes`` (with its arguments): a longpoll deadline, selectors."""
+        return self._feed.changes(**options)
+
+    def changes_texts(self, **options: Any) -> dict[str, Any]:
+        """``Database.changes_texts`` (with its arguments), from the parsed feed."""
+        return self._feed.changes_texts(**options)
 
     # -- replication helpers -------------------------------------------------------------
     def revs_diff(self, revs: Mapping[str, Sequence[str]]) -> dict[str, Any]:

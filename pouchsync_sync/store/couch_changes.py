@@ -34,10 +34,15 @@ _SELECTOR_PAGE = 500
 
 
 class CouchChanges:
-    """The ``changes`` part of ``CouchDatabase`` (which provides ``_call``)."""
+    """The ``changes`` feed of one CouchDB database; ``CouchDatabase`` owns one and
+    answers its ``changes``/``changes_texts`` with it. ``call(method, sub, params,
+    body=..., **http options)`` is the database's HTTP call (errors already ours);
+    ``readahead`` reads the next page of a caller paging through the feed. Thread-safe
+    as they are."""
 
-    _call: Callable[..., Any]
-    readahead: ReadAhead
+    def __init__(self, call: Callable[..., Any], readahead: ReadAhead) -> None:
+        self._call = call
+        self.readahead = readahead
 
     def changes(self, *, since: Any = 0, limit: int | None = None,
                 include_docs: bool = False, conflicts: bool = False,
