@@ -72,8 +72,10 @@ class RoundPlan:
     round reads the host's timeouts as they are when it runs.
     ``on_batch(direction, new_docs_written, new_failures, info)`` and
     ``on_state(direction, active, all_idle)`` (``direction`` ``None``: the round began
-    replicating) and ``on_result(direction, result)`` (a direction ended) report to
-    the sync.
+    replicating) and ``on_result(direction, result, unreported_written,
+    unreported_failures)`` (a direction ended; what its result counts that no
+    ``on_batch`` reported: a batch cut short by a cancel or a lost connection) report
+    to the sync.
     """
 
     def __init__(self, *, owner: object, host: SyncHost, db: Database, remote_name: str,
@@ -82,7 +84,7 @@ class RoundPlan:
                  cancel: threading.Event,
                  on_batch: Callable[[str, int, int, Mapping[str, Any]], None],
                  on_state: Callable[[str | None, bool, bool], None],
-                 on_result: Callable[[str, ReplicationResult], None]) -> None:
+                 on_result: Callable[[str, ReplicationResult, int, int], None]) -> None:
         self.owner = owner  # the sync, for log lines
         self.host = host  # its client: open_timeout, longpoll_timeout, local_poll_interval
         self.db = db
@@ -218,7 +220,7 @@ class Round:
 
     def _run_live(self, directions: list[Direction]) -> None:
         """A live round: both directions on this thread (``liveround.py``)."""
-        plan, host = self.plan, self.plan.host
+        host = self.plan.host
         # a re-read falls due when nothing woke a direction for a while: a local store's
         # for other processes' writes; the server's as a longpoll's read when it expires
         results = LiveRound([(d.name, d.replicator, host.local_poll_interval
@@ -228,7 +230,7 @@ class Round:
                             on_stop=self._stop_within_grace).run()
         for direction in directions:
             direction.result = results[direction.name]
-            plan.on_result(direction.name, direction.result)
+            self._report_result(direction)
 
     def _run_direction(self, direction: Direction) -> None:
         """A one-shot direction, on this thread."""
@@ -238,9 +240,21 @@ class Round:
             log.exception("%r: %s replicator crashed", self.plan.owner, direction.name)
             from ..replication import ReplicationResult
             direction.result = ReplicationResult(ok=False, status="error", error=exc)
-        self.plan.on_result(direction.name, direction.result)
+        self._report_result(direction)
         if direction.result.error is not None:
             self.cancel.set()  # the other direction does not start
+
+    def _report_result(self, direction: Direction) -> None:
+        """Tell the sync how ``direction`` ended, with what its result counts beyond the
+        batches it reported (a batch cut short writes docs but reports no batch end)."""
+        result = direction.result
+        assert result is not None
+        with self.cond:
+            unreported = max(0, result.docs_written - direction.docs_written_seen)
+            unreported_failures = max(0, result.doc_write_failures - direction.failures_seen)
+            direction.docs_written_seen += unreported
+            direction.failures_seen += unreported_failures
+        self.plan.on_result(direction.name, result, unreported, unreported_failures)
 
     def _direction(self, name: str, source: Database, target: Database) -> Direction:
         plan, host = self.plan, self.plan.host

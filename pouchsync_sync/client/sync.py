@@ -344,9 +344,12 @@ class Sync:
             if all_idle:
                 self._set_state(SyncState.PAUSED)
 
-    def _on_result(self, direction: str, result: ReplicationResult) -> None:
+    def _on_result(self, direction: str, result: ReplicationResult, unreported: int,
+                   unreported_failures: int) -> None:
+        """A direction ended: its last seq, and the docs it wrote in a batch cut short
+        (counted, with no ``sync_change``: no batch ended)."""
         with self._cond:
-            self._tally.last_seq[direction] = result.last_seq
+            self._tally.batch(direction, unreported, unreported_failures, result.last_seq)
 
     # -- state --------------------------------------------------------------------------
     def _set_state(self, new: SyncState) -> bool:

@@ -544,3 +544,32 @@ def test_a_missing_remote_database(tmp_path, clients, local, live):
         client.close()
         server.stop()
         db.close()
+
+
+def test_docs_written_by_a_batch_cut_short_by_cancel_are_counted(server, hub, clients, tmp_path):
+    """A cancel that lands while a batch is written: the docs it wrote are in the local
+    store, so they are in the sync's counts too, though no batch end reported them."""
+    put_many(hub.db("todos"), "s", 1200)
+    holder: dict[str, Any] = {}
+
+    class CancelOnFirstWrite(LocalDatabase):
+        def write_missing_texts(self, rows: Any) -> Any:
+            answer = super().write_missing_texts(rows)
+            if "sync" in holder and not holder.get("cancelled"):
+                holder["cancelled"] = True
+                holder["sync"].cancel()
+            return answer
+
+    a = CancelOnFirstWrite(tmp_path / "cut-short.sqlite", name="todos")
+    try:
+        client = clients().connect(server.url)
+        holder["sync"] = sync = client.sync(a, credentials=TOKEN, direction="pull",
+                                            batch_size=500)
+        result = sync.wait(timeout=30)
+        assert result.state is SyncState.CANCELLED
+        stored = len(ids(a))
+        assert 0 < stored < 1200  # the cancel landed mid-sync
+        assert result.docs_pulled == stored
+        assert sync.status.docs_pulled == stored
+    finally:
+        a.close()
