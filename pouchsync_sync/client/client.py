@@ -206,7 +206,8 @@ class Client:
         ``checkpoint_interval`` (seconds, default the client's): a one-shot sync, and a
         live sync once caught up, records its checkpoint at most that often (±25 %
         jitter, so many clients do not all write on the same change; 0: after every
-        batch), and when it ends, is cancelled or closed. A sync killed in between
+        batch), when it falls due (a live sync's timer), and when it ends, is cancelled
+        or closed. A sync killed in between
         re-reads at most that interval's changes (already on the other side: harmless).
         Bad values raise ``ValueError``.
         """

@@ -11,7 +11,9 @@ one thread, the sync's own, waiting on one ``Wake``:
    ``Notifier``), the round's stop (cancel, a lost connection), or a direction's
    re-read falling due: every ``poll_interval`` of its own (the local store's
    ``local_poll_interval``, for other processes' writes; the server's
-   ``longpoll_timeout``, the read a longpoll does when its wait ends);
+   ``longpoll_timeout``, the read a longpoll does when its wait ends), or a deferred
+   checkpoint falling due (``Replicator.checkpoint_due_in``: then it is recorded, so
+   many live syncs that saw one change record theirs spread over time, not on it);
 3. catch up the directions that were rung, re-arm, wait again.
 
 It ends when the round's cancel event is set (returning normally) or a step fails
@@ -116,7 +118,18 @@ class LiveRound:
                 if self.cancel.is_set():
                     return None
             woken = True
-            rung = self.wake.take(min(IDLE_SLICE, max(0.0, min(due.values()) - time.monotonic())))
+            wait = min(IDLE_SLICE, max(0.0, min(due.values()) - time.monotonic()))
+            checkpoints = [(name, replicator, replicator.checkpoint_due_in())
+                           for name, replicator, _ in self.directions]
+            wait = min([wait] + [at for _, _, at in checkpoints if at is not None])
+            rung = self.wake.take(wait)
             now = time.monotonic()
             rung |= {name for name, at in due.items() if at <= now}
+            for name, replicator, _ in checkpoints:
+                at = replicator.checkpoint_due_in()
+                if at is not None and at <= 0 and not self.cancel.is_set():
+                    try:  # the deferred checkpoint's time came with no batch to record it
+                        replicator.flush_checkpoint()
+                    except Exception as exc:  # noqa: BLE001 - reported through its result
+                        return name, exc
         return None

@@ -247,17 +247,21 @@ class CheckpointSchedule:
     """When to Record Replication Checkpoint: after every batch, or once the last one is
     ``interval`` seconds old (CouchDB's ``checkpoint_interval``).
 
-    A batch's checkpoint may wait (``may_defer``) in a one-shot run, and in a live run
-    when a live ``longpoll`` read delivered the batch and left the replication caught
-    up, while the last checkpoint recorded is younger than the interval, give or take a
-    random quarter (so that many live replications started together, e.g. 1,000 clients
-    of one server, do not all record on the same change). The seq that waits is
-    ``held`` (written, not yet recorded) until the owner records it: at the next batch
-    end past the interval, at the end of every live backlog (a batch that is not caught
-    up, or came from a normal read), and when the run ends (complete, cancel, stop or
-    error; best effort). ``interval`` 0 records one after every batch. A replication
-    killed in between resumes from an older checkpoint and re-reads the docs of at most
-    that interval (they are already on the target: harmless); none is skipped.
+    A batch's checkpoint may wait (``may_defer``) in a one-shot run while the last
+    checkpoint recorded is younger than the interval, give or take a random quarter;
+    in a live run when a live ``longpoll`` read delivered the batch and left the
+    replication caught up, until the wait's due time (``due_in``): the interval after
+    the last record (a live run counts the log it resumed from as recorded at its
+    start), and at least a random part of a quarter interval after the wait began, so
+    that many live replications that saw the same change (1,000 clients of one server)
+    do not all record on it. The seq that waits is ``held`` (written, not yet
+    recorded) until the owner records it: at a batch end past the due time, at the due
+    time itself when the owner waits on a timer (``client/liveround.py``), at the end of
+    every live backlog (a batch that is not caught up, or came from a normal read), and
+    when the run ends (complete, cancel, stop or error; best effort). ``interval`` 0
+    records one after every batch. A replication killed in between resumes from an
+    older checkpoint and re-reads the docs of at most that interval (they are already
+    on the target: harmless); none is skipped.
     ``wait_caught_up`` is about docs written, so a held checkpoint does not delay it.
     Without a ``Checkpointer`` (``start`` not called: no checkpoints) nothing waits.
     Not thread-safe: owned by the replicating thread.
@@ -275,23 +279,45 @@ class CheckpointSchedule:
         self._jitter = jitter
         self._saved_at = float("-inf")  # clock() of the last checkpoint recorded
         self._next_interval = interval  # this one's, jittered after each record
+        self._due_at = float("inf")  # live: when the held checkpoint is recorded anyway
 
     def start(self, checkpointer: Checkpointer) -> None:
-        """Record through ``checkpointer`` from now on."""
+        """Record through ``checkpointer`` from now on. A live run counts the log it
+        resumed from as recorded now (its next record is one jittered interval away)."""
         self._checkpointer = checkpointer
+        if self.live and self.interval > 0:
+            self._saved_at = self._clock()
+            self._next_interval = self.interval * self._jitter(0.75, 1.25)
 
     def may_defer(self, *, live_read: bool, caught_up: bool) -> bool:
-        """The last checkpoint is recent and this batch's may wait: a one-shot run's (its
-        end records it) or a live run's that a live read left caught up."""
+        """This batch's checkpoint may wait: a one-shot run's while the last record is
+        younger than the interval (its end records it); a live run's that a live read
+        left caught up until the wait's due time (``due_in``): one jittered interval
+        after the last record, and never sooner than a random part (up to a quarter) of
+        the interval after the wait began, so that many live replications that saw the
+        same change do not all record at once."""
         if self._checkpointer is None or self.interval <= 0:
             return False
-        if self.live and not (live_read and caught_up):
+        if not self.live:
+            return self._clock() - self._saved_at < self._next_interval
+        if not (live_read and caught_up):
             return False  # a live run's backlog: every batch
-        return self._clock() - self._saved_at < self._next_interval
+        if self.held is None:  # this batch begins the wait: until when
+            soonest = self._clock() + self.interval * self._jitter(0.0, 0.25)
+            self._due_at = max(self._saved_at + self._next_interval, soonest)
+        return self._clock() < self._due_at
 
     def hold(self, seq: Any, pending: Any) -> None:
         """``seq`` is written and its checkpoint waits."""
         self.held = (seq, pending)
+
+    def due_in(self) -> float | None:
+        """Live: seconds until the held checkpoint is due (0: now); None when nothing is
+        held. The owner records it then (``Replicator.flush_checkpoint``) if no batch
+        end did meanwhile."""
+        if self.held is None or not self.live:
+            return None
+        return max(0.0, self._due_at - self._clock())
 
     def record(self, *, recorded_seq: Any, start_last_seq: Any, start_time: str,
                end_time: str, docs_read: int, docs_written: int,
@@ -306,3 +332,4 @@ class CheckpointSchedule:
             self._saved_at = self._clock()
             self._next_interval = self.interval * self._jitter(0.75, 1.25)
         self.held = None
+        self._due_at = float("inf")

@@ -203,10 +203,8 @@ class Replicator:
         live), False when cancelled; raises what failed.
 
         ``woken``: a wake-up from ``listen`` started this pass, so its first read takes
-        what the source's subscription delivered (a live read: a batch that leaves it
-        caught up may defer its checkpoint). The first read runs on this thread; the read
-        side goes ahead on a reader thread only while more is pending, and ends with it.
-        """
+        what the source's subscription delivered (a live read: its checkpoint may wait).
+        The read side goes ahead on a reader thread only while more is pending."""
         if self._cancelled():
             return False
         since = self._seq
@@ -338,6 +336,10 @@ class Replicator:
         held = self._checkpoints.held
         if held is not None:
             self.record_replication_checkpoint(*held)
+
+    def checkpoint_due_in(self) -> float | None:
+        """Seconds until the deferred checkpoint of a live run is due (then flush it)."""
+        return self._checkpoints.due_in()
 
     def calculate_revision_difference(self, rows: Sequence[Mapping[str, Any]]
                                       ) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from pouchsync_sync.client.remote import RemoteDatabase
+from pouchsync_sync.errors import NotFound
 from pouchsync_sync.protocol import messages as m
 from pouchsync_sync.replication import Replicator
 from tests.integration.test_server import TOKEN as SERVER_TOKEN
@@ -121,7 +122,11 @@ def _live_pull(source: Any, target: Any, **options: Any) -> tuple[Replicator, th
 
 
 def _recorded(db: Any, rep: Replicator) -> Any:
-    return db.get(f"_local/{rep.replication_id}")["source_last_seq"]
+    """The seq ``rep`` recorded on ``db``; None when it recorded none yet."""
+    try:
+        return db.get(f"_local/{rep.replication_id}")["source_last_seq"]
+    except NotFound:
+        return None
 
 
 def test_live_checkpoints_wait_for_the_interval_and_are_recorded_on_cancel(local) -> None:

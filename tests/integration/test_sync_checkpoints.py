@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,6 +18,7 @@ import pytest
 
 from pouchsync_sync import Client, create_client, signals
 from pouchsync_sync.client import SyncState
+from pouchsync_sync.errors import NotFound
 from pouchsync_sync.replication.ids import generate_replication_id
 from pouchsync_sync.store.local import LocalDatabase
 from tests.sync_fixtures import Hub, clients, local, recorders  # noqa: F401 - fixtures
@@ -94,10 +96,17 @@ class Checkpoints:
         remote.close()
 
     def recorded(self, direction: str) -> tuple[Any, Any]:
-        """The seq recorded by ``direction`` on (its source, its target)."""
+        """The seq recorded by ``direction`` on (its source, its target); None on a side
+        where no checkpoint was recorded yet."""
         doc_id = self.push_id if direction == "push" else self.pull_id
-        return (self.local.get(doc_id)["source_last_seq"],
-                self.served.get(doc_id)["source_last_seq"])
+        return (_recorded_seq(self.local, doc_id), _recorded_seq(self.served, doc_id))
+
+
+def _recorded_seq(db: LocalDatabase, doc_id: str) -> Any:
+    try:
+        return db.get(doc_id)["source_last_seq"]
+    except NotFound:
+        return None
 
 
 def in_sync(local_db: LocalDatabase, served: LocalDatabase) -> bool:
@@ -170,6 +179,31 @@ def test_long_interval_defers_and_the_stop_records_the_checkpoint(server, hub, c
     assert again.push is not None and again.pull is not None
     assert again.push.ok and again.pull.ok
     assert (a.rows_read, served.rows_read) == (a_rows, served_rows)
+
+
+def test_a_deferred_checkpoint_is_recorded_when_due_with_no_further_change(server, hub,
+                                                                           clients, local):
+    """The live round's timer records a caught-up batch's deferred checkpoint once it is
+    due: nothing else has to happen (no later batch, no stop)."""
+    a = local("todos")
+    served = hub.db("todos")
+    a.put({"_id": "before"})  # the backlog's batch records the first checkpoint
+    client = clients().connect(server.url)
+    sync = client.sync(a, credentials=TOKEN, live=True, direction="push",
+                       checkpoint_interval=1.0)
+    sync.wait_in_sync(timeout=WAIT)
+    marks = Checkpoints(client, a, served)
+    a.put({"_id": "late"})  # a caught-up live batch: its checkpoint waits
+    sync.wait_in_sync(timeout=WAIT)
+    want = (last_seq(a),) * 2
+    deadline = time.monotonic() + WAIT
+    tick = threading.Event()  # never set: a _local write wakes no notifier to wait on
+    while marks.recorded("push") != want:
+        assert time.monotonic() < deadline, "the deferred checkpoint was never recorded"
+        tick.wait(0.05)
+    assert sync.state is not SyncState.CANCELLED  # recorded while it runs, not by a stop
+    sync.cancel()
+    assert sync.wait(timeout=WAIT).state is SyncState.CANCELLED
 
 
 def test_the_client_default_applies_and_a_sync_overrides_it(server, hub, local):

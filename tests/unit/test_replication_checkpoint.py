@@ -187,3 +187,58 @@ def test_schedule_jitters_the_next_interval_by_a_quarter() -> None:
     assert schedule.may_defer(live_read=False, caught_up=False)  # 40 * 1.25 = 50 s
     now[0] = 50.0
     assert not schedule.may_defer(live_read=False, caught_up=False)
+
+
+def test_schedule_live_counts_its_start_as_a_record_and_defers_the_first_change() -> None:
+    now = [100.0]
+    draws = iter([1.0, 0.0])  # the start's interval jitter, then the wait's part
+
+    schedule = CheckpointSchedule(30.0, live=True, clock=lambda: now[0],
+                                  jitter=lambda low, high: next(draws))
+    schedule.start(_Recorder())  # type: ignore[arg-type]
+    assert schedule.due_in() is None  # nothing held
+    now[0] = 105.0
+    assert schedule.may_defer(live_read=True, caught_up=True)  # 5 s after the start
+    schedule.hold(7, 0)
+    assert schedule.due_in() == 25.0  # 30 s after the start
+    now[0] = 131.0
+    assert schedule.due_in() == 0.0
+    assert not schedule.may_defer(live_read=True, caught_up=True)  # a batch end past it
+
+
+def test_schedule_live_spreads_an_overdue_wait_over_a_quarter_interval() -> None:
+    """Long after the last record, a change does not make every live replication record
+    at once: each waits its own random part of a quarter interval first."""
+    asked: list[tuple[float, float]] = []
+    now = [0.0]
+
+    def jitter(low: float, high: float) -> float:
+        asked.append((low, high))
+        return 1.0 if low == 0.75 else 0.2
+
+    schedule = CheckpointSchedule(40.0, live=True, clock=lambda: now[0], jitter=jitter)
+    recorder = _Recorder()
+    schedule.start(recorder)  # type: ignore[arg-type]
+    now[0] = 500.0  # the last record is long overdue
+    assert schedule.may_defer(live_read=True, caught_up=True)
+    assert asked[-1] == (0.0, 0.25)
+    schedule.hold(3, 0)
+    assert schedule.due_in() == 8.0  # 40 s * 0.2
+    now[0] = 504.0
+    assert schedule.may_defer(live_read=True, caught_up=True)  # a second batch: same wait
+    schedule.hold(4, 0)
+    assert schedule.held == (4, 0) and schedule.due_in() == 4.0
+    now[0] = 508.0
+    assert schedule.due_in() == 0.0
+    schedule.record(**_stats(4))
+    assert recorder.recorded == [4] and schedule.due_in() is None
+    assert not schedule.may_defer(live_read=False, caught_up=True)  # a backlog: at once
+
+
+def test_schedule_one_shot_has_no_timer() -> None:
+    now = [0.0]
+    schedule, _recorder = _schedule(30.0, live=False, now=now)
+    schedule.record(**_stats(1))
+    assert schedule.may_defer(live_read=False, caught_up=False)
+    schedule.hold(2, 0)
+    assert schedule.due_in() is None  # its end records it
