@@ -118,16 +118,14 @@ class LiveRound:
                 if self.cancel.is_set():
                     return None
             woken = True
-            wait = min(IDLE_SLICE, max(0.0, min(due.values()) - time.monotonic()))
-            checkpoints = [(name, replicator, replicator.checkpoint_due_in())
-                           for name, replicator, _ in self.directions]
-            wait = min([wait] + [at for _, _, at in checkpoints if at is not None])
-            rung = self.wake.take(wait)
+            waits = [max(0.0, min(due.values()) - time.monotonic()), IDLE_SLICE]
+            waits += [at for _, replicator, _ in self.directions
+                      if (at := replicator.checkpoint_due_in()) is not None]
+            rung = self.wake.take(min(waits))
             now = time.monotonic()
             rung |= {name for name, at in due.items() if at <= now}
-            for name, replicator, _ in checkpoints:
-                at = replicator.checkpoint_due_in()
-                if at is not None and at <= 0 and not self.cancel.is_set():
+            for name, replicator, _ in self.directions:
+                if replicator.checkpoint_due_in() == 0.0 and not self.cancel.is_set():
                     try:  # the deferred checkpoint's time came with no batch to record it
                         replicator.flush_checkpoint()
                     except Exception as exc:  # noqa: BLE001 - reported through its result
