@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,6 +20,7 @@ from pouchsync_sync.client import SyncState
 from pouchsync_sync.errors import NotFound
 from pouchsync_sync.replication.ids import generate_replication_id
 from pouchsync_sync.store.local import LocalDatabase
+from tests.fault.proxy import wait_until
 from tests.sync_fixtures import Hub, clients, local, recorders  # noqa: F401 - fixtures
 
 TOKEN = {"token": "checkpoint token"}
@@ -196,11 +196,9 @@ def test_a_deferred_checkpoint_is_recorded_when_due_with_no_further_change(serve
     a.put({"_id": "late"})  # a caught-up live batch: its checkpoint waits
     sync.wait_in_sync(timeout=WAIT)
     want = (last_seq(a),) * 2
-    deadline = time.monotonic() + WAIT
-    tick = threading.Event()  # never set: a _local write wakes no notifier to wait on
-    while marks.recorded("push") != want:
-        assert time.monotonic() < deadline, "the deferred checkpoint was never recorded"
-        tick.wait(0.05)
+    # a _local write wakes no notifier to wait on: polled
+    assert wait_until(lambda: marks.recorded("push") == want, timeout=WAIT), \
+        "the deferred checkpoint was never recorded"
     assert sync.state is not SyncState.CANCELLED  # recorded while it runs, not by a stop
     sync.cancel()
     assert sync.wait(timeout=WAIT).state is SyncState.CANCELLED
