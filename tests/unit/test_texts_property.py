@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -261,6 +262,80 @@ def test_get_gives_back_integers_beyond_64_bits():
         by_texts.write_missing_texts([["n", "1-" + "a" * 32, '{"n":18446744073709551617}']])
         assert _stored_texts(by_texts)["n"] == '{"n":18446744073709551617}'
         assert by_texts.get("n")["n"] == 2**64 + 1 and isinstance(by_texts.get("n")["n"], int)
+
+
+# -- the batch check against the row-by-row one ------------------------------------------
+# ids, revisions and texts near every edge of the batch check's joined searches: NULs
+# (its separator) inside them, "_" starting an id or a key, "1-" alone, escapes, texts
+# that are JSON but no object, or no JSON at all
+EDGE_IDS = st.sampled_from(
+    ["", "_local/x", "_design/", "a\x00_b", "\x00", "x\x00", "\x00\x00", "é", "\ud800",
+     "a\x00", 1, None])
+EDGE_REVS = st.sampled_from(
+    ["1-", "1-x", "2-abc", "1-a\x001-b", "\x001-x", "1-\x00", "1-a\x00", "x1-a", 1, None])
+EDGE_TEXTS = st.sampled_from(
+    ['{"_a":1}', '{"a":{"_b":1}}', '{"a":"\\u005f"}', '{"\\u005fa":1}', '{"a":"\\"_"}', '[1]',
+     '1', '"x"', '{"a":1},{"b":2}', '{"a":1', '', ' {"a":1} ', '{"a":NaN}', '{"a":1}_', 5, None])
+ROW_IDS = st.one_of(IDS, EDGE_IDS)
+ROW_REVS = st.one_of(HASHES.map(lambda h: "1-" + h), EDGE_REVS)
+ROW_TEXTS = st.one_of(st.tuples(BODIES, DUMPS).map(lambda t: t[1](t[0])), EDGE_TEXTS)
+ROWS = st.lists(st.one_of(
+    st.tuples(ROW_IDS, ROW_REVS, ROW_TEXTS).map(list),
+    st.tuples(ROW_IDS, ROW_REVS, ROW_TEXTS),
+    st.lists(st.just("a"), max_size=4), st.just({"id": "a"}), st.just("abc")), max_size=6)
+# rows the batch check passes whole (ASCII ids, bodies with no "_" and no escape)
+WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-:.", min_size=1, max_size=12)
+PLAIN_ROWS = st.lists(st.tuples(WORDS, HASHES, st.dictionaries(
+    WORDS, st.one_of(st.integers(-1000, 1000), WORDS, st.booleans(), st.none()), max_size=4)
+).map(lambda t: [t[0], "1-" + t[1], DUMPS_COMPACT(t[2])]), max_size=6)
+
+
+def _outcome(check: Any, rows: Any) -> tuple[str, Any]:
+    try:
+        return "ok", list(check(rows))
+    except BadRequest as exc:
+        return "refused", str(exc)
+
+
+# a plain row with one of its fields (or its shape) taken from the edges above
+ODD_ROWS = st.tuples(PLAIN_ROWS.filter(bool), st.integers(0, 3),
+                     st.tuples(EDGE_IDS, EDGE_REVS, EDGE_TEXTS)).map(
+    lambda t: [t[2][t[1]] if i == t[1] else v for i, v in enumerate(t[0][0])] if t[1] < 3
+    else t[0][0][:2])
+
+
+@settings(SETTINGS, max_examples=1000)
+@given(st.one_of(ROWS, PLAIN_ROWS, st.tuples(PLAIN_ROWS, ODD_ROWS, st.integers(0, 6)).map(
+    lambda t: t[0][:t[2]] + [t[1]] + t[0][t[2]:])))  # one odd row among plain ones
+def test_a_batch_is_checked_as_its_rows_one_by_one(rows):
+    from pouchsync_sync.store import texts
+    assert _outcome(texts.check_text_rows, rows) == _outcome(texts._check_rows_one_by_one, rows)
+
+
+def test_a_batch_check_is_not_fooled_across_rows() -> None:
+    """Rows that are fine joined but not alone (or not every one) are refused as alone."""
+    from pouchsync_sync.store.texts import check_text_rows
+    rev = "1-" + "a" * 32
+    cases = [
+        # a text that is no object, completed by the next one
+        ([["a", rev, '{"x":[1'], ["b", rev, '2]}']], "row 0: the text is not JSON"),
+        # a revision holding the separator and "1-", so that "1-" counts come out right
+        ([["a", "1-a\x001-b", "{}"], ["b", "2-c", "{}"]], "row 1: rev must be"),
+        ([["a", "1-", "{}"], ["b", rev, "{}"]], "row 0: rev must be"),
+        ([["a", rev, "{}"], ["", rev, "{}"]], "non-empty string"),
+        ([["", rev, "{}"], ["a", rev, "{}"]], "non-empty string"),
+        ([["a", rev, "{}"], ["", rev, "{}"], ["b", rev, "{}"]], "non-empty string"),
+        ([["a", rev, "{}"], ["_x", rev, "{}"]], "underscore"),
+        ([["a", rev, '{"_id":"x"}']], "special field"),
+        ([["a", rev, "{}"], ["b", rev, "[]"]], "row 1: the text must be a JSON object"),
+        ([["a", rev, "{}"], ["b", rev]], "row 1: must be [id, rev, text]"),
+    ]
+    for rows, words in cases:
+        with pytest.raises(BadRequest, match=re.escape(words)):
+            check_text_rows(rows)
+    # plain rows with the separator inside an id or a key: checked as ever
+    assert list(check_text_rows([["a\x00_b", rev, '{"k":"\\u005f"}'], ("b", rev, "{}")])) == [
+        ("a\x00_b", rev, '{"k":"\\u005f"}'), ("b", rev, "{}")]
 
 
 # -- checked ahead (Database.check_texts) ------------------------------------------------
