@@ -30,21 +30,27 @@ _INSERT_REV = "INSERT INTO revs (id, rev, parent, deleted, body) VALUES (?, ?, N
 _INSERT_DOC = "INSERT INTO docs (id, seq, winner, deleted) VALUES (?, ?, ?, 0)"
 _INSERT_NEW_DOC = "INSERT OR IGNORE INTO docs (id, seq, winner, deleted) VALUES (?, ?, ?, 0)"
 
-# the body only for a possible first generation: the text of nothing else is sent
+# One look at a doc's revisions gives what its row needs: 0 when it has several (its
+# leaves come from its tree, and no text travels), else the body of its only revision
+# when that is a live first generation (the text of nothing else is sent), else NULL.
 _READ = (
-    "SELECT seq, id, winner, deleted, "
-    "CASE WHEN substr(winner, 1, 2) = '1-' AND deleted = 0 THEN "
-    "(SELECT body FROM revs WHERE revs.id = docs.id AND revs.rev = docs.winner) END, "
-    "(SELECT count(*) FROM revs WHERE revs.id = docs.id) "
+    "SELECT seq, id, winner, "
+    "(SELECT CASE WHEN count(*) > 1 THEN 0 "
+    "WHEN substr(docs.winner, 1, 2) = '1-' AND docs.deleted = 0 THEN body END "
+    "FROM revs WHERE revs.id = docs.id), deleted "
     "FROM docs WHERE seq > ? ORDER BY seq LIMIT ?")
+_SEVERAL = 0
+#: the marker of a body that may hold attachments (it may also be a nested key)
+_ATTACHMENTS = '"_attachments":'
 
 
 def read(conn: sqlite3.Connection, since: int, want: int | None,
          max_bytes: int | None) -> dict[str, Any]:
     """``changes_texts`` from ``since`` (a parsed position), at most ``want`` rows."""
     results: list[list[Any]] = []
+    append = results.append
     last = since
-    total = 0
+    room = max_bytes  # bytes of text still allowed (None: no bound)
     exhausted = False
     while want is None or len(results) < want:
         size = _PAGE if want is None else min(_PAGE, want - len(results))
@@ -52,25 +58,23 @@ def read(conn: sqlite3.Connection, since: int, want: int | None,
         if not rows:
             exhausted = True
             break
-        multi = [row[1] for row in rows if row[5] > 1]
+        multi = [row[1] for row in rows if row[3] == _SEVERAL]
         trees = tables.load_trees(conn, multi) if multi else {}
-        for seq, doc_id, win, deleted, body, count in rows:
-            text = None
-            if count > 1:
-                leaves = revtree.leaves(trees[doc_id])
-            else:
-                leaves = [win]
-                # the marker may be a nested key (no attachment): the body's top level says
-                if body is not None and ('"_attachments":' not in body
-                                         or "_attachments" not in loads(body)):
-                    if max_bytes is None:
-                        text = body
-                    else:
-                        length = text_length(body)
-                        if total + length <= max_bytes:
-                            total += length
-                            text = body
-            results.append([seq, doc_id, leaves, bool(deleted), text])
+        for seq, doc_id, win, body, deleted in rows:
+            if body.__class__ is not str:
+                append([seq, doc_id, revtree.leaves(trees[doc_id]) if body == _SEVERAL
+                        else [win], bool(deleted), None])
+                continue
+            # the marker may be a nested key (no attachment): the body's top level says
+            if _ATTACHMENTS in body and "_attachments" in loads(body):
+                body = None
+            elif room is not None:
+                length = len(body) if body.isascii() else text_length(body)
+                if length <= room:
+                    room -= length
+                else:
+                    body = None
+            append([seq, doc_id, [win], False, body])
         last = rows[-1][0]
         if len(rows) < size:
             exhausted = True
@@ -91,8 +95,9 @@ def write(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str]],
     # first, whole: the docs rows go in unless an id is there (or twice); if one was,
     # undone, and the rows go the general way below.
     conn.execute("SAVEPOINT texts")
+    new_ids, new_revs, _ = zip(*rows)
     added = conn.executemany(
-        _INSERT_NEW_DOC, [(row[0], s, row[1]) for s, row in enumerate(rows, seq + 1)]).rowcount
+        _INSERT_NEW_DOC, zip(new_ids, range(seq + 1, seq + 1 + len(rows)), new_revs)).rowcount
     if added == len(rows):
         conn.executemany(_INSERT_REV, rows)  # bound as they are
         conn.execute("RELEASE texts")
