@@ -57,7 +57,8 @@ class ServerOptions:
     send_timeout: float = 60.0
     #: errors on one socket before the server closes it
     max_errors: int = 100
-    #: receive buffer of simple-websocket, bytes
+    #: bytes one read of a socket asks for; while reads come back big (batches of
+    #: docs) they ask for up to 1 MiB (``transport.MAX_RECEIVE``)
     receive_bytes: int = 65536
     #: what the welcome says the server is (None: "pouchsync_sync/<version>")
     agent: str | None = None

@@ -33,11 +33,15 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 
 __all__ = ["SerializedSocket", "serialized_environ", "WebSocketServer", "ping_interval_for",
-           "PING_SPREAD"]
+           "MAX_RECEIVE", "PING_SPREAD"]
 
 _SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
 #: a socket's ping interval is between this fraction of the configured one and all of it
 PING_SPREAD = 0.75
+#: the most one read of a socket asks for, while data keeps filling its reads
+MAX_RECEIVE = 1024 * 1024
+#: how much more the next read asks for after one that was filled
+BURST_GROWTH = 4
 
 
 def ping_interval_for(interval: float | None, rnd: random.Random) -> float | None:
@@ -53,6 +57,23 @@ class SerializedSocket:
     def __init__(self, sock: Any) -> None:
         self._sock = sock
         self._write = threading.Lock()
+        self._want = 0  # bytes the next read asks for while a burst lasts (0: none)
+
+    def recv(self, size: int) -> bytes:
+        """Up to ``size`` bytes, or more while big reads last: a read that filled what
+        it asked for asks for ``BURST_GROWTH`` times more the next time (up to
+        ``MAX_RECEIVE``), one that got more than ``size`` asks for as much again, one
+        that got ``size`` or less goes back to ``size``. Big messages (batches of docs)
+        then take fewer reads and fewer rounds of the frame parser, while a socket
+        that only gets small ones reads as before. The reader thread's only."""
+        want = size if self._want < size else self._want
+        data = self._sock.recv(want)
+        got = len(data)
+        if got == want:
+            self._want = min(want * BURST_GROWTH, MAX_RECEIVE)
+        elif got <= size:
+            self._want = 0
+        return data
 
     def send(self, data: bytes) -> int:
         with self._write:

@@ -225,6 +225,12 @@ def test_grant_policy() -> None:
             assert refusals(grant, ids) == [(i, refusal(grant, doc_id)) for i, doc_id in enumerate(ids)
                                             if refusal(grant, doc_id) is not None]
         assert refusals(plain, ["a", "b"]) == [] and refusals(ro, []) == []
+        # the one search over all ids: an id holding "\0_design/" is no design doc, an
+        # empty or missing one is none either, a design id anywhere is found
+        assert refusals(plain, ["a\x00_design/x", "", None, "b_design/"]) == []
+        for ids in (["_design/x"], ["a", "b", "_design/x"], [None, "_design/x", ""]):
+            assert [why for _, why in refusals(plain, ids)] == [
+                "writes to design documents are not allowed"]
         with pytest.raises(ps.Denied, match="not allowed"):
             as_grant(None)
         with pytest.raises(TypeError, match="Database, a Grant or None"):
@@ -296,6 +302,46 @@ def test_serialized_socket_writes_whole_frames_even_with_a_timeout() -> None:
     finally:
         writer.close()
         reader.close()
+
+
+class _Buffered:
+    """A socket's reading end at its seam: ``recv(n)`` gives what is buffered, up to
+    ``n``, and records each ``n`` asked for."""
+
+    def __init__(self) -> None:
+        self.buffered = b""
+        self.asked: list[int] = []
+
+    def recv(self, size: int) -> bytes:
+        self.asked.append(size)
+        data, self.buffered = self.buffered[:size], self.buffered[size:]
+        return data
+
+
+def test_serialized_socket_reads_more_while_reads_come_back_big() -> None:
+    from pouchsync_sync.server.transport import MAX_RECEIVE, SerializedSocket
+
+    base = 65536
+    raw = _Buffered()
+    sock = SerializedSocket(raw)
+    raw.buffered = b"x" * (3 * MAX_RECEIVE)  # a stream of big messages
+    got = b""
+    while raw.buffered:
+        got += sock.recv(base)
+    assert len(got) == 3 * MAX_RECEIVE
+    # each filled read asks for 4 times more, up to MAX_RECEIVE
+    assert raw.asked[:4] == [base, 4 * base, 16 * base, MAX_RECEIVE] and max(raw.asked) == MAX_RECEIVE
+    # a read bigger than the base (the rest of a batch) keeps the size: the next message
+    # comes in one read
+    raw.buffered = b"y" * 100_000
+    assert len(sock.recv(base)) == 100_000 and raw.asked[-1] == MAX_RECEIVE
+    # a small read (a live change, a ping) goes back to the base size
+    raw.buffered = b"z" * 100
+    assert sock.recv(base) == b"z" * 100
+    raw.buffered = b"w" * 200_000
+    assert len(sock.recv(base)) == base and raw.asked[-1] == base
+    assert len(sock.recv(base)) == 200_000 - base and raw.asked[-1] == 4 * base
+    assert sock.recv(base) == b"" and raw.asked[-1] == 4 * base  # the end: ""
 
 
 # -- Lane ---------------------------------------------------------------------------------
