@@ -172,8 +172,7 @@ class RemoteDatabase(Database):
         (``write_missing`` of the rows as docs)."""
         if not isinstance(rows, (list, tuple)):
             raise BadRequest("rows must be a list")
-        sent = [row if row.__class__ is list else list(row) if isinstance(row, (list, tuple))
-                else row for row in rows]
+        sent = rows if rows.__class__ is list else list(rows)  # tuple rows go as arrays
         answer = self._call_if_known("write_missing_texts", {"rows": sent})
         if answer is None:
             return super().write_missing_texts(rows)

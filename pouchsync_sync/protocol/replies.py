@@ -113,9 +113,18 @@ def _write_missing_shape(ok: Any, args: Mapping[str, Any], sent: str = "docs") -
         return problem
     written = ok.get("written")
     count = len(args.get(sent) or ())
-    if type(written) is not list or not all(type(i) is int and 0 <= i < count for i in written):
+    if type(written) is not list or not _indexes(written, count):
         return f"'written' is not a list of indexes into the {sent} sent"
     return None
+
+
+def _indexes(values: list[Any], count: int) -> bool:
+    """Every one of ``values`` is an int (not a bool) in ``range(count)``."""
+    return not values or (set(map(type, values)) == _INT
+                          and min(values) >= 0 and max(values) < count)
+
+
+_INT = {int}
 
 
 def _write_missing_texts_shape(ok: Any, args: Mapping[str, Any]) -> str | None:

@@ -73,6 +73,10 @@ def test_real_answers_pass(db) -> None:
     ("write_missing", {"written": [1], "failures": []}, {"docs": [{}]}, "indexes"),
     ("write_missing", {"written": [-1], "failures": []}, {"docs": [{}]}, "indexes"),
     ("write_missing", {"written": ["0"], "failures": []}, {"docs": [{}]}, "indexes"),
+    ("write_missing", {"written": [True], "failures": []}, {"docs": [{}]}, "indexes"),
+    ("write_missing", {"written": [0, 1.0], "failures": []}, {"docs": [{}, {}]}, "indexes"),
+    ("write_missing", {"written": [0, None], "failures": []}, {"docs": [{}, {}]}, "indexes"),
+    ("write_missing_texts", {"written": [0, 2], "failures": []}, {"rows": [[], []]}, "indexes"),
     ("write_missing", {"written": [0], "failures": [5]}, {"docs": [{}]}, "holds a int"),
 ])
 def test_wrong_shapes_are_named(op: str, ok: Any, args: dict[str, Any], words: str) -> None:
