@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from ..jsclient import JS_CLIENT_NAME, js_client_response
 from .budget import ReplyBudget
+from .ending import EndingLine
 from .follower import FollowerRegistry
 from .handler import OpenConnections, RateLimit, request_handler
 from .listen import make_http_server
@@ -83,6 +84,7 @@ class SyncServer:
         self.budget = ReplyBudget(self.options.reply_memory)
         self.local_quota = LocalQuota(self.options.max_local_doc_size, self.options.max_local_docs)
         self.complaints = RateLimit()  # INFO lines about clients' mistakes, server-wide
+        self.ending = EndingLine()  # sockets dropped together end a few at a time
         self._watchdog: TimerEntry | None = None
         #: connections of ``start``/``serve_forever``'s server, closed and joined at stop
         self._connections = OpenConnections()
@@ -126,11 +128,16 @@ class SyncServer:
             log.info("connection from %s: WebSocket handshake failed: %s", peer, exc)
             return _plain(start_response, "400 Bad Request",
                           b"pouchsync_sync: bad WebSocket handshake\n")
-        session = Session(ws, conn_id=conn_id, peer=peer, options=opts,
-                          on_request=self.on_request, followers=self.followers,
-                          server_stopping=self._stopping, agent=self.agent, pool=self.pool,
-                          timer=self.timer, budget=self.budget, local_quota=self.local_quota,
-                          complaints=self.complaints)
+        try:
+            session = Session(ws, conn_id=conn_id, peer=peer, options=opts,
+                              on_request=self.on_request, followers=self.followers,
+                              server_stopping=self._stopping, agent=self.agent,
+                              pool=self.pool, timer=self.timer, budget=self.budget,
+                              local_quota=self.local_quota, complaints=self.complaints,
+                              ending=self.ending)
+        except BaseException:
+            ws.may_end.set()  # no session will end the reader thread
+            raise
         with self._lock:
             self._sessions.add(session)
             self._connections_total += 1
@@ -143,15 +150,18 @@ class SyncServer:
         try:
             if late:
                 session.send_close(1001, "server shutting down")
-            session.run()
+            session.run(after=lambda: self._forget(session))
         finally:
-            with self._lock:
-                self._sessions.discard(session)
-                if not self._sessions and self._watchdog is not None:
-                    self._watchdog.cancel()  # the timer's thread ends when idle
-                    self._watchdog = None
             thread.name = thread_name  # the WSGI server's thread, lent for the socket's life
         return _end_of_websocket(ws)
+
+    def _forget(self, session: Session) -> None:
+        """A session ended (on its handler thread, after its teardown)."""
+        with self._lock:
+            self._sessions.discard(session)
+            if not self._sessions and self._watchdog is not None:
+                self._watchdog.cancel()  # the timer's thread ends when idle
+                self._watchdog = None
 
     # -- mounting and running -----------------------------------------------------------
     def init_app(self, app: Any, path: str = "/sync") -> SyncServer:

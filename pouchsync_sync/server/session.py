@@ -38,6 +38,7 @@ from ..protocol import messages as m
 from ..protocol.messages import BadMessage
 from . import calls
 from .budget import ReplyBudget
+from .ending import EndingLine
 from .follower import FollowerRegistry
 from .handler import RateLimit
 from .live import ChannelContext, Live
@@ -76,7 +77,8 @@ class Session:
                  on_request: Callable[[Any, str], Any], followers: FollowerRegistry,
                  server_stopping: threading.Event, agent: str, pool: WorkerPool, timer: Timer,
                  budget: ReplyBudget | None = None, local_quota: LocalQuota | None = None,
-                 complaints: RateLimit | None = None) -> None:
+                 complaints: RateLimit | None = None,
+                 ending: EndingLine | None = None) -> None:
         self.ws = ws
         self.conn_id = conn_id
         self.peer = peer
@@ -92,6 +94,9 @@ class Session:
                                                      options.max_local_docs)
         #: the server-wide rate of INFO lines about clients' mistakes (any client can cause them)
         self.complaints = complaints or RateLimit()
+        #: the server's line of endings (``ending.py``): a dropped socket's teardown
+        #: takes its turn there
+        self.ending = ending or EndingLine()
         self.max_reply_size = options.max_reply_size or options.max_message_size
         self.proto = Connection("server")
         self.lane = Lane(pool, options.workers, f"pouchsync-server-lane[{conn_id}]")
@@ -107,8 +112,9 @@ class Session:
         self.live = Live(self)
 
     # -- the handler thread -------------------------------------------------------------
-    def run(self) -> None:
-        """Serve the socket until it closes; always tears down."""
+    def run(self, after: Callable[[], None] | None = None) -> None:
+        """Serve the socket until it closes; always tears down, then calls ``after``
+        (the server forgets the session), in the same turn of the ending line."""
         try:
             if self._handshake():
                 self._serve()
@@ -118,7 +124,18 @@ class Session:
             log.exception("connection %s failed", self.name)
             self._close_frame = (1011, "internal error")
         finally:
-            self._teardown()
+            # a socket whose transport is gone (dropped, maybe with thousands of others)
+            # ends in its turn; a graceful close ends as soon as its peer answered
+            turn = not self.ws.connected and self.ending.enter()
+            try:
+                self._teardown()
+            finally:
+                try:
+                    if after is not None:
+                        after()
+                finally:
+                    if turn:
+                        self.ending.leave()
 
     def _next_frame(self, deadline: float | None) -> Any:
         """The next incoming frame, after sending what is queued; ``None`` at the
@@ -285,12 +302,12 @@ class Session:
         self.ws.event.set()
 
     def wait_transport(self, timeout: float) -> bool:
-        """Wait for the transport's reader thread to end (the peer answered the close)."""
+        """Wait for the transport's reader thread to be done reading (the peer answered
+        the close)."""
         thread = getattr(self.ws, "thread", None)
         if thread is None or thread is threading.current_thread():
             return True
-        thread.join(max(0.0, timeout))
-        return not thread.is_alive()
+        return bool(self.ws.reading_done.wait(max(0.0, timeout)))
 
     def _shutdown_socket(self) -> None:
         sock = getattr(self.ws, "sock", None)
@@ -326,6 +343,7 @@ class Session:
         self.outbox.drop()  # what those tasks queued meanwhile
         thread = getattr(self.ws, "thread", None)
         if thread is not None:
+            self.ws.may_end.set()  # the reader thread ends now, in this turn
             thread.join(5.0)
             if not thread.is_alive():
                 self._drain_socket()

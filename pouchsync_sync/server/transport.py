@@ -42,6 +42,8 @@ PING_SPREAD = 0.75
 MAX_RECEIVE = 1024 * 1024
 #: how much more the next read asks for after one that was filled
 BURST_GROWTH = 4
+#: the longest a reader thread done reading waits for its session to let it end, seconds
+READER_PATIENCE = 60.0
 
 
 def ping_interval_for(interval: float | None, rnd: random.Random) -> float | None:
@@ -146,7 +148,15 @@ class _BoundedDeflate(PerMessageDeflate):
 class WebSocketServer(simple_websocket.Server):
     """simple-websocket's server side with inflation bounded by ``max_message_size``
     (which the session lowers until the hello is answered), whose ``event`` is set once
-    more when its reader thread ends. Same threads and API."""
+    more when its reader thread is done reading (``reading_done``). The reader thread
+    then ends once ``may_end`` is set (by the session's teardown, in its turn of the
+    server's ``ending.EndingLine``), or after ``READER_PATIENCE`` seconds. Same threads
+    and API."""
+
+    #: set when the reader thread is done reading (the socket is closed)
+    reading_done: threading.Event
+    #: set when the reader thread may end
+    may_end: threading.Event
 
     def _thread(self) -> None:
         try:
@@ -155,9 +165,13 @@ class WebSocketServer(simple_websocket.Server):
             # simple-websocket sets the event for some endings *before* it marks the
             # socket closed (a message over max_message_size): the session, waiting on
             # the event, must see ``connected`` false after the last wake-up
+            self.reading_done.set()
             self.event.set()
+            self.may_end.wait(READER_PATIENCE)
 
     def handshake(self) -> None:
+        self.reading_done = threading.Event()
+        self.may_end = threading.Event()
         super().handshake()  # before the reader thread starts: no frame read yet
         connection = getattr(self.ws, "connection", None)
         proto = getattr(connection, "_proto", None)
