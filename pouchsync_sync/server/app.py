@@ -152,6 +152,9 @@ class SyncServer:
                 session.send_close(1001, "server shutting down")
             session.run(after=lambda: self._forget(session))
         finally:
+            if not session.done.is_set():  # run() did not tear down (send_close failed)
+                ws.may_end.set()
+                self._forget(session)
             thread.name = thread_name  # the WSGI server's thread, lent for the socket's life
         return _end_of_websocket(ws)
 
