@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import _thread
 import collections
+import contextlib
+from collections.abc import Iterator
 
 __all__ = ["EndingLine", "ENDING_LIMIT", "ENDING_PATIENCE"]
 
@@ -80,6 +82,17 @@ class EndingLine:
         if waiter.acquire(timeout=self.patience):
             return True  # handed a pass by a thread leaving
         return self._out_of_line(waiter, holding=False)
+
+    @contextlib.contextmanager
+    def turn(self, wanted: bool = True) -> Iterator[None]:
+        """The ``with`` block in a turn of the line when ``wanted`` (``enter``, and
+        ``leave`` if a pass came); otherwise at once."""
+        holding = wanted and self.enter()
+        try:
+            yield
+        finally:
+            if holding:
+                self.leave()
 
     def leave(self) -> None:
         """Give the pass back: to the first thread waiting, else to the free ones."""

@@ -126,16 +126,12 @@ class Session:
         finally:
             # a socket whose transport is gone (dropped, maybe with thousands of others)
             # ends in its turn; a graceful close ends as soon as its peer answered
-            turn = not self.ws.connected and self.ending.enter()
-            try:
-                self._teardown()
-            finally:
+            with self.ending.turn(not self.ws.connected):
                 try:
+                    self._teardown()
+                finally:
                     if after is not None:
                         after()
-                finally:
-                    if turn:
-                        self.ending.leave()
 
     def _next_frame(self, deadline: float | None) -> Any:
         """The next incoming frame, after sending what is queued; ``None`` at the

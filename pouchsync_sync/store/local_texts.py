@@ -69,7 +69,7 @@ def read(conn: sqlite3.Connection, since: int, want: int | None,
             if _ATTACHMENTS in body and "_attachments" in loads(body):
                 body = None
             elif room is not None:
-                length = len(body) if body.isascii() else text_length(body)
+                length = text_length(body)
                 if length <= room:
                     room -= length
                 else:

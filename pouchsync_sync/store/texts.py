@@ -162,6 +162,13 @@ def _body_of(text: Any, where: str) -> tuple[dict[str, Any], str]:
     return body, canonical
 
 
+def _may_name_special(text: str) -> bool:
+    """Whether a key in JSON ``text`` may start with ``_`` (``"_``, or any escape
+    ``\\u``, which may write one). A single character is looked for first: that is
+    memchr, where a two-character search walks every character."""
+    return ("_" in text and '"_' in text) or ("\\" in text and "\\u" in text)
+
+
 def _refuse_special_fields(body: dict[str, Any], where: str) -> None:
     """``BadRequest`` when a top-level key of ``body`` starts with ``_``."""
     for key in body:
@@ -226,9 +233,7 @@ def _plain_rows(rows: Sequence[Any]) -> CheckedTexts | None:
     joined = _SEP + joined + _SEP
     if joined.count(_SEP + "1-") != len(revs) or _SEP + "1-" + _SEP in joined:
         return None
-    joined = "".join(texts)
-    # one character first: memchr, where a two-character search walks every character
-    if ("_" in joined and '"_' in joined) or ("\\" in joined and "\\u" in joined):
+    if _may_name_special("".join(texts)):
         return None
     try:
         if set(map(type, map(_orjson.loads, texts))) != _DICT:
@@ -270,7 +275,7 @@ def _check_rows_one_by_one(rows: Sequence[Any]) -> CheckedTexts:
             except ValueError:
                 body = None
             if body.__class__ is dict:
-                if ("_" in text and '"_' in text) or ("\\" in text and "\\u" in text):
+                if _may_name_special(text):
                     _refuse_special_fields(body, f"row {index}")
                 append((doc_id, rev, text))
                 continue

@@ -82,3 +82,15 @@ def test_a_thread_out_of_patience_goes_on_without_a_pass() -> None:
 def test_a_line_needs_a_pass() -> None:
     with pytest.raises(ValueError, match="at least one pass"):
         EndingLine(limit=0)
+
+
+def test_a_turn_holds_a_pass_for_its_block_only_when_wanted() -> None:
+    line = EndingLine(limit=1, patience=WAIT)
+    with line.turn():
+        assert line.free == 0
+    assert line.free == 1
+    with line.turn(False):
+        assert line.free == 1  # no pass taken
+    with pytest.raises(RuntimeError), line.turn():
+        raise RuntimeError("a teardown failed")
+    assert (line.free, line.waiting) == (1, 0)  # given back all the same
